@@ -1,0 +1,37 @@
+"""One exception type for bad user input, and the wrapper that turns it into one line.
+
+Every check on user input (config, lists, images, checkpoints) raises :class:`UserError` with a
+message that names the file/key and says what to do. Entry points run through :func:`run_main`,
+which prints that single line to stderr and exits non-zero instead of a traceback wall.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """Bad input from the user: a one-line, actionable message."""
+
+
+def _one_line(message: str) -> str:
+    """Recover the original message when a DataLoader worker re-raised the error with its traceback."""
+    if "Original Traceback" in message:
+        last = message.strip().splitlines()[-1]
+        prefix = f"{UserError.__module__}.{UserError.__name__}: "
+        message = last[len(prefix):] if last.startswith(prefix) else last
+    return " ".join(message.split())
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run an entry point; a :class:`UserError` ends it with one line on stderr and exit code 2."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {_one_line(str(err))}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
