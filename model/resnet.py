@@ -1,0 +1,276 @@
+"""ResNet with semseg's deep stem, dilated by ``output_stride`` while it is built.
+
+Module names match semseg's ``model/resnet.py`` (``deep_base=True``), so its ImageNet files
+(``initmodel/resnet50_v2.pth`` ...) load with a strict key check after the stem is renamed to the
+segmentation models' ``layer0``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from util.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+# Stem module of the ResNet -> its index in the segmentation models' layer0 Sequential.
+STEM_TO_LAYER0 = {"conv1": "0", "bn1": "1", "conv2": "3", "bn2": "4", "conv3": "6", "bn3": "7"}
+BACKBONE_NAMES = ("layer0", "layer1", "layer2", "layer3", "layer4")
+
+# Dilation of layer1..layer4 for each output stride. semseg dilates *every* block of a stage,
+# its first block included (torchvision's replace_stride_with_dilation does not).
+_STAGE_DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    """3x3 convolution without bias; padding equals dilation so the size only depends on stride."""
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=dilation, dilation=dilation,
+                     bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions (ResNet-18/34); both carry the stage's dilation."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride, dilation)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes, 1, dilation)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (stride, dilation) -> 1x1 (x4) bottleneck (ResNet-50/101/152)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride, dilation)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet with the deep stem (three 3x3 convs, 128 channels) of semseg.
+
+    Args:
+        block: ``BasicBlock`` or ``Bottleneck``.
+        layers: number of blocks in layer1..layer4.
+        output_stride: 8, 16 or 32; layer3/layer4 trade stride for dilation to reach it.
+        num_classes: classifier outputs (only used with ``with_fc``).
+        with_fc: add global pooling and the ImageNet classifier ``fc``.
+    """
+
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers: Sequence[int],
+                 output_stride: int = 8, num_classes: int = 1000, with_fc: bool = False) -> None:
+        super().__init__()
+        if output_stride not in _STAGE_DILATIONS:
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        self.conv1 = conv3x3(3, 64, stride=2)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(64, 64)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.conv3 = conv3x3(64, 128)
+        self.bn3 = nn.BatchNorm2d(128)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.inplanes = 128
+        dilations = _STAGE_DILATIONS[output_stride]
+        stages = []
+        for index, (planes, blocks, dilation) in enumerate(zip((64, 128, 256, 512), layers,
+                                                                dilations)):
+            stride = 1 if index == 0 or dilation > 1 else 2
+            stages.append(self._make_layer(block, planes, blocks, stride, dilation))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.channels = (256 * block.expansion, 512 * block.expansion)
+        self.fc: nn.Linear | None = None
+        if with_fc:
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(512 * block.expansion, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int,
+                    stride: int, dilation: int) -> nn.Sequential:
+        out_planes = planes * block.expansion
+        downsample = None
+        if stride != 1 or self.inplanes != out_planes:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, out_planes, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_planes),
+            )
+        layers = [block(self.inplanes, planes, stride, dilation, downsample)]
+        self.inplanes = out_planes
+        layers += [block(self.inplanes, planes, 1, dilation) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def make_layer0(self) -> nn.Sequential:
+        """The stem as the segmentation models' ``layer0`` (keys layer0.0/1/3/4/6/7.*)."""
+        return nn.Sequential(self.conv1, self.bn1, nn.ReLU(inplace=True), self.conv2, self.bn2,
+                             nn.ReLU(inplace=True), self.conv3, self.bn3, nn.ReLU(inplace=True),
+                             self.maxpool)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Layer4 features, or ImageNet logits when built ``with_fc``."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        x = self.relu(self.bn3(self.conv3(x)))
+        x = self.maxpool(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        if self.fc is None:
+            return x
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+_DEPTHS: dict[int, tuple[type[BasicBlock | Bottleneck], tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+
+
+def resnet(depth: int, output_stride: int = 8) -> ResNet:
+    """Deep-stem ResNet-{18, 34, 50, 101, 152} without classifier.
+
+    Raises:
+        ValueError: for any other depth.
+    """
+    if depth not in _DEPTHS:
+        raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
+    block, layers = _DEPTHS[depth]
+    return ResNet(block, layers, output_stride=output_stride)
+
+
+def _short(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    more = f", ... +{len(names) - limit} more" if len(names) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def state_dict_mismatch(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                        strict: bool = True, display: Callable[[str], str] = str) -> str:
+    """Describe in one line how ``loaded`` fails to fit ``expected``; '' when it fits.
+
+    Args:
+        loaded: the state dict read from a file.
+        expected: the target module's ``state_dict()``.
+        strict: also report missing and unexpected keys (shape mismatches are always reported).
+        display: maps a key to the name shown to the user.
+    """
+    parts = []
+    if strict:
+        # BN's num_batches_tracked appeared in PyTorch 0.4.1; older files lack it; BN fills it in.
+        missing = [display(k) for k in expected
+                   if k not in loaded and not k.endswith("num_batches_tracked")]
+        unexpected = [display(k) for k in loaded if k not in expected]
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+    shapes = [f"{display(k)}: ckpt {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+              for k, v in loaded.items() if k in expected and v.shape != expected[k].shape]
+    if shapes:
+        more = f" ... +{len(shapes) - 5} more" if len(shapes) > 5 else ""
+        parts.append("shape mismatch " + ", ".join(shapes[:5]) + more)
+    return ", ".join(parts)
+
+
+def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` that (Distributed)DataParallel puts in front of every key."""
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _to_layer0(key: str) -> str:
+    head, _, rest = key.partition(".")
+    return f"layer0.{STEM_TO_LAYER0[head]}.{rest}" if head in STEM_TO_LAYER0 else key
+
+
+def _to_stem(key: str) -> str:
+    layer0_to_stem = {v: k for k, v in STEM_TO_LAYER0.items()}
+    parts = key.split(".", 2)
+    if parts[0] == "layer0" and len(parts) == 3 and parts[1] in layer0_to_stem:
+        return f"{layer0_to_stem[parts[1]]}.{parts[2]}"
+    return key
+
+
+def load_resnet_init(path: str, depth: int = 50) -> dict[str, torch.Tensor]:
+    """Read semseg's ImageNet ResNet file and rename its stem to ``layer0``.
+
+    Accepts a bare state dict or ``{'state_dict': ...}``, with or without ``module.`` prefixes;
+    ``fc.*`` is dropped. ``depth`` only names the expected file in error messages.
+
+    Raises:
+        UserError: the file is missing or is not a state dict saved by ``torch.save``.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"ImageNet init weights '{path}' not found; put semseg's "
+                        f"resnet{depth}_v2.pth there (see initmodel/README.md) or set "
+                        f"pretrained: False to train from scratch")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types for a file it cannot read
+        raise UserError(f"ImageNet init weights '{path}' could not be read by torch.load: "
+                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
+                                                 for v in state.values()):
+        raise UserError(f"ImageNet init weights '{path}' do not hold a state dict of tensors; "
+                        f"use semseg's resnet{depth}_v2.pth")
+    state = strip_module_prefix(state)
+    return {_to_layer0(k): v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def load_backbone_init(model: nn.Module, path: str, depth: int) -> None:
+    """Load semseg's ImageNet weights into ``model.layer0`` .. ``model.layer4``, strictly.
+
+    Raises:
+        UserError: the file is missing, unreadable, or its keys/shapes do not fit the backbone;
+            keys are named as in the file (conv1, bn1, ... rather than layer0.*).
+    """
+    state = load_resnet_init(path, depth)
+    expected = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in BACKBONE_NAMES}
+    problem = state_dict_mismatch(state, expected, display=_to_stem)
+    if problem:
+        raise UserError(f"ImageNet init weights '{path}' do not fit the ResNet-{depth} backbone: "
+                        f"{problem}; use semseg's resnet{depth}_v2.pth for layers: {depth}")
+    for name in BACKBONE_NAMES:
+        prefix = name + "."
+        getattr(model, name).load_state_dict(
+            {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    logger.info("loaded ImageNet init weights from %s", path)

@@ -1,0 +1,136 @@
+"""Evaluate a segmentation model: clean, or under the original BIM attack (``--attack``).
+
+    python test.py --config config/synthetic/synthetic_pspnet18.yaml [--attack] [key value ...]
+
+Clean results go to save_folder (gray/, color/, results.json); attacked ones to save_folder/bim/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from attack import BIM
+from model import build_model, load_checkpoint_weights
+from util.config import load_config
+from util.dataset import SemData, colorize, load_names_colors, mean_std_255, read_label
+from util.device import select_device
+from util.errors import UserError, run_main
+from util.inference import predict
+from util.log import setup_logging
+from util.metrics import SegMetric
+
+logger = setup_logging()
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Robust semantic segmentation: evaluation")
+    parser.add_argument("--config", type=str, required=True, help="YAML config file (see config/)")
+    parser.add_argument("--attack", action="store_true", help="evaluate under the original BIM attack "
+                                                               "(2 steps, eps 0.03, step 0.01, per crop)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides as 'key value' pairs")
+    return parser
+
+
+def image_name(path: str) -> str:
+    """Prediction file stem, as the original names it."""
+    return os.path.basename(path).split(".")[0]
+
+
+def _first(batch: list):
+    return batch[0]
+
+
+def run_inference(cfg: DictConfig, data: SemData, attack_name: str | None, gray_folder: Path,
+                  color_folder: Path, colors: np.ndarray, metric: SegMetric) -> None:
+    """Predict every image, save gray/color maps, and accumulate metrics against the labels."""
+    device = select_device(cfg.device, cfg.test_gpu)
+    model = build_model(cfg.arch, cfg.layers, cfg.classes, zoom_factor=cfg.zoom_factor,
+                        output_stride=cfg.output_stride, pretrained=False)
+    if not cfg.model_path:
+        raise UserError("config key 'model_path' is empty; set it to the checkpoint to evaluate")
+    load_checkpoint_weights(model, cfg.model_path)
+    model.to(device).eval()
+    logger.info(f"=> loaded checkpoint '{cfg.model_path}' on {device}")
+    attack = BIM(model, ignore_index=cfg.ignore_label) if attack_name == "bim" else None
+    mean, std = mean_std_255()
+    gray_folder.mkdir(parents=True, exist_ok=True)
+    color_folder.mkdir(parents=True, exist_ok=True)
+    loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=cfg.workers,
+                                         collate_fn=_first)
+    for i, (image, label) in enumerate(tqdm(loader, desc=attack_name or "clean", unit="img",
+                                            dynamic_ncols=True)):
+        prediction = predict(model, image, label, cfg.classes, cfg.base_size, cfg.test_h, cfg.test_w,
+                             cfg.scales, mean, std, device, attack, cfg.ignore_label, cfg.batch_size_val)
+        gray = np.uint8(prediction)
+        name = image_name(data.data_list[i][0])
+        cv2.imwrite(str(gray_folder / f"{name}.png"), gray)
+        colorize(gray, colors).save(str(color_folder / f"{name}.png"))
+        if cfg.split != "test":
+            metric.update(gray, label)
+
+
+def metrics_from_predictions(cfg: DictConfig, data: SemData, gray_folder: Path, metric: SegMetric) -> None:
+    """has_prediction: read saved gray predictions and score them."""
+    for image_path, label_path in data.data_list:
+        pred_path = gray_folder / f"{image_name(image_path)}.png"
+        pred = cv2.imread(str(pred_path), cv2.IMREAD_GRAYSCALE)
+        if pred is None:
+            raise UserError(f"has_prediction is True but '{pred_path}' is missing; set has_prediction False")
+        metric.update(pred, read_label(label_path))
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    cfg = load_config(args.config, args.opts)
+    attack_name = "bim" if args.attack else None
+    if attack_name and cfg.split == "test":
+        raise UserError("--attack needs labels, but split is 'test'; evaluate a labelled split (val)")
+    names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
+    data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label)
+    index_end = len(data.data_list) if cfg.index_step == 0 else min(cfg.index_start + cfg.index_step,
+                                                                     len(data.data_list))
+    data.data_list = data.data_list[cfg.index_start:index_end]
+    if not data.data_list:
+        raise UserError(f"no images to evaluate in '{cfg.test_list}' with index_start {cfg.index_start}")
+
+    save_folder = Path(cfg.save_folder) / attack_name if attack_name else Path(cfg.save_folder)
+    gray_folder, color_folder = save_folder / "gray", save_folder / "color"
+    metric = SegMetric(cfg.classes, cfg.ignore_label)
+    start = time.time()
+    logger.info(f">>>>>>>>>>>>>>>> Start Evaluation ({attack_name or 'clean'}, {len(data)} images) >>>>>>>>>>>>>>>>")
+    if cfg.has_prediction:
+        metrics_from_predictions(cfg, data, gray_folder, metric)
+    else:
+        run_inference(cfg, data, attack_name, gray_folder, color_folder, colors, metric)
+    logger.info("<<<<<<<<<<<<<<<<< End Evaluation <<<<<<<<<<<<<<<<<")
+    if cfg.split == "test":
+        logger.info(f"predictions written to {gray_folder} (split 'test' has no labels: no metrics)")
+        return
+    for i, name in enumerate(names):
+        logger.info(f"Class_{i} result: iou/accuracy {metric.iou_class[i]:.4f}/{metric.acc_class[i]:.4f}, "
+                    f"name: {name}.")
+    logger.info(f"Eval result: mIoU/mAcc/allAcc {metric.miou:.4f}/{metric.macc:.4f}/{metric.allacc:.4f}.")
+    result = {
+        "mode": attack_name or "clean",
+        "attack": {"name": "bim", "eps": 0.03, "steps": 2, "alpha": 0.01, "protocol": "per_crop"}
+        if attack_name else None,
+        "mIoU": metric.miou, "mAcc": metric.macc, "allAcc": metric.allacc,
+        "classes": [{"name": n, "iou": float(metric.iou_class[i]), "acc": float(metric.acc_class[i])}
+                    for i, n in enumerate(names)],
+        "images": len(data), "model_path": cfg.model_path, "seconds": round(time.time() - start, 2),
+        "config": OmegaConf.to_container(cfg),
+    }
+    (save_folder / "results.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    run_main(main)

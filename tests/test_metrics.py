@@ -1,0 +1,38 @@
+"""Metrics against a hand-computed confusion matrix."""
+import numpy as np
+import pytest
+import torch
+
+from util.metrics import SegMetric, intersection_and_union
+
+
+def test_counts_match_hand_computed_confusion():
+    target = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
+    output = np.array([[0, 1, 1, 1], [2, 0, 2, 2]])
+    # class 0: target {0,0}, pred {0,1} at those; pred 0 also at (1,1) -> I=1, |pred|=2, |target|=2, U=3
+    # class 1: target 3 px, pred 1 at two of them -> I=2, |pred|=3 (one on a class-0 pixel), U=4
+    # class 2: target 2 px, pred 2 at one (the ignored pixel does not count) -> I=1, |pred|=2, U=3
+    inter, union, tgt = intersection_and_union(output, target, 3)
+    assert inter.tolist() == [1, 2, 1]
+    assert union.tolist() == [3, 4, 3]
+    assert tgt.tolist() == [2, 3, 2]
+    metric = SegMetric(3)
+    metric.update(torch.from_numpy(output), torch.from_numpy(target))
+    assert metric.miou == pytest.approx(np.mean([1 / 3, 2 / 4, 1 / 3]))
+    assert metric.macc == pytest.approx(np.mean([1 / 2, 2 / 3, 1 / 2]))
+    assert metric.allacc == pytest.approx(4 / 7)
+
+
+def test_absent_class_counts_as_zero_iou_like_semseg():
+    metric = SegMetric(3)
+    metric.update(np.zeros((2, 2), int), np.zeros((2, 2), int))
+    assert metric.iou_class.tolist() == pytest.approx([1.0, 0.0, 0.0])
+    assert metric.miou == pytest.approx(1 / 3)
+
+
+def test_accumulates_over_images():
+    metric = SegMetric(2)
+    metric.update(np.array([0, 1]), np.array([0, 1]))
+    metric.update(np.array([1, 1]), np.array([0, 1]))
+    assert metric.intersection.tolist() == [1, 2]
+    assert metric.union.tolist() == [2, 3]

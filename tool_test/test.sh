@@ -1,0 +1,22 @@
+#!/bin/sh
+# Shared body of the tool_test/<dataset>/*.sh scripts: evaluate exp/<dataset>/<exp_name> clean, then under BIM.
+# The model is MODEL_PATH, else the latest checkpoint in exp/<dataset>/<exp_name>/model, else the config's.
+# usage: sh tool_test/test.sh DATASET EXP_NAME CONFIG [key value ...]
+set -e
+PYTHON=${PYTHON:-python}
+dataset=$1; exp_name=${EXP_NAME:-$2}; config=$3
+shift 3
+exp_dir=exp/${dataset}/${exp_name}
+result_dir=${exp_dir}/result
+now=$(date +"%Y%m%d_%H%M%S")
+model=${MODEL_PATH:-$(ls "${exp_dir}"/model/train_epoch_*.pth 2>/dev/null | sort -V | tail -n 1)}
+mkdir -p "${result_dir}"
+cp "${config}" tool_test/test.sh test.py "${exp_dir}/"
+status_file=$(mktemp)
+for mode in "" "--attack"; do
+  { "${PYTHON}" -u test.py --config "${config}" ${mode} save_folder "${result_dir}" \
+      ${model:+model_path "${model}"} "$@" 2>&1; echo $? > "${status_file}"; } | tee -a "${result_dir}/test-${now}.log"
+  status=$(cat "${status_file}")
+  [ "${status}" -eq 0 ] || { rm -f "${status_file}"; exit "${status}"; }
+done
+rm -f "${status_file}"

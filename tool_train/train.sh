@@ -1,0 +1,17 @@
+#!/bin/sh
+# Shared body of the tool_train/<dataset>/*.sh scripts: train one config into exp/<dataset>/<exp_name>.
+# usage: sh tool_train/train.sh DATASET EXP_NAME CONFIG [key value ...]
+set -e
+PYTHON=${PYTHON:-python}
+dataset=$1; exp_name=${EXP_NAME:-$2}; config=$3
+shift 3
+exp_dir=exp/${dataset}/${exp_name}
+model_dir=${exp_dir}/model
+now=$(date +"%Y%m%d_%H%M%S")
+mkdir -p "${model_dir}" "${exp_dir}/result"
+cp "${config}" tool_train/train.sh train.py "${exp_dir}/"
+status_file=$(mktemp)
+{ "${PYTHON}" -u train.py --config "${config}" save_path "${model_dir}" "$@" 2>&1; echo $? > "${status_file}"; } \
+  | tee "${model_dir}/train-${now}.log"
+status=$(cat "${status_file}"); rm -f "${status_file}"
+exit "${status}"

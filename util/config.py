@@ -1,0 +1,243 @@
+"""Configuration: one defaults schema, YAML on top of it, ``key value`` command-line overrides on top of that.
+
+The YAML layout is semseg's / DDC-AT's (sections ``DATA``, ``TRAIN``, ``Distributed``, ``TEST``), and the
+resolved config is flat like theirs (``cfg.batch_size``, not ``cfg.TRAIN.batch_size``), so an original
+config file loads unchanged. Parsing, merging and type validation are done by OmegaConf against the
+dataclass schema below; this module only adds readable one-line errors and range checks.
+"""
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from util.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    """DATA section."""
+
+    data_root: str = "dataset/synthetic"  # folder the list files' relative paths start from
+    train_list: str = "dataset/synthetic/list/train.txt"  # lines 'image_rel label_rel'
+    val_list: str = "dataset/synthetic/list/val.txt"  # validation list used while training
+    classes: int = 2  # number of classes (label values 0..classes-1, plus ignore_label)
+
+
+@dataclass
+class TrainConfig:
+    """TRAIN section."""
+
+    arch: str = "psp"  # psp (PSPNet) | aspp (DeepLabV3)
+    layers: int = 50  # ResNet depth: 18, 34, 50, 101, 152
+    output_stride: int = 8  # backbone output stride: 8 (original) or 16
+    pretrained: bool = True  # load ImageNet weights initmodel/resnet{layers}_v2.pth into the backbone
+    init_path: Optional[str] = None  # other ImageNet weights file (semseg format); default as above
+    defense: str = "none"  # adversarial training defense: none
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+    sync_bn: bool = True  # adopt syncbn or not (multi-process training)
+    train_h: int = 473  # training crop height
+    train_w: int = 473  # training crop width
+    scale_min: float = 0.5  # minimum random scale
+    scale_max: float = 2.0  # maximum random scale
+    rotate_min: float = -10.0  # minimum random rotate
+    rotate_max: float = 10.0  # maximum random rotate
+    zoom_factor: int = 8  # zoom factor for final prediction during training, be in [1, 2, 4, 8]
+    ignore_label: int = 255  # label value excluded from loss and metrics
+    aux_weight: float = 0.4  # weight of the auxiliary (layer3) loss
+    train_gpu: List[int] = field(default_factory=lambda: [0])  # GPU ids (a hint; CPU when there is no CUDA)
+    workers: int = 4  # data loader workers
+    batch_size: int = 16  # batch size for training
+    batch_size_val: int = 8  # batch size for validation during training
+    base_lr: float = 0.01  # learning rate of the backbone; heads use 10x
+    epochs: int = 50  # training epochs
+    start_epoch: int = 0  # first epoch (overwritten by resume)
+    power: float = 0.9  # poly learning-rate power
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 0.0001  # SGD weight decay
+    manual_seed: Optional[int] = None  # random seed; empty for a random run
+    print_freq: int = 10  # log every N iterations
+    save_freq: int = 1  # save a checkpoint every N epochs
+    save_path: str = "exp/model"  # checkpoints, tensorboard events and logs go here
+    weight: Optional[str] = None  # path to initial weight (default: none)
+    resume: Optional[str] = None  # path to latest checkpoint (default: none)
+    evaluate: bool = False  # evaluate on the validation set after each epoch
+    overwrite: bool = False  # allow a save_path that already holds checkpoints of another run
+
+
+@dataclass
+class DistributedConfig:
+    """Distributed section (original keys; the apex ones are accepted for compatibility)."""
+
+    dist_url: str = "tcp://127.0.0.1:6789"  # rendezvous address
+    dist_backend: str = "nccl"  # nccl on CUDA, gloo on CPU
+    multiprocessing_distributed: bool = False  # original launcher flag
+    world_size: int = 1  # number of nodes
+    rank: int = 0  # node rank
+    use_apex: bool = False  # original apex switch (apex is not used)
+    opt_level: str = "O0"  # original apex opt level
+    keep_batchnorm_fp32: Any = None  # original apex option
+    loss_scale: Any = None  # original apex option
+
+
+@dataclass
+class TestConfig:
+    """TEST section."""
+
+    test_list: str = "dataset/synthetic/list/val.txt"  # list evaluated by test.py
+    split: str = "val"  # split in [train, val, test]; test lists may hold images only
+    base_size: int = 512  # long side of the image at scale 1.0
+    test_h: int = 473  # sliding-window crop height
+    test_w: int = 473  # sliding-window crop width
+    scales: List[float] = field(default_factory=lambda: [1.0])  # evaluation scales, ms as [0.5, 0.75, ...]
+    has_prediction: bool = False  # predictions already in save_folder/gray: only compute metrics
+    index_start: int = 0  # evaluation start index in list
+    index_step: int = 0  # evaluation step index in list, 0 means to end
+    test_gpu: List[int] = field(default_factory=lambda: [0])  # GPU ids (a hint)
+    model_path: Optional[str] = None  # evaluation model path
+    save_folder: str = "exp/result"  # results save folder
+    colors_path: str = "dataset/synthetic/synthetic_colors.txt"  # path of dataset colors
+    names_path: str = "dataset/synthetic/synthetic_names.txt"  # path of dataset category names
+
+
+SECTIONS = {"DATA": DataConfig, "TRAIN": TrainConfig, "Distributed": DistributedConfig, "TEST": TestConfig}
+
+
+@dataclass
+class Config(TestConfig, DistributedConfig, TrainConfig, DataConfig):
+    """All keys, flat (the order of the bases makes DATA come first when iterating)."""
+
+
+CHOICES = {
+    "arch": ("psp", "aspp"),
+    "layers": (18, 34, 50, 101, 152),
+    "output_stride": (8, 16),
+    "defense": ("none",),
+    "zoom_factor": (1, 2, 4, 8),
+    "split": ("train", "val", "test"),
+}
+
+
+def _type_name(key: str) -> str:
+    hint = typing.get_type_hints(Config)[key]
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _unknown_key(key: str, where: str) -> UserError:
+    close = difflib.get_close_matches(key, [f.name for f in fields(Config)], n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else "; see util/config.py for the known keys"
+    return UserError(f"{where}: unknown config key '{key}'{hint}")
+
+
+def _merge(cfg: DictConfig, values: dict, where: str) -> DictConfig:
+    """Merge ``values`` into ``cfg`` key by key so an error names the key."""
+    for key, value in values.items():
+        if key not in cfg:
+            raise _unknown_key(key, where)
+        try:
+            cfg = OmegaConf.merge(cfg, {key: value})
+        except OmegaConfBaseException:
+            raise UserError(
+                f"{where}: config key '{key}' expects {_type_name(key)}, got {value!r}"
+            ) from None
+    return cfg
+
+
+def _flatten(raw: Any, path: str) -> dict:
+    """Turn the sectioned YAML into one flat dict, like semseg's load_cfg_from_cfg_file."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config file '{path}' is not a mapping of sections/keys; see config/synthetic/*.yaml")
+    flat: dict = {}
+    for name, value in raw.items():
+        if isinstance(value, dict):
+            if name not in SECTIONS:
+                raise UserError(f"config file '{path}': unknown section '{name}'; known: {', '.join(SECTIONS)}")
+            items = value.items()
+        else:
+            items = [(name, value)]
+        for key, item in items:
+            if key in flat:
+                raise UserError(f"config file '{path}': key '{key}' is given twice")
+            flat[key] = item
+    return flat
+
+
+def parse_opts(opts: Sequence[str]) -> dict:
+    """Parse ``key value`` command-line pairs; values are YAML literals (``16``, ``[1.0, 0.5]``, ``True``)."""
+    if len(opts) % 2:
+        raise UserError(f"command-line overrides come in 'key value' pairs; got {len(opts)} words: {' '.join(opts)}")
+    out = {}
+    for key, text in zip(opts[0::2], opts[1::2]):
+        try:
+            out[key] = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError:
+            out[key] = text
+    return out
+
+
+def check(cfg: DictConfig, where: str = "config") -> None:
+    """Range and choice checks that the type system cannot express."""
+    for key, allowed in CHOICES.items():
+        if cfg[key] not in allowed:
+            raise UserError(f"{where}: {key} must be one of {list(allowed)}, got {cfg[key]!r}")
+    positive = ("classes", "batch_size", "batch_size_val", "epochs", "train_h", "train_w", "test_h", "test_w",
+                "base_size", "save_freq", "print_freq")
+    for key in positive:
+        if cfg[key] < 1:
+            raise UserError(f"{where}: {key} must be >= 1, got {cfg[key]}")
+    if cfg.classes < 2:
+        raise UserError(f"{where}: classes must be >= 2, got {cfg.classes}")
+    if not cfg.classes <= cfg.ignore_label <= 255:
+        raise UserError(f"{where}: ignore_label must be in [classes, 255] (labels are 8-bit), got {cfg.ignore_label}")
+    if cfg.scale_min <= 0 or cfg.scale_min > cfg.scale_max:
+        raise UserError(f"{where}: need 0 < scale_min <= scale_max, got {cfg.scale_min}, {cfg.scale_max}")
+    if cfg.rotate_min > cfg.rotate_max:
+        raise UserError(f"{where}: need rotate_min <= rotate_max, got {cfg.rotate_min}, {cfg.rotate_max}")
+    if cfg.base_lr <= 0:
+        raise UserError(f"{where}: base_lr must be > 0, got {cfg.base_lr}")
+    if not cfg.scales or min(cfg.scales) <= 0:
+        raise UserError(f"{where}: scales must be a non-empty list of positive numbers, got {list(cfg.scales)}")
+    if cfg.workers < 0 or cfg.index_start < 0 or cfg.index_step < 0:
+        raise UserError(f"{where}: workers, index_start and index_step must be >= 0")
+
+
+def load_config(path: str | None, opts: Sequence[str] = ()) -> DictConfig:
+    """Defaults, then the YAML file at ``path``, then ``key value`` overrides; validated.
+
+    Raises:
+        UserError: missing/unreadable/non-YAML file, unknown key (the closest known key is suggested),
+            wrong type or out-of-range value.
+    """
+    cfg = OmegaConf.structured(Config)
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise UserError(f"config file '{path}' not found; pass an existing file with --config (see config/)")
+        try:
+            raw = yaml.safe_load(file.read_text())
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"config file '{path}' cannot be read ({err}); check the file") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark is not None else ""
+            raise UserError(f"config file '{path}' is not valid YAML{line}; fix the syntax") from None
+        cfg = _merge(cfg, _flatten(raw, path), f"config file '{path}'")
+    cfg = _merge(cfg, parse_opts(opts), "command line")
+    check(cfg, f"config '{path}'" if path else "config")
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    """Write the resolved config in the sectioned layout, so it loads back with :func:`load_config`."""
+    data = OmegaConf.to_container(cfg)
+    out = {name: {f.name: data[f.name] for f in fields(section)} for name, section in SECTIONS.items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(out, sort_keys=False))

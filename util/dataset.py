@@ -1,0 +1,293 @@
+"""List-file datasets with the semseg layout (``util/dataset.py`` of hszhao/semseg).
+
+A list file holds one ``image_rel label_rel`` pair per line, relative to ``data_root`` (test lists
+may give only the image). Everything that can be checked before training starts is checked when
+the list is read (every file exists) or when a sample is loaded (readable images, class-index
+labels, matching sizes, label values in range), and reported as a one-line
+:class:`~util.errors.UserError` that names the file.
+
+Labels are read with PIL rather than ``cv2.imread(..., IMREAD_GRAYSCALE)``: VOC
+``SegmentationClass`` PNGs are palette images whose pixel values are the class indices, and cv2
+would return the palette colours' luminance instead.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import torch.utils.data
+from PIL import Image
+
+from util.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+SPLITS = ("train", "val", "test")
+
+
+def mean_std_255() -> tuple[list[float], list[float]]:
+    """ImageNet mean and std in 0..255 pixel units, as semseg's Normalize and padding expect."""
+    return [m * 255 for m in IMAGENET_MEAN], [s * 255 for s in IMAGENET_STD]
+
+
+def _read_lines(path: str, what: str, hint: str) -> list[str]:
+    """Read a text file's lines, turning every I/O or decoding problem into a UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} '{path}' not found; {hint}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {what} '{path}' ({err}); {hint}") from err
+
+
+def make_dataset(split: str, data_root: str, data_list: str) -> list[tuple[str, str | None]]:
+    """Parse a list file into ``(image_path, label_path)`` pairs and check that the files exist.
+
+    Args:
+        split: ``'train'``, ``'val'`` or ``'test'``; only test lines may omit the label.
+        data_root: directory the relative paths in the list are joined to.
+        data_list: path of the list file.
+
+    Returns:
+        One ``(image_path, label_path)`` per non-blank line; ``label_path`` is None for test lines
+        without a label.
+
+    Raises:
+        UserError: the list or data_root is missing, a line is malformed, or a listed file is
+            missing (all checked here so the problem shows before training starts).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    hint = "check train_list/val_list/test_list in the config"
+    if not data_list:
+        raise UserError(f"no list file given for the {split} split; {hint}")
+    lines = _read_lines(data_list, "list file", hint)
+    if not data_root:
+        raise UserError(f"data_root is not set (needed by list file '{data_list}'); "
+                        "set data_root in the config")
+    if not os.path.isdir(data_root):
+        raise UserError(f"data_root '{data_root}' not found (used by list file '{data_list}'); "
+                        "check data_root in the config")
+
+    expected = "'image_path' or 'image_path label_path'" if split == "test" else (
+        "'image_path label_path'")
+    items: list[tuple[str, str | None]] = []
+    missing: list[tuple[int, str, str]] = []
+    for line_no, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) > 2 or (len(fields) == 1 and split != "test"):
+            raise UserError(f"list file '{data_list}' line {line_no}: expected {expected} "
+                            f"separated by a space, got {len(fields)} field(s): {line.strip()!r}")
+        image_path = os.path.join(data_root, fields[0])
+        label_path = os.path.join(data_root, fields[1]) if len(fields) == 2 else None
+        for kind, path in (("image", image_path), ("label", label_path)):
+            if path is not None and not os.path.isfile(path):
+                missing.append((line_no, kind, path))
+        items.append((image_path, label_path))
+
+    if missing:
+        line_no, kind, path = missing[0]
+        more = f" ({len(missing) - 1} more missing files)" if len(missing) > 1 else ""
+        raise UserError(f"list file '{data_list}' line {line_no}: {kind} '{path}' not found"
+                        f"{more}; check data_root '{data_root}' and the list")
+    if not items:
+        raise UserError(f"list file '{data_list}' has no entries; {hint}")
+    logger.info("%d samples in the %s set (%s)", len(items), split, data_list)
+    return items
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image as an HxWx3 float32 RGB array in 0..255.
+
+    Raises:
+        UserError: the file is missing or cannot be decoded as an image.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"image '{path}' not found; check data_root and the list file")
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"image '{path}' cannot be decoded (corrupt or not an image file); "
+                        "replace it or remove it from the list")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32)
+
+
+def read_label(path: str) -> np.ndarray:
+    """Read a label map as an HxW uint8 array of class indices.
+
+    Palette ('P') PNGs such as VOC ``SegmentationClass`` store indices as pixel values, so the raw
+    indices are taken, never the colours. Grayscale and 16-bit maps are taken as they are; an
+    RGB(A) image is accepted only when its three channels are equal.
+
+    Raises:
+        UserError: the file is missing, corrupt, a colour image, or holds values above 255.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"label '{path}' not found; check data_root and the list file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            array = np.array(img)
+    except (OSError, SyntaxError, ValueError) as err:
+        # PIL raises UnidentifiedImageError (an OSError) for non-images and OSError/SyntaxError/
+        # ValueError for truncated or malformed files.
+        raise UserError(f"label '{path}' cannot be decoded (corrupt or not an image file: "
+                        f"{err}); replace it or remove it from the list") from err
+
+    if mode in ("P", "L", "1"):
+        return np.ascontiguousarray(array, dtype=np.uint8)
+    if mode == "LA":
+        return np.ascontiguousarray(array[:, :, 0], dtype=np.uint8)
+    if mode == "I" or mode.startswith("I;16"):
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise UserError(f"label '{path}' holds values {int(array.min())}..{int(array.max())}; "
+                            "class indices must fit in 0..255 (uint8)")
+        return array.astype(np.uint8)
+    if mode in ("RGB", "RGBA"):
+        rgb = array[:, :, :3]
+        red = rgb[:, :, 0]
+        if np.array_equal(red, rgb[:, :, 1]) and np.array_equal(red, rgb[:, :, 2]):
+            return np.ascontiguousarray(red)
+        raise UserError(f"label '{path}' is a color ({mode}) image, not a class-index map; "
+                        "use single-channel or palette PNGs of class indices (e.g. VOC "
+                        "SegmentationClass/SegmentationClassAug, Cityscapes *_labelTrainIds.png)")
+    raise UserError(f"label '{path}' has unsupported image mode '{mode}'; use single-channel or "
+                    "palette PNGs of class indices")
+
+
+class SemData(torch.utils.data.Dataset):
+    """Image/label pairs from a list file, loaded and checked lazily, then transformed.
+
+    Returns ``(image, label)`` as produced by ``transform`` (numpy arrays when it is None). A
+    test-split item without a label gets an all-``ignore_label`` label of the image's size.
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        data_root: str | None = None,
+        data_list: str | None = None,
+        transform: Callable | None = None,
+        classes: int | None = None,
+        ignore_label: int = 255,
+    ) -> None:
+        """Read the list (checking that every file exists).
+
+        Args:
+            split: ``'train'``, ``'val'`` or ``'test'``.
+            data_root: directory the list's relative paths are joined to.
+            data_list: list file path.
+            transform: paired transform, e.g. a :class:`util.transform.Compose`.
+            classes: number of classes; when given, label values are checked against it.
+            ignore_label: label value excluded from the loss and metrics (0..255).
+        """
+        if not isinstance(ignore_label, int) or not 0 <= ignore_label <= 255:
+            raise ValueError(f"ignore_label must be an int in 0..255, got {ignore_label!r}")
+        if classes is not None and (not isinstance(classes, int) or not 0 < classes <= 256):
+            raise ValueError(f"classes must be an int in 1..256, got {classes!r}")
+        self.split = split
+        self.data_list = make_dataset(split, data_root, data_list)
+        self.transform = transform
+        self.classes = classes
+        self.ignore_label = ignore_label
+
+    def __len__(self) -> int:
+        return len(self.data_list)
+
+    def __getitem__(self, index: int):
+        image_path, label_path = self.data_list[index]
+        image = read_image(image_path)
+        if label_path is None:
+            label = np.full(image.shape[:2], self.ignore_label, dtype=np.uint8)
+        else:
+            label = read_label(label_path)
+            if image.shape[:2] != label.shape:
+                raise UserError(f"image '{image_path}' is {image.shape[0]}x{image.shape[1]} but "
+                                f"label '{label_path}' is {label.shape[0]}x{label.shape[1]} "
+                                "(HxW); they must have the same size")
+            self._check_values(label, label_path)
+        if self.transform is not None:
+            image, label = self.transform(image, label)
+        return image, label
+
+    def _check_values(self, label: np.ndarray, label_path: str) -> None:
+        """Raise if the label holds values outside [0, classes) and not ignore_label."""
+        if self.classes is None:
+            return
+        present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+        bad = [int(v) for v in present if v >= self.classes and v != self.ignore_label]
+        if bad:
+            shown = ", ".join(str(v) for v in bad[:10]) + (", ..." if len(bad) > 10 else "")
+            raise UserError(f"label '{label_path}' has values {shown} outside 0..{self.classes - 1}"
+                            f" (classes={self.classes}) and not ignore_label={self.ignore_label}; "
+                            "check classes/ignore_label in the config or convert the labels "
+                            "(Cityscapes: python -m util.cityscapes)")
+
+
+def colorize(gray: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """Turn a class-index map into a palette ('P') image for viewing.
+
+    Args:
+        gray: HxW class indices in 0..255.
+        palette: (N, 3) uint8 colours; indices >= N (such as ignore 255) are drawn black.
+    """
+    gray = np.asarray(gray)
+    palette = np.asarray(palette)
+    if gray.ndim != 2:
+        raise ValueError(f"colorize expects an HxW index map, got shape {gray.shape}")
+    if gray.size and (gray.min() < 0 or gray.max() > 255):
+        raise ValueError("colorize expects class indices in 0..255")
+    if palette.ndim != 2 or palette.shape[1] != 3 or not 0 < palette.shape[0] <= 256:
+        raise ValueError(f"colorize expects an (N, 3) palette with N <= 256, got {palette.shape}")
+    full = np.zeros((256, 3), dtype=np.uint8)
+    full[: palette.shape[0]] = palette.astype(np.uint8)
+    # putpalette turns the 'L' image into a 'P' image whose indices are the pixel values.
+    image = Image.fromarray(gray.astype(np.uint8))
+    image.putpalette(full.ravel().tolist())
+    return image
+
+
+def load_names_colors(
+    names_path: str, colors_path: str, classes: int
+) -> tuple[list[str], np.ndarray]:
+    """Read class names (one per line) and colours (``r g b`` per line, semseg format).
+
+    Returns:
+        The names and a (classes, 3) uint8 colour array.
+
+    Raises:
+        UserError: a file is missing or malformed, or does not hold exactly ``classes`` entries.
+    """
+    names = [line.strip() for line in _read_lines(
+        names_path, "names file", "check names_path in the config") if line.strip()]
+    if len(names) != classes:
+        raise UserError(f"names file '{names_path}' has {len(names)} names but classes is "
+                        f"{classes}; give one name per class, one per line")
+
+    colors: list[list[int]] = []
+    lines = _read_lines(colors_path, "colors file", "check colors_path in the config")
+    for line_no, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            rgb = [int(v) for v in fields]
+        except ValueError:
+            rgb = []
+        if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+            raise UserError(f"colors file '{colors_path}' line {line_no}: expected 'r g b' "
+                            f"integers in 0..255, got {line.strip()!r}")
+        colors.append(rgb)
+    if len(colors) != classes:
+        raise UserError(f"colors file '{colors_path}' has {len(colors)} colors but classes is "
+                        f"{classes}; give one 'r g b' line per class")
+    return names, np.array(colors, dtype=np.uint8)

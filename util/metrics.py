@@ -1,0 +1,91 @@
+"""Segmentation metrics: per-class intersection / union / target pixel counts summed over a dataset.
+
+Kept in semseg's convention so numbers compare with the papers: IoU_c = I_c / (U_c + 1e-10), so a class
+absent from both prediction and ground truth counts as IoU 0 in the mean; mIoU and mAcc average over all
+classes; allAcc is the pixel accuracy over non-ignored pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+def intersection_and_union(output: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, classes: int,
+                           ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-class (intersection, union, target) pixel counts of a prediction, on the tensors' device.
+
+    Pixels whose target is ``ignore_index`` are excluded; predictions outside [0, classes) never count.
+    """
+    output = torch.as_tensor(output).reshape(-1).long()
+    target = torch.as_tensor(target).reshape(-1).long().to(output.device)
+    valid = target != ignore_index
+    output, target = output[valid], target[valid]
+    area_output = torch.bincount(output[(output >= 0) & (output < classes)], minlength=classes)[:classes]
+    area_target = torch.bincount(target, minlength=classes)[:classes]
+    area_intersection = torch.bincount(target[output == target], minlength=classes)[:classes]
+    return area_intersection, area_output + area_target - area_intersection, area_target
+
+
+@dataclass
+class SegMetric:
+    """Running sums of intersection / union / target counts."""
+
+    classes: int
+    ignore_index: int = 255
+    intersection: np.ndarray = field(init=False)
+    union: np.ndarray = field(init=False)
+    target: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.intersection = np.zeros(self.classes, dtype=np.int64)
+        self.union = np.zeros(self.classes, dtype=np.int64)
+        self.target = np.zeros(self.classes, dtype=np.int64)
+
+    def update(self, output: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        """Add the counts of one prediction (class indices) against its target."""
+        counts = intersection_and_union(output, target, self.classes, self.ignore_index)
+        self.add_counts(*(c.cpu().numpy() for c in counts))
+
+    def add_counts(self, intersection: np.ndarray, union: np.ndarray, target: np.ndarray) -> None:
+        self.intersection += intersection.astype(np.int64)
+        self.union += union.astype(np.int64)
+        self.target += target.astype(np.int64)
+
+    @property
+    def iou_class(self) -> np.ndarray:
+        return self.intersection / (self.union + 1e-10)
+
+    @property
+    def acc_class(self) -> np.ndarray:
+        return self.intersection / (self.target + 1e-10)
+
+    @property
+    def miou(self) -> float:
+        return float(np.mean(self.iou_class))
+
+    @property
+    def macc(self) -> float:
+        return float(np.mean(self.acc_class))
+
+    @property
+    def allacc(self) -> float:
+        return float(self.intersection.sum() / (self.target.sum() + 1e-10))
+
+
+class AverageMeter:
+    """Current value and running average (semseg's meter, for losses and timings)."""
+
+    def __init__(self) -> None:
+        self.val = self.sum = self.avg = 0.0
+        self.count = 0
+
+    def update(self, val: float, n: int = 1) -> None:
+        self.val = val
+        self.sum += val * n
+        self.count += n
+        self.avg = self.sum / self.count
