@@ -49,7 +49,11 @@ def _first(batch: list):
     return batch[0]
 
 
-def run_inference(cfg: DictConfig, data: SemData, attack_name: str | None, gray_folder: Path,
+# The original DDC-AT evaluation attack (``--attack``): BIM, 2 steps, eps 0.03, step 0.01, on each crop.
+ORIGINAL_BIM = {"name": "bim", "eps": 0.03, "steps": 2, "alpha": 0.01, "protocol": "per_crop"}
+
+
+def run_inference(cfg: DictConfig, data: SemData, attack_spec: dict | None, gray_folder: Path,
                   color_folder: Path, colors: np.ndarray, metric: SegMetric) -> None:
     """Predict every image, save gray/color maps, and accumulate metrics against the labels."""
     device = select_device(cfg.device, cfg.test_gpu)
@@ -60,13 +64,16 @@ def run_inference(cfg: DictConfig, data: SemData, attack_name: str | None, gray_
     load_checkpoint_weights(model, cfg.model_path)
     model.to(device).eval()
     logger.info(f"=> loaded checkpoint '{cfg.model_path}' on {device}")
-    attack = BIM(model, ignore_index=cfg.ignore_label) if attack_name == "bim" else None
+    attack = None
+    if attack_spec is not None:
+        attack = BIM(model, eps=attack_spec["eps"], steps=attack_spec["steps"], alpha=attack_spec["alpha"],
+                     ignore_index=cfg.ignore_label)
     mean, std = mean_std_255()
     gray_folder.mkdir(parents=True, exist_ok=True)
     color_folder.mkdir(parents=True, exist_ok=True)
     loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=cfg.workers,
                                          collate_fn=_first)
-    for i, (image, label) in enumerate(tqdm(loader, desc=attack_name or "clean", unit="img",
+    for i, (image, label) in enumerate(tqdm(loader, desc=attack_spec["name"] if attack_spec else "clean", unit="img",
                                             dynamic_ncols=True)):
         prediction = predict(model, image, label, cfg.classes, cfg.base_size, cfg.test_h, cfg.test_w,
                              cfg.scales, mean, std, device, attack, cfg.ignore_label, cfg.batch_size_val)
@@ -91,7 +98,8 @@ def metrics_from_predictions(cfg: DictConfig, data: SemData, gray_folder: Path, 
 def main() -> None:
     args = get_parser().parse_args()
     cfg = load_config(args.config, args.opts)
-    attack_name = "bim" if args.attack else None
+    attack_spec = ORIGINAL_BIM if args.attack else None
+    attack_name = attack_spec["name"] if attack_spec else None
     if attack_name and cfg.split == "test":
         raise UserError("--attack needs labels, but split is 'test'; evaluate a labelled split (val)")
     names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
@@ -110,7 +118,7 @@ def main() -> None:
     if cfg.has_prediction:
         metrics_from_predictions(cfg, data, gray_folder, metric)
     else:
-        run_inference(cfg, data, attack_name, gray_folder, color_folder, colors, metric)
+        run_inference(cfg, data, attack_spec, gray_folder, color_folder, colors, metric)
     logger.info("<<<<<<<<<<<<<<<<< End Evaluation <<<<<<<<<<<<<<<<<")
     if cfg.split == "test":
         logger.info(f"predictions written to {gray_folder} (split 'test' has no labels: no metrics)")
@@ -121,14 +129,14 @@ def main() -> None:
     logger.info(f"Eval result: mIoU/mAcc/allAcc {metric.miou:.4f}/{metric.macc:.4f}/{metric.allacc:.4f}.")
     result = {
         "mode": attack_name or "clean",
-        "attack": {"name": "bim", "eps": 0.03, "steps": 2, "alpha": 0.01, "protocol": "per_crop"}
-        if attack_name else None,
+        "attack": attack_spec,
         "mIoU": metric.miou, "mAcc": metric.macc, "allAcc": metric.allacc,
         "classes": [{"name": n, "iou": float(metric.iou_class[i]), "acc": float(metric.acc_class[i])}
                     for i, n in enumerate(names)],
         "images": len(data), "model_path": cfg.model_path, "seconds": round(time.time() - start, 2),
         "config": OmegaConf.to_container(cfg),
     }
+    save_folder.mkdir(parents=True, exist_ok=True)
     (save_folder / "results.json").write_text(json.dumps(result, indent=2))
 
 

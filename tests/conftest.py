@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny synthetic dataset and a config pointing at it."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Two cores: one intra-op thread per process keeps the suite fast and predictable.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A 16 + 4 image synthetic dataset, 48 px high."""
+    from util.synthetic import generate
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, seed=1, num_train=16, num_val=4, size=48)
+    return root
+
+
+@pytest.fixture
+def tiny_opts(tiny_data, tmp_path) -> list[str]:
+    """Overrides that turn the synthetic PSPNet-18 config into a seconds-long run in tmp_path."""
+    return ["data_root", str(tiny_data), "train_list", str(tiny_data / "list/train.txt"),
+            "val_list", str(tiny_data / "list/val.txt"), "test_list", str(tiny_data / "list/val.txt"),
+            "train_h", "33", "train_w", "33", "test_h", "33", "test_w", "33", "base_size", "56",
+            "batch_size", "4", "batch_size_val", "4", "workers", "0", "epochs", "2", "save_freq", "1",
+            "print_freq", "1", "base_lr", "0.02", "manual_seed", "0",
+            "save_path", str(tmp_path / "model"), "save_folder", str(tmp_path / "result"),
+            "model_path", str(tmp_path / "model/train_epoch_2.pth")]
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """Run train.py / test.py main in-process; returns (exit code, stdout, stderr)."""
+    def run(module, argv: list[str]) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *argv])
+        from util.errors import run_main
+        from util.log import setup_logging
+        setup_logging()  # log to the captured stdout
+        code = 0
+        try:
+            run_main(module.main)
+        except SystemExit as exit_:
+            code = exit_.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run

@@ -1,0 +1,78 @@
+"""Tiny real runs: train a PSPNet-18 for a few iterations, evaluate it clean and under BIM."""
+import json
+import re
+
+import cv2
+import numpy as np
+import torch
+
+import test as test_script
+import train as train_script
+
+CONFIG = "config/synthetic/synthetic_pspnet18.yaml"
+
+
+def main_losses(log: str) -> list[float]:
+    return [float(x) for x in re.findall(r"MainLoss (\d+\.\d+)", log)]
+
+
+def test_train_then_test_clean_and_bim(run_cli, tiny_opts, tiny_data, tmp_path):
+    code, out, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "4", "save_freq", "2",
+                                            "model_path", str(tmp_path / "model/train_epoch_4.pth")])
+    assert code == 0, err
+    losses = main_losses(out)
+    assert len(losses) == 16
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]), losses
+    assert sorted(p.name for p in (tmp_path / "model").glob("*.pth")) == ["train_epoch_2.pth", "train_epoch_4.pth"]
+    checkpoint = torch.load(tmp_path / "model/train_epoch_4.pth", weights_only=True)
+    assert checkpoint["epoch"] == 4 and {"state_dict", "optimizer"} <= set(checkpoint)
+    assert "ppm.features.0.1.weight" in checkpoint["state_dict"]
+    assert list((tmp_path / "model").glob("events.out.tfevents.*"))
+    assert (tmp_path / "model/config.yaml").is_file()
+
+    opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_4.pth")]
+    code, out, err = run_cli(test_script, ["--config", CONFIG, *opts])
+    assert code == 0, err
+    clean = json.loads((tmp_path / "result/results.json").read_text())
+    assert re.search(r"Eval result: mIoU/mAcc/allAcc \d\.\d{4}/\d\.\d{4}/\d\.\d{4}\.", out)
+    assert f"{clean['mIoU']:.4f}" in out
+
+    code, out, err = run_cli(test_script, ["--config", CONFIG, "--attack", *opts])
+    assert code == 0, err
+    bim = json.loads((tmp_path / "result/bim/results.json").read_text())
+    assert 0 <= bim["mIoU"] <= clean["mIoU"] <= 1
+    assert bim["allAcc"] < clean["allAcc"]
+    assert bim["attack"]["eps"] == 0.03 and bim["attack"]["steps"] == 2
+
+    names = [line.split()[0].split("/")[-1] for line in (tiny_data / "list/val.txt").read_text().splitlines()]
+    for folder in ("result", "result/bim"):
+        for name in names:
+            gray = cv2.imread(str(tmp_path / folder / "gray" / name), cv2.IMREAD_UNCHANGED)
+            label = cv2.imread(str(tiny_data / "label/val" / name), cv2.IMREAD_UNCHANGED)
+            assert gray.shape == label.shape and gray.max() < 5
+            assert (tmp_path / folder / "color" / name).is_file()
+
+    # has_prediction re-scores the saved predictions and gives the same numbers.
+    code, out, err = run_cli(test_script, ["--config", CONFIG, *opts, "has_prediction", "True"])
+    assert code == 0, err
+    again = json.loads((tmp_path / "result/results.json").read_text())
+    assert again["mIoU"] == clean["mIoU"]
+
+
+def test_resume_continues_from_the_checkpoint(run_cli, tiny_opts, tmp_path):
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "1"])
+    assert code == 0, err
+    code, out, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts,
+                                            "resume", str(tmp_path / "model/train_epoch_1.pth")])
+    assert code == 0, err
+    assert "resumed" in out and "Epoch: [2/2]" in out and "Epoch: [1/2]" not in out
+    assert torch.load(tmp_path / "model/train_epoch_2.pth", weights_only=True)["epoch"] == 2
+
+
+def test_refuses_to_overwrite_another_runs_checkpoints(run_cli, tiny_opts, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model/train_epoch_1.pth").write_bytes(b"precious")
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts])
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "already holds checkpoints" in err
+    assert (tmp_path / "model/train_epoch_1.pth").read_bytes() == b"precious"
