@@ -1,0 +1,131 @@
+"""Bad input ends train.py / test.py with one clear line on stderr and exit code 2."""
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import test as test_script
+import train as train_script
+from model import build_model
+
+CONFIG = "config/synthetic/synthetic_pspnet18.yaml"
+
+
+@pytest.fixture
+def data(tiny_data, tmp_path):
+    """A private copy of the tiny dataset that a test may break."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    return root
+
+
+def opts_for(tiny_opts, root):
+    out = list(tiny_opts)
+    for key, value in (("data_root", root), ("train_list", root / "list/train.txt"),
+                       ("test_list", root / "list/val.txt"), ("val_list", root / "list/val.txt")):
+        out[out.index(key) + 1] = str(value)
+    return out
+
+
+def one_line(err: str) -> str:
+    """The run ends with exactly one 'error:' line and no traceback (a progress bar may precede it)."""
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in err, err
+    assert sum(line.startswith("error: ") for line in lines) == 1, err
+    return lines[-1]
+
+
+def first_label(root, split="train"):
+    return root / (root / f"list/{split}.txt").read_text().splitlines()[0].split()[1]
+
+
+def first_image(root, split="train"):
+    return root / (root / f"list/{split}.txt").read_text().splitlines()[0].split()[0]
+
+
+def test_missing_list_file(run_cli, tiny_opts, data):
+    (data / "list/train.txt").unlink()
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *opts_for(tiny_opts, data)])
+    assert code == 2 and "train.txt" in one_line(err) and "not found" in err
+
+
+def test_malformed_list_line_names_the_line(run_cli, tiny_opts, data):
+    path = data / "list/train.txt"
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2] + " extra"
+    path.write_text("\n".join(lines) + "\n")
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *opts_for(tiny_opts, data)])
+    assert code == 2 and "line 3" in one_line(err)
+
+
+def test_missing_image(run_cli, tiny_opts, data):
+    first_image(data).unlink()
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *opts_for(tiny_opts, data)])
+    assert code == 2 and "line 1" in one_line(err) and "00000.png" in err
+
+
+def test_missing_label_in_test(run_cli, tiny_opts, data):
+    first_label(data, "val").unlink()
+    code, _, err = run_cli(test_script, ["--config", CONFIG, *opts_for(tiny_opts, data)])
+    assert code == 2 and "00000.png" in one_line(err)
+
+
+def test_size_mismatch(run_cli, tiny_opts, data):
+    label = first_label(data)
+    cv2.imwrite(str(label), np.zeros((10, 10), np.uint8))
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *opts_for(tiny_opts, data), "epochs", "1"])
+    assert code == 2 and str(label.name) in one_line(err)
+
+
+def test_label_out_of_range_through_a_worker(run_cli, tiny_opts, data):
+    label = first_label(data)
+    values = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    values[0, 0] = 7
+    cv2.imwrite(str(label), values)
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *opts_for(tiny_opts, data), "workers", "1"])
+    line = one_line(err)
+    assert code == 2 and "7" in line and "classes" in line and "Traceback" not in line
+
+
+def test_corrupt_image(run_cli, tiny_opts, data):
+    first_image(data, "val").write_bytes(b"\x89PNG not really")
+    code, _, err = run_cli(test_script, ["--config", CONFIG, *opts_for(tiny_opts, data), "model_path",
+                                         str(checkpoint(data, 5))])
+    assert code == 2 and "00000.png" in one_line(err)
+
+
+def test_unknown_key_and_wrong_type(run_cli, tiny_opts):
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "base_lrr", "0.1"])
+    assert code == 2 and "did you mean 'base_lr'" in one_line(err)
+    code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "test_h", "big"])
+    assert code == 2 and "'test_h' expects int" in one_line(err)
+
+
+def checkpoint(tmp, classes):
+    path = tmp / f"model_{classes}.pth"
+    torch.save({"epoch": 1, "state_dict": build_model("psp", 18, classes).state_dict()}, path)
+    return path
+
+
+def test_checkpoint_missing_or_not_fitting(run_cli, tiny_opts, tmp_path):
+    code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "no.pth")])
+    assert code == 2 and "no.pth' not found" in one_line(err)
+    code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint(tmp_path, 3))])
+    line = one_line(err)
+    assert code == 2 and "does not fit" in line and "cls.4.weight" in line
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "weight", str(checkpoint(tmp_path, 3))])
+    assert code == 2 and "cls.4.weight" in one_line(err)
+
+
+def test_explicit_cuda_without_cuda(run_cli, tiny_opts):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "device", "cuda"])
+    assert code == 2 and "no CUDA" in one_line(err)
+
+
+def test_attack_on_unlabelled_split(run_cli, tiny_opts):
+    code, _, err = run_cli(test_script, ["--config", CONFIG, "--attack", *tiny_opts, "split", "test"])
+    assert code == 2 and "needs labels" in one_line(err)
