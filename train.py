@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 from omegaconf import DictConfig
+from torch import nn
 
 from model import build_model, load_checkpoint_weights
 from util import transform

@@ -2,4 +2,4 @@
 from attack.base import Attack
 from attack.bim import BIM
 
-__all__ = ["Attack", "BIM"]
+__all__ = ["BIM", "Attack"]

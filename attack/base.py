@@ -7,11 +7,11 @@ and checks the result: finite, in [0, 1], inside the eps-ball.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from util.dataset import IMAGENET_MEAN, IMAGENET_STD
 

@@ -1,8 +1,8 @@
 """BIM: threat model, loss rises, mode restored, no parameter gradients, ignored pixels do nothing."""
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from attack import BIM
 

@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from util.errors import EXIT_USER_ERROR, UserError, run_main
-from util.synthetic import CLASS_HUES, CLASS_NAMES, IGNORE_LABEL, generate, main, render_sample
+from util.synthetic import (
+    CLASS_HUES,
+    CLASS_NAMES,
+    IGNORE_LABEL,
+    generate,
+    main,
+    render_sample,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = len(CLASS_NAMES)

@@ -14,8 +14,10 @@ mkdir -p "${result_dir}"
 cp "${config}" tool_test/test.sh test.py "${exp_dir}/"
 status_file=$(mktemp)
 for mode in "" "--attack"; do
+  echo 0 > "${status_file}"
+  # sh has no pipefail: the exit code of test.py travels through a file past tee.
   { "${PYTHON}" -u test.py --config "${config}" ${mode} save_folder "${result_dir}" \
-      ${model:+model_path "${model}"} "$@" 2>&1; echo $? > "${status_file}"; } | tee -a "${result_dir}/test-${now}.log"
+      ${model:+model_path "${model}"} "$@" 2>&1 || echo $? > "${status_file}"; } | tee -a "${result_dir}/test-${now}.log"
   status=$(cat "${status_file}")
   [ "${status}" -eq 0 ] || { rm -f "${status_file}"; exit "${status}"; }
 done

@@ -11,7 +11,9 @@ now=$(date +"%Y%m%d_%H%M%S")
 mkdir -p "${model_dir}" "${exp_dir}/result"
 cp "${config}" tool_train/train.sh train.py "${exp_dir}/"
 status_file=$(mktemp)
-{ "${PYTHON}" -u train.py --config "${config}" save_path "${model_dir}" "$@" 2>&1; echo $? > "${status_file}"; } \
+echo 0 > "${status_file}"
+# sh has no pipefail: the exit code of train.py travels through a file past tee.
+{ "${PYTHON}" -u train.py --config "${config}" save_path "${model_dir}" "$@" 2>&1 || echo $? > "${status_file}"; } \
   | tee "${model_dir}/train-${now}.log"
 status=$(cat "${status_file}"); rm -f "${status_file}"
 exit "${status}"

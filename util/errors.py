@@ -7,7 +7,7 @@ which prints that single line to stderr and exits non-zero instead of a tracebac
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 EXIT_USER_ERROR = 2
 
@@ -21,7 +21,7 @@ def _one_line(message: str) -> str:
     if "Original Traceback" in message:
         last = message.strip().splitlines()[-1]
         prefix = f"{UserError.__module__}.{UserError.__name__}: "
-        message = last[len(prefix):] if last.startswith(prefix) else last
+        message = last.removeprefix(prefix)
     return " ".join(message.split())
 
 

@@ -8,13 +8,13 @@ of one image go through the model in batches; in eval mode this gives the same r
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 AttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -34,7 +34,7 @@ def crop_windows(new_h: int, new_w: int, crop_h: int, crop_w: int, stride_rate: 
     return windows
 
 
-def net_process(model: nn.Module, crops: torch.Tensor, targets: torch.Tensor, attack: Optional[AttackFn],
+def net_process(model: nn.Module, crops: torch.Tensor, targets: torch.Tensor, attack: AttackFn | None,
                 flip: bool) -> torch.Tensor:
     """Softmax probabilities (N, C, h, w) of normalized crops, optionally attacked or flip-averaged."""
     if attack is not None:
@@ -53,7 +53,7 @@ def net_process(model: nn.Module, crops: torch.Tensor, targets: torch.Tensor, at
 
 def scale_process(model: nn.Module, image: np.ndarray, label: np.ndarray, classes: int, crop_h: int, crop_w: int,
                   h: int, w: int, mean: Sequence[float], std: Sequence[float], device: torch.device,
-                  attack: Optional[AttackFn] = None, ignore_label: int = 255, crop_batch: int = 8) -> np.ndarray:
+                  attack: AttackFn | None = None, ignore_label: int = 255, crop_batch: int = 8) -> np.ndarray:
     """Class probabilities (h, w, classes) of one resized image by sliding-window inference."""
     ori_h, ori_w, _ = image.shape
     pad_h, pad_w = max(crop_h - ori_h, 0), max(crop_w - ori_w, 0)
@@ -86,7 +86,7 @@ def scale_process(model: nn.Module, image: np.ndarray, label: np.ndarray, classe
 
 def predict(model: nn.Module, image: np.ndarray, label: np.ndarray, classes: int, base_size: int, crop_h: int,
             crop_w: int, scales: Sequence[float], mean: Sequence[float], std: Sequence[float],
-            device: torch.device, attack: Optional[AttackFn] = None, ignore_label: int = 255,
+            device: torch.device, attack: AttackFn | None = None, ignore_label: int = 255,
             crop_batch: int = 8) -> np.ndarray:
     """Predicted class indices (h, w) of one RGB image (0-255) under the original multi-scale protocol."""
     h, w, _ = image.shape
