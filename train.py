@@ -134,12 +134,12 @@ def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, devi
             group["lr"] = lr if index < index_split else lr * 10
 
         step = defense(model, images, target)
-        optimizer.zero_grad(set_to_none=True)
-        step.loss.backward()
-        optimizer.step()
         if not torch.isfinite(step.loss):
             raise UserError(f"loss became {step.loss.item()} at epoch {epoch + 1} iteration {i + 1}; lower base_lr "
                             f"(the last saved checkpoint in '{cfg.save_path}' is intact)")
+        optimizer.zero_grad(set_to_none=True)
+        step.loss.backward()
+        optimizer.step()
 
         n = images.size(0)
         metric.update(step.logits.argmax(1), step.target)

@@ -327,32 +327,32 @@ class RandRotate:
         return image, label
 
 
-class RandomHorizontalFlip:
+class _RandomFlip:
+    """Flip image and label together with probability ``p`` (``axis`` is cv2's flip code)."""
+
+    axis = 1
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = _probability(p)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> Pair:
+        _check_pair(image, label, type(self).__name__)
+        if random.random() < self.p:
+            image = _keep_channels(image, cv2.flip(image, self.axis))
+            label = cv2.flip(label, self.axis)
+        return image, label
+
+
+class RandomHorizontalFlip(_RandomFlip):
     """Flip left-right with probability ``p``."""
 
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = _probability(p)
-
-    def __call__(self, image: np.ndarray, label: np.ndarray) -> Pair:
-        _check_pair(image, label, "RandomHorizontalFlip")
-        if random.random() < self.p:
-            image = _keep_channels(image, cv2.flip(image, 1))
-            label = cv2.flip(label, 1)
-        return image, label
+    axis = 1
 
 
-class RandomVerticalFlip:
+class RandomVerticalFlip(_RandomFlip):
     """Flip upside-down with probability ``p``."""
 
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = _probability(p)
-
-    def __call__(self, image: np.ndarray, label: np.ndarray) -> Pair:
-        _check_pair(image, label, "RandomVerticalFlip")
-        if random.random() < self.p:
-            image = _keep_channels(image, cv2.flip(image, 0))
-            label = cv2.flip(label, 0)
-        return image, label
+    axis = 0
 
 
 class RandomGaussianBlur:
