@@ -57,7 +57,7 @@ def run_inference(cfg: DictConfig, data: SemData, attack_spec: dict | None, gray
                   color_folder: Path, colors: np.ndarray, metric: SegMetric) -> None:
     """Predict every image, save gray/color maps, and accumulate metrics against the labels."""
     device = select_device(cfg.device, cfg.test_gpu)
-    model = build_model(cfg.arch, cfg.layers, cfg.classes, zoom_factor=cfg.zoom_factor,
+    model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
                         output_stride=cfg.output_stride, pretrained=False)
     if not cfg.model_path:
         raise UserError("config key 'model_path' is empty; set it to the checkpoint to evaluate")

@@ -19,11 +19,12 @@ from model import build_model, load_checkpoint_weights
 from util import transform
 from util.config import load_config, save_config
 from util.dataset import SemData, mean_std_255
-from util.defense import build_defense, resize_target
+from util.defense import StepResult, TrainingAttack, build_defense, resize_target
 from util.device import select_device
 from util.errors import UserError, run_main
 from util.log import format_seconds, setup_logging
 from util.metrics import AverageMeter, SegMetric
+from util.optim import SAM, build_optimizer, frozen_bn_stats, poly_lr, set_lr
 
 logger = setup_logging()
 
@@ -81,23 +82,6 @@ def build_loaders(cfg: DictConfig, device: torch.device) -> tuple:
     return train_loader, val_loader
 
 
-def build_optimizer(cfg: DictConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, int]:
-    """SGD with the backbone at base_lr and the heads at 10x (the original's modules_ori / modules_new).
-
-    Returns the optimizer and the index of the first head parameter group.
-    """
-    groups = [{"params": m.parameters(), "lr": cfg.base_lr} for m in model.backbone_modules()]
-    index_split = len(groups)
-    groups += [{"params": m.parameters(), "lr": cfg.base_lr * 10} for m in model.head_modules()]
-    optimizer = torch.optim.SGD(groups, lr=cfg.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return optimizer, index_split
-
-
-def poly_lr(base_lr: float, curr_iter: int, max_iter: int, power: float = 0.9) -> float:
-    """Poly learning-rate schedule."""
-    return base_lr * (1 - float(curr_iter) / max_iter) ** power
-
-
 def check_save_path(cfg: DictConfig) -> None:
     """Refuse to mix checkpoints of two runs in one folder (nothing on disk gets overwritten)."""
     existing = sorted(Path(cfg.save_path).glob("train_epoch_*.pth"))
@@ -116,6 +100,26 @@ def save_checkpoint(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def train_step(cfg, model, defense, optimizer, images, target, curr_iter: int) -> StepResult:
+    """One update: the defense builds the batch, then SGD/Adam step, or SAM's two passes on that batch."""
+    batch = defense.make_batch(model, images, target)
+    step = defense.loss(model, batch)
+    if not torch.isfinite(step.loss):
+        raise UserError(f"loss became {step.loss.item()} at iteration {curr_iter}; lower base_lr "
+                        f"(the last saved checkpoint in '{cfg.save_path}' is intact)")
+    optimizer.zero_grad(set_to_none=True)
+    step.loss.backward()
+    if isinstance(optimizer, SAM) and curr_iter > cfg.sam_warmup_iters:
+        optimizer.ascend()
+        optimizer.zero_grad(set_to_none=True)
+        with frozen_bn_stats(model):
+            defense.loss(model, batch).loss.backward()
+        optimizer.descend()
+    else:
+        optimizer.step()
+    return step
+
+
 def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, device, writer=None) -> tuple:
     """One epoch of the single training loop; returns (loss, mIoU, mAcc, allAcc)."""
     model.train()
@@ -130,16 +134,8 @@ def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, devi
         target = target.to(device, non_blocking=True)
         curr_iter = epoch * len(loader) + i + 1
         lr = poly_lr(cfg.base_lr, curr_iter - 1, max_iter, cfg.power)
-        for index, group in enumerate(optimizer.param_groups):
-            group["lr"] = lr if index < index_split else lr * 10
-
-        step = defense(model, images, target)
-        if not torch.isfinite(step.loss):
-            raise UserError(f"loss became {step.loss.item()} at epoch {epoch + 1} iteration {i + 1}; lower base_lr "
-                            f"(the last saved checkpoint in '{cfg.save_path}' is intact)")
-        optimizer.zero_grad(set_to_none=True)
-        step.loss.backward()
-        optimizer.step()
+        set_lr(optimizer, lr, index_split)
+        step = train_step(cfg, model, defense, optimizer, images, target, curr_iter)
 
         n = images.size(0)
         metric.update(step.logits.argmax(1), step.target)
@@ -189,17 +185,18 @@ def main() -> None:
     seed_everything(cfg.manual_seed)
     device = select_device(cfg.device, cfg.train_gpu)
     logger.info(f"device {device}; arch {cfg.arch}, layers {cfg.layers}, classes {cfg.classes}, "
-                f"defense {cfg.defense}")
+                f"defense {cfg.defense}, optimizer {cfg.optimizer}")
 
     train_loader, val_loader = build_loaders(cfg, device)
-    model = build_model(cfg.arch, cfg.layers, cfg.classes, zoom_factor=cfg.zoom_factor,
+    model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
                         output_stride=cfg.output_stride, pretrained=cfg.pretrained and not (cfg.resume or cfg.weight),
-                        init_path=cfg.init_path)
+                        init_path=cfg.init_path, ddcat=cfg.defense == "ddcat")
     if cfg.weight:
         load_checkpoint_weights(model, cfg.weight)
         logger.info(f"=> loaded weight '{cfg.weight}'")
     model.to(device)
-    optimizer, index_split = build_optimizer(cfg, model)
+    optimizer, index_split = build_optimizer(cfg.optimizer, model, cfg.base_lr, cfg.momentum, cfg.weight_decay,
+                                             cfg.sam_rho, cfg.sam_adaptive)
     start_epoch = cfg.start_epoch
     if cfg.resume:
         checkpoint = load_checkpoint_weights(model, cfg.resume)
@@ -208,7 +205,8 @@ def main() -> None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_epoch = int(checkpoint["epoch"])
         logger.info(f"=> resumed '{cfg.resume}' at epoch {start_epoch}")
-    defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label)
+    attack = TrainingAttack(cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, cfg.adv_random_start)
+    defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label, attack)
 
     save_path = Path(cfg.save_path)
     save_path.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,26 @@ and checks the result: finite, in [0, 1], inside the eps-ball.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from util.dataset import IMAGENET_MEAN, IMAGENET_STD
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block with ``model`` in eval mode (BN running statistics untouched, no dropout), then
+    restore its previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class Attack:
@@ -25,13 +38,17 @@ class Attack:
         ignore_index: label value that contributes no loss.
         mean: per-channel mean of the model's input normalization, as fractions of 1.
         std: per-channel std of the model's input normalization, as fractions of 1.
+        forward: what to attack instead of ``model(x)`` (normalized input -> logits), e.g. one head
+            of a multi-head model; it runs while ``model`` is in eval mode.
     """
 
     def __init__(self, model: nn.Module, eps: float, ignore_index: int = 255,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.model = model
+        self.forward = forward or model
         self.eps = eps
         self.ignore_index = ignore_index
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
@@ -47,7 +64,7 @@ class Attack:
 
     def logits(self, x01: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """Model logits for pixel input, bilinearly resized to the label size when the model zooms."""
-        out = self.model(self.normalize(x01))
+        out = self.forward(self.normalize(x01))
         if out.shape[-2:] != tuple(size):
             out = F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=True)
         return out
@@ -72,14 +89,9 @@ class Attack:
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Attack a normalized batch; returns the normalized adversarial batch (detached)."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            x0 = self.to_pixels(x.detach())
-            with torch.enable_grad():
-                adv = self.perturb(x0, target.long()).detach()
-        finally:
-            self.model.train(was_training)
+        x0 = self.to_pixels(x.detach())
+        with eval_mode(self.model), torch.enable_grad():
+            adv = self.perturb(x0, target.long()).detach()
         self.check(adv, x0)
         return self.normalize(adv)
 

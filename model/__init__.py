@@ -9,46 +9,53 @@ from typing import Any
 import torch
 from torch import nn
 
+from model.ddcat import ddcat_class, is_ddcat_state, to_plain_state_dict
 from model.deeplabv3 import DeepLabV3
+from model.deeplabv3plus import DeepLabV3Plus
+from model.mobilenetv2 import mobilenetv2_class
 from model.pspnet import PSPNet
 from model.resnet import state_dict_mismatch, strip_module_prefix
 from util.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DeepLabV3", "PSPNet", "build_model", "load_checkpoint_weights"]
+__all__ = ["DeepLabV3", "DeepLabV3Plus", "PSPNet", "build_model", "load_checkpoint_weights",
+           "read_checkpoint"]
+
+ARCHS = {"psp": PSPNet, "aspp": DeepLabV3, "deeplabv3plus": DeepLabV3Plus}
+BACKBONES = ("resnet", "mobilenetv2")
 
 
 def build_model(arch: str, layers: int, classes: int, zoom_factor: int = 8,
                 output_stride: int = 8, pretrained: bool = False, init_path: str | None = None,
-                dropout: float = 0.1, use_aux: bool = True) -> nn.Module:
-    """Build ``'psp'`` (:class:`PSPNet`) or ``'aspp'`` (:class:`DeepLabV3`).
+                dropout: float = 0.1, use_aux: bool = True, ddcat: bool = False,
+                backbone: str = "resnet") -> nn.Module:
+    """Build ``'psp'`` (:class:`PSPNet`), ``'aspp'`` (:class:`DeepLabV3`) or ``'deeplabv3plus'``
+    (:class:`DeepLabV3Plus`) on a ``'resnet'`` of depth ``layers`` or on ``'mobilenetv2'``
+    (:mod:`model.mobilenetv2`; ``layers`` ignored); ``ddcat`` adds the DDC-AT heads
+    (:mod:`model.ddcat`).
 
     Raises:
-        ValueError: for another ``arch`` (the config check gives the user-facing message).
+        ValueError: for another ``arch`` or ``backbone`` (the config check gives the user-facing
+            message).
     """
     kwargs = {"layers": layers, "classes": classes, "zoom_factor": zoom_factor,
               "output_stride": output_stride, "pretrained": pretrained, "init_path": init_path,
               "dropout": dropout, "use_aux": use_aux}
-    if arch == "psp":
-        return PSPNet(**kwargs)
-    if arch == "aspp":
-        return DeepLabV3(**kwargs)
-    raise ValueError(f"unknown arch {arch!r}; expected 'psp' or 'aspp'")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {list(BACKBONES)}")
+    model_class = ARCHS[arch] if backbone == "resnet" else mobilenetv2_class(ARCHS[arch])
+    return (ddcat_class(model_class) if ddcat else model_class)(**kwargs)
 
 
-def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:
-    """Load a training checkpoint (``{'state_dict': ...}`` or a bare state dict) into ``model``.
-
-    ``module.`` prefixes are stripped. Keys and shapes are checked before loading; with
-    ``strict=False`` missing and unexpected keys are only logged, shape mismatches still fail.
-
-    Returns:
-        The loaded checkpoint dict (``{'state_dict': ...}`` for a bare state dict), so callers can
-        read ``epoch`` or ``optimizer``.
+def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a checkpoint safely (``weights_only``): (the checkpoint dict, its state dict without
+    ``module.`` prefixes). A bare state dict is returned as ``{'state_dict': ...}``.
 
     Raises:
-        UserError: the file is missing, not a torch checkpoint, or does not fit the model.
+        UserError: the file is missing or not a torch checkpoint of tensors.
     """
     if not os.path.isfile(path):
         raise UserError(f"checkpoint '{path}' not found; check the path in the config "
@@ -67,21 +74,41 @@ def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) ->
                                                  for v in state.values()):
         raise UserError(f"checkpoint '{path}' holds no state dict of tensors "
                         f"(expected a dict with 'state_dict' or a bare state dict)")
-    state = strip_module_prefix(state)
+    return dict(checkpoint), strip_module_prefix(state)
+
+
+def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:
+    """Load a training checkpoint (``{'state_dict': ...}`` or a bare state dict) into ``model``.
+
+    ``module.`` prefixes are stripped, and a DDC-AT checkpoint loads into the plain model through its
+    ``cls1`` head. Keys and shapes are checked before loading; with ``strict=False`` missing and
+    unexpected keys are only logged, shape mismatches still fail.
+
+    Returns:
+        The loaded checkpoint dict (``{'state_dict': ...}`` for a bare state dict), so callers can
+        read ``epoch`` or ``optimizer``.
+
+    Raises:
+        UserError: the file is missing, not a torch checkpoint, or does not fit the model.
+    """
+    checkpoint, state = read_checkpoint(path)
     target = model.module if isinstance(model, (nn.DataParallel,
                                                 nn.parallel.DistributedDataParallel)) else model
     expected = target.state_dict()
+    if is_ddcat_state(state) and not is_ddcat_state(expected):
+        state = to_plain_state_dict(state)
+        logger.info("checkpoint %s is a DDC-AT model: using its cls1 head as cls", path)
     problem = state_dict_mismatch(state, expected, strict=strict)
     if problem:
         described = (f"arch={getattr(target, 'arch', type(target).__name__)}, "
                      f"layers={getattr(target, 'layers', '?')}, "
                      f"classes={getattr(target, 'classes', '?')}")
         raise UserError(f"checkpoint '{path}' does not fit the model ({described}): {problem}; "
-                        f"check arch/layers/classes in the config")
+                        f"check arch/layers/classes/defense in the config")
     if not strict:
         ignored = state_dict_mismatch(state, expected, strict=True)
         if ignored:
             logger.warning("checkpoint '%s' loaded non-strictly: %s", path, ignored)
     target.load_state_dict(state, strict=strict)
     logger.info("loaded checkpoint %s", path)
-    return dict(checkpoint)
+    return checkpoint

@@ -71,11 +71,14 @@ class DeepLabV3(SegNet):
                  zoom_factor: int = 8, output_stride: int = 8,
                  atrous_rates: Sequence[int] = (6, 12, 18), use_aux: bool = True,
                  pretrained: bool = False, init_path: str | None = None) -> None:
-        super().__init__(layers, classes, zoom_factor, output_stride)
+        super().__init__(layers, classes, zoom_factor, output_stride, dropout)
         layer3_ch, fea_dim = self.channels
         self.aspp = ASPP(fea_dim, 256, atrous_rates)
-        self.cls = seg_head(self.aspp.out_channels, 256, classes, 1, dropout)
+        self.cls = self.make_head(classes)
         if use_aux:
             self.aux = seg_head(layer3_ch, 256, classes, 1, dropout)
         if pretrained:
             self.load_imagenet(init_path)
+
+    def make_head(self, out_channels: int) -> nn.Sequential:
+        return seg_head(self.aspp.out_channels, 256, out_channels, 1, self.dropout)

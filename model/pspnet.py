@@ -68,11 +68,14 @@ class PSPNet(SegNet):
                  classes: int = 2, zoom_factor: int = 8, output_stride: int = 8,
                  use_aux: bool = True, pretrained: bool = False,
                  init_path: str | None = None) -> None:
-        super().__init__(layers, classes, zoom_factor, output_stride)
+        super().__init__(layers, classes, zoom_factor, output_stride, dropout)
         layer3_ch, fea_dim = self.channels
         self.ppm = PPM(fea_dim, fea_dim // len(bins), bins)
-        self.cls = seg_head(self.ppm.out_channels, 512, classes, 3, dropout)
+        self.cls = self.make_head(classes)
         if use_aux:
             self.aux = seg_head(layer3_ch, 256, classes, 3, dropout)
         if pretrained:
             self.load_imagenet(init_path)
+
+    def make_head(self, out_channels: int) -> nn.Sequential:
+        return seg_head(self.ppm.out_channels, 512, out_channels, 3, self.dropout)

@@ -114,7 +114,7 @@ def test_resolved_config_round_trips(original, tmp_path):
     (["batch_size", "2.5"], "config key 'batch_size' expects int"),
     (["scales", "3"], "config key 'scales' expects"),
     (["zoom_factor", "3"], "zoom_factor must be one of [1, 2, 4, 8]"),
-    (["arch", "unet"], "arch must be one of ['psp', 'aspp']"),
+    (["arch", "unet"], "arch must be one of ['psp', 'aspp', 'deeplabv3plus']"),
     (["classes", "1"], "classes must be >= 2"),
     (["scale_min", "3.0"], "scale_min <= scale_max"),
     (["batch_size"], "'key value' pairs"),

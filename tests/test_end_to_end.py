@@ -4,6 +4,7 @@ import re
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 import test as test_script
@@ -87,3 +88,24 @@ def test_deeplabv3_trains_and_evaluates(run_cli, tiny_opts, tmp_path):
     code, out, err = run_cli(test_script, ["--config", config, "--attack", *tiny_opts])
     assert code == 0, err
     assert 0 <= json.loads((tmp_path / "result/bim/results.json").read_text())["mIoU"] <= 1
+
+
+@pytest.mark.parametrize("defense,optimizer", [("sat", "sgd"), ("ddcat", "sam")])
+def test_adversarial_training_then_test(run_cli, tiny_opts, tmp_path, defense, optimizer):
+    """SAT and DDC-AT (with SAM) train through the one train.py; test.py evaluates the checkpoint,
+    a DDC-AT one through its cls1 head."""
+    config = f"config/synthetic/synthetic_pspnet18_{defense}.yaml"
+    code, out, err = run_cli(train_script, ["--config", config, *tiny_opts, "epochs", "1",
+                                            "optimizer", optimizer, "sam_warmup_iters", "1"])
+    assert code == 0, err
+    assert f"defense {defense}, optimizer {optimizer}" in out
+    assert len(main_losses(out)) == 4 and all(np.isfinite(main_losses(out)))
+    state = torch.load(tmp_path / "model/train_epoch_1.pth", weights_only=True)["state_dict"]
+    heads = {key.split(".")[0] for key in state} - {"layer0", "layer1", "layer2", "layer3", "layer4", "ppm"}
+    assert heads == ({"cls1", "cls2", "mask1", "aux_cls1"} if defense == "ddcat" else {"cls", "aux"})
+
+    opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_1.pth")]
+    code, out, err = run_cli(test_script, ["--config", config, "--attack", *opts])
+    assert code == 0, err
+    bim = json.loads((tmp_path / "result/bim/results.json").read_text())
+    assert 0 <= bim["mIoU"] <= 1

@@ -34,12 +34,21 @@ class DataConfig:
 class TrainConfig:
     """TRAIN section."""
 
-    arch: str = "psp"  # psp (PSPNet) | aspp (DeepLabV3)
+    arch: str = "psp"  # psp (PSPNet) | aspp (DeepLabV3) | deeplabv3plus (DeepLabV3+)
+    backbone: str = "resnet"  # resnet | mobilenetv2 (layers is then unused)
     layers: int = 50  # ResNet depth: 18, 34, 50, 101, 152
     output_stride: int = 8  # backbone output stride: 8 (original) or 16
     pretrained: bool = True  # load ImageNet weights initmodel/resnet{layers}_v2.pth into the backbone
     init_path: Optional[str] = None  # other ImageNet weights file (semseg format); default as above
-    defense: str = "none"  # adversarial training defense: none
+    defense: str = "none"  # adversarial training: none | sat | ddcat
+    adv_eps: float = 0.03  # training attack L-inf radius in [0, 1] pixels (original: 0.03)
+    adv_steps: int = 3  # training attack BIM steps (original: 3)
+    adv_step_size: Optional[float] = None  # training attack step; empty: adv_eps / adv_steps (original)
+    adv_random_start: bool = False  # start the training attack at a random point of the ball (PGD)
+    optimizer: str = "sgd"  # sgd (original) | adam | sam (SAM around SGD)
+    sam_rho: float = 0.02  # SAM neighbourhood radius
+    sam_adaptive: bool = False  # adaptive SAM (ASAM): perturbation scaled by |w|
+    sam_warmup_iters: int = 0  # plain SGD iterations before SAM starts
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
     sync_bn: bool = True  # adopt syncbn or not (multi-process training)
     train_h: int = 473  # training crop height
@@ -115,10 +124,12 @@ class Config(TestConfig, DistributedConfig, TrainConfig, DataConfig):
 
 
 CHOICES = {
-    "arch": ("psp", "aspp"),
+    "arch": ("psp", "aspp", "deeplabv3plus"),
+    "backbone": ("resnet", "mobilenetv2"),
     "layers": (18, 34, 50, 101, 152),
     "output_stride": (8, 16),
-    "defense": ("none",),
+    "defense": ("none", "sat", "ddcat"),
+    "optimizer": ("sgd", "adam", "sam"),
     "zoom_factor": (1, 2, 4, 8),
     "split": ("train", "val", "test"),
 }
@@ -207,6 +218,14 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         raise UserError(f"{where}: scales must be a non-empty list of positive numbers, got {list(cfg.scales)}")
     if cfg.workers < 0 or cfg.index_start < 0 or cfg.index_step < 0:
         raise UserError(f"{where}: workers, index_start and index_step must be >= 0")
+    if cfg.adv_eps <= 0 or cfg.adv_steps < 1:
+        raise UserError(f"{where}: need adv_eps > 0 and adv_steps >= 1, got {cfg.adv_eps}, {cfg.adv_steps}")
+    if cfg.adv_step_size is not None and cfg.adv_step_size <= 0:
+        raise UserError(f"{where}: adv_step_size must be > 0 (or empty for adv_eps / adv_steps), "
+                        f"got {cfg.adv_step_size}")
+    if cfg.sam_rho <= 0 or cfg.sam_warmup_iters < 0:
+        raise UserError(f"{where}: need sam_rho > 0 and sam_warmup_iters >= 0, "
+                        f"got {cfg.sam_rho}, {cfg.sam_warmup_iters}")
 
 
 def load_config(path: str | None, opts: Sequence[str] = ()) -> DictConfig:

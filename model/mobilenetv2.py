@@ -1,0 +1,196 @@
+"""MobileNetV2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018)
+as a dilated segmentation backbone, and the trunk that puts it under any SegNet head.
+
+Module names are torchvision's ``mobilenet_v2`` (``features.N...``), so its ImageNet file loads with a
+strict key check. The last 1x1 conv to 1280 channels (``features.18``) and the classifier are not
+built: like DeepLab's MobileNetV2 (``final_endpoint='layer_18'``) and the PyTorch DeepLabV3+ ports, the
+heads sit on the 320-channel output, and the 1280-channel conv would only add 0.4M parameters at
+the lowest resolution.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from model.base import SegNet
+from model.resnet import state_dict_mismatch, strip_module_prefix
+from util.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INIT = "initmodel/mobilenet_v2.pth"
+# (expansion t, channels c, blocks n, stride s) of each stage, width multiplier 1.0.
+INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                             (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+LOW_INDEX, MID_INDEX = 3, 13  # last block of the 24-channel (stride 4) and 96-channel stages
+# Keys of the torchvision file that the backbone does not build.
+SKIPPED_PREFIXES = ("features.18.", "classifier.")
+
+
+def conv_bn_relu6(in_dim: int, out_dim: int, kernel_size: int, stride: int = 1,
+                  dilation: int = 1, groups: int = 1) -> nn.Sequential:
+    """[conv (no bias), BN, ReLU6]; padding grows with dilation so the size only depends on stride."""
+    padding = (kernel_size - 1) // 2 * dilation
+    return nn.Sequential(
+        nn.Conv2d(in_dim, out_dim, kernel_size, stride, padding, dilation, groups, bias=False),
+        nn.BatchNorm2d(out_dim),
+        nn.ReLU6(inplace=True),
+    )
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expansion (skipped for t = 1) -> 3x3 depthwise (stride, dilation) -> linear 1x1 projection,
+    with the identity added when the input and output shapes agree."""
+
+    def __init__(self, in_dim: int, out_dim: int, stride: int, dilation: int,
+                 expand_ratio: int) -> None:
+        super().__init__()
+        hidden = in_dim * expand_ratio
+        self.use_res_connect = stride == 1 and in_dim == out_dim
+        layers = [] if expand_ratio == 1 else [conv_bn_relu6(in_dim, hidden, 1)]
+        layers += [conv_bn_relu6(hidden, hidden, 3, stride, dilation, groups=hidden),
+                   nn.Conv2d(hidden, out_dim, 1, bias=False),
+                   nn.BatchNorm2d(out_dim)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        return x + out if self.use_res_connect else out
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 ``features.0..17`` dilated to ``output_stride``.
+
+    Once the stride reaches ``output_stride``, each later stage keeps stride 1 and multiplies the
+    dilation by its stride instead; the first block of such a stage keeps the previous dilation (as in
+    DeepLab's MobileNetV2 and torchvision's ``replace_stride_with_dilation``).
+
+    Calling it returns the dict of :meth:`model.base.SegNet.backbone`: ``low`` (24 ch, stride 4, after
+    ``features.3``), ``mid`` (96 ch, stride ``min(16, output_stride)``, after ``features.13``, the
+    aux head's input), ``high`` (320 ch, ``features.17``).
+
+    Args:
+        output_stride: 8, 16 or 32.
+    """
+
+    channels = (96, 320)  # (mid, high), like ResNet.channels (layer3, layer4)
+    low_channels = 24
+
+    def __init__(self, output_stride: int = 16) -> None:
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        features = [conv_bn_relu6(3, 32, 3, stride=2)]
+        in_dim, current_stride, dilation = 32, 2, 1
+        for expand_ratio, out_dim, blocks, stage_stride in INVERTED_RESIDUAL_SETTING:
+            first_dilation = dilation
+            if current_stride == output_stride:
+                stride, dilation = 1, dilation * stage_stride
+            else:
+                stride, current_stride = stage_stride, current_stride * stage_stride
+            for index in range(blocks):
+                features.append(InvertedResidual(in_dim, out_dim, stride if index == 0 else 1,
+                                                 first_dilation if index == 0 else dilation,
+                                                 expand_ratio))
+                in_dim = out_dim
+        self.features = nn.Sequential(*features)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = {}
+        for index, block in enumerate(self.features):
+            x = block(x)
+            if index == LOW_INDEX:
+                outs["low"] = x
+            elif index == MID_INDEX:
+                outs["mid"] = x
+        outs["high"] = x
+        return outs
+
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise UserError(f"ImageNet init weights '{path}' not found; put torchvision's "
+                        f"mobilenet_v2 ImageNet state dict there (see initmodel/README.md) or set "
+                        f"pretrained: False to train from scratch")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types for a file it cannot read
+        raise UserError(f"ImageNet init weights '{path}' could not be read by torch.load: "
+                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
+                                                 for v in state.values()):
+        raise UserError(f"ImageNet init weights '{path}' do not hold a state dict of tensors; "
+                        f"use torchvision's mobilenet_v2 weights")
+    return strip_module_prefix(state)
+
+
+def load_mobilenetv2_init(module: MobileNetV2, path: str) -> None:
+    """Load torchvision's ImageNet MobileNetV2 weights into ``module``, strictly.
+
+    Accepts a bare state dict or ``{'state_dict': ...}``, with or without ``module.`` prefixes.
+    ``features.18.*`` and ``classifier.*`` (not built) are skipped; every other key and shape must
+    match.
+
+    Raises:
+        UserError: the file is missing, unreadable, or does not fit the backbone (keys named).
+    """
+    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith(SKIPPED_PREFIXES)}
+    problem = state_dict_mismatch(state, module.state_dict())
+    if problem:
+        raise UserError(f"ImageNet init weights '{path}' do not fit the MobileNetV2 backbone: "
+                        f"{problem}; use torchvision's mobilenet_v2 (width 1.0) ImageNet weights")
+    module.load_state_dict(state, strict=True)
+    logger.info("loaded ImageNet init weights from %s", path)
+
+
+class MobileNetV2Trunk(SegNet):
+    """SegNet with MobileNetV2 in place of the ResNet trunk; use through :func:`mobilenetv2_class`.
+
+    In ``(Arch, MobileNetV2Trunk)`` it sits between the architecture and SegNet in the MRO, so its
+    :meth:`build_trunk` builds ``backbone`` (keys ``backbone.features.N...``) instead of
+    ``layer0..layer4``. ``layers`` is ignored.
+    """
+
+    backbone_name = "mobilenetv2"
+
+    def build_trunk(self, layers: int, output_stride: int) -> None:
+        self.layers = None  # a ResNet depth; meaningless here
+        self.backbone = MobileNetV2(output_stride)
+        self.channels = MobileNetV2.channels
+        self.low_channels = MobileNetV2.low_channels
+
+    @property
+    def backbone(self) -> MobileNetV2:
+        """The MobileNetV2 module; calling it gives :meth:`SegNet.backbone`'s feature dict."""
+        return self._modules["backbone"]
+
+    def load_imagenet(self, init_path: str | None) -> None:
+        """torchvision's ImageNet weights into ``backbone`` (default ``initmodel/mobilenet_v2.pth``)."""
+        load_mobilenetv2_init(self.backbone, init_path or DEFAULT_INIT)
+
+    def backbone_modules(self) -> list[nn.Module]:
+        return [self.backbone]
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def mobilenetv2_class(base: type) -> type:
+    """The MobileNetV2 variant of a SegNet class (``DeepLabV3Plus`` -> ``DeepLabV3PlusMobileNetV2``),
+    built once."""
+    if base not in _CLASSES:
+        _CLASSES[base] = type(f"{base.__name__}MobileNetV2", (base, MobileNetV2Trunk),
+                              {"__doc__": f"{base.__name__} on MobileNetV2 (see model.mobilenetv2)."})
+    return _CLASSES[base]

@@ -1,0 +1,312 @@
+"""SAT and DDC-AT steps against a plain, slow restatement of the original algorithm; SAM against a hand
+computation; the exported DDC-AT model against cls1.
+
+The restatements follow the original code's procedure literally: the whole batch is attacked, each
+BIM step goes through the full model with parameter gradients, un-normalizes, steps, clips and
+re-normalizes; the routed output is built from float indicators. Everything runs in float64 with
+dropout 0, so "the same" means equal to rounding.
+"""
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model import build_model, load_checkpoint_weights
+from model.export import export
+from train import train_step
+from util.dataset import IMAGENET_MEAN, IMAGENET_STD
+from util.defense import DDCAT, SAT, NoDefense, TrainingAttack
+from util.optim import SAM, build_optimizer, set_lr
+
+MEAN = torch.tensor(IMAGENET_MEAN).double().view(1, 3, 1, 1)  # the float32 constants, as the attack uses
+STD = torch.tensor(IMAGENET_STD).double().view(1, 3, 1, 1)
+EPS, STEPS, LR = 0.03, 3, 0.01
+
+
+def _batch(seed: int = 0, n: int = 4, size: int = 33, classes: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.rand(n, 3, size, size, generator=g, dtype=torch.float64)
+    target = torch.randint(0, classes, (n, size, size), generator=g)
+    target[:, :3] = 255
+    return (pixels - MEAN) / STD, target
+
+
+def _model(arch: str = "psp", ddcat: bool = False, classes: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(arch, 18, classes, dropout=0.0, ddcat=ddcat).double().train()
+
+
+def _cfg(**kw) -> SimpleNamespace:
+    return SimpleNamespace(save_path="unused", sam_warmup_iters=0, **kw)
+
+
+def reference_bim(model: nn.Module, logits_of, images, target) -> torch.Tensor:
+    """The original's BIM: eval mode, full model with parameter gradients, mean CE, steps in
+    normalized space through un-normalize / step / clip / re-normalize."""
+    model.eval()
+    x0 = images * STD + MEAN
+    lo, hi = x0 - EPS, x0 + EPS
+    adv = images.clone()
+    for _ in range(STEPS):
+        adv = adv.detach().requires_grad_(True)
+        loss = F.cross_entropy(logits_of(adv), target, ignore_index=255)
+        model.zero_grad()
+        loss.backward()
+        pixels = adv.detach() * STD + MEAN + EPS / STEPS * adv.grad.sign()
+        pixels = torch.min(torch.max(pixels, lo), hi).clamp(0.0, 1.0)
+        adv = (pixels - MEAN) / STD
+    model.zero_grad()
+    model.train()
+    return adv.detach()
+
+
+def reference_sat_step(model, optimizer, images, target):
+    adv = reference_bim(model, model, images, target)
+    half = images.size(0) // 2
+    batch = torch.cat([images[:half], adv[half:]])
+    out = model(batch)
+    loss = F.cross_entropy(out["out"], target, ignore_index=255) + 0.4 * F.cross_entropy(
+        out["aux"], target, ignore_index=255)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return batch
+
+
+def reference_routed(model, x):
+    """(routed logits, cls1 logits, router logits) by the original's float-indicator formula."""
+    x_aux, feat = model.features(x)
+
+    def up(t):
+        return F.interpolate(t, size=x.shape[-2:], mode="bilinear", align_corners=True)
+
+    cls1, cls2, mask = up(model.cls1(feat)), up(model.cls2(feat)), up(model.mask1(feat))
+    to_cls2 = mask.max(1)[1].unsqueeze(1).expand_as(cls2).double()
+    return to_cls2 * cls2 + (1 - to_cls2) * cls1, cls1, mask, up(model.aux_cls1(x_aux))
+
+
+def reference_ddcat_step(model, optimizer, images, target):
+    model.eval()
+    with torch.no_grad():
+        clean = reference_routed(model, images)[0].max(1)[1]
+    adv = reference_bim(model, lambda x: reference_routed(model, x)[1], images, target)
+    model.eval()
+    with torch.no_grad():
+        division = (reference_routed(model, adv)[0].max(1)[1] != clean).long()
+    model.train()
+    half = images.size(0) // 2
+    batch = torch.cat([images[:half], adv[half:]])
+    mask_target = torch.cat([division[:half], torch.zeros_like(division[half:])])
+    routed, _, mask, aux = reference_routed(model, batch)
+    main = F.cross_entropy(routed, target, ignore_index=255) + F.cross_entropy(mask, mask_target)
+    loss = main + 0.4 * F.cross_entropy(aux, target, ignore_index=255)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return batch, mask_target, division
+
+
+def _assert_same_params(a: nn.Module, b: nn.Module) -> None:
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(pa, pb, rtol=0, atol=1e-10), name
+
+
+@pytest.mark.parametrize("arch", ["psp", "aspp"])
+def test_sat_step_matches_original(arch: str) -> None:
+    images, target = _batch()
+    model = _model(arch)
+    reference = copy.deepcopy(model)
+    opt, _ = build_optimizer("sgd", model, LR)
+    ref_opt, _ = build_optimizer("sgd", reference, LR)
+    expected = reference_sat_step(reference, ref_opt, images, target)
+
+    defense = SAT(aux_weight=0.4, attack=TrainingAttack(EPS, STEPS))
+    batch = defense.make_batch(model, images, target)
+    assert torch.allclose(batch.images, expected, rtol=0, atol=1e-10)
+    assert not torch.equal(batch.images[2:], images[2:]) and torch.equal(batch.images[:2], images[:2])
+    delta = (batch.images - images) * STD
+    assert delta.abs().max() <= EPS + 1e-9
+    pixels = batch.images * STD + MEAN
+    assert pixels.min() >= -1e-9 and pixels.max() <= 1 + 1e-9
+
+    model.train()
+    train_step(_cfg(), model, defense, opt, images, target, curr_iter=1)
+    _assert_same_params(model, reference)
+    assert all(p.grad is None or p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_ddcat_step_matches_original() -> None:
+    images, target = _batch(seed=1)
+    model = _model("psp", ddcat=True)
+    reference = copy.deepcopy(model)
+    opt, _ = build_optimizer("sgd", model, LR)
+    ref_opt, _ = build_optimizer("sgd", reference, LR)
+    expected_batch, expected_mask, division = reference_ddcat_step(reference, ref_opt, images, target)
+    assert 0 < division[:2].sum() < division[:2].numel()  # the router labels are not trivial
+
+    defense = DDCAT(aux_weight=0.4, attack=TrainingAttack(EPS, STEPS))
+    batch = defense.make_batch(model, images, target)
+    assert torch.allclose(batch.images, expected_batch, rtol=0, atol=1e-10)
+    assert torch.equal(batch.mask_target, expected_mask)
+    assert model.training
+    train_step(_cfg(), model, defense, opt, images, target, curr_iter=1)
+    _assert_same_params(model, reference)
+
+
+def test_ddcat_crafting_runs_only_what_it_needs() -> None:
+    """cls1 once per attack step; cls2/mask1 (no grad) once for the clean half and once for the
+    adversarial half; the aux head never; no parameter gradient."""
+    model = _model("psp", ddcat=True)
+    images, target = _batch(seed=2)
+    calls = {name: [] for name in ("cls1", "cls2", "mask1", "aux_cls1", "layer0")}
+    for name, rows in calls.items():
+        getattr(model, name).register_forward_hook(lambda m, i, o, rows=rows: rows.append(i[0].shape[0]))
+    DDCAT(attack=TrainingAttack(EPS, STEPS)).make_batch(model, images, target)
+    assert calls["cls1"] == [4, 4, 4, 2]  # 3 attack steps (step 1 also serves the clean routed output)
+    # + the routed output of the adversarial half
+    assert calls["cls2"] == calls["mask1"] == [2, 2]  # clean half (step 1's features), adversarial half
+    assert calls["aux_cls1"] == []
+    assert calls["layer0"] == [4, 4, 4, 2]  # one trunk pass per step, one for the adversarial half
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_sat_attacks_only_the_second_half() -> None:
+    model = _model("psp")
+    images, target = _batch(n=5)
+    rows = []
+    model.layer0.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    batch = SAT(attack=TrainingAttack(EPS, STEPS)).make_batch(model, images, target)
+    assert rows == [3, 3, 3] and torch.equal(batch.images[:2], images[:2])
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_random_start_and_step_size() -> None:
+    model = _model("psp")
+    images, target = _batch()
+    attack = TrainingAttack(eps=0.05, steps=2, step_size=0.04, random_start=True)
+    torch.manual_seed(3)
+    a = SAT(attack=attack).make_batch(model, images, target).images
+    torch.manual_seed(3)
+    b = SAT(attack=attack).make_batch(model, images, target).images
+    torch.manual_seed(4)
+    c = SAT(attack=attack).make_batch(model, images, target).images
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert ((a - images) * STD).abs().max() <= 0.05 + 1e-9
+    ddcat = _model("psp", ddcat=True)
+    torch.manual_seed(3)
+    batch = DDCAT(attack=attack).make_batch(ddcat, images, target)
+    assert batch.mask_target[2:].eq(0).all() and ((batch.images - images) * STD).abs().max() <= 0.05 + 1e-9
+
+
+def test_zoom_factor_resizes_labels_before_crafting() -> None:
+    torch.manual_seed(0)
+    model = build_model("psp", 18, 4, zoom_factor=2, dropout=0.0, ddcat=True).double().train()
+    images, target = _batch()
+    batch = DDCAT(attack=TrainingAttack(EPS, STEPS)).make_batch(model, images, target)
+    assert batch.target.shape == batch.mask_target.shape == (4, 9, 9)
+    assert torch.isfinite(DDCAT().loss(model, batch).loss)
+
+
+class _Tiny(nn.Module):
+    """conv -> logits, with the SegNet parameter-group interface (no BN, no dropout)."""
+
+    zoom_factor = 8
+
+    def __init__(self, bn: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        norm = [nn.BatchNorm2d(4)] if bn else []
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), *norm, nn.Tanh())
+        self.cls = nn.Conv2d(4, 3, 1)
+
+    def backbone_modules(self):
+        return [self.body]
+
+    def head_modules(self):
+        return [self.cls]
+
+    def forward(self, x):
+        out = self.cls(self.body(x))
+        return {"out": out} if self.training else out
+
+
+def _tiny_loss(model, images, target):
+    return F.cross_entropy(model(images)["out"], target, ignore_index=255)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_sam_step_matches_hand_computation(adaptive: bool) -> None:
+    images, target = _batch(n=2, size=9, classes=3)
+    images = images.float()
+    model = _Tiny().train()
+    rho, lr = 0.05, 0.1
+    # hand computation: w' = w - lr * grad L(w + e), e = rho * T^2 g / ||T g||, T = |w| or 1
+    params = [p.detach().clone() for p in model.parameters()]
+    probe = copy.deepcopy(model)
+    grads = torch.autograd.grad(_tiny_loss(probe, images, target), list(probe.parameters()))
+    scale_t = [p.abs() if adaptive else torch.ones_like(p) for p in params]
+    norm = torch.sqrt(sum(((t * g) ** 2).sum() for t, g in zip(scale_t, grads)))
+    with torch.no_grad():
+        for p, w, t, g in zip(probe.parameters(), params, scale_t, grads):
+            p.copy_(w + rho * t * t * g / norm)
+    grads2 = torch.autograd.grad(_tiny_loss(probe, images, target), list(probe.parameters()))
+    lrs = [lr] * 2 + [lr * 10] * 2  # body at base lr, cls at 10x
+    expected = [w - rate * g for w, rate, g in zip(params, lrs, grads2)]
+
+    opt, split = build_optimizer("sam", model, lr, momentum=0.0, weight_decay=0.0, sam_rho=rho,
+                                 sam_adaptive=adaptive)
+    assert isinstance(opt, SAM)
+    set_lr(opt, lr, split)
+    train_step(_cfg(), model, NoDefense(), opt, images, target, curr_iter=1)
+    for p, e in zip(model.parameters(), expected):
+        assert torch.allclose(p, e, atol=1e-6)
+
+
+def test_sam_warmup_is_plain_sgd_and_bn_counts_the_batch_once() -> None:
+    images, target = _batch(n=2, size=9, classes=3)
+    images = images.float()
+    sam_model, sgd_model = _Tiny(bn=True).train(), _Tiny(bn=True).train()
+    sam, split = build_optimizer("sam", sam_model, 0.1, sam_rho=0.05)
+    sgd, _ = build_optimizer("sgd", sgd_model, 0.1)
+    for opt in (sam, sgd):
+        set_lr(opt, 0.1, split)
+    cfg = _cfg()
+    cfg.sam_warmup_iters = 1
+    train_step(cfg, sam_model, NoDefense(), sam, images, target, curr_iter=1)
+    train_step(cfg, sgd_model, NoDefense(), sgd, images, target, curr_iter=1)
+    _assert_same_params(sam_model, sgd_model)
+    train_step(cfg, sam_model, NoDefense(), sam, images, target, curr_iter=2)
+    train_step(cfg, sgd_model, NoDefense(), sgd, images, target, curr_iter=2)
+    # both saw the same weights in the first forward of step 2; SAM's second forward (at w + e) must
+    # not move the running statistics again
+    bn_sam, bn_sgd = sam_model.body[1], sgd_model.body[1]
+    assert not torch.allclose(sam_model.cls.weight, sgd_model.cls.weight)
+    assert torch.equal(bn_sam.running_mean, bn_sgd.running_mean)
+    assert torch.equal(bn_sam.running_var, bn_sgd.running_var)
+    assert bn_sam.momentum == 0.1
+
+
+@pytest.mark.parametrize("arch", ["psp", "aspp"])
+def test_exported_ddcat_model_is_the_plain_model_with_cls1(arch: str, tmp_path) -> None:
+    ddcat = _model(arch, ddcat=True).float().eval()
+    plain = build_model(arch, 18, 4, dropout=0.0).eval()
+    assert sum(p.numel() for p in ddcat.parameters()) > sum(p.numel() for p in plain.parameters())
+    src = tmp_path / "train_epoch_1.pth"
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in ddcat.state_dict().items()},
+                "optimizer": {}}, src)
+    export(str(src), str(tmp_path / "deploy.pth"))
+    state = torch.load(tmp_path / "deploy.pth", weights_only=True)["state_dict"]
+    assert sum(v.numel() for k, v in state.items() if k in dict(plain.named_parameters())) == \
+        sum(p.numel() for p in plain.parameters())
+    for path in (tmp_path / "deploy.pth", src):  # test.py loads either form
+        load_checkpoint_weights(plain, str(path))
+        x = torch.randn(1, 3, 33, 33)
+        with torch.no_grad():
+            assert torch.allclose(plain(x), ddcat(x), atol=1e-6)
+    with pytest.raises(Exception, match="already exists"):
+        export(str(src), str(tmp_path / "deploy.pth"))
