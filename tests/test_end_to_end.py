@@ -91,7 +91,7 @@ def test_deeplabv3_trains_and_evaluates(run_cli, tiny_opts, tmp_path):
 
 
 @pytest.mark.parametrize("defense,optimizer", [("sat", "sgd"), ("ddcat", "sam")])
-def test_adversarial_training_then_test(run_cli, tiny_opts, tmp_path, defense, optimizer):
+def test_adversarial_training_then_test(run_cli, tiny_opts, tiny_data, tmp_path, defense, optimizer):
     """SAT and DDC-AT (with SAM) train through the one train.py; test.py evaluates the checkpoint,
     a DDC-AT one through its cls1 head."""
     config = f"config/synthetic/synthetic_pspnet18_{defense}.yaml"
@@ -109,3 +109,12 @@ def test_adversarial_training_then_test(run_cli, tiny_opts, tmp_path, defense, o
     assert code == 0, err
     bim = json.loads((tmp_path / "result/bim/results.json").read_text())
     assert 0 <= bim["mIoU"] <= 1
+
+    from util import visualize
+    code, out, err = run_cli(visualize, ["--config", config, "--out", str(tmp_path / "picture.png"),
+                                         "--scale", "2", *opts])
+    assert code == 0, err
+    picture = cv2.imread(str(tmp_path / "picture.png"))
+    first_label = (tiny_data / "list/val.txt").read_text().split()[1]
+    label = cv2.imread(str(tiny_data / first_label))
+    assert picture.shape[0] > 2 * label.shape[0] and picture.shape[1] > 5 * 2 * label.shape[1]

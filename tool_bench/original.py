@@ -1,0 +1,77 @@
+"""The original DDC-AT code's training iteration, restated on this project's models: the baseline of
+``train_step.py``.
+
+It does the same work as ``tool_train/train_{sat,ddcat}_psp.py`` of the original release per
+iteration: every attack step runs the model's full training-branch forward (all heads, the aux head
+and their losses, the extra losses multiplied by 0) and a ``loss.backward()`` that also computes the
+parameter gradients; DDC-AT runs one more full forward per step for the routed prediction; SAT attacks
+the whole batch and uses half. The numbers it produces are those of :mod:`util.defense` (the tests
+check the crafted examples and updates against such a restatement); only the cost differs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attack.base import eval_mode
+from util.dataset import IMAGENET_MEAN, IMAGENET_STD
+
+
+def full_forward(net: nn.Module, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The original models' ``indicate=1`` branch: every head, upsampled, and the losses on them."""
+    size = (x.shape[-2], x.shape[-1])
+    x_aux, feat = net.features(x)
+    aux_head = net.aux_cls1 if hasattr(net, "aux_cls1") else net.aux
+    out = {"aux": net.upsample(aux_head(x_aux), size)}
+    if hasattr(net, "cls1"):
+        out["cls1"] = net.upsample(net.cls1(feat), size)
+        out["main"], out["mask"] = net.route(feat, size, out["cls1"])
+        out["loss"] = F.cross_entropy(out["main"], target, ignore_index=255) + F.cross_entropy(
+            out["mask"], torch.zeros_like(target))
+    else:
+        out["main"] = net.upsample(net.cls(feat), size)
+        out["loss"] = F.cross_entropy(out["main"], target, ignore_index=255)
+    out["aux_loss"] = F.cross_entropy(out["aux"], target, ignore_index=255)
+    return out
+
+
+def original_bim(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                 target: torch.Tensor, eps: float = 0.03, steps: int = 3) -> torch.Tensor:
+    """BIM as the original crafts it (parameter gradients included)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    ddcat = hasattr(net, "cls1")
+    with eval_mode(net):
+        x0 = images * std + mean
+        adv = images.clone()
+        for _ in range(steps):
+            adv = adv.detach().requires_grad_(True)
+            out = full_forward(net, adv, target)
+            attacked = out["cls1"] if ddcat else out["main"]
+            loss = F.cross_entropy(attacked, target, ignore_index=255) + out["loss"] * 0 + out["aux_loss"] * 0
+            optimizer.zero_grad()
+            loss.backward()
+            if ddcat:  # the routed prediction of the current iterate, one more full forward
+                full_forward(net, adv.detach(), target)["main"].argmax(1)
+            pixels = adv.detach() * std + mean + eps / steps * adv.grad.sign()
+            adv = (torch.min(torch.max(pixels, x0 - eps), x0 + eps).clamp(0, 1) - mean) / std
+        full_forward(net, adv.detach(), target)["main"].argmax(1)  # the final prediction
+        optimizer.zero_grad()
+    return adv.detach()
+
+
+def original_step(defense: str, net: nn.Module, optimizer: torch.optim.Optimizer,
+                  images: torch.Tensor, target: torch.Tensor, aux_weight: float = 0.4) -> torch.Tensor:
+    """One training iteration of the original code for ``defense`` in none | sat | ddcat."""
+    batch = images
+    if defense != "none":
+        adv = original_bim(net, optimizer, images, target)
+        half = images.size(0) // 2
+        batch = torch.cat([images[:half], adv[half:]])
+    out = full_forward(net, batch, target)
+    loss = out["loss"] + aux_weight * out["aux_loss"]
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
