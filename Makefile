@@ -13,15 +13,27 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
-## Train an undefended PSPNet-18 on the built-in synthetic dataset, evaluate it clean and under BIM.
+## Train PSPNet-18 on the built-in synthetic dataset without defense, then fine-tune it with SAT and with
+## DDC-AT; evaluate each clean and under the original BIM, picture each, print one table.
+DEMO_FINETUNE := epochs 4 save_freq 4 base_lr 0.01
 demo: $(STAMP)
 	$(PYTHON) -m util.synthetic --root dataset/synthetic
-	PYTHON=$(PYTHON) EXP_NAME=demo sh tool_train/synthetic/psp_train.sh overwrite True
-	PYTHON=$(PYTHON) EXP_NAME=demo sh tool_test/synthetic/psp_test.sh
-	$(PYTHON) -m util.report exp/synthetic/demo/result --defense none --out exp/synthetic/demo/results.json
+	rm -f exp/synthetic/demo/results.json
+	for defense in none sat ddcat; do \
+	  if [ $$defense = none ]; then name=demo; suffix=; extra=; \
+	  else name=demo_$$defense; suffix=_$$defense; \
+	    extra="weight exp/synthetic/demo/model/train_epoch_20.pth $(DEMO_FINETUNE)"; fi; \
+	  PYTHON=$(PYTHON) EXP_NAME=$$name sh tool_train/synthetic/psp_train$$suffix.sh overwrite True $$extra || exit 1; \
+	  PYTHON=$(PYTHON) EXP_NAME=$$name sh tool_test/synthetic/psp_test$$suffix.sh || exit 1; \
+	  model=$$(ls exp/synthetic/$$name/model/train_epoch_*.pth | sort -V | tail -n 1); \
+	  $(PYTHON) -m util.visualize --config config/synthetic/synthetic_pspnet18$$suffix.yaml \
+	    --out exp/synthetic/$$name/picture.png model_path $$model || exit 1; \
+	  $(PYTHON) -m util.report exp/synthetic/$$name/result --defense $$defense \
+	    --out exp/synthetic/demo/results.json || exit 1; \
+	done
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q tests
 
 clean-demo:
-	rm -rf exp/synthetic/demo
+	rm -rf exp/synthetic/demo exp/synthetic/demo_sat exp/synthetic/demo_ddcat

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.ddcat import ddcat_class, is_ddcat_state, to_plain_state_dict
+from model.ddcat import ddcat_class, from_plain_state_dict, is_ddcat_state, to_plain_state_dict
 from model.deeplabv3 import DeepLabV3
 from model.deeplabv3plus import DeepLabV3Plus
 from model.mobilenetv2 import mobilenetv2_class
@@ -98,6 +98,9 @@ def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) ->
     if is_ddcat_state(state) and not is_ddcat_state(expected):
         state = to_plain_state_dict(state)
         logger.info("checkpoint %s is a DDC-AT model: using its cls1 head as cls", path)
+    elif is_ddcat_state(expected) and not is_ddcat_state(state) and any(k.startswith("cls.") for k in state):
+        state = from_plain_state_dict(state, expected)
+        logger.info("checkpoint %s is a plain model: its cls head starts cls1 and cls2, mask1 is new", path)
     problem = state_dict_mismatch(state, expected, strict=strict)
     if problem:
         described = (f"arch={getattr(target, 'arch', type(target).__name__)}, "

@@ -92,3 +92,21 @@ def to_plain_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
         else:
             plain[key] = value
     return plain
+
+
+def from_plain_state_dict(state: Mapping[str, torch.Tensor],
+                          ddcat_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Start a DDC-AT model from a plain (e.g. undefended) checkpoint: ``cls`` initialises both ``cls1``
+    and ``cls2``, ``aux`` becomes ``aux_cls1``, and ``mask1`` keeps its values in ``ddcat_state`` (the
+    model's own initialisation)."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("cls."):
+            out["cls1." + key[4:]] = value
+            out["cls2." + key[4:]] = value.clone()
+        elif key.startswith("aux."):
+            out["aux_cls1." + key[4:]] = value
+        else:
+            out[key] = value
+    out.update({k: v for k, v in ddcat_state.items() if k.startswith("mask1.")})
+    return out

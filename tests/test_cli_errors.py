@@ -129,3 +129,27 @@ def test_explicit_cuda_without_cuda(run_cli, tiny_opts):
 def test_attack_on_unlabelled_split(run_cli, tiny_opts):
     code, _, err = run_cli(test_script, ["--config", CONFIG, "--attack", *tiny_opts, "split", "test"])
     assert code == 2 and "needs labels" in one_line(err)
+
+
+@pytest.mark.parametrize("override,needle", [
+    (["adv_eps", "-0.03"], "adv_eps > 0"),
+    (["adv_step_size", "0"], "adv_step_size must be > 0"),
+    (["defense", "trades"], "defense must be one of ['none', 'sat', 'ddcat']"),
+    (["optimizer", "sgdd"], "optimizer must be one of ['sgd', 'adam', 'sam']"),
+    (["sam_rho", "0"], "sam_rho > 0"),
+    (["backbone", "vgg"], "backbone must be one of"),
+])
+def test_bad_defense_and_optimizer_settings(run_cli, tiny_opts, override, needle):
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, *override])
+    assert code == 2 and needle in one_line(err)
+
+
+def test_export_refuses_to_overwrite(run_cli, tmp_path):
+    from model import export
+    src, dst = tmp_path / "ddcat.pth", tmp_path / "deploy.pth"
+    torch.save({"state_dict": build_model("psp", 18, 3, ddcat=True).state_dict()}, src)
+    dst.write_bytes(b"keep me")
+    code, _, err = run_cli(export, [str(src), str(dst)])
+    assert code == 2 and "already exists" in one_line(err) and dst.read_bytes() == b"keep me"
+    code, _, err = run_cli(export, [str(tmp_path / "absent.pth"), str(tmp_path / "new.pth")])
+    assert code == 2 and "not found" in one_line(err) and not (tmp_path / "new.pth").exists()

@@ -310,3 +310,18 @@ def test_exported_ddcat_model_is_the_plain_model_with_cls1(arch: str, tmp_path) 
             assert torch.allclose(plain(x), ddcat(x), atol=1e-6)
     with pytest.raises(Exception, match="already exists"):
         export(str(src), str(tmp_path / "deploy.pth"))
+
+
+def test_ddcat_model_starts_from_a_plain_checkpoint(tmp_path) -> None:
+    plain = build_model("psp", 18, 4, dropout=0.0).eval()
+    torch.save({"epoch": 3, "state_dict": plain.state_dict()}, tmp_path / "plain.pth")
+    ddcat = build_model("psp", 18, 4, dropout=0.0, ddcat=True).eval()
+    mask_before = ddcat.mask1[0].weight.clone()
+    load_checkpoint_weights(ddcat, str(tmp_path / "plain.pth"))
+    assert torch.equal(ddcat.cls1[0].weight, plain.cls[0].weight)
+    assert torch.equal(ddcat.cls2[4].bias, plain.cls[4].bias)
+    assert torch.equal(ddcat.aux_cls1[0].weight, plain.aux[0].weight)
+    assert torch.equal(ddcat.mask1[0].weight, mask_before)
+    x = torch.randn(1, 3, 33, 33)
+    with torch.no_grad():
+        assert torch.allclose(ddcat(x), plain(x), atol=1e-6)
