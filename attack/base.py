@@ -42,6 +42,8 @@ class Attack:
             of a multi-head model; it runs while ``model`` is in eval mode.
     """
 
+    norm = "linf"  # threat model: "linf" or "l2" (per image)
+
     def __init__(self, model: nn.Module, eps: float, ignore_index: int = 255,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
@@ -80,8 +82,19 @@ class Attack:
         return grad
 
     def project(self, x01: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        """Clip to the L-inf eps-ball around ``x0`` intersected with [0, 1]."""
+        """Project onto the eps-ball around ``x0`` (L-inf: clip; L2: rescale per image) and [0, 1]."""
+        if self.norm == "l2":
+            delta = x01 - x0
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            return (x0 + delta * (self.eps / norms).clamp(max=1.0)).clamp_(0.0, 1.0)
         return torch.min(torch.max(x01, x0 - self.eps), x0 + self.eps).clamp_(0.0, 1.0)
+
+    def pixel_accuracy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-image accuracy over non-ignored pixels (1 for an image without labelled pixels)."""
+        valid = target != self.ignore_index
+        correct = ((logits.argmax(1) == target) & valid).flatten(1).sum(1)
+        total = valid.flatten(1).sum(1)
+        return torch.where(total > 0, correct / total.clamp_min(1), torch.ones_like(correct, dtype=torch.float))
 
     def perturb(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Return adversarial pixels for clean pixels ``x0`` (N, 3, H, W) in [0, 1] and labels (N, H, W)."""
@@ -102,6 +115,13 @@ class Attack:
             raise RuntimeError(f"{type(self).__name__} produced non-finite pixels")
         if adv.min() < -tol or adv.max() > 1 + tol:
             raise RuntimeError(f"{type(self).__name__} left [0, 1]: range [{adv.min():.4f}, {adv.max():.4f}]")
-        dist = (adv - x0.clamp(0, 1)).abs().max().item() if adv.numel() else 0.0
+        delta = adv - x0.clamp(0, 1)
+        if not delta.numel():
+            return
+        if self.norm == "l2":
+            dist = delta.flatten(1).norm(dim=1).max().item()
+            tol = 1e-4 * max(1.0, self.eps)
+        else:
+            dist = delta.abs().max().item()
         if dist > self.eps + tol:
-            raise RuntimeError(f"{type(self).__name__} left the eps-ball: |delta|_inf = {dist:.5f} > {self.eps}")
+            raise RuntimeError(f"{type(self).__name__} left the eps-ball: |delta|_{self.norm} = {dist:.5f} > {self.eps}")

@@ -1,0 +1,135 @@
+"""PGD and its segmentation variants share one loop: random start, steps, best iterate per image."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attack.base import Attack
+
+
+class PGD(Attack):
+    """Projected gradient descent (Madry et al., "Towards Deep Learning Models Resistant to Adversarial
+    Attacks", ICLR 2018) on the pixel cross-entropy, L-inf (sign steps) or L2 (normalized steps).
+
+    Starts from a uniform point of the L-inf ball (L2: a random direction scaled by U(0, 1) * eps),
+    runs ``restarts`` times, and returns per image the iterate with the lowest pixel accuracy (every
+    iterate is scored with the forward pass its gradient needs anyway, the last one with one more).
+    Defaults: eps 8/255, 10 steps, step 2.5 * eps / steps, one restart.
+
+    Args:
+        model: segmentation model (logits in eval mode).
+        eps: radius of the ball in [0, 1] pixel units (L2: per image).
+        steps: iterations per restart.
+        alpha: step size; default 2.5 * eps / steps.
+        norm: "linf" or "l2".
+        restarts: independent runs from random starts; the best per image is kept.
+        random_start: start at a random point of the ball (False: from the clean image).
+        ignore_index: label ignored by the loss and the accuracy.
+        kwargs: see :class:`attack.base.Attack` (mean, std, forward).
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 10, alpha: float | None = None,
+                 norm: str = "linf", restarts: int = 1, random_start: bool = True, ignore_index: int = 255,
+                 **kwargs) -> None:
+        super().__init__(model, eps, ignore_index, **kwargs)
+        if norm not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+        if steps < 1 or restarts < 1:
+            raise ValueError(f"need steps >= 1 and restarts >= 1, got {steps}, {restarts}")
+        self.norm = norm
+        self.steps = steps
+        self.alpha = alpha if alpha is not None else 2.5 * eps / steps
+        self.restarts = restarts
+        self.random_start = random_start
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
+        """The objective to ascend at ``step`` (0-based), summed over the batch."""
+        return self.ce_loss(logits, target)
+
+    def start(self, x0: torch.Tensor) -> torch.Tensor:
+        if not self.random_start:
+            return x0.clone()
+        if self.norm == "l2":
+            direction = torch.randn_like(x0)
+            norms = direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            radius = self.eps * torch.rand(x0.shape[0], 1, 1, 1, device=x0.device, dtype=x0.dtype)
+            return (x0 + direction / norms * radius).clamp_(0.0, 1.0)
+        return (x0 + torch.empty_like(x0).uniform_(-self.eps, self.eps)).clamp_(0.0, 1.0)
+
+    def ascent(self, grad: torch.Tensor) -> torch.Tensor:
+        if self.norm == "l2":
+            return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return grad.sign()
+
+    def perturb(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        size = target.shape[-2:]
+        best = x0.clone()
+        best_acc = torch.full((x0.shape[0],), float("inf"), device=x0.device)
+
+        def keep(x: torch.Tensor, logits: torch.Tensor) -> None:
+            acc = self.pixel_accuracy(logits.detach(), target)
+            better = acc < best_acc
+            best[better] = x.detach()[better]
+            best_acc[better] = acc[better]
+
+        for _ in range(self.restarts):
+            x = self.start(x0)
+            for step in range(self.steps):
+                x.requires_grad_(True)
+                logits = self.logits(x, size)
+                keep(x, logits)
+                grad = self.input_grad(self.loss(logits, target, step), x)
+                x = self.project(x.detach() + self.alpha * self.ascent(grad), x0)
+            with torch.no_grad():
+                keep(x, self.logits(x, size))
+        return best
+
+
+class SegPGD(PGD):
+    """SegPGD (Gu et al., "SegPGD: An Effective and Efficient Adversarial Attack for Evaluating and
+    Boosting Segmentation Robustness", ECCV 2022).
+
+    At step t = 1..T the correctly and wrongly classified pixels P_T, P_F are recomputed from the
+    (detached) argmax; loss = [(1 - l_t) * sum_{P_T} CE + l_t * sum_{P_F} CE] / (H * W) with
+    l_t = (t - 1) / (2T); ignored pixels contribute 0. Sign steps, L-inf projection and random start
+    as :class:`PGD`. Defaults: eps 8/255, 20 steps, step 2.5 * eps / steps.
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, **kwargs) -> None:
+        super().__init__(model, eps, steps, **kwargs)
+
+    def weight(self, step: int) -> float:
+        """l_t for 0-based ``step``: (t - 1) / (2T) with t = step + 1."""
+        return step / (2 * self.steps)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
+        ce = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")
+        correct = (logits.detach().argmax(1) == target).float()
+        lam = self.weight(step)
+        per_pixel = ((1 - lam) * correct + lam * (1 - correct)) * ce
+        return per_pixel.sum() / (target.shape[-2] * target.shape[-1])
+
+
+class CosPGD(PGD):
+    """CosPGD (Agnihotri & Keuper, "CosPGD: an efficient white-box adversarial attack for pixel-wise
+    prediction tasks", ICML 2024).
+
+    Per pixel w = cos(softmax(z), onehot(y)) (detached), loss = mean over pixels of w * CE, so pixels
+    the model still gets right weigh most; sign steps as :class:`PGD`. Ignored pixels weigh 0.
+    Defaults: eps 8/255, 20 steps, step 2.5 * eps / steps.
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, **kwargs) -> None:
+        super().__init__(model, eps, steps, **kwargs)
+
+    def weights(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """cos(softmax(z), onehot(y)) per pixel, 0 on ignored pixels."""
+        valid = target != self.ignore_index
+        onehot = F.one_hot(torch.where(valid, target, 0), logits.shape[1]).permute(0, 3, 1, 2).to(logits)
+        cos = F.cosine_similarity(logits.detach().softmax(1), onehot, dim=1)
+        return cos * valid
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
+        ce = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")
+        return (self.weights(logits, target) * ce).flatten(1).mean(1).sum()

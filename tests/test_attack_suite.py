@@ -1,0 +1,164 @@
+"""FGSM, PGD (L-inf, L2), SegPGD and CosPGD: threat model, strength on a trained tiny model, seeds,
+ignored pixels, and the losses against hand computations."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attack import BIM, FGSM, PGD, CosPGD, SegPGD
+
+EPS = 8 / 255
+
+
+class Tiny(nn.Module):
+    """A 1x1-conv segmenter: enough to learn 'class = brightest channel' in a few steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 3, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _data(seed: int = 0, n: int = 4, size: int = 12):
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.rand(n, 3, size, size, generator=g)
+    target = pixels.argmax(1)
+    target[:, :2] = 255
+    return pixels, target
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    model = Tiny()
+    attack = BIM(model)
+    pixels, target = _data()
+    x = attack.normalize(pixels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(150):
+        loss = F.cross_entropy(model(x), target, ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return model.eval(), x, target
+
+
+def _accuracy(model, x, target):
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    valid = target != 255
+    return ((pred == target) & valid).sum().item() / valid.sum().item()
+
+
+ATTACKS = {
+    "fgsm": lambda m: FGSM(m, eps=EPS),
+    "pgd": lambda m: PGD(m, eps=EPS, steps=10),
+    "pgd_l2": lambda m: PGD(m, eps=1.0, steps=10, norm="l2"),
+    "pgd_restarts": lambda m: PGD(m, eps=EPS, steps=5, restarts=2),
+    "segpgd": lambda m: SegPGD(m, eps=EPS, steps=10),
+    "cospgd": lambda m: CosPGD(m, eps=EPS, steps=10),
+}
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_attack_stays_in_its_ball_and_lowers_accuracy(trained, name):
+    model, x, target = trained
+    torch.manual_seed(1)
+    attack = ATTACKS[name](model)
+    adv = attack(x, target)
+    x01, adv01 = attack.to_pixels(x), attack.to_pixels(adv)
+    delta = adv01 - x01
+    if attack.norm == "l2":
+        assert delta.flatten(1).norm(dim=1).max() <= attack.eps + 1e-4
+    else:
+        assert delta.abs().max() <= attack.eps + 1e-5
+    assert adv01.min() >= -1e-5 and adv01.max() <= 1 + 1e-5
+    clean = _accuracy(model, x, target)
+    assert clean > 0.9
+    assert _accuracy(model, adv, target) < clean - 0.1, name
+    assert all(p.grad is None for p in model.parameters()) and not model.training
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_attack_is_deterministic_for_a_seed(trained, name):
+    model, x, target = trained
+    runs = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        runs.append(ATTACKS[name](model)(x, target))
+    assert torch.equal(runs[0], runs[1])
+    if name != "fgsm" and ATTACKS[name](model).random_start:
+        assert not torch.equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("cls", [FGSM, SegPGD, CosPGD, PGD])
+def test_fully_ignored_image_is_not_perturbed(trained, cls):
+    model, x, target = trained
+    kwargs = {} if cls is FGSM else {"random_start": False, "steps": 3}
+    adv = cls(model, eps=EPS, **kwargs)(x, torch.full_like(target, 255))
+    assert torch.allclose(adv, x, atol=1e-5)
+
+
+def test_ignored_pixels_do_not_steer_the_attack(trained):
+    """What the label says under ignored pixels does not matter: 255 there, whatever was there before."""
+    model, x, target = trained
+    other = target.clone()
+    other[:, :2] = (target[:, :2] + 1) % 3  # 'labels' that are then ignored again
+    other[:, :2] = 255
+    for cls in (SegPGD, CosPGD):
+        a = cls(model, eps=EPS, steps=3, random_start=False)(x, target)
+        b = cls(model, eps=EPS, steps=3, random_start=False)(x, other)
+        assert torch.equal(a, b)
+
+
+def test_segpgd_schedule_and_loss_by_hand():
+    attack = SegPGD(Tiny(), steps=4)
+    assert [attack.weight(t) for t in range(4)] == [0.0, 1 / 8, 2 / 8, 3 / 8]
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (1, 2 classes, 1, 2): predicts [0, 1]
+    target = torch.tensor([[[0, 0]]])  # pixel 0 right, pixel 1 wrong
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + 1))
+    ce1 = -math.log(1 / (1 + math.e))
+    for t, lam in enumerate([0.0, 1 / 8, 2 / 8, 3 / 8]):
+        expected = ((1 - lam) * ce0 + lam * ce1) / 2
+        assert attack.loss(logits, target, t).item() == pytest.approx(expected, rel=1e-6)
+    ignored = torch.tensor([[[0, 255]]])
+    assert attack.loss(logits, ignored, 3).item() == pytest.approx((1 - 3 / 8) * ce0 / 2, rel=1e-6)
+
+
+def test_cospgd_weights_and_loss_by_hand():
+    attack = CosPGD(Tiny())
+    logits = torch.tensor([[[[2.0, 0.0, 1.0]], [[0.0, 1.0, 1.0]]]])
+    target = torch.tensor([[[0, 0, 255]]])
+    p = logits.softmax(1)[0, :, 0]  # (2 classes, 3 pixels)
+    cos = [p[0, i].item() / p[:, i].norm().item() for i in range(2)]
+    assert attack.weights(logits, target)[0, 0].tolist() == pytest.approx([*cos, 0.0], rel=1e-6)
+    ce = F.cross_entropy(logits, torch.tensor([[[0, 0, 0]]]), reduction="none")[0, 0]
+    expected = (cos[0] * ce[0].item() + cos[1] * ce[1].item()) / 3
+    assert attack.loss(logits, target, 0).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_pgd10_is_not_weaker_than_the_original_bim(trained):
+    model, x, target = trained
+    torch.manual_seed(0)
+    bim = _accuracy(model, BIM(model)(x, target), target)
+    pgd = _accuracy(model, PGD(model, eps=0.03, steps=10)(x, target), target)
+    assert pgd <= bim
+
+
+def test_pgd_returns_the_best_iterate(trained):
+    """With restarts the kept example per image is at least as good as the first restart alone (same
+    seed, so the same first start)."""
+    model, x, target = trained
+    torch.manual_seed(3)
+    attack = PGD(model, eps=EPS, steps=4, restarts=3)
+    adv = attack(x, target)
+    torch.manual_seed(3)
+    single = PGD(model, eps=EPS, steps=4, restarts=1)(x, target)
+    with torch.no_grad():
+        kept = attack.pixel_accuracy(model(adv), target)
+        assert (kept <= attack.pixel_accuracy(model(single), target) + 1e-6).all()
