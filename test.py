@@ -1,8 +1,11 @@
-"""Evaluate a segmentation model: clean, or under the original BIM attack (``--attack``).
+"""Evaluate a segmentation model: clean, under the original BIM attack (``--attack``), or clean and under
+every attack of the config's ``attacks`` list.
 
     python test.py --config config/synthetic/synthetic_pspnet18.yaml [--attack] [key value ...]
 
-Clean results go to save_folder (gray/, color/, results.json); attacked ones to save_folder/bim/.
+Clean results go to save_folder (gray/, color/, results.json); the original BIM's to save_folder/bim/;
+each ``attacks`` entry and eps to save_folder/<name>_eps<eps>/, with one row each in
+save_folder/results.csv and a table in the log.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from attack import BIM
+from attack.registry import build_attack, parse_specs
 from model import build_model, load_checkpoint_weights
 from util.config import load_config
 from util.dataset import SemData, colorize, load_names_colors, mean_std_255, read_label
@@ -50,31 +53,34 @@ def _first(batch: list):
 
 
 # The original DDC-AT evaluation attack (``--attack``): BIM, 2 steps, eps 0.03, step 0.01, on each crop.
-ORIGINAL_BIM = {"name": "bim", "eps": 0.03, "steps": 2, "alpha": 0.01, "protocol": "per_crop"}
+ORIGINAL_BIM = {"name": "bim", "label": "bim", "eps": 0.03, "steps": 2, "alpha": 0.01, "protocol": "per_crop"}
 
 
-def run_inference(cfg: DictConfig, data: SemData, attack_spec: dict | None, gray_folder: Path,
-                  color_folder: Path, colors: np.ndarray, metric: SegMetric) -> None:
-    """Predict every image, save gray/color maps, and accumulate metrics against the labels."""
+def load_model(cfg: DictConfig) -> tuple[torch.nn.Module, torch.device]:
+    """The model of ``model_path`` on the configured device, in eval mode."""
+    if not cfg.model_path:
+        raise UserError("config key 'model_path' is empty; set it to the checkpoint to evaluate")
     device = select_device(cfg.device, cfg.test_gpu)
     model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
                         output_stride=cfg.output_stride, pretrained=False)
-    if not cfg.model_path:
-        raise UserError("config key 'model_path' is empty; set it to the checkpoint to evaluate")
     load_checkpoint_weights(model, cfg.model_path)
     model.to(device).eval()
     logger.info(f"=> loaded checkpoint '{cfg.model_path}' on {device}")
-    attack = None
-    if attack_spec is not None:
-        attack = BIM(model, eps=attack_spec["eps"], steps=attack_spec["steps"], alpha=attack_spec["alpha"],
-                     ignore_index=cfg.ignore_label)
+    return model, device
+
+
+def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device: torch.device,
+                  attack_spec: dict | None, gray_folder: Path, color_folder: Path, colors: np.ndarray,
+                  metric: SegMetric) -> None:
+    """Predict every image, save gray/color maps, and accumulate metrics against the labels."""
+    attack = None if attack_spec is None else build_attack(attack_spec, model, cfg.ignore_label)
     mean, std = mean_std_255()
     gray_folder.mkdir(parents=True, exist_ok=True)
     color_folder.mkdir(parents=True, exist_ok=True)
     loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=cfg.workers,
                                          collate_fn=_first)
-    for i, (image, label) in enumerate(tqdm(loader, desc=attack_spec["name"] if attack_spec else "clean", unit="img",
-                                            dynamic_ncols=True)):
+    desc = attack_spec["label"] if attack_spec else "clean"
+    for i, (image, label) in enumerate(tqdm(loader, desc=desc, unit="img", dynamic_ncols=True)):
         prediction = predict(model, image, label, cfg.classes, cfg.base_size, cfg.test_h, cfg.test_w,
                              cfg.scales, mean, std, device, attack, cfg.ignore_label, cfg.batch_size_val)
         gray = np.uint8(prediction)
@@ -95,40 +101,29 @@ def metrics_from_predictions(cfg: DictConfig, data: SemData, gray_folder: Path, 
         metric.update(pred, read_label(label_path))
 
 
-def main() -> None:
-    args = get_parser().parse_args()
-    cfg = load_config(args.config, args.opts)
-    attack_spec = ORIGINAL_BIM if args.attack else None
-    attack_name = attack_spec["name"] if attack_spec else None
-    if attack_name and cfg.split == "test":
-        raise UserError("--attack needs labels, but split is 'test'; evaluate a labelled split (val)")
-    names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
-    data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label)
-    index_end = len(data.data_list) if cfg.index_step == 0 else min(cfg.index_start + cfg.index_step,
-                                                                     len(data.data_list))
-    data.data_list = data.data_list[cfg.index_start:index_end]
-    if not data.data_list:
-        raise UserError(f"no images to evaluate in '{cfg.test_list}' with index_start {cfg.index_start}")
-
-    save_folder = Path(cfg.save_folder) / attack_name if attack_name else Path(cfg.save_folder)
+def evaluate(cfg: DictConfig, data: SemData, attack_spec: dict | None, names: list[str], colors: np.ndarray,
+             model_loader) -> dict | None:
+    """One evaluation mode (clean or one attack): predictions, log lines, results.json; the result dict."""
+    label = attack_spec["label"] if attack_spec else None
+    save_folder = Path(cfg.save_folder) / label if label else Path(cfg.save_folder)
     gray_folder, color_folder = save_folder / "gray", save_folder / "color"
     metric = SegMetric(cfg.classes, cfg.ignore_label)
     start = time.time()
-    logger.info(f">>>>>>>>>>>>>>>> Start Evaluation ({attack_name or 'clean'}, {len(data)} images) >>>>>>>>>>>>>>>>")
+    logger.info(f">>>>>>>>>>>>>>>> Start Evaluation ({label or 'clean'}, {len(data)} images) >>>>>>>>>>>>>>>>")
     if cfg.has_prediction:
         metrics_from_predictions(cfg, data, gray_folder, metric)
     else:
-        run_inference(cfg, data, attack_spec, gray_folder, color_folder, colors, metric)
+        run_inference(cfg, data, *model_loader(), attack_spec, gray_folder, color_folder, colors, metric)
     logger.info("<<<<<<<<<<<<<<<<< End Evaluation <<<<<<<<<<<<<<<<<")
     if cfg.split == "test":
         logger.info(f"predictions written to {gray_folder} (split 'test' has no labels: no metrics)")
-        return
+        return None
     for i, name in enumerate(names):
         logger.info(f"Class_{i} result: iou/accuracy {metric.iou_class[i]:.4f}/{metric.acc_class[i]:.4f}, "
                     f"name: {name}.")
     logger.info(f"Eval result: mIoU/mAcc/allAcc {metric.miou:.4f}/{metric.macc:.4f}/{metric.allacc:.4f}.")
     result = {
-        "mode": attack_name or "clean",
+        "mode": label or "clean",
         "attack": attack_spec,
         "mIoU": metric.miou, "mAcc": metric.macc, "allAcc": metric.allacc,
         "classes": [{"name": n, "iou": float(metric.iou_class[i]), "acc": float(metric.acc_class[i])}
@@ -138,6 +133,44 @@ def main() -> None:
     }
     save_folder.mkdir(parents=True, exist_ok=True)
     (save_folder / "results.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def write_summary(results: list[dict], save_folder: Path) -> None:
+    """One row per mode: a table in the log and save_folder/results.csv."""
+    rows = [(r["mode"], r["attack"]["eps"] if r["attack"] else 0.0, r["mIoU"], r["mAcc"], r["allAcc"])
+            for r in results]
+    logger.info("| mode | eps | mIoU | mAcc | allAcc |")
+    for mode, eps, miou, macc, allacc in rows:
+        logger.info(f"| {mode} | {eps * 255:.2f}/255 | {miou:.4f} | {macc:.4f} | {allacc:.4f} |")
+    lines = ["mode,eps,mIoU,mAcc,allAcc"] + [f"{m},{e:.6f},{a:.6f},{b:.6f},{c:.6f}" for m, e, a, b, c in rows]
+    (save_folder / "results.csv").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    cfg = load_config(args.config, args.opts)
+    specs = [ORIGINAL_BIM] if args.attack else [None, *parse_specs(cfg.attacks)]
+    if any(specs) and cfg.split == "test":
+        raise UserError("an attack needs labels, but split is 'test'; evaluate a labelled split (val)")
+    names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
+    data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label)
+    index_end = len(data.data_list) if cfg.index_step == 0 else min(cfg.index_start + cfg.index_step,
+                                                                     len(data.data_list))
+    data.data_list = data.data_list[cfg.index_start:index_end]
+    if not data.data_list:
+        raise UserError(f"no images to evaluate in '{cfg.test_list}' with index_start {cfg.index_start}")
+
+    loaded: list = []
+
+    def model_loader() -> tuple[torch.nn.Module, torch.device]:
+        if not loaded:
+            loaded.extend(load_model(cfg))
+        return loaded[0], loaded[1]
+
+    results = [evaluate(cfg, data, spec, names, colors, model_loader) for spec in specs]
+    if len(results) > 1 and all(results):
+        write_summary(results, Path(cfg.save_folder))
 
 
 if __name__ == "__main__":

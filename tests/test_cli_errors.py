@@ -153,3 +153,17 @@ def test_export_refuses_to_overwrite(run_cli, tmp_path):
     assert code == 2 and "already exists" in one_line(err) and dst.read_bytes() == b"keep me"
     code, _, err = run_cli(export, [str(tmp_path / "absent.pth"), str(tmp_path / "new.pth")])
     assert code == 2 and "not found" in one_line(err) and not (tmp_path / "new.pth").exists()
+
+
+@pytest.mark.parametrize("attacks,needle", [
+    ("[{name: deepfoool, eps: 8}]", "unknown attack 'deepfoool'"),
+    ("[{name: fgsm, eps: 8, steps: 3}]", "fgsm has no field 'steps'"),
+    ("[{name: pgd, eps: -1}]", "eps must be numbers >= 0"),
+    ("[{name: pgd, eps: 8, norm: l1}]", "norm must be 'linf' or 'l2'"),
+    ("[8]", "expected a mapping"),
+])
+def test_bad_attack_specs(run_cli, tiny_opts, tmp_path, attacks, needle):
+    torch.save({"state_dict": build_model("psp", 18, 5).state_dict()}, tmp_path / "m.pth")
+    code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "m.pth"),
+                                         "attacks", attacks])
+    assert code == 2 and needle in one_line(err)

@@ -118,3 +118,27 @@ def test_adversarial_training_then_test(run_cli, tiny_opts, tiny_data, tmp_path,
     first_label = (tiny_data / "list/val.txt").read_text().split()[1]
     label = cv2.imread(str(tiny_data / first_label))
     assert picture.shape[0] > 2 * label.shape[0] and picture.shape[1] > 5 * 2 * label.shape[1]
+
+
+def test_attack_list_runs_with_clean_in_one_run(run_cli, tiny_opts, tmp_path):
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "4", "save_freq", "4",
+                                          "model_path", str(tmp_path / "model/train_epoch_4.pth")])
+    assert code == 0, err
+    tiny_opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_4.pth")]
+    attacks = "[{name: fgsm, eps: 8}, {name: pgd, eps: [2, 8], steps: 3}, {name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}]"
+    code, out, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "attacks", attacks])
+    assert code == 0, err
+    rows = (tmp_path / "result/results.csv").read_text().splitlines()
+    assert rows[0] == "mode,eps,mIoU,mAcc,allAcc"
+    modes = [row.split(",")[0] for row in rows[1:]]
+    assert modes == ["clean", "fgsm_eps8", "pgd_eps2", "pgd_eps8", "bim_eps0.03"]
+    miou = {row.split(",")[0]: float(row.split(",")[2]) for row in rows[1:]}
+    allacc = {row.split(",")[0]: float(row.split(",")[4]) for row in rows[1:]}
+    assert allacc["pgd_eps8"] <= allacc["pgd_eps2"] <= allacc["clean"]
+    assert allacc["pgd_eps8"] < allacc["clean"] and miou["pgd_eps8"] <= miou["clean"]
+    # the listed BIM is the original protocol: the same numbers as --attack
+    code, _, err = run_cli(test_script, ["--config", CONFIG, "--attack", *tiny_opts])
+    assert code == 0, err
+    bim = json.loads((tmp_path / "result/bim/results.json").read_text())
+    assert bim["mIoU"] == pytest.approx(miou["bim_eps0.03"], abs=1e-6)
+    assert "| pgd_eps8 | 8.00/255 |" in out

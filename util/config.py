@@ -113,6 +113,7 @@ class TestConfig:
     save_folder: str = "exp/result"  # results save folder
     colors_path: str = "dataset/synthetic/synthetic_colors.txt"  # path of dataset colors
     names_path: str = "dataset/synthetic/synthetic_names.txt"  # path of dataset category names
+    attacks: List[Any] = field(default_factory=list)  # attack specs evaluated with clean (see README)
 
 
 SECTIONS = {"DATA": DataConfig, "TRAIN": TrainConfig, "Distributed": DistributedConfig, "TEST": TestConfig}
