@@ -6,17 +6,19 @@ from typing import Any
 
 from torch import nn
 
+from attack.apgd import APGD
 from attack.base import Attack
 from attack.bim import BIM
 from attack.fgsm import FGSM
 from attack.pgd import PGD, CosPGD, SegPGD
 from util.errors import UserError
 
-ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "segpgd": SegPGD, "cospgd": CosPGD}
+ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "segpgd": SegPGD, "cospgd": CosPGD,
+                                    "apgd": APGD}
 _PGD_FIELDS = {"eps", "steps", "alpha", "norm", "restarts", "random_start"}
 # Constructor arguments a spec may set, per attack.
 FIELDS = {"fgsm": {"eps"}, "bim": {"eps", "steps", "alpha", "random_start"}, "pgd": _PGD_FIELDS,
-          "segpgd": _PGD_FIELDS, "cospgd": _PGD_FIELDS}
+          "segpgd": _PGD_FIELDS, "cospgd": _PGD_FIELDS, "apgd": {"eps", "steps", "loss", "momentum", "rho"}}
 _SPEC_ONLY = {"name", "unit"}  # spec fields that are not constructor arguments
 
 

@@ -162,3 +162,50 @@ def test_pgd_returns_the_best_iterate(trained):
     with torch.no_grad():
         kept = attack.pixel_accuracy(model(adv), target)
         assert (kept <= attack.pixel_accuracy(model(single), target) + 1e-6).all()
+
+
+def test_apgd_checkpoints_follow_the_paper():
+    from attack.apgd import checkpoints
+    assert checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
+
+
+@pytest.mark.parametrize("loss", ["ce", "masked_ce", "balanced_masked_ce", "js", "masked_spherical", "segpgd"])
+def test_apgd_with_each_loss_stays_in_the_ball_and_lowers_accuracy(trained, loss):
+    from attack import APGD
+    model, x, target = trained
+    attack = APGD(model, eps=EPS, steps=30, loss=loss)
+    adv = attack(x, target)
+    delta = attack.to_pixels(adv) - attack.to_pixels(x)
+    assert delta.abs().max() <= EPS + 1e-5
+    assert _accuracy(model, adv, target) < _accuracy(model, x, target) - 0.1, loss
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_apgd_halves_the_step_when_the_loss_stalls():
+    """A model whose output ignores the input: the loss never rises, so every checkpoint halves."""
+    from attack import APGD
+
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = nn.Parameter(torch.tensor([1.0, 0.0, 0.0]))
+
+        def forward(self, x):
+            return self.bias.view(1, 3, 1, 1).expand(x.shape[0], 3, *x.shape[-2:]) + 0 * x.sum(1, keepdim=True)
+
+    pixels, target = _data()
+    target[:] = 1  # never right, so never 'fully fooled' early stop... accuracy is already 0
+    target[:, 0, 0] = 0  # one correct pixel keeps the attack running
+    attack = APGD(Constant(), eps=EPS, steps=100, stages=((1.0, 1.0),))
+    attack(attack.normalize(pixels), target)
+    steps = torch.stack(attack.schedule)[:, 0].tolist()
+    expected = [2 * EPS / 2 ** (j + 1) for j in range(len(steps))]
+    assert steps == pytest.approx(expected)
+
+
+def test_apgd_is_not_weaker_than_the_original_bim(trained):
+    from attack import APGD
+    model, x, target = trained
+    bim = _accuracy(model, BIM(model)(x, target), target)
+    apgd = _accuracy(model, APGD(model, eps=0.03, steps=30)(x, target), target)
+    assert apgd <= bim
