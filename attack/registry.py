@@ -11,14 +11,15 @@ from attack.base import Attack
 from attack.bim import BIM
 from attack.fgsm import FGSM
 from attack.pgd import PGD, CosPGD, SegPGD
+from attack.sea import SEA
 from util.errors import UserError
 
 ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "segpgd": SegPGD, "cospgd": CosPGD,
-                                    "apgd": APGD}
+                                    "apgd": APGD, "sea": SEA}
 _PGD_FIELDS = {"eps", "steps", "alpha", "norm", "restarts", "random_start"}
 # Constructor arguments a spec may set, per attack.
 FIELDS = {"fgsm": {"eps"}, "bim": {"eps", "steps", "alpha", "random_start"}, "pgd": _PGD_FIELDS,
-          "segpgd": _PGD_FIELDS, "cospgd": _PGD_FIELDS, "apgd": {"eps", "steps", "loss", "momentum", "rho"}}
+          "segpgd": _PGD_FIELDS, "cospgd": _PGD_FIELDS, "apgd": {"eps", "steps", "loss", "momentum", "rho"}, "sea": {"eps", "steps"}}
 _SPEC_ONLY = {"name", "unit"}  # spec fields that are not constructor arguments
 
 

@@ -209,3 +209,16 @@ def test_apgd_is_not_weaker_than_the_original_bim(trained):
     bim = _accuracy(model, BIM(model)(x, target), target)
     apgd = _accuracy(model, APGD(model, eps=0.03, steps=30)(x, target), target)
     assert apgd <= bim
+
+
+def test_sea_is_the_per_image_worst_case_of_its_members(trained):
+    from attack import APGD, SEA
+    model, x, target = trained
+    sea = SEA(model, eps=0.03, steps=12)
+    adv = sea(x, target)
+    with torch.no_grad():
+        acc = sea.pixel_accuracy(model(adv), target)
+        for loss in ("balanced_masked_ce", "masked_ce", "js"):
+            member = APGD(model, eps=0.03, steps=12, loss=loss)(x, target)
+            assert (acc <= sea.pixel_accuracy(model(member), target) + 1e-6).all()
+    assert _accuracy(model, adv, target) <= _accuracy(model, BIM(model)(x, target), target)
