@@ -108,10 +108,6 @@ class NoDefense:
         loss, main, aux = self.seg_loss(outputs, batch.target)
         return StepResult(loss, main.detach(), aux.detach(), outputs["out"].detach(), batch.target)
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> StepResult:
-        """Build the batch and compute its loss (one step without SAM)."""
-        return self.loss(model, self.make_batch(model, images, target))
-
 
 class SAT(NoDefense):
     """Standard adversarial training as in DDC-AT's code: the first half of the batch stays clean, the
