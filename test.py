@@ -10,6 +10,7 @@ save_folder/results.csv and a table in the log.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -161,13 +162,7 @@ def main() -> None:
     if not data.data_list:
         raise UserError(f"no images to evaluate in '{cfg.test_list}' with index_start {cfg.index_start}")
 
-    loaded: list = []
-
-    def model_loader() -> tuple[torch.nn.Module, torch.device]:
-        if not loaded:
-            loaded.extend(load_model(cfg))
-        return loaded[0], loaded[1]
-
+    model_loader = functools.cache(lambda: load_model(cfg))  # not loaded at all with has_prediction
     results = [evaluate(cfg, data, spec, names, colors, model_loader) for spec in specs]
     if len(results) > 1 and all(results):
         write_summary(results, Path(cfg.save_folder))
