@@ -9,7 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.ddcat import ddcat_class, from_plain_state_dict, is_ddcat_state, to_plain_state_dict
+from model.ddcat import (
+    ddcat_class,
+    from_plain_state_dict,
+    is_ddcat_state,
+    to_plain_state_dict,
+)
 from model.deeplabv3 import DeepLabV3
 from model.deeplabv3plus import DeepLabV3Plus
 from model.mobilenetv2 import mobilenetv2_class

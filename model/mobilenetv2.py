@@ -10,14 +10,12 @@ the lowest resolution.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from model.base import SegNet
-from model.resnet import state_dict_mismatch, strip_module_prefix
+from model.resnet import read_init_state, state_dict_mismatch
 from util.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -117,25 +115,6 @@ class MobileNetV2(nn.Module):
         return outs
 
 
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise UserError(f"ImageNet init weights '{path}' not found; put torchvision's "
-                        f"mobilenet_v2 ImageNet state dict there (see initmodel/README.md) or set "
-                        f"pretrained: False to train from scratch")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types for a file it cannot read
-        raise UserError(f"ImageNet init weights '{path}' could not be read by torch.load: "
-                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
-                                                 for v in state.values()):
-        raise UserError(f"ImageNet init weights '{path}' do not hold a state dict of tensors; "
-                        f"use torchvision's mobilenet_v2 weights")
-    return strip_module_prefix(state)
-
-
 def load_mobilenetv2_init(module: MobileNetV2, path: str) -> None:
     """Load torchvision's ImageNet MobileNetV2 weights into ``module``, strictly.
 
@@ -146,7 +125,8 @@ def load_mobilenetv2_init(module: MobileNetV2, path: str) -> None:
     Raises:
         UserError: the file is missing, unreadable, or does not fit the backbone (keys named).
     """
-    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith(SKIPPED_PREFIXES)}
+    state = read_init_state(path, "torchvision's mobilenet_v2 ImageNet weights")
+    state = {k: v for k, v in state.items() if not k.startswith(SKIPPED_PREFIXES)}
     problem = state_dict_mismatch(state, module.state_dict())
     if problem:
         raise UserError(f"ImageNet init weights '{path}' do not fit the MobileNetV2 backbone: "

@@ -228,19 +228,16 @@ def _to_stem(key: str) -> str:
     return key
 
 
-def load_resnet_init(path: str, depth: int = 50) -> dict[str, torch.Tensor]:
-    """Read semseg's ImageNet ResNet file and rename its stem to ``layer0``.
-
-    Accepts a bare state dict or ``{'state_dict': ...}``, with or without ``module.`` prefixes;
-    ``fc.*`` is dropped. ``depth`` only names the expected file in error messages.
+def read_init_state(path: str, wanted: str) -> dict[str, torch.Tensor]:
+    """Read an ImageNet weights file safely: a bare state dict or ``{'state_dict': ...}``, ``module.``
+    prefixes stripped. ``wanted`` names the expected file in error messages.
 
     Raises:
         UserError: the file is missing or is not a state dict saved by ``torch.save``.
     """
     if not os.path.isfile(path):
-        raise UserError(f"ImageNet init weights '{path}' not found; put semseg's "
-                        f"resnet{depth}_v2.pth there (see initmodel/README.md) or set "
-                        f"pretrained: False to train from scratch")
+        raise UserError(f"ImageNet init weights '{path}' not found; put {wanted} there "
+                        f"(see initmodel/README.md) or set pretrained: False to train from scratch")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types for a file it cannot read
@@ -251,8 +248,14 @@ def load_resnet_init(path: str, depth: int = 50) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
                                                  for v in state.values()):
         raise UserError(f"ImageNet init weights '{path}' do not hold a state dict of tensors; "
-                        f"use semseg's resnet{depth}_v2.pth")
-    state = strip_module_prefix(state)
+                        f"use {wanted}")
+    return strip_module_prefix(state)
+
+
+def load_resnet_init(path: str, depth: int = 50) -> dict[str, torch.Tensor]:
+    """Read semseg's ImageNet ResNet file and rename its stem to ``layer0``; ``fc.*`` is dropped.
+    ``depth`` only names the expected file in error messages."""
+    state = read_init_state(path, f"semseg's resnet{depth}_v2.pth")
     return {_to_layer0(k): v for k, v in state.items() if not k.startswith("fc.")}
 
 
