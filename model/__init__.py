@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,7 +17,7 @@ from model.deeplabv3 import DeepLabV3
 from model.deeplabv3plus import DeepLabV3Plus
 from model.mobilenetv2 import mobilenetv2_class
 from model.pspnet import PSPNet
-from model.resnet import state_dict_mismatch, strip_module_prefix
+from model.resnet import read_state_file, state_dict_mismatch
 from util.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -62,24 +60,8 @@ def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
     Raises:
         UserError: the file is missing or not a torch checkpoint of tensors.
     """
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint '{path}' not found; check the path in the config "
-                        f"(model_path / resume / weight)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types for a file it cannot read
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"checkpoint '{path}' is not a loadable torch checkpoint "
-                        f"(torch.load with weights_only=True failed: {reason})") from err
-    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
-        state = checkpoint["state_dict"]
-    else:
-        state, checkpoint = checkpoint, {"state_dict": checkpoint}
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
-                                                 for v in state.values()):
-        raise UserError(f"checkpoint '{path}' holds no state dict of tensors "
-                        f"(expected a dict with 'state_dict' or a bare state dict)")
-    return dict(checkpoint), strip_module_prefix(state)
+    return read_state_file(path, "checkpoint", "check the path in the config (model_path / resume / weight)",
+                           "expected a dict with 'state_dict' or a bare state dict")
 
 
 def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:

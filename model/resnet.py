@@ -228,28 +228,42 @@ def _to_stem(key: str) -> str:
     return key
 
 
-def read_init_state(path: str, wanted: str) -> dict[str, torch.Tensor]:
-    """Read an ImageNet weights file safely: a bare state dict or ``{'state_dict': ...}``, ``module.``
-    prefixes stripped. ``wanted`` names the expected file in error messages.
+def read_state_file(path: str, what: str, missing_hint: str,
+                    expected: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read a torch file safely (``weights_only``): (the file's dict, its state dict without ``module.``
+    prefixes). A bare state dict comes back as ``({'state_dict': state}, state)``.
+
+    Args:
+        path: the file.
+        what: how errors name the file ("checkpoint", "ImageNet init weights").
+        missing_hint: what to do when the file is missing.
+        expected: what the file should hold, for the error when it holds no tensors.
 
     Raises:
-        UserError: the file is missing or is not a state dict saved by ``torch.save``.
+        UserError: the file is missing, unreadable, or not a state dict of tensors.
     """
     if not os.path.isfile(path):
-        raise UserError(f"ImageNet init weights '{path}' not found; put {wanted} there "
-                        f"(see initmodel/README.md) or set pretrained: False to train from scratch")
+        raise UserError(f"{what} '{path}' not found; {missing_hint}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types for a file it cannot read
-        raise UserError(f"ImageNet init weights '{path}' could not be read by torch.load: "
-                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
-                                                 for v in state.values()):
-        raise UserError(f"ImageNet init weights '{path}' do not hold a state dict of tensors; "
-                        f"use {wanted}")
-    return strip_module_prefix(state)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"{what} '{path}' is not a loadable torch checkpoint "
+                        f"(torch.load with weights_only=True failed: {reason})") from err
+    if isinstance(content, Mapping) and isinstance(content.get("state_dict"), Mapping):
+        state = content["state_dict"]
+    else:
+        state, content = content, {"state_dict": content}
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{what} '{path}' holds no state dict of tensors; {expected}")
+    return dict(content), strip_module_prefix(state)
+
+
+def read_init_state(path: str, wanted: str) -> dict[str, torch.Tensor]:
+    """Read an ImageNet weights file; ``wanted`` names the expected file in error messages."""
+    return read_state_file(path, "ImageNet init weights",
+                           f"put {wanted} there (see initmodel/README.md) or set pretrained: False "
+                           f"to train from scratch", f"use {wanted}")[1]
 
 
 def load_resnet_init(path: str, depth: int = 50) -> dict[str, torch.Tensor]:
