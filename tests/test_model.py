@@ -15,15 +15,6 @@ from util.errors import UserError
 ARCHS = ("psp", "aspp")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Inputs are tiny: extra threads only spin, up to 10x slower on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @functools.cache
 def _model50(arch: str) -> nn.Module:
     """ResNet-50 models are shared by the read-only tests (built once, ~1 s each)."""

@@ -14,15 +14,6 @@ from util.errors import UserError
 BACKBONES = ("resnet", "mobilenetv2")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Inputs are tiny: extra threads only spin, up to 10x slower on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _plus(backbone: str, classes: int = 3, **kwargs) -> nn.Module:
     torch.manual_seed(0)
     return build_model("deeplabv3plus", 18, classes, backbone=backbone, **kwargs)
