@@ -6,6 +6,9 @@
 Each measurement runs in its own process (so ``peak_rss_mb`` is that defense's), after one untimed
 warm-up step. ``--original`` also times the original DDC-AT code's iteration (:mod:`tool_bench.original`)
 on the same model, data and device, and adds ``"impl": "original"`` lines and a ``speedup`` field.
+``--flops`` counts the floating-point operations of one more step (``torch.utils.flop_counter``) and adds
+``gflop_per_step`` (and, with ``--original``, ``flop_ratio``: the speed-up that equal FLOP throughput
+would give, i.e. what the work removed is worth).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from model import build_model
 from train import train_step
@@ -46,6 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--original", action="store_true", help="also time the original code's iteration")
+    parser.add_argument("--flops", action="store_true", help="also count the FLOPs of one step")
     parser.add_argument("--impl", default="ours", choices=["ours", "original"], help=argparse.SUPPRESS)
     return parser
 
@@ -86,6 +91,10 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
               "batch": args.batch, "ms_per_step": round(seconds * 1000, 1),
               "images_per_s": round(args.batch / seconds, 2),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if args.flops:
+        with FlopCounterMode(display=False) as counter:
+            step()
+        result["gflop_per_step"] = round(counter.get_total_flops() / 1e9, 1)
     if args.backbone != "resnet":
         result["backbone"] = args.backbone
     if args.impl != "ours":
@@ -114,6 +123,9 @@ def main() -> None:
             results[impl] = json.loads(child.stdout.strip().splitlines()[-1])
         if "original" in results:
             results["ours"]["speedup"] = round(results["original"]["ms_per_step"] / results["ours"]["ms_per_step"], 2)
+            if args.flops:
+                results["ours"]["flop_ratio"] = round(results["original"]["gflop_per_step"]
+                                                      / results["ours"]["gflop_per_step"], 2)
             print(json.dumps(results["original"]), flush=True)
         print(json.dumps(results["ours"]), flush=True)
 
