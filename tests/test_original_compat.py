@@ -66,7 +66,7 @@ def _randomised(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     for key, value in state.items():
         if key.endswith("running_var"):
             state[key] = torch.rand_like(value) + 0.5
-        elif key.endswith(("running_mean", "bn1.bias", "bn2.bias", "bn3.bias")) or key.endswith(".bias"):
+        elif key.endswith(("running_mean", ".bias")):
             state[key] = 0.1 * torch.randn_like(value)
         elif value.dtype.is_floating_point and value.dim() == 1:
             state[key] = 1 + 0.1 * torch.randn_like(value)
