@@ -116,6 +116,9 @@ def test_resolved_config_round_trips(original, tmp_path):
     (["zoom_factor", "3"], "zoom_factor must be one of [1, 2, 4, 8]"),
     (["arch", "unet"], "arch must be one of ['psp', 'aspp', 'deeplabv3plus']"),
     (["classes", "1"], "classes must be >= 2"),
+    (["train_h", "8"], "train_h must be >= 9"),
+    (["test_w", "5"], "test_w must be >= 9"),
+    (["adv_eps", "-0.03"], "need adv_eps > 0"),
     (["scale_min", "3.0"], "scale_min <= scale_max"),
     (["batch_size"], "'key value' pairs"),
 ])

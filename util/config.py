@@ -213,6 +213,10 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         raise UserError(f"{where}: need 0 < scale_min <= scale_max, got {cfg.scale_min}, {cfg.scale_max}")
     if cfg.rotate_min > cfg.rotate_max:
         raise UserError(f"{where}: need rotate_min <= rotate_max, got {cfg.rotate_min}, {cfg.rotate_max}")
+    for key in ("train_h", "train_w", "test_h", "test_w"):
+        if cfg[key] < 9:  # the 1/8 feature map of a smaller crop is 1 pixel: nothing left to segment
+            raise UserError(f"{where}: {key} must be >= 9 (crops are seen by the network at 1/8 size), "
+                            f"got {cfg[key]}")
     if cfg.base_lr <= 0:
         raise UserError(f"{where}: base_lr must be > 0, got {cfg.base_lr}")
     if not cfg.scales or min(cfg.scales) <= 0:
