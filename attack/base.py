@@ -29,6 +29,18 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+def label_margin(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel the logit margin z_y - max_{j != y} z_j (0 on ignored pixels) and the runner-up class
+    argmax_{j != y} z_j (``ignore_index`` on ignored pixels): the nearest other class in logits, shared by
+    C&W's loss, DeepFool's boundary, DAG's and targeted CosPGD's target map."""
+    valid = target != ignore_index
+    safe = torch.where(valid, target, 0)
+    z_y = logits.gather(1, safe[:, None])[:, 0]
+    others = logits.scatter(1, safe[:, None], float("-inf"))
+    z_other, runner_up = others.max(1)
+    return (z_y - z_other) * valid, torch.where(valid, runner_up, ignore_index)
+
+
 class Attack:
     """Base class of all attacks.
 
@@ -125,3 +137,36 @@ class Attack:
             dist = delta.abs().max().item()
         if dist > self.eps + tol:
             raise RuntimeError(f"{type(self).__name__} left the eps-ball: |delta|_{self.norm} = {dist:.5f} > {self.eps}")
+
+
+class MinNormAttack(Attack):
+    """Base of minimum-norm attacks (DAG, C&W, DeepFool): :meth:`minimize` looks for the smallest
+    perturbation that fools the model, without a budget; :meth:`perturb` projects it onto the eps-ball.
+
+    ``eps = inf`` (the default) returns the unclipped minimum-norm result; the base's check then only
+    asks for finite pixels in [0, 1]. A finite eps reports the same attack clipped to the ball, as the
+    DDC-AT paper does. Either way the last call keeps ``last_unclipped`` (pixels) and ``last_norms``
+    (per image, in :attr:`norm`) of the unclipped result, and :meth:`median_norm` summarises them.
+    """
+
+    def __init__(self, model: nn.Module, eps: float = float("inf"), ignore_index: int = 255, **kwargs) -> None:
+        super().__init__(model, eps, ignore_index, **kwargs)
+        self.last_unclipped: torch.Tensor | None = None
+        self.last_norms: torch.Tensor | None = None
+
+    def minimize(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The unclipped adversarial pixels in [0, 1] for clean pixels ``x0`` and labels ``target``."""
+        raise NotImplementedError
+
+    def perturb(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        adv = self.minimize(x0, target).detach().clamp(0.0, 1.0)
+        order = 2 if self.norm == "l2" else float("inf")
+        self.last_unclipped = adv
+        self.last_norms = (adv - x0).flatten(1).norm(p=order, dim=1)
+        return self.project(adv, x0)
+
+    def median_norm(self) -> float:
+        """Median over images of the last call's unclipped perturbation norm."""
+        if self.last_norms is None:
+            raise RuntimeError(f"{type(self).__name__} has not been called yet")
+        return self.last_norms.median().item()

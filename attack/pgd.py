@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attack.base import Attack
+from attack.base import Attack, label_margin
 
 
 class PGD(Attack):
@@ -111,25 +111,50 @@ class SegPGD(PGD):
         return per_pixel.sum() / (target.shape[-2] * target.shape[-1])
 
 
+def label_cosine(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Per pixel cos(softmax(z), onehot(y)), 0 on ignored pixels (differentiable in ``logits``)."""
+    valid = target != ignore_index
+    onehot = F.one_hot(torch.where(valid, target, 0), logits.shape[1]).permute(0, 3, 1, 2).to(logits)
+    return F.cosine_similarity(logits.softmax(1), onehot, dim=1) * valid
+
+
 class CosPGD(PGD):
     """CosPGD (Agnihotri & Keuper, "CosPGD: an efficient white-box adversarial attack for pixel-wise
     prediction tasks", ICML 2024).
 
     Per pixel w = cos(softmax(z), onehot(y)) (detached), loss = mean over pixels of w * CE, so pixels
     the model still gets right weigh most; sign steps as :class:`PGD`. Ignored pixels weigh 0.
-    Defaults: eps 8/255, 20 steps, step 2.5 * eps / steps.
+    ``targeted``: the paper's targeted variant towards a target map y* (here per pixel the runner-up
+    class of the clean logits, see :func:`attack.base.label_margin`): w = 1 - cos(softmax(z),
+    onehot(y*)) and sign steps that *descend* the weighted CE(z, y*), so pixels far from their target
+    weigh most; the iterate kept is still the one with the lowest accuracy on the true labels.
+    Defaults: eps 8/255, 20 steps, step 2.5 * eps / steps, untargeted.
     """
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, **kwargs) -> None:
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, targeted: bool = False,
+                 **kwargs) -> None:
         super().__init__(model, eps, steps, **kwargs)
+        if not isinstance(targeted, bool):
+            raise ValueError(f"targeted must be true or false, got {targeted!r}")
+        self.targeted = targeted
+        self.adv_target: torch.Tensor | None = None  # y* of the current call (targeted only)
 
     def weights(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """cos(softmax(z), onehot(y)) per pixel, 0 on ignored pixels."""
-        valid = target != self.ignore_index
-        onehot = F.one_hot(torch.where(valid, target, 0), logits.shape[1]).permute(0, 3, 1, 2).to(logits)
-        cos = F.cosine_similarity(logits.detach().softmax(1), onehot, dim=1)
-        return cos * valid
+        """Untargeted: cos(softmax(z), onehot(y)); targeted (``target`` = y*): 1 - cos. 0 on ignored pixels."""
+        cos = label_cosine(logits.detach(), target, self.ignore_index)
+        if self.targeted:
+            return (1 - cos) * (target != self.ignore_index)
+        return cos
+
+    def perturb(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.targeted:
+            with torch.no_grad():
+                self.adv_target = label_margin(self.logits(x0, target.shape[-2:]), target, self.ignore_index)[1]
+        return super().perturb(x0, target)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
+        sign = 1.0
+        if self.targeted:
+            target, sign = self.adv_target, -1.0
         ce = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")
-        return (self.weights(logits, target) * ce).flatten(1).mean(1).sum()
+        return sign * (self.weights(logits, target) * ce).flatten(1).mean(1).sum()
