@@ -36,3 +36,37 @@ def test_accumulates_over_images():
     metric.update(np.array([1, 1]), np.array([0, 1]))
     assert metric.intersection.tolist() == [1, 2]
     assert metric.union.tolist() == [2, 3]
+
+
+def test_per_image_miou_averages_over_classes_present_in_label_or_prediction():
+    from util.metrics import mean_image_miou, per_image_miou
+    # image 1: classes 0 and 1 present (class 2 nowhere): IoU 1/3 and 2/4 -> (1/3 + 1/2) / 2
+    # image 2: only class 2, predicted right -> 1; image 3: every pixel ignored -> no value
+    inter = np.array([[1, 2, 0], [0, 0, 4], [0, 0, 0]])
+    union = np.array([[3, 4, 0], [0, 0, 4], [0, 0, 0]])
+    values = per_image_miou(inter, union)
+    assert values[:2].tolist() == pytest.approx([(1 / 3 + 1 / 2) / 2, 1.0])
+    assert np.isnan(values[2])
+    assert mean_image_miou(inter, union) == pytest.approx(((1 / 3 + 1 / 2) / 2 + 1) / 2)
+    # a class only in the prediction counts (IoU 0), a class in neither does not (semseg's mIoU counts it as 0)
+    target = np.array([[0, 0], [1, 1]])
+    output = np.array([[0, 0], [1, 2]])
+    i, u, _ = intersection_and_union(output, target, 4)
+    assert per_image_miou(i[None].numpy(), u[None].numpy()).tolist() == pytest.approx([(1 + 1 / 2 + 0) / 3])
+    metric = SegMetric(4)
+    metric.update(output, target)
+    assert metric.miou == pytest.approx((1 + 1 / 2 + 0 + 0) / 4)
+
+
+def test_foreground_miou_leaves_out_class_0_and_summarize_pools_images():
+    from util.metrics import summarize
+    target = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
+    output = np.array([[0, 1, 1, 1], [2, 0, 2, 2]])
+    metric = SegMetric(3)
+    metric.update(output, target)
+    assert metric.fg_miou == pytest.approx((2 / 4 + 1 / 3) / 2)  # the hand-computed IoUs above, without class 0
+    counts = [np.stack([c.numpy()] * 2) for c in intersection_and_union(output, target, 3)]  # the image twice
+    report = summarize(*counts)
+    assert report["mIoU"] == pytest.approx(metric.miou) and report["fg_mIoU"] == pytest.approx(metric.fg_miou)
+    assert report["allAcc"] == pytest.approx(4 / 7) and report["image_mIoU"] == pytest.approx(metric.miou)
+    assert report["iou_class"] == pytest.approx([1 / 3, 2 / 4, 1 / 3])

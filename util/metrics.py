@@ -3,6 +3,12 @@
 Kept in semseg's convention so numbers compare with the papers: IoU_c = I_c / (U_c + 1e-10), so a class
 absent from both prediction and ground truth counts as IoU 0 in the mean; mIoU and mAcc average over all
 classes; allAcc is the pixel accuracy over non-ignored pixels.
+
+Two further views for robustness reports: the foreground mIoU (the same pooled IoUs averaged over classes
+1..C-1, i.e. without background class 0, which dominates the pixels of VOC-like data) and the per-image
+mIoU (each image's IoU averaged over the classes present in its ground truth or its prediction, then
+averaged over images; an attack that wipes out small objects shows here even when the pooled counts
+hardly move).
 """
 from __future__ import annotations
 
@@ -26,6 +32,24 @@ def intersection_and_union(output: torch.Tensor | np.ndarray, target: torch.Tens
     area_target = torch.bincount(target, minlength=classes)[:classes]
     area_intersection = torch.bincount(target[output == target], minlength=classes)[:classes]
     return area_intersection, area_output + area_target - area_intersection, area_target
+
+
+def per_image_miou(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """mIoU of each image from its per-class counts (N, C): IoU averaged over the classes whose union is
+    non-zero (present in the image's ground truth or prediction); NaN for an image without a valid pixel.
+    """
+    intersection, union = np.asarray(intersection, np.float64), np.asarray(union, np.float64)
+    present = union > 0
+    iou = np.divide(intersection, union, out=np.zeros_like(intersection), where=present)
+    count = present.sum(-1)
+    return np.divide(iou.sum(-1), count, out=np.full(count.shape, np.nan), where=count > 0)
+
+
+def mean_image_miou(intersection: np.ndarray, union: np.ndarray) -> float:
+    """Per-image mIoU averaged over the images that have valid pixels (NaN when none has)."""
+    values = per_image_miou(intersection, union)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
 
 
 @dataclass
@@ -69,12 +93,27 @@ class SegMetric:
         return float(np.mean(self.iou_class))
 
     @property
+    def fg_miou(self) -> float:
+        """mIoU over classes 1..C-1 (background class 0 left out), same convention as :attr:`miou`."""
+        return float(np.mean(self.iou_class[1:])) if self.classes > 1 else float("nan")
+
+    @property
     def macc(self) -> float:
         return float(np.mean(self.acc_class))
 
     @property
     def allacc(self) -> float:
         return float(self.intersection.sum() / (self.target.sum() + 1e-10))
+
+
+def summarize(intersection: np.ndarray, union: np.ndarray, target: np.ndarray) -> dict:
+    """Report metrics of per-image counts (N, C): pooled mIoU, fg_mIoU, mAcc, allAcc, per-class IoU and
+    accuracy, and the per-image mIoU averaged over images."""
+    metric = SegMetric(intersection.shape[-1])
+    metric.add_counts(intersection.sum(0), union.sum(0), target.sum(0))
+    return {"mIoU": metric.miou, "fg_mIoU": metric.fg_miou, "image_mIoU": mean_image_miou(intersection, union),
+            "mAcc": metric.macc, "allAcc": metric.allacc, "iou_class": metric.iou_class.tolist(),
+            "acc_class": metric.acc_class.tolist()}
 
 
 class AverageMeter:
