@@ -10,6 +10,7 @@ save_folder/results.csv and a table in the log.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -22,15 +23,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from attack.base import Attack
 from attack.registry import build_attack, parse_specs
+from attack.transfer import Transfer
 from model import build_model, load_checkpoint_weights
 from util.config import load_config
-from util.dataset import SemData, colorize, load_names_colors, mean_std_255, read_label
+from util.dataset import SemData, colorize, load_names_colors, read_label
 from util.device import select_device
 from util.errors import UserError, run_main
-from util.inference import predict
+from util.inference import Protocol, WholeImageForward, predict
 from util.log import setup_logging
 from util.metrics import SegMetric
+from util.visualize import save_panel
 
 logger = setup_logging()
 
@@ -57,11 +61,11 @@ def _first(batch: list):
 ORIGINAL_BIM = {"name": "bim", "label": "bim", "eps": 0.03, "steps": 2, "alpha": 0.01, "protocol": "per_crop"}
 
 
-def load_model(cfg: DictConfig) -> tuple[torch.nn.Module, torch.device]:
-    """The model of ``model_path`` on the configured device, in eval mode."""
+def load_model(cfg: DictConfig, device: torch.device | None = None) -> tuple[torch.nn.Module, torch.device]:
+    """The model of ``model_path`` on ``device`` (default: the configured one), in eval mode."""
     if not cfg.model_path:
         raise UserError("config key 'model_path' is empty; set it to the checkpoint to evaluate")
-    device = select_device(cfg.device, cfg.test_gpu)
+    device = device or select_device(cfg.device, cfg.test_gpu)
     model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
                         output_stride=cfg.output_stride, pretrained=False)
     load_checkpoint_weights(model, cfg.model_path)
@@ -70,22 +74,53 @@ def load_model(cfg: DictConfig) -> tuple[torch.nn.Module, torch.device]:
     return model, device
 
 
+def load_source_model(cfg: DictConfig, spec: dict, device: torch.device) -> torch.nn.Module:
+    """The source model of a transfer attack spec, from its own config and checkpoint, on ``device``."""
+    source = spec["source"]
+    source_cfg = load_config(source["config"], ["model_path", source["model_path"]] if source["model_path"] else [])
+    if source_cfg.classes != cfg.classes:
+        raise UserError(f"attack '{spec['label']}': source config '{source['config']}' has classes "
+                        f"{source_cfg.classes}, the evaluated model {cfg.classes}; a source must share the labels")
+    return load_model(source_cfg, device)[0]
+
+
+def make_attack(cfg: DictConfig, spec: dict | None, model: torch.nn.Module, device: torch.device,
+                protocol: Protocol) -> Attack | None:
+    """The attack of one spec: on ``model``, or on the spec's source model wrapped in :class:`Transfer`;
+    for ``whole_image`` through the differentiable inference of the model it is crafted on."""
+    if spec is None:
+        return None
+    source = load_source_model(cfg, spec, device) if spec.get("source") else model
+    forward = WholeImageForward(source, protocol) if protocol.attack_protocol == "whole_image" else None
+    attack = build_attack(spec, source, cfg.ignore_label, forward=forward)
+    return Transfer(model, attack, cfg.ignore_label) if source is not model else attack
+
+
 def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device: torch.device,
                   attack_spec: dict | None, gray_folder: Path, color_folder: Path, colors: np.ndarray,
                   metric: SegMetric) -> None:
-    """Predict every image, save gray/color maps, and accumulate metrics against the labels."""
-    attack = None if attack_spec is None else build_attack(attack_spec, model, cfg.ignore_label)
-    mean, std = mean_std_255()
+    """Predict every image, save gray/color maps (and panels of the first ``panels`` attacked images), and
+    accumulate metrics against the labels. A spec's ``protocol`` (the original BIM's) overrides the config's."""
+    protocol = Protocol.from_config(cfg)
+    if attack_spec is not None:
+        protocol = dataclasses.replace(protocol, attack_protocol=attack_spec.get("protocol", cfg.attack_protocol))
+    attack = make_attack(cfg, attack_spec, model, device, protocol)
     gray_folder.mkdir(parents=True, exist_ok=True)
     color_folder.mkdir(parents=True, exist_ok=True)
     loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=cfg.workers,
                                          collate_fn=_first)
     desc = attack_spec["label"] if attack_spec else "clean"
     for i, (image, label) in enumerate(tqdm(loader, desc=desc, unit="img", dynamic_ncols=True)):
-        prediction = predict(model, image, label, cfg.classes, cfg.base_size, cfg.test_h, cfg.test_w,
-                             cfg.scales, mean, std, device, attack, cfg.ignore_label, cfg.batch_size_val)
-        gray = np.uint8(prediction)
+        label = protocol.scored_label(label)
         name = image_name(data.data_list[i][0])
+        if attack is not None and i < cfg.panels:
+            prediction, attacked = predict(model, image, label, protocol, device, attack, return_image=True)
+            clean = predict(model, image, label, protocol, device)
+            save_panel(gray_folder.parent / "panels" / f"{name}.png", image, attacked, clean, prediction, label,
+                       colors, desc)
+        else:
+            prediction = predict(model, image, label, protocol, device, attack)
+        gray = np.uint8(prediction)
         cv2.imwrite(str(gray_folder / f"{name}.png"), gray)
         colorize(gray, colors).save(str(color_folder / f"{name}.png"))
         if cfg.split != "test":
@@ -99,7 +134,7 @@ def metrics_from_predictions(cfg: DictConfig, data: SemData, gray_folder: Path, 
         pred = cv2.imread(str(pred_path), cv2.IMREAD_GRAYSCALE)
         if pred is None:
             raise UserError(f"has_prediction is True but '{pred_path}' is missing; set has_prediction False")
-        metric.update(pred, read_label(label_path))
+        metric.update(pred, Protocol.from_config(cfg).scored_label(read_label(label_path)))
 
 
 def evaluate(cfg: DictConfig, data: SemData, attack_spec: dict | None, names: list[str], colors: np.ndarray,

@@ -114,6 +114,10 @@ class TestConfig:
     colors_path: str = "dataset/synthetic/synthetic_colors.txt"  # path of dataset colors
     names_path: str = "dataset/synthetic/synthetic_names.txt"  # path of dataset category names
     attacks: List[Any] = field(default_factory=list)  # attack specs evaluated with clean (see README)
+    attack_protocol: str = "per_crop"  # per_crop (original: windows attacked alone) | whole_image (see README)
+    eval_crop: str = "sliding"  # sliding (original) | whole (one forward) | center (central window only scored)
+    ignore_as_background: bool = False  # ignore_label pixels count as class 0 in metrics and attacks
+    panels: int = 4  # per attack mode, a panel PNG for the first N images in save_folder/<mode>/panels (0: none)
 
 
 SECTIONS = {"DATA": DataConfig, "TRAIN": TrainConfig, "Distributed": DistributedConfig, "TEST": TestConfig}
@@ -133,6 +137,8 @@ CHOICES = {
     "optimizer": ("sgd", "adam", "sam"),
     "zoom_factor": (1, 2, 4, 8),
     "split": ("train", "val", "test"),
+    "attack_protocol": ("per_crop", "whole_image"),
+    "eval_crop": ("sliding", "whole", "center"),
 }
 
 
@@ -223,6 +229,8 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         raise UserError(f"{where}: scales must be a non-empty list of positive numbers, got {list(cfg.scales)}")
     if cfg.workers < 0 or cfg.index_start < 0 or cfg.index_step < 0:
         raise UserError(f"{where}: workers, index_start and index_step must be >= 0")
+    if cfg.panels < 0:
+        raise UserError(f"{where}: panels must be >= 0 (0: no panel pictures), got {cfg.panels}")
     if cfg.adv_eps <= 0 or cfg.adv_steps < 1:
         raise UserError(f"{where}: need adv_eps > 0 and adv_steps >= 1, got {cfg.adv_eps}, {cfg.adv_steps}")
     if cfg.adv_step_size is not None and cfg.adv_step_size <= 0:

@@ -1,14 +1,27 @@
-"""The original test protocol: multi-scale, sliding-window inference with softmax averaging.
+"""The test protocol: multi-scale, sliding-window inference with softmax averaging, and how attacks enter it.
 
-The long side is resized to ``base_size * scale``, the image padded with the mean to at least one crop,
-crops taken with stride ceil(2/3 * crop), softmax summed over overlapping windows, over scales and (clean
-only) over a horizontal flip. With an attack, every crop is attacked separately against its label crop
-(resized with nearest neighbour, padded with ignore), without flip, as in the DDC-AT test scripts. Crops
-of one image go through the model in batches; in eval mode this gives the same result as one at a time.
+The original (semseg / DDC-AT) resizes the long side to ``base_size * scale``, pads the image with the mean
+to at least one crop, takes crops with stride ceil(2/3 * crop), sums softmax over overlapping windows, over
+scales and (clean only) over a horizontal flip. ``eval_crop`` picks the windows: ``sliding`` (the
+original), ``whole`` (the whole resized image in one forward; the models here take any size, so it is not
+padded) or ``center`` (only the central crop of each scale; the other pixels are not scored).
+
+Attacks (``attack_protocol``):
+
+- ``per_crop`` (the original): every crop is attacked separately against its label crop (resized with
+  nearest neighbour, padded with ignore) and predicted without flip, as in the DDC-AT test scripts.
+- ``whole_image``: one perturbation of the original-resolution image is optimised through the whole
+  inference (:class:`WholeImageForward`: resize, pad, windows, flip, scales, resize back) against the full
+  label; the attacked image is then predicted exactly like a clean one (flip included).
+
+Crops of one image go through the model in batches of ``crop_batch``; in eval mode this gives the same clean
+predictions as one crop at a time, and under attack the same up to sign flips of near-zero gradient
+components, a few pixels (``tool_bench/eval.py`` checks both and times them).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -16,7 +29,75 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from util.dataset import mean_std_255
+
 AttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one image is predicted and attacked (the TEST keys of the config; see util/config.py)."""
+
+    classes: int
+    base_size: int
+    crop_h: int
+    crop_w: int
+    scales: tuple[float, ...] = (1.0,)
+    ignore_label: int = 255
+    crop_batch: int = 8
+    eval_crop: str = "sliding"
+    attack_protocol: str = "per_crop"
+    ignore_as_background: bool = False
+    flip: bool = True  # clean inference averages with the horizontal flip (the original always does)
+
+    @classmethod
+    def from_config(cls, cfg) -> Protocol:
+        return cls(cfg.classes, cfg.base_size, cfg.test_h, cfg.test_w, tuple(cfg.scales), cfg.ignore_label,
+                   cfg.batch_size_val, cfg.eval_crop, cfg.attack_protocol, cfg.ignore_as_background)
+
+    def scaled_size(self, h: int, w: int, scale: float) -> tuple[int, int]:
+        """(new_h, new_w): the long side resized to ``base_size * scale``, as semseg rounds it."""
+        long_size = round(scale * self.base_size)
+        if h > w:
+            return long_size, round(long_size / float(h) * w)
+        return round(long_size / float(w) * h), long_size
+
+    def layout(self, new_h: int, new_w: int) -> tuple[tuple[int, int, int, int], list]:
+        """Padding (top, bottom, left, right) of a resized image and its windows (s_h, e_h, s_w, e_w)."""
+        crop_h, crop_w = (new_h, new_w) if self.eval_crop == "whole" else (self.crop_h, self.crop_w)
+        pad_h, pad_w = max(crop_h - new_h, 0), max(crop_w - new_w, 0)
+        pad = (pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2)
+        full_h, full_w = new_h + pad_h, new_w + pad_w
+        if self.eval_crop == "center":
+            s_h, s_w = (full_h - crop_h) // 2, (full_w - crop_w) // 2
+            return pad, [(s_h, s_h + crop_h, s_w, s_w + crop_w)]
+        return pad, crop_windows(full_h, full_w, crop_h, crop_w)
+
+    def scored_mask(self, h: int, w: int) -> np.ndarray | None:
+        """Pixels of an h x w image that are scored: with ``center`` those whose prediction comes from the
+        central crop at every scale; None (all) otherwise."""
+        if self.eval_crop != "center":
+            return None
+        mask = np.ones((h, w), dtype=bool)
+        for scale in self.scales:
+            new_h, new_w = self.scaled_size(h, w, scale)
+            (top, _, left, _), [(s_h, e_h, s_w, e_w)] = self.layout(new_h, new_w)
+            inside = np.zeros((new_h + 2 * self.crop_h, new_w + 2 * self.crop_w), dtype=np.float32)
+            inside[s_h:e_h, s_w:e_w] = 1
+            inside = inside[top:top + new_h, left:left + new_w]
+            mask &= cv2.resize(inside, (w, h), interpolation=cv2.INTER_LINEAR) > 1 - 1e-4
+        return mask
+
+    def scored_label(self, label: np.ndarray) -> np.ndarray:
+        """The label that metrics and attacks see: ignore -> 0 with ``ignore_as_background``, then pixels
+        outside :meth:`scored_mask` -> ignore. Apply once per raw label."""
+        label = np.array(label, dtype=np.uint8)
+        if self.ignore_as_background:
+            label[label == self.ignore_label] = 0
+        mask = self.scored_mask(*label.shape)
+        if mask is not None:
+            label[~mask] = self.ignore_label
+        return label
 
 
 def crop_windows(new_h: int, new_w: int, crop_h: int, crop_w: int, stride_rate: float = 2 / 3) -> list:
@@ -34,72 +115,144 @@ def crop_windows(new_h: int, new_w: int, crop_h: int, crop_w: int, stride_rate: 
     return windows
 
 
-def net_process(model: nn.Module, crops: torch.Tensor, targets: torch.Tensor, attack: AttackFn | None,
-                flip: bool) -> torch.Tensor:
-    """Softmax probabilities (N, C, h, w) of normalized crops, optionally attacked or flip-averaged."""
-    if attack is not None:
-        crops = attack(crops, targets)
-    with torch.no_grad():
-        inputs = torch.cat([crops, crops.flip(3)], 0) if flip else crops
-        output = model(inputs)
-        if output.shape[-2:] != inputs.shape[-2:]:
-            output = F.interpolate(output, inputs.shape[-2:], mode="bilinear", align_corners=True)
-        output = F.softmax(output.float(), dim=1)
-        if flip:
-            n = crops.size(0)
-            output = (output[:n] + output[n:].flip(3)) / 2
+def window_probs(model: nn.Module, crops: torch.Tensor, flip: bool) -> torch.Tensor:
+    """Softmax probabilities (N, C, h, w) of normalized crops, flip-averaged if asked; differentiable."""
+    inputs = torch.cat([crops, crops.flip(3)], 0) if flip else crops
+    output = model(inputs)
+    if output.shape[-2:] != inputs.shape[-2:]:
+        output = F.interpolate(output, inputs.shape[-2:], mode="bilinear", align_corners=True)
+    output = F.softmax(output.float(), dim=1)
+    if flip:
+        n = crops.size(0)
+        output = (output[:n] + output[n:].flip(3)) / 2
     return output
 
 
-def scale_process(model: nn.Module, image: np.ndarray, label: np.ndarray, classes: int, crop_h: int, crop_w: int,
-                  h: int, w: int, mean: Sequence[float], std: Sequence[float], device: torch.device,
-                  attack: AttackFn | None = None, ignore_label: int = 255, crop_batch: int = 8) -> np.ndarray:
-    """Class probabilities (h, w, classes) of one resized image by sliding-window inference."""
+class WholeImageForward:
+    """The protocol as one differentiable function, for ``whole_image`` attacks (``Attack(forward=...)``).
+
+    Maps normalized images (N, 3, h, w) at original resolution to the log of the protocol's averaged class
+    probabilities (N, C, h, w). As "logits" these are exact for every loss built on softmax or argmax:
+    softmax(log p) = p, so cross-entropy is the NLL of the averaged prediction, accuracy-based selection
+    sees the real prediction, and JS / cosine losses see p. Margin losses on raw logits see log p (same
+    argmax, a different scale). Resizing is bilinear (align_corners False, like cv2.INTER_LINEAR), padding
+    is 0 (the mean, after normalization); scored-out pixels of ``center`` get log(tiny).
+    """
+
+    def __init__(self, model: nn.Module, protocol: Protocol) -> None:
+        self.model = model
+        self.protocol = protocol
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.protocol
+        n, _, h, w = x.shape
+        total = x.new_zeros(n, p.classes, h, w)
+        for scale in p.scales:
+            new_h, new_w = p.scaled_size(h, w, scale)
+            xs = x if (new_h, new_w) == (h, w) else F.interpolate(x, (new_h, new_w), mode="bilinear",
+                                                                    align_corners=False)
+            (top, bottom, left, right), windows = p.layout(new_h, new_w)
+            xs = F.pad(xs, (left, right, top, bottom))
+            prob = xs.new_zeros(n, p.classes, *xs.shape[-2:])
+            count = xs.new_zeros(1, 1, *xs.shape[-2:])
+            for start in range(0, len(windows), p.crop_batch):
+                batch = windows[start:start + p.crop_batch]
+                crops = torch.cat([xs[..., s_h:e_h, s_w:e_w] for s_h, e_h, s_w, e_w in batch])
+                probs = window_probs(self.model, crops, p.flip).split(n)
+                for (s_h, e_h, s_w, e_w), prob_window in zip(batch, probs):
+                    prob[..., s_h:e_h, s_w:e_w] += prob_window
+                    count[..., s_h:e_h, s_w:e_w] += 1
+            prob = (prob / count.clamp_min(1))[..., top:top + new_h, left:left + new_w]
+            if (new_h, new_w) != (h, w):
+                prob = F.interpolate(prob, (h, w), mode="bilinear", align_corners=False)
+            total = total + prob
+        return (total / len(p.scales)).clamp_min(torch.finfo(total.dtype).tiny).log()
+
+
+def scale_process(model: nn.Module, image: np.ndarray, label: np.ndarray, protocol: Protocol, h: int, w: int,
+                  device: torch.device, attack: AttackFn | None = None,
+                  keep_image: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities (h, w, classes) of one resized image by window inference; with ``keep_image``
+    also the perturbations of the attacked crops assembled (overlaps averaged) and resized to (h, w, 3)."""
+    p = protocol
+    mean, std = mean_std_255()
     ori_h, ori_w, _ = image.shape
-    pad_h, pad_w = max(crop_h - ori_h, 0), max(crop_w - ori_w, 0)
-    pad_h_half, pad_w_half = int(pad_h / 2), int(pad_w / 2)
-    if pad_h > 0 or pad_w > 0:
-        border = (pad_h_half, pad_h - pad_h_half, pad_w_half, pad_w - pad_w_half)
-        image = cv2.copyMakeBorder(image, *border, cv2.BORDER_CONSTANT, value=mean)
-        label = cv2.copyMakeBorder(label, *border, cv2.BORDER_CONSTANT, value=ignore_label)
+    (top, bottom, left, right), windows = p.layout(ori_h, ori_w)
+    if top + bottom + left + right:
+        image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=mean)
+        label = cv2.copyMakeBorder(label, top, bottom, left, right, cv2.BORDER_CONSTANT, value=p.ignore_label)
     new_h, new_w, _ = image.shape
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().to(device)
     label_t = torch.from_numpy(np.ascontiguousarray(label)).long().to(device)
-    prediction = torch.zeros(classes, new_h, new_w, device=device)
+    prediction = torch.zeros(p.classes, new_h, new_w, device=device)
     count = torch.zeros(1, new_h, new_w, device=device)
-    windows = crop_windows(new_h, new_w, crop_h, crop_w)
-    for start in range(0, len(windows), crop_batch):
-        batch = windows[start:start + crop_batch]
-        crops = torch.stack([image_t[:, s_h:e_h, s_w:e_w] for s_h, e_h, s_w, e_w in batch])
-        targets = torch.stack([label_t[s_h:e_h, s_w:e_w] for s_h, e_h, s_w, e_w in batch])
-        probs = net_process(model, (crops - mean_t) / std_t, targets, attack, flip=attack is None)
-        for (s_h, e_h, s_w, e_w), prob in zip(batch, probs):
+    delta = torch.zeros_like(image_t) if keep_image else None
+    for start in range(0, len(windows), p.crop_batch):
+        batch = windows[start:start + p.crop_batch]
+        crops = (torch.stack([image_t[:, s_h:e_h, s_w:e_w] for s_h, e_h, s_w, e_w in batch]) - mean_t) / std_t
+        if attack is not None:
+            targets = torch.stack([label_t[s_h:e_h, s_w:e_w] for s_h, e_h, s_w, e_w in batch])
+            crops = attack(crops, targets)
+        with torch.no_grad():
+            probs = window_probs(model, crops, flip=attack is None and p.flip)
+        for (s_h, e_h, s_w, e_w), prob, crop in zip(batch, probs, crops):
+            if delta is not None:
+                delta[:, s_h:e_h, s_w:e_w] += crop * std_t[0] + mean_t[0] - image_t[:, s_h:e_h, s_w:e_w]
             prediction[:, s_h:e_h, s_w:e_w] += prob
             count[:, s_h:e_h, s_w:e_w] += 1
-    prediction /= count
-    prediction = prediction[:, pad_h_half:pad_h_half + ori_h, pad_w_half:pad_w_half + ori_w]
+    prediction = (prediction / count.clamp_min(1))[:, top:top + ori_h, left:left + ori_w]
     prediction = prediction.permute(1, 2, 0).cpu().numpy().astype(np.float64)
-    return cv2.resize(prediction, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, classes)
+    prediction = cv2.resize(prediction, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, p.classes)
+    if delta is None:
+        return prediction, None
+    delta = (delta / count.clamp_min(1))[:, top:top + ori_h, left:left + ori_w].permute(1, 2, 0).cpu().numpy()
+    return prediction, cv2.resize(delta, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def predict(model: nn.Module, image: np.ndarray, label: np.ndarray, classes: int, base_size: int, crop_h: int,
-            crop_w: int, scales: Sequence[float], mean: Sequence[float], std: Sequence[float],
-            device: torch.device, attack: AttackFn | None = None, ignore_label: int = 255,
-            crop_batch: int = 8) -> np.ndarray:
-    """Predicted class indices (h, w) of one RGB image (0-255) under the original multi-scale protocol."""
+def predict(model: nn.Module, image: np.ndarray, label: np.ndarray, protocol: Protocol, device: torch.device,
+            attack: AttackFn | None = None,
+            return_image: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Predicted class indices (h, w) of one RGB image (0-255) under ``protocol``, optionally attacked.
+
+    Args:
+        model: segmentation model in eval mode.
+        image: (h, w, 3) float RGB in 0..255.
+        label: (h, w) label as :meth:`Protocol.scored_label` returns it (the attack's target).
+        protocol: inference and attack settings.
+        device: where the model runs.
+        attack: normalized crops/images and labels -> attacked normalized inputs (an :class:`Attack`); for
+            ``whole_image`` it must be built with ``forward=WholeImageForward(model, protocol)``.
+        return_image: also return the attacked image (h, w, 3) in 0..255: for ``whole_image`` exactly the
+            image that was predicted; for ``per_crop`` the image plus the crops' perturbations assembled
+            (overlaps and scales averaged, resized back), a picture of what each crop saw separately.
+
+    Unscored pixels (``eval_crop: center``) are predicted as ``ignore_label``.
+    """
+    p = protocol
     h, w, _ = image.shape
-    prediction = np.zeros((h, w, classes), dtype=np.float64)
-    for scale in scales:
-        long_size = round(scale * base_size)
-        new_h = new_w = long_size
-        if h > w:
-            new_w = round(long_size / float(h) * w)
-        else:
-            new_h = round(long_size / float(w) * h)
+    if attack is not None and p.attack_protocol == "whole_image":
+        mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in mean_std_255())
+        x = (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().to(device)[None] - mean) / std
+        target = torch.from_numpy(np.ascontiguousarray(label)).long().to(device)[None]
+        adv = (attack(x, target) * std + mean)[0].permute(1, 2, 0).cpu().numpy()
+        prediction = predict(model, adv, label, protocol, device)
+        return (prediction, adv) if return_image else prediction
+    total = np.zeros((h, w, p.classes), dtype=np.float64)
+    delta = np.zeros((h, w, 3), dtype=np.float32)
+    for scale in p.scales:
+        new_h, new_w = p.scaled_size(h, w, scale)
         image_scale = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         label_scale = cv2.resize(label, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
-        prediction += scale_process(model, image_scale, label_scale, classes, crop_h, crop_w, h, w, mean, std,
-                                    device, attack, ignore_label, crop_batch)
-    return np.argmax(prediction / len(scales), axis=2)
+        prob, delta_scale = scale_process(model, image_scale, label_scale, p, h, w, device, attack, return_image)
+        total += prob
+        if delta_scale is not None:
+            delta += delta_scale.reshape(h, w, 3)
+    prediction = np.argmax(total / len(p.scales), axis=2)
+    mask = p.scored_mask(h, w)
+    if mask is not None:
+        prediction[~mask] = p.ignore_label
+    if not return_image:
+        return prediction
+    return prediction, np.clip(image + delta / len(p.scales), 0, 255)

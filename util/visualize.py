@@ -1,11 +1,12 @@
-"""Picture one model under the original BIM attack: image | perturbation | clean prediction | attacked
-prediction | label, for one image of the test list.
+"""Panels of a model under attack: image | amplified perturbation | clean prediction | attacked prediction |
+label. test.py writes one per image for the first ``panels`` images of each attack mode; this script
+pictures one image of the test list under the original BIM (2 steps, eps 0.03, step 0.01), attacked and
+predicted by the config's protocol (``attack_protocol``, ``eval_crop``; see util/inference.py):
 
     python -m util.visualize --config config/synthetic/synthetic_pspnet18_sat.yaml --out sat.png \
         [--index 0] [--scale 3] [key value ...]
 
-The whole image is attacked at once (BIM, 2 steps, eps 0.03, step 0.01, against its label). The
-perturbation is drawn as ``0.5 + delta / (2 eps)`` per channel: mid-grey is no change.
+The perturbation is drawn as ``0.5 + delta / (2 max|delta|)`` per channel: mid-grey is no change.
 """
 from __future__ import annotations
 
@@ -14,45 +15,43 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from attack import BIM
 from model import build_model, load_checkpoint_weights
 from util.config import load_config
-from util.dataset import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    colorize,
-    load_names_colors,
-    make_dataset,
-    read_image,
-    read_label,
-)
+from util.dataset import colorize, load_names_colors, make_dataset, read_image, read_label
 from util.device import select_device
 from util.errors import UserError, run_main
+from util.inference import Protocol, WholeImageForward, predict
 from util.log import setup_logging
 
 logger = setup_logging()
 EPS, STEPS, ALPHA = 0.03, 2, 0.01
 
 
-def panels(model: torch.nn.Module, image: np.ndarray, label: np.ndarray, device: torch.device,
-           ignore_label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(image, perturbation) as HxWx3 uint8 and (clean, attacked) predictions as HxW class maps."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    x01 = torch.from_numpy(image / 255.0).float().permute(2, 0, 1).unsqueeze(0).to(device)
-    x = (x01 - mean) / std
-    target = torch.from_numpy(label.astype(np.int64)).unsqueeze(0).to(device)
-    model.eval()
-    adv = BIM(model, eps=EPS, steps=STEPS, alpha=ALPHA, ignore_index=ignore_label)(x, target)
-    with torch.no_grad():
-        clean_pred = model(x).argmax(1)[0]
-        adv_pred = model(adv).argmax(1)[0]
-    delta = (adv * std + mean - x01)[0].permute(1, 2, 0)
-    perturbation = ((0.5 + delta / (2 * EPS)).clamp(0, 1) * 255).round().byte()
-    return (image.astype(np.uint8), perturbation.cpu().numpy(), clean_pred.cpu().numpy(),
-            adv_pred.cpu().numpy())
+def panel_picture(image: np.ndarray, attacked: np.ndarray, clean: np.ndarray, prediction: np.ndarray,
+                  label: np.ndarray, colors: np.ndarray, attack_name: str, scale: int = 3) -> np.ndarray:
+    """The five panels side by side as an RGB uint8 picture (images 0-255 HxWx3, the rest class maps)."""
+    delta = attacked.astype(np.float32) - image.astype(np.float32)
+    peak = float(np.abs(delta).max()) or 1.0
+    perturbation = np.clip(np.round((0.5 + delta / (2 * peak)) * 255), 0, 255).astype(np.uint8)
+
+    def rgb(gray: np.ndarray) -> np.ndarray:
+        return np.asarray(colorize(np.uint8(gray), colors).convert("RGB"))
+
+    return compose([np.clip(np.round(image), 0, 255).astype(np.uint8), perturbation, rgb(clean), rgb(prediction),
+                    rgb(label)], ["image", f"perturbation (max {peak:.1f}/255)", "clean prediction",
+                                  f"{attack_name} prediction", "label"], scale)
+
+
+def save_panel(path: str | Path, image: np.ndarray, attacked: np.ndarray, clean: np.ndarray,
+               prediction: np.ndarray, label: np.ndarray, colors: np.ndarray, attack_name: str,
+               scale: int = 3) -> None:
+    """Write :func:`panel_picture` as a PNG (folders created)."""
+    picture = panel_picture(image, attacked, clean, prediction, label, colors, attack_name, scale)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+        raise UserError(f"cannot write '{path}'; check the folder and the .png extension")
 
 
 def compose(images: list[np.ndarray], titles: list[str], scale: int) -> np.ndarray:
@@ -87,18 +86,14 @@ def main() -> None:
     model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone,
                         zoom_factor=8, output_stride=cfg.output_stride).to(device)
     load_checkpoint_weights(model, cfg.model_path)
-    image, label = read_image(image_path), read_label(label_path)
-    image_u8, perturbation, clean, attacked = panels(model, image, label, device, cfg.ignore_label)
-
-    def rgb(gray: np.ndarray) -> np.ndarray:
-        return np.asarray(colorize(gray, colors).convert("RGB"))
-
-    picture = compose([image_u8, perturbation, rgb(clean), rgb(attacked), rgb(label)],
-                      ["image", f"perturbation (eps {EPS})", "clean prediction", "BIM prediction", "label"],
-                      args.scale)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(args.out, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-        raise UserError(f"cannot write '{args.out}'; check the folder and the .png extension")
+    model.eval()
+    protocol = Protocol.from_config(cfg)
+    forward = WholeImageForward(model, protocol) if protocol.attack_protocol == "whole_image" else None
+    attack = BIM(model, eps=EPS, steps=STEPS, alpha=ALPHA, ignore_index=cfg.ignore_label, forward=forward)
+    image, label = read_image(image_path), protocol.scored_label(read_label(label_path))
+    attacked_pred, attacked = predict(model, image, label, protocol, device, attack, return_image=True)
+    clean = predict(model, image, label, protocol, device)
+    save_panel(args.out, image, attacked, clean, attacked_pred, label, colors, f"BIM (eps {EPS})", args.scale)
     logger.info(f"picture written to {args.out}")
 
 

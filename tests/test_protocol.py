@@ -1,0 +1,251 @@
+"""Evaluation protocols (util/inference.py): per_crop vs whole_image, eval_crop modes, ignore as background,
+transfer attacks, panels, and the original protocol restated by tool_bench/eval.py."""
+import dataclasses
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attack import BIM, PGD
+from attack.registry import parse_specs
+from attack.transfer import Transfer
+from util.config import load_config
+from util.dataset import mean_std_255
+from util.errors import UserError
+from util.inference import Protocol, WholeImageForward, predict
+from util.metrics import SegMetric
+
+CLASSES = 3
+CPU = torch.device("cpu")
+
+
+class Small(nn.Module):
+    """Two 3x3 convolutions: spatial context, so windows and padding matter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, CLASSES, 3, padding=1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _images(seed: int, n: int = 2, h: int = 20, w: int = 28):
+    """RGB images in 0..255 whose label is the brightest channel; the first row ignored."""
+    rng = np.random.default_rng(seed)
+    images = [rng.uniform(0, 255, (h, w, 3)).astype(np.float32) for _ in range(n)]
+    labels = [np.uint8(image.argmax(2)) for image in images]
+    for label in labels:
+        label[0] = 255
+    return images, labels
+
+
+def _train(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    model = Small()
+    pixels = torch.rand(8, 3, 16, 16)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) / 255 for v in mean_std_255())
+    x, target = (pixels - mean) / std, pixels.argmax(1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(120):
+        loss = F.cross_entropy(model(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def target():
+    return _train(0)
+
+
+@pytest.fixture(scope="module")
+def source():
+    return _train(1)
+
+
+def _miou(model, protocol, attack=None, seed=0, n=2, h=20, w=28):
+    metric = SegMetric(CLASSES)
+    images, labels = _images(seed, n, h, w)
+    attacked = []
+    for image, label in zip(images, labels):
+        label = protocol.scored_label(label)
+        torch.manual_seed(7)
+        prediction, adv = predict(model, image, label, protocol, CPU, attack, return_image=True)
+        metric.update(prediction, label)
+        attacked.append(adv)
+    return metric.miou, attacked, images
+
+
+def _whole(protocol: Protocol) -> Protocol:
+    return dataclasses.replace(protocol, attack_protocol="whole_image")
+
+
+@pytest.mark.parametrize("make", [lambda m, f: BIM(m, forward=f), lambda m, f: PGD(m, eps=8 / 255, steps=3, forward=f)])
+def test_per_crop_and_whole_image_agree_on_a_single_window(target, make):
+    """One window covers the image, one scale, no resize, no flip: both protocols are the same attack."""
+    crop = Protocol(CLASSES, base_size=24, crop_h=24, crop_w=24, flip=False)
+    clean, _, _ = _miou(target, crop, h=24, w=24)
+    per_crop, adv_crop, _ = _miou(target, crop, make(target, None), h=24, w=24)
+    whole = _whole(crop)
+    whole_image, adv_whole, _ = _miou(target, whole, make(target, WholeImageForward(target, whole)), h=24, w=24)
+    assert per_crop == whole_image < clean - 0.05
+    for a, b in zip(adv_crop, adv_whole):
+        assert np.abs(a - b).max() < 1e-3
+
+
+def test_whole_image_forward_is_the_protocol(target):
+    """exp of the differentiable forward = the numpy protocol's averaged probabilities (argmax agrees)."""
+    image, label = (v[0] for v in _images(3))
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in mean_std_255())
+    x = (torch.from_numpy(image.transpose(2, 0, 1))[None] - mean) / std
+    for eval_crop in ("sliding", "whole", "center"):
+        protocol = Protocol(CLASSES, 32, 13, 13, scales=(0.75, 1.0), crop_batch=3, eval_crop=eval_crop)
+        with torch.no_grad():
+            probs = WholeImageForward(target, protocol)(x).exp()[0]
+        scored = protocol.scored_mask(20, 28)
+        scored = np.ones((20, 28), bool) if scored is None else scored
+        assert torch.allclose(probs.sum(0)[torch.from_numpy(scored)], torch.ones(1), atol=1e-5)
+        agree = probs.argmax(0).numpy() == predict(target, image, label, protocol, CPU)
+        assert agree[scored].mean() > 0.99, eval_crop
+
+
+def test_whole_image_attack_stays_in_the_ball_and_lowers_miou(target):
+    protocol = _whole(Protocol(CLASSES, 32, 13, 13, scales=(0.75, 1.0), crop_batch=4))
+    clean, _, _ = _miou(target, protocol)
+    attacked, adv, images = _miou(target, protocol, BIM(target, forward=WholeImageForward(target, protocol)))
+    assert attacked < clean - 0.05
+    for a, image in zip(adv, images):
+        assert np.abs(a - image).max() <= 0.03 * 255 + 1e-3 and a.min() >= 0 and a.max() <= 255 + 1e-3
+
+
+def test_eval_crop_windows_and_scored_pixels():
+    calls = []
+
+    class Count(Small):
+        def forward(self, x):
+            calls.append(tuple(x.shape))
+            return super().forward(x)
+
+    model = Count().eval()
+    image, label = (v[0] for v in _images(0, h=40, w=60))
+    protocol = Protocol(CLASSES, 60, 33, 33, crop_batch=2)
+    for eval_crop, expected in [("sliding", [(4, 3, 33, 33)] * 3), ("whole", [(2, 3, 40, 60)]),
+                                ("center", [(2, 3, 33, 33)])]:
+        calls.clear()
+        prediction = predict(model, image, label, dataclasses.replace(protocol, eval_crop=eval_crop), CPU)
+        assert calls == expected, eval_crop  # 6 windows in batches of 2 (with flip: 4 inputs)
+    center = dataclasses.replace(protocol, eval_crop="center")
+    scored = center.scored_mask(40, 60)
+    assert scored.sum() == 33 * 33 and scored[3:36, 13:46].all()
+    assert (prediction[~scored] == 255).all() and (prediction[scored] < CLASSES).all()
+    assert (center.scored_label(label)[~scored] == 255).all()
+
+
+def test_ignore_as_background_in_metrics_and_attacks(target):
+    label = np.array([[0, 255], [1, 1]], np.uint8)
+    prediction = np.array([[0, 0], [1, 0]])
+    protocol = Protocol(CLASSES, 2, 2, 2)
+    for as_background, all_acc in [(False, 2 / 3), (True, 3 / 4)]:
+        p = dataclasses.replace(protocol, ignore_as_background=as_background)
+        metric = SegMetric(CLASSES)
+        metric.update(prediction, p.scored_label(label))
+        assert metric.allacc == pytest.approx(all_acc)
+    image, _ = (v[0] for v in _images(0, h=12, w=12))
+    ignored = np.full((12, 12), 255, np.uint8)
+    p = Protocol(CLASSES, 12, 12, 12)
+    for as_background, moved in [(False, False), (True, True)]:
+        p = dataclasses.replace(p, ignore_as_background=as_background)
+        _, adv = predict(target, image, p.scored_label(ignored), p, CPU, BIM(target), return_image=True)
+        assert (np.abs(adv - image).max() > 1) == moved
+
+
+def test_transfer_is_not_stronger_than_white_box_and_stays_in_the_ball(target, source):
+    def bim(model, forward=None):  # PGD-10 keeps the best iterate on the model it attacks
+        return PGD(model, eps=0.06, steps=10, forward=forward)
+
+    protocol = Protocol(CLASSES, 32, 13, 13, crop_batch=4)
+    clean, _, _ = _miou(target, protocol)
+    white, _, _ = _miou(target, protocol, bim(target))
+    transfer, adv, images = _miou(target, protocol, Transfer(target, bim(source)))
+    assert white <= transfer <= clean and white < clean - 0.05
+    for a, image in zip(adv, images):
+        assert np.abs(a - image).max() <= 0.06 * 255 + 1e-3
+    whole = _whole(protocol)
+    transfer_whole, adv, images = _miou(target, whole,
+                                        Transfer(target, bim(source, WholeImageForward(source, whole))))
+    white_whole, _, _ = _miou(target, whole, bim(target, WholeImageForward(target, whole)))
+    assert white_whole <= transfer_whole
+    for a, image in zip(adv, images):
+        assert np.abs(a - image).max() <= 0.06 * 255 + 1e-3
+    itself, _, _ = _miou(target, protocol, Transfer(target, bim(target)))
+    assert itself == white
+
+
+def test_transfer_specs(tmp_path):
+    config = "config/synthetic/synthetic_pspnet18.yaml"
+    checkpoint = str(tmp_path / "m.pth")
+    (tmp_path / "m.pth").write_bytes(b"")
+    spec = parse_specs([{"name": "pgd", "eps": [4, 8], "source": {"config": config, "model_path": checkpoint}}])
+    assert [s["label"] for s in spec] == ["pgd_eps4_from_synthetic_pspnet18", "pgd_eps8_from_synthetic_pspnet18"]
+    assert spec[0]["source"] == {"config": config, "model_path": checkpoint}
+    bad = [({"config": "missing.yaml"}, "source config 'missing.yaml' not found"),
+           ({"config": config, "model_path": "missing.pth"}, "source model_path 'missing.pth' not found"),
+           ({"config": config, "checkpoint": "x"}, "source has no field 'checkpoint'"),
+           ("a.yaml", "source must be a mapping")]
+    for source, message in bad:
+        with pytest.raises(UserError, match=message):
+            parse_specs([{"name": "bim", "eps": 8, "source": source}])
+
+
+@pytest.mark.parametrize("key,value", [("attack_protocol", "whole"), ("eval_crop", "tile"), ("panels", "-1")])
+def test_bad_protocol_settings_are_one_line_errors(key, value):
+    with pytest.raises(UserError, match=key) as err:
+        load_config(None, [key, value])
+    assert "\n" not in str(err.value)
+
+
+def test_test_py_whole_image_transfer_and_panels(run_cli, tiny_opts, tmp_path):
+    """test.py end to end: a transfer from the evaluated checkpoint itself is the white-box attack; panels of
+    the first image only; the original --attack keeps per_crop."""
+    import test as test_script
+    from model import build_model
+    config = "config/synthetic/synthetic_pspnet18.yaml"
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "random.pth"
+    torch.save({"state_dict": build_model("psp", 18, 5, pretrained=False).state_dict()}, checkpoint)
+    source = f"source: {{config: {config}, model_path: {checkpoint}}}"
+    bim = "name: bim, eps: 0.03, unit: 1, steps: 1, alpha: 0.03"
+    attacks = f"[{{{bim}}}, {{{bim}, {source}}}]"
+    opts = [*tiny_opts, "model_path", str(checkpoint), "attack_protocol", "whole_image", "panels", "1",
+            "index_step", "2", "attacks", attacks]
+    code, out, err = run_cli(test_script, ["--config", config, *opts])
+    assert code == 0, err
+    result = {mode: json.loads((tmp_path / "result" / mode / "results.json").read_text())
+              for mode in ("bim_eps0.03", "bim_eps0.03_from_synthetic_pspnet18")}
+    assert result["bim_eps0.03"]["mIoU"] == result["bim_eps0.03_from_synthetic_pspnet18"]["mIoU"]
+    panels = sorted((tmp_path / "result/bim_eps0.03/panels").glob("*.png"))
+    assert len(panels) == 1
+    gray = cv2.imread(str(tmp_path / "result/bim_eps0.03/gray" / panels[0].name), cv2.IMREAD_GRAYSCALE)
+    picture = cv2.imread(str(panels[0]))
+    assert picture.shape[0] > 3 * gray.shape[0] and picture.shape[1] > 5 * 3 * gray.shape[1]
+
+
+def test_bench_restates_the_original_protocol(target):
+    """tool_bench/eval.py's original protocol (one crop at a time, the original BIM) gives our predictions."""
+    from tool_bench.eval import original_predict
+    protocol = Protocol(CLASSES, 32, 13, 13, scales=(0.75, 1.0), crop_batch=4)
+    images, labels = _images(5)
+    for image, label in zip(images, labels):
+        ours = predict(target, image, label, protocol, CPU)
+        assert (ours == original_predict(target, image, label, protocol, CPU, attack=False)).all()
+        attacked = predict(target, image, label, protocol, CPU, BIM(target))
+        assert (attacked != original_predict(target, image, label, protocol, CPU, attack=True)).mean() <= 1e-3
+        assert (attacked != ours).mean() > 0.05
