@@ -1,13 +1,18 @@
 """Train a segmentation network (PSPNet / DeepLabV3), optionally with an adversarial-training defense.
 
     python train.py --config config/synthetic/synthetic_pspnet18.yaml [key value ...]
+    torchrun --nproc_per_node=N train.py --config ... [key value ...]   # N processes (see util/dist.py)
 """
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 import random
 import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +21,10 @@ from omegaconf import DictConfig
 from torch import nn
 
 from model import build_model, load_checkpoint_weights
-from util import transform
+from util import dist, transform
 from util.config import load_config, save_config
 from util.dataset import SemData, mean_std_255
-from util.defense import StepResult, TrainingAttack, build_defense, resize_target
+from util.defense import StepResult, TrainingAttack, build_defense, resize_target, unwrap
 from util.device import select_device
 from util.errors import UserError, run_main
 from util.log import format_seconds, setup_logging
@@ -47,10 +52,68 @@ def seed_everything(seed: int | None) -> None:
     torch.backends.cudnn.deterministic = True
 
 
+@dataclass
+class MixedPrecision:
+    """``amp``: torch.autocast around the forward passes and a GradScaler active for fp16 only (nanoGPT).
+
+    The training attack crafts in fp32 unless ``adv`` (config ``adv_amp``): an fp16 input gradient can
+    underflow to 0, and a sign-gradient step on 0 does nothing, which would silently weaken the attack.
+    """
+
+    device_type: str = "cpu"
+    dtype: torch.dtype | None = None  # None: fp32
+    adv: bool = False
+    scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))
+
+    def autocast(self, crafting: bool = False) -> AbstractContextManager:
+        if self.dtype is None or (crafting and not self.adv):
+            return nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_mode(cfg: DictConfig) -> str:
+    """The ``amp`` key; with ``amp: off`` the original apex keys map: use_apex + opt_level O0 -> off, O1/O2/O3 -> fp16."""
+    if not cfg.use_apex or cfg.amp != "off":
+        if cfg.use_apex:
+            logger.info(f"amp {cfg.amp} is set: use_apex/opt_level ignored")
+        return cfg.amp
+    if cfg.opt_level == "O0":
+        return "off"
+    if cfg.opt_level in ("O1", "O2", "O3"):
+        logger.info(f"use_apex with opt_level {cfg.opt_level}: mixed precision as amp fp16 through torch.amp "
+                    f"(apex is not used; keep_batchnorm_fp32 and loss_scale are ignored)")
+        return "fp16"
+    raise UserError(f"config key 'opt_level' must be an apex level O0, O1, O2 or O3, got {cfg.opt_level!r}; "
+                    f"or set amp (off | bf16 | fp16) and use_apex False")
+
+
+def build_amp(cfg: DictConfig, device: torch.device) -> MixedPrecision:
+    mode = amp_mode(cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16")
+    return MixedPrecision(device.type, AMP_DTYPES[mode], cfg.adv_amp, scaler)
+
+
+def per_process(cfg: DictConfig) -> tuple[int, int, int]:
+    """(batch_size, batch_size_val, workers) of this process: the config's are global, split as the original."""
+    world = dist.world_size()
+    if cfg.batch_size % world:
+        raise UserError(f"config key 'batch_size' ({cfg.batch_size}) is the global batch and must divide by the "
+                        f"{world} processes; choose a multiple of {world}")
+    return cfg.batch_size // world, math.ceil(cfg.batch_size_val / world), math.ceil(cfg.workers / world)
+
+
 def build_loaders(cfg: DictConfig, device: torch.device) -> tuple:
-    """semseg's training augmentation and the center-crop validation loader."""
+    """semseg's training augmentation and the center-crop validation loader, this process's share of each.
+
+    With several processes a DistributedSampler deals rank r the images r, r + N, ... of each epoch's
+    permutation (seeded by manual_seed, the same on all ranks); validation images are dealt the same way.
+    """
     mean, std = mean_std_255()
     crop = [cfg.train_h, cfg.train_w]
+    batch_size, batch_size_val, workers = per_process(cfg)
     train_transform = transform.Compose([
         transform.RandScale([cfg.scale_min, cfg.scale_max]),
         transform.RandRotate([cfg.rotate_min, cfg.rotate_max], padding=mean, ignore_label=cfg.ignore_label),
@@ -65,11 +128,15 @@ def build_loaders(cfg: DictConfig, device: torch.device) -> tuple:
                         f"batch_size {cfg.batch_size}; lower batch_size")
     generator = torch.Generator()
     if cfg.manual_seed is not None:
-        generator.manual_seed(cfg.manual_seed)
+        generator.manual_seed(cfg.manual_seed + dist.rank())  # data workers: different per rank, reproducible
+    sampler = None
+    if dist.world_size() > 1:
+        seed = cfg.manual_seed if cfg.manual_seed is not None else dist.broadcast_object(random.randrange(2 ** 31))
+        sampler = torch.utils.data.distributed.DistributedSampler(train_data, shuffle=True, seed=seed)
     pin = device.type == "cuda"
     train_loader = torch.utils.data.DataLoader(
-        train_data, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers, pin_memory=pin,
-        drop_last=True, generator=generator, persistent_workers=cfg.workers > 0)
+        train_data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers,
+        pin_memory=pin, drop_last=True, generator=generator, persistent_workers=workers > 0)
     val_loader = None
     if cfg.evaluate:
         val_transform = transform.Compose([
@@ -77,8 +144,10 @@ def build_loaders(cfg: DictConfig, device: torch.device) -> tuple:
             transform.ToTensor(),
             transform.Normalize(mean=mean, std=std)])
         val_data = SemData("val", cfg.data_root, cfg.val_list, val_transform, cfg.classes, cfg.ignore_label)
-        val_loader = torch.utils.data.DataLoader(val_data, batch_size=cfg.batch_size_val, shuffle=False,
-                                                 num_workers=cfg.workers, pin_memory=pin)
+        if dist.world_size() > 1:  # no padding: every image is scored once
+            val_data = torch.utils.data.Subset(val_data, range(dist.rank(), len(val_data), dist.world_size()))
+        val_loader = torch.utils.data.DataLoader(val_data, batch_size=batch_size_val, shuffle=False,
+                                                 num_workers=workers, pin_memory=pin)
     return train_loader, val_loader
 
 
@@ -100,29 +169,66 @@ def save_checkpoint(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_step(cfg, model, defense, optimizer, images, target, curr_iter: int) -> StepResult:
-    """One update: the defense builds the batch, then SGD/Adam step, or SAM's two passes on that batch."""
-    batch = defense.make_batch(model, images, target)
-    step = defense.loss(model, batch)
-    if not torch.isfinite(step.loss):
-        raise UserError(f"loss became {step.loss.item()} at iteration {curr_iter}; lower base_lr "
+def prepare_model(cfg, model: nn.Module, device: torch.device) -> nn.Module:
+    """BN over the global batch when several processes train with ``sync_bn``, the device, channels_last."""
+    if cfg.sync_bn and dist.world_size() > 1:
+        model = dist.convert_sync_batchnorm(model, device)
+    model.to(device)
+    if cfg.channels_last:
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        else:
+            logger.info("channels_last is for CUDA: ignored on the CPU")
+    return model
+
+
+def train_step(cfg, model, defense, optimizer, images, target, curr_iter: int,
+               amp: MixedPrecision | None = None) -> StepResult:
+    """One update: the defense builds the batch, then SGD/Adam step, or SAM's two passes on that batch.
+
+    The returned losses are means over all processes (for logs). Under DDP both SAM passes average the
+    gradient over processes, so its ascent is that of the global batch, as with one process.
+    """
+    amp = amp or MixedPrecision()
+    with amp.autocast(crafting=True):
+        batch = defense.make_batch(model, images, target)
+    with amp.autocast():
+        step = defense.loss(model, batch)
+    logged = dist.all_reduce_mean(torch.stack([step.loss.detach(), step.main_loss, step.aux_loss]).float())
+    if not torch.isfinite(logged[0]):
+        raise UserError(f"loss became {logged[0].item()} at iteration {curr_iter}; lower base_lr "
                         f"(the last saved checkpoint in '{cfg.save_path}' is intact)")
     optimizer.zero_grad(set_to_none=True)
-    step.loss.backward()
-    if isinstance(optimizer, SAM) and curr_iter > cfg.sam_warmup_iters:
-        optimizer.ascend()
-        optimizer.zero_grad(set_to_none=True)
-        with frozen_bn_stats(model):
-            defense.loss(model, batch).loss.backward()
-        optimizer.descend()
-    else:
-        optimizer.step()
-    return step
+    amp.scaler.scale(step.loss).backward()
+    base = optimizer
+    if isinstance(optimizer, SAM):
+        base = optimizer.base
+        if curr_iter > cfg.sam_warmup_iters and optimizer.ascend():
+            optimizer.zero_grad(set_to_none=True)
+            with frozen_bn_stats(model), amp.autocast():
+                second = defense.loss(model, batch).loss
+            amp.scaler.scale(second).backward()
+            optimizer.restore()
+    amp.scaler.step(base)
+    amp.scaler.update()
+    return replace(step, loss=logged[0], main_loss=logged[1], aux_loss=logged[2])
 
 
-def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, device, writer=None) -> tuple:
-    """One epoch of the single training loop; returns (loss, mIoU, mAcc, allAcc)."""
+def reduced(metric: SegMetric) -> SegMetric:
+    """The counts summed over processes."""
+    counts = dist.all_reduce_sum(torch.from_numpy(np.stack([metric.intersection, metric.union, metric.target])))
+    total = SegMetric(metric.classes, metric.ignore_index)
+    total.add_counts(*counts.numpy())
+    return total
+
+
+def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, device, writer=None,
+                amp: MixedPrecision | None = None) -> tuple:
+    """One epoch of the single training loop; returns (loss, mIoU, mAcc, allAcc) over all processes."""
     model.train()
+    if isinstance(loader.sampler, torch.utils.data.distributed.DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.preserve_format
     batch_time, data_time = AverageMeter(), AverageMeter()
     main_meter, aux_meter, loss_meter = AverageMeter(), AverageMeter(), AverageMeter()
     metric = SegMetric(cfg.classes, cfg.ignore_label)
@@ -130,14 +236,14 @@ def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, devi
     end = time.time()
     for i, (images, target) in enumerate(loader):
         data_time.update(time.time() - end)
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
         target = target.to(device, non_blocking=True)
         curr_iter = epoch * len(loader) + i + 1
         lr = poly_lr(cfg.base_lr, curr_iter - 1, max_iter, cfg.power)
         set_lr(optimizer, lr, index_split)
-        step = train_step(cfg, model, defense, optimizer, images, target, curr_iter)
+        step = train_step(cfg, model, defense, optimizer, images, target, curr_iter, amp)
 
-        n = images.size(0)
+        n = images.size(0) * dist.world_size()
         metric.update(step.logits.argmax(1), step.target)
         main_meter.update(step.main_loss.item(), n)
         aux_meter.update(step.aux_loss.item(), n)
@@ -146,7 +252,7 @@ def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, devi
         end = time.time()
         if (i + 1) % cfg.print_freq == 0 or i + 1 == len(loader):
             remain = (max_iter - curr_iter) * batch_time.avg
-            acc = metric.allacc
+            acc = reduced(metric).allacc
             logger.info(f"Epoch: [{epoch + 1}/{cfg.epochs}][{i + 1}/{len(loader)}] "
                         f"Data {data_time.val:.3f} ({data_time.avg:.3f}) Batch {batch_time.val:.3f} "
                         f"({batch_time.avg:.3f}) Remain {format_seconds(remain)} LR {lr:.5f} "
@@ -154,38 +260,48 @@ def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, devi
                         f"Accuracy {acc:.4f}.")
         if writer is not None:
             writer.add_scalar("loss_train_batch", main_meter.val, curr_iter)
+    metric = reduced(metric)
     logger.info(f"Train result at epoch [{epoch + 1}/{cfg.epochs}]: "
                 f"mIoU/mAcc/allAcc {metric.miou:.4f}/{metric.macc:.4f}/{metric.allacc:.4f}.")
     return main_meter.avg, metric.miou, metric.macc, metric.allacc
 
 
 @torch.no_grad()
-def validate(cfg, loader, model, device) -> tuple:
-    """Clean validation on center crops; returns (loss, mIoU, mAcc, allAcc)."""
-    model.eval()
-    loss_meter = AverageMeter()
+def validate(cfg, loader, model, device, amp: MixedPrecision | None = None) -> tuple:
+    """Clean validation on center crops (each process its share of the images); returns (loss, mIoU, mAcc,
+    allAcc) over all images."""
+    model = unwrap(model).eval()
+    amp = amp or MixedPrecision()
+    loss_sum = torch.zeros(2, dtype=torch.float64)  # sum of per-batch loss x images, images
     metric = SegMetric(cfg.classes, cfg.ignore_label)
     criterion = nn.CrossEntropyLoss(ignore_index=cfg.ignore_label)
     for images, target in loader:
         images, target = images.to(device), target.to(device)
-        logits = model(images)
-        target = resize_target(target, tuple(logits.shape[-2:]))
-        loss = criterion(logits, target)
+        with amp.autocast():
+            logits = model(images)
+            target = resize_target(target, tuple(logits.shape[-2:]))
+            loss = criterion(logits, target)
         if torch.isfinite(loss):
-            loss_meter.update(loss.item(), images.size(0))
+            loss_sum += torch.tensor([loss.item() * images.size(0), images.size(0)], dtype=torch.float64)
         metric.update(logits.argmax(1), target)
+    loss_sum, metric = dist.all_reduce_sum(loss_sum), reduced(metric)
     logger.info(f"Val result: mIoU/mAcc/allAcc {metric.miou:.4f}/{metric.macc:.4f}/{metric.allacc:.4f}.")
-    return loss_meter.avg, metric.miou, metric.macc, metric.allacc
+    return (loss_sum[0] / loss_sum[1]).item() if loss_sum[1] else 0.0, metric.miou, metric.macc, metric.allacc
 
 
 def main() -> None:
     args = get_parser().parse_args()
     cfg = load_config(args.config, args.opts)
     check_save_path(cfg)
-    seed_everything(cfg.manual_seed)
-    device = select_device(cfg.device, cfg.train_gpu)
-    logger.info(f"device {device}; arch {cfg.arch}, layers {cfg.layers}, classes {cfg.classes}, "
-                f"defense {cfg.defense}, optimizer {cfg.optimizer}")
+    device = dist.setup(select_device(cfg.device, cfg.train_gpu), cfg.dist_url, cfg.world_size, cfg.rank,
+                        cfg.dist_backend, cfg.multiprocessing_distributed)
+    if not dist.is_main_process():
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs
+    seed_everything(None if cfg.manual_seed is None else cfg.manual_seed + dist.rank())
+    amp = build_amp(cfg, device)
+    logger.info(f"device {device} x {dist.world_size()} processes; arch {cfg.arch}, layers {cfg.layers}, "
+                f"classes {cfg.classes}, defense {cfg.defense}, optimizer {cfg.optimizer}, "
+                f"amp {amp_mode(cfg) if amp.dtype else 'off'}")
 
     train_loader, val_loader = build_loaders(cfg, device)
     model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
@@ -194,41 +310,51 @@ def main() -> None:
     if cfg.weight:
         load_checkpoint_weights(model, cfg.weight)
         logger.info(f"=> loaded weight '{cfg.weight}'")
-    model.to(device)
+    model = prepare_model(cfg, model, device)
     optimizer, index_split = build_optimizer(cfg.optimizer, model, cfg.base_lr, cfg.momentum, cfg.weight_decay,
                                              cfg.sam_rho, cfg.sam_adaptive)
     start_epoch = cfg.start_epoch
-    if cfg.resume:
+    if cfg.resume:  # every process loads the same checkpoint
         checkpoint = load_checkpoint_weights(model, cfg.resume)
         if "optimizer" not in checkpoint or "epoch" not in checkpoint:
             raise UserError(f"resume checkpoint '{cfg.resume}' has no optimizer/epoch; use it as weight instead")
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if amp.scaler.is_enabled() and checkpoint.get("scaler"):
+            amp.scaler.load_state_dict(checkpoint["scaler"])
         start_epoch = int(checkpoint["epoch"])
         logger.info(f"=> resumed '{cfg.resume}' at epoch {start_epoch}")
+    model = dist.wrap(model, device)
     attack = TrainingAttack(cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, cfg.adv_random_start)
     defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label, attack)
 
     save_path = Path(cfg.save_path)
-    save_path.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, save_path / "config.yaml")
-    from tensorboardX import SummaryWriter
-    writer = SummaryWriter(str(save_path))
+    writer = None
+    if dist.is_main_process():
+        save_path.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, save_path / "config.yaml")
+        from tensorboardX import SummaryWriter
+        writer = SummaryWriter(str(save_path))
     for epoch in range(start_epoch, cfg.epochs):
         loss, miou, macc, allacc = train_epoch(cfg, train_loader, model, defense, optimizer, index_split,
-                                               epoch, device, writer)
+                                               epoch, device, writer, amp)
         epoch_log = epoch + 1
-        for name, value in (("loss", loss), ("mIoU", miou), ("mAcc", macc), ("allAcc", allacc)):
-            writer.add_scalar(f"{name}_train", value, epoch_log)
-        if epoch_log % cfg.save_freq == 0 or epoch_log == cfg.epochs:
+        if writer is not None:
+            for name, value in (("loss", loss), ("mIoU", miou), ("mAcc", macc), ("allAcc", allacc)):
+                writer.add_scalar(f"{name}_train", value, epoch_log)
+        if dist.is_main_process() and (epoch_log % cfg.save_freq == 0 or epoch_log == cfg.epochs):
             filename = save_path / f"train_epoch_{epoch_log}.pth"
-            save_checkpoint({"epoch": epoch_log, "state_dict": model.state_dict(),
-                             "optimizer": optimizer.state_dict()}, filename)
+            save_checkpoint({"epoch": epoch_log, "state_dict": unwrap(model).state_dict(),
+                             "optimizer": optimizer.state_dict(), "scaler": amp.scaler.state_dict()}, filename)
             logger.info(f"Saving checkpoint to: {filename}")
         if val_loader is not None:
-            loss, miou, macc, allacc = validate(cfg, val_loader, model, device)
-            for name, value in (("loss", loss), ("mIoU", miou), ("mAcc", macc), ("allAcc", allacc)):
-                writer.add_scalar(f"{name}_val", value, epoch_log)
-    writer.close()
+            loss, miou, macc, allacc = validate(cfg, val_loader, model, device, amp)
+            if writer is not None:
+                for name, value in (("loss", loss), ("mIoU", miou), ("mAcc", macc), ("allAcc", allacc)):
+                    writer.add_scalar(f"{name}_val", value, epoch_log)
+    if writer is not None:
+        writer.close()
+    dist.barrier()  # the last checkpoint is on disk before any process reports success
+    dist.cleanup()
     logger.info("==> Training done.")
 
 

@@ -78,6 +78,9 @@ class TrainConfig:
     resume: Optional[str] = None  # path to latest checkpoint (default: none)
     evaluate: bool = False  # evaluate on the validation set after each epoch
     overwrite: bool = False  # allow a save_path that already holds checkpoints of another run
+    amp: str = "off"  # mixed precision: off | bf16 | fp16 (fp16 with a gradient scaler); see README
+    adv_amp: bool = False  # craft the training attack under amp too (default: input gradients in fp32)
+    channels_last: bool = False  # channels-last memory format (CUDA only; ignored with a notice on the CPU)
 
 
 @dataclass
@@ -135,6 +138,7 @@ CHOICES = {
     "output_stride": (8, 16),
     "defense": ("none", "sat", "ddcat"),
     "optimizer": ("sgd", "adam", "sam"),
+    "amp": ("off", "bf16", "fp16"),
     "zoom_factor": (1, 2, 4, 8),
     "split": ("train", "val", "test"),
     "attack_protocol": ("per_crop", "whole_image"),
@@ -263,6 +267,8 @@ def load_config(path: str | None, opts: Sequence[str] = ()) -> DictConfig:
             raise UserError(f"config file '{path}' is not valid YAML{line}; fix the syntax") from None
         cfg = _merge(cfg, _flatten(raw, path), f"config file '{path}'")
     cfg = _merge(cfg, parse_opts(opts), "command line")
+    if cfg.amp == "False":  # YAML 1.1 reads a bare `off` as the boolean False
+        cfg.amp = "off"
     check(cfg, f"config '{path}'" if path else "config")
     return cfg
 

@@ -24,6 +24,7 @@ from torch import nn
 from attack.base import eval_mode
 from attack.bim import BIM
 from model.base import output_size
+from util import dist
 
 
 @dataclass
@@ -72,6 +73,16 @@ def resize_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
                          align_corners=True).squeeze(1).long()
 
 
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Pixel cross-entropy averaged over the valid pixels of the global batch: F.cross_entropy's mean with one
+    process; with several, this process's share of the mean over all processes' pixels (util.dist.global_mean),
+    so processes holding different numbers of ignored pixels still compute the one-process loss."""
+    if dist.world_size() == 1:
+        return F.cross_entropy(logits, target, ignore_index=ignore_index)
+    total = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
+    return dist.global_mean(total, (target != ignore_index).sum())
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The network inside a DataParallel / DistributedDataParallel wrapper."""
     return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
@@ -97,10 +108,10 @@ class NoDefense:
 
     def seg_loss(self, outputs: dict, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, main, aux) cross-entropy losses of a model's training outputs."""
-        main = F.cross_entropy(outputs["out"], target, ignore_index=self.ignore_label)
+        main = cross_entropy(outputs["out"], target, self.ignore_label)
         aux = torch.zeros((), device=main.device)
         if "aux" in outputs:
-            aux = F.cross_entropy(outputs["aux"], target, ignore_index=self.ignore_label)
+            aux = cross_entropy(outputs["aux"], target, self.ignore_label)
         return main + self.aux_weight * aux, main, aux
 
     def loss(self, model: nn.Module, batch: UpdateBatch) -> StepResult:
@@ -164,7 +175,7 @@ class DDCAT(NoDefense):
     def loss(self, model: nn.Module, batch: UpdateBatch) -> StepResult:
         outputs = model(batch.images)
         _, routed, aux = self.seg_loss(outputs, batch.target)
-        main = routed + F.cross_entropy(outputs["mask"], batch.mask_target)
+        main = routed + cross_entropy(outputs["mask"], batch.mask_target)
         loss = main + self.aux_weight * aux
         return StepResult(loss, main.detach(), aux.detach(), outputs["out"].detach(), batch.target)
 

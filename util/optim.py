@@ -45,27 +45,34 @@ class SAM:
                     yield p
 
     @torch.no_grad()
-    def ascend(self) -> None:
-        """w <- w + e(w), from the gradients in ``.grad``."""
+    def ascend(self) -> bool:
+        """w <- w + e(w), from the gradients in ``.grad``.
+
+        e does not depend on the gradients' scale, so fp16's loss-scaled gradients serve as they are. Returns
+        False, leaving w, when their norm is not finite (an fp16 overflow: the scaler then skips the step).
+        Under DDP ``.grad`` holds the gradient averaged over processes, so e is that of the global batch.
+        """
         params = list(self._params_with_grad())
         if not params:
-            return
+            return False
         scaled = [(p.abs() * p.grad if self.adaptive else p.grad) for p in params]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in scaled]))
+        if not torch.isfinite(norm):
+            return False
         scale = self.rho / (norm + 1e-12)
         self._perturbation = []
         for p in params:
             e = (p * p * p.grad if self.adaptive else p.grad) * scale
             p.add_(e)
             self._perturbation.append((p, e))
+        return True
 
     @torch.no_grad()
-    def descend(self) -> None:
-        """Return to w and step the base optimizer with the gradients computed at w + e."""
+    def restore(self) -> None:
+        """Return to w; the gradients computed at w + e stay in ``.grad`` for the base optimizer's step."""
         for p, e in self._perturbation:
             p.sub_(e)
         self._perturbation = []
-        self.base.step()
 
     def step(self) -> None:
         """A plain base-optimizer step (SAM's warm-up iterations)."""
