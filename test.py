@@ -4,17 +4,24 @@ every attack of the config's ``attacks`` list.
     python test.py --config config/synthetic/synthetic_pspnet18.yaml [--attack] [key value ...]
 
 Clean results go to save_folder (gray/, color/, results.json); the original BIM's to save_folder/bim/;
-each ``attacks`` entry and eps to save_folder/<name>_eps<eps>/, with one row each in
-save_folder/results.csv and a table in the log.
+each ``attacks`` entry and eps to save_folder/<name>_eps<eps>/ (SEA's members to <sea mode>/<loss>/). Stored
+predictions carry a fingerprint (util/predictions.py): a re-run computes only the missing ones. With an
+attack list the report covers every mode plus the worst cases (util/worstcase.py): the table in the log,
+save_folder/results.csv, results.json, robustness_curve.png and gradient-masking warnings (util/summary.py).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
+import inspect
 import json
+import math
 import os
+import re
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import cv2
@@ -24,17 +31,20 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from attack.base import Attack
-from attack.registry import build_attack, parse_specs
+from attack.registry import ATTACKS, build_attack, parse_specs
+from attack.sea import SEA
 from attack.transfer import Transfer
 from model import build_model, load_checkpoint_weights
-from util.config import load_config
-from util.dataset import SemData, colorize, load_names_colors, read_label
+from util import predictions, summary
+from util.config import TestConfig, load_config
+from util.dataset import SemData, colorize, load_names_colors
 from util.device import select_device
 from util.errors import UserError, run_main
 from util.inference import Protocol, WholeImageForward, predict
 from util.log import setup_logging
-from util.metrics import SegMetric
+from util.metrics import SegMetric, summarize
 from util.visualize import save_panel
+from util.worstcase import worst_case
 
 logger = setup_logging()
 
@@ -127,66 +137,195 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
             metric.update(gray, label)
 
 
-def metrics_from_predictions(cfg: DictConfig, data: SemData, gray_folder: Path, metric: SegMetric) -> None:
-    """has_prediction: read saved gray predictions and score them."""
-    for image_path, label_path in data.data_list:
-        pred_path = gray_folder / f"{image_name(image_path)}.png"
-        pred = cv2.imread(str(pred_path), cv2.IMREAD_GRAYSCALE)
-        if pred is None:
-            raise UserError(f"has_prediction is True but '{pred_path}' is missing; set has_prediction False")
-        metric.update(pred, Protocol.from_config(cfg).scored_label(read_label(label_path)))
+# What a stored prediction depends on besides the checkpoint and the attack spec: the model's layout, the
+# data, the seed of random starts and every TEST key except those that only pick images or outputs.
+_PREDICTION_KEYS = ("arch", "backbone", "layers", "classes", "zoom_factor", "output_stride", "ignore_label",
+                    "data_root", "manual_seed")
+_NOT_PREDICTION_KEYS = {"test_list", "split", "has_prediction", "index_start", "index_step", "test_gpu",
+                        "model_path", "save_folder", "colors_path", "names_path", "attacks", "panels"}
+# The eps-bounded attacks that maximise a loss step by step: with more steps than BIM they must not be weaker.
+_ITERATIVE = {"bim", "pgd", "segpgd", "cospgd", "apgd", "padam"}
+
+
+def prediction_fingerprint(cfg: DictConfig, attack_spec: dict | None, model_loader) -> dict:
+    """The attack spec, the checkpoint's SHA-256 and the settings that a mode's predictions depend on."""
+    if not cfg.model_path or not os.path.isfile(cfg.model_path):
+        model_loader()  # fails with the loader's one-line error
+    values = OmegaConf.to_container(cfg)
+    keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
+    return {"attack": attack_spec, "model_sha256": predictions.file_sha256(cfg.model_path),
+            "settings": {k: values[k] for k in keys}}
+
+
+def attack_steps(spec: dict) -> int | None:
+    """Iterations of a spec's attack (its constructor's default when the spec has none); None for a
+    one-step or minimum-norm attack."""
+    if spec["name"] not in _ITERATIVE:
+        return None
+    return spec.get("steps") or inspect.signature(ATTACKS[spec["name"]]).parameters["steps"].default
+
+
+def mode_row(mode: str, attack_spec: dict | None, counts: tuple[np.ndarray, ...], names: list[str]) -> dict:
+    """A mode's report row (see util/summary.py) with per-class IoU and accuracy, from per-image counts."""
+    metrics = summarize(*counts)
+    name = attack_spec["name"] if attack_spec else "clean"
+    kind = "clean" if attack_spec is None else "transfer" if attack_spec.get("source") else \
+        "ensemble" if name in ("sea", "worst_case") else "attack"
+    return {"mode": mode, "kind": kind, "name": name, "series": re.sub(r"_eps[^_/]*", "", mode),
+            "eps": attack_spec["eps"] if attack_spec else 0.0,
+            "steps": attack_steps(attack_spec) if kind == "attack" else None, "attack": attack_spec,
+            **{k: metrics[k] for k in ("mIoU", "fg_mIoU", "image_mIoU", "mAcc", "allAcc")},
+            "classes": [{"name": n, "iou": metrics["iou_class"][i], "acc": metrics["acc_class"][i]}
+                        for i, n in enumerate(names)],
+            "images": len(counts[0])}
 
 
 def evaluate(cfg: DictConfig, data: SemData, attack_spec: dict | None, names: list[str], colors: np.ndarray,
-             model_loader) -> dict | None:
-    """One evaluation mode (clean or one attack): predictions, log lines, results.json; the result dict."""
+             model_loader) -> tuple[dict, tuple[np.ndarray, ...]] | None:
+    """One evaluation mode (clean or one attack): predicts the images without a stored prediction, scores
+    all stored predictions, logs them and writes results.json; the result row and the per-image counts
+    (intersection, union, target), each (images, classes). None for the unlabelled split 'test'."""
     label = attack_spec["label"] if attack_spec else None
     save_folder = Path(cfg.save_folder) / label if label else Path(cfg.save_folder)
     gray_folder, color_folder = save_folder / "gray", save_folder / "color"
-    metric = SegMetric(cfg.classes, cfg.ignore_label)
+    image_names = [image_name(image_path) for image_path, _ in data.data_list]
     start = time.time()
     logger.info(f">>>>>>>>>>>>>>>> Start Evaluation ({label or 'clean'}, {len(data)} images) >>>>>>>>>>>>>>>>")
-    if cfg.has_prediction:
-        metrics_from_predictions(cfg, data, gray_folder, metric)
-    else:
-        run_inference(cfg, data, *model_loader(), attack_spec, gray_folder, color_folder, colors, metric)
+    if not cfg.has_prediction:  # has_prediction: only score what is stored
+        fingerprint = prediction_fingerprint(cfg, attack_spec, model_loader)
+        predictions.check_fingerprint(save_folder, fingerprint, cfg.overwrite)
+        todo = predictions.missing(gray_folder, image_names)
+        if len(todo) < len(data):
+            logger.info(f"{len(data) - len(todo)} of {len(data)} predictions already stored in {gray_folder}; "
+                        f"computing the other {len(todo)}")
+        if todo:
+            model, device = model_loader()
+            predictions.record_fingerprint(save_folder, fingerprint)
+            subset = copy.copy(data)
+            subset.data_list = [data.data_list[i] for i in todo]
+            run_inference(cfg, subset, model, device, attack_spec, gray_folder, color_folder, colors,
+                          SegMetric(cfg.classes, cfg.ignore_label))
     logger.info("<<<<<<<<<<<<<<<<< End Evaluation <<<<<<<<<<<<<<<<<")
     if cfg.split == "test":
         logger.info(f"predictions written to {gray_folder} (split 'test' has no labels: no metrics)")
         return None
-    for i, name in enumerate(names):
-        logger.info(f"Class_{i} result: iou/accuracy {metric.iou_class[i]:.4f}/{metric.acc_class[i]:.4f}, "
-                    f"name: {name}.")
-    logger.info(f"Eval result: mIoU/mAcc/allAcc {metric.miou:.4f}/{metric.macc:.4f}/{metric.allacc:.4f}.")
-    result = {
-        "mode": label or "clean",
-        "attack": attack_spec,
-        "mIoU": metric.miou, "mAcc": metric.macc, "allAcc": metric.allacc,
-        "classes": [{"name": n, "iou": float(metric.iou_class[i]), "acc": float(metric.acc_class[i])}
-                    for i, n in enumerate(names)],
-        "images": len(data), "model_path": cfg.model_path, "seconds": round(time.time() - start, 2),
-        "config": OmegaConf.to_container(cfg),
-    }
-    save_folder.mkdir(parents=True, exist_ok=True)
+    counts = predictions.image_counts(gray_folder, image_names, [label_path for _, label_path in data.data_list],
+                                      cfg.classes, cfg.ignore_label, Protocol.from_config(cfg).scored_label)
+    result = mode_row(label or "clean", attack_spec, counts, names)
+    for i, c in enumerate(result["classes"]):
+        logger.info(f"Class_{i} result: iou/accuracy {c['iou']:.4f}/{c['acc']:.4f}, name: {c['name']}.")
+    logger.info(f"Eval result: mIoU/mAcc/allAcc {result['mIoU']:.4f}/{result['mAcc']:.4f}/{result['allAcc']:.4f}.")
+    logger.info(f"Eval result: fg-mIoU/per-image mIoU {result['fg_mIoU']:.4f}/{result['image_mIoU']:.4f}.")
+    result.update(model_path=cfg.model_path, seconds=round(time.time() - start, 2),
+                  config=OmegaConf.to_container(cfg))
     (save_folder / "results.json").write_text(json.dumps(result, indent=2))
-    return result
+    return result, counts
 
 
-def write_summary(results: list[dict], save_folder: Path) -> None:
-    """One row per mode: a table in the log and save_folder/results.csv."""
-    rows = [(r["mode"], r["attack"]["eps"] if r["attack"] else 0.0, r["mIoU"], r["mAcc"], r["allAcc"])
-            for r in results]
-    logger.info("| mode | eps | mIoU | mAcc | allAcc |")
-    for mode, eps, miou, macc, allacc in rows:
-        logger.info(f"| {mode} | {eps * 255:.2f}/255 | {miou:.4f} | {macc:.4f} | {allacc:.4f} |")
-    lines = ["mode,eps,mIoU,mAcc,allAcc"] + [f"{m},{e:.6f},{a:.6f},{b:.6f},{c:.6f}" for m, e, a, b, c in rows]
-    (save_folder / "results.csv").write_text("\n".join(lines) + "\n")
+def ensemble_row(mode: str, name: str, eps: float, members: list[tuple[dict, tuple]], names: list[str],
+                 folder: Path) -> dict:
+    """The worst case over ``members`` (result row, counts) evaluated at one eps, without re-attacking (see
+    util/worstcase.py): each metric minimised over per-image choices of a member's prediction, the pooled
+    mIoU (and its per-class IoU) by SEA's greedy search. Writes folder/results.json with the choices."""
+    inter, union = (np.stack([counts[k] for _, counts in members]) for k in (0, 1))
+    target = members[0][1][2]
+    choice = worst_case(inter, union, target)
+    images = np.arange(inter.shape[1])
+
+    def chosen(selection: np.ndarray) -> dict:
+        return summarize(inter[selection, images], union[selection, images], target)
+
+    spec = {"name": name, "eps": eps, "members": [row["mode"] for row, _ in members]}
+    row = mode_row(mode, spec, (inter[choice.miou, images], union[choice.miou, images], target), names)
+    for key, selection in (("fg_mIoU", choice.fg_miou), ("image_mIoU", choice.image_miou), ("mAcc", choice.macc),
+                           ("allAcc", choice.allacc)):
+        row[key] = chosen(selection)[key]
+    selections = {key: [spec["members"][a] for a in getattr(choice, field)] for key, field in
+                  (("mIoU", "miou"), ("fg_mIoU", "fg_miou"), ("image_mIoU", "image_miou"), ("mAcc", "macc"),
+                   ("allAcc", "allacc"))}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps({**row, "chosen_member_per_image": selections}, indent=2))
+    logger.info(f"{mode}: worst case over {', '.join(spec['members'])}: mIoU {row['mIoU']:.4f} (SEA greedy search), "
+                f"aAcc {row['allAcc']:.4f}")
+    return row
+
+
+def distinct_labels(specs: list[dict | None]) -> list[dict | None]:
+    """Entries of one attack that would share a mode folder (PGD-20 and PGD-100 at eps 8) are told apart by
+    the fields they differ in, at every eps: pgd_steps20_eps8, pgd_steps100_eps8."""
+    settings = defaultdict(dict)  # name -> {entry settings (all but eps and label): their fields}
+    for spec in filter(None, specs):
+        fields = {k: v for k, v in spec.items() if k not in ("eps", "label")}
+        settings[spec["name"]][json.dumps(fields, sort_keys=True, default=str)] = fields
+    labels = Counter(spec["label"] for spec in filter(None, specs))
+    clashing = {spec["name"] for spec in filter(None, specs) if labels[spec["label"]] > 1}
+    out = []
+    for spec in specs:
+        variants = list(settings[spec["name"]].values()) if spec else []
+        if spec is None or spec["name"] not in clashing or len(variants) == 1:
+            out.append(spec)
+            continue
+        keys = sorted({k for v in variants for k in v if any(w.get(k) != v.get(k) for w in variants)})
+        suffix = "_".join(re.sub(r"[^A-Za-z0-9.+-]", "-", f"{k}{spec.get(k, 'default')}") for k in keys)
+        out.append({**spec, "label": spec["label"].replace(f"{spec['name']}_eps", f"{spec['name']}_{suffix}_eps", 1)})
+    return out
+
+
+def expand_sea(specs: list[dict | None]) -> tuple[list[dict | None], list[tuple[dict, list[str]]]]:
+    """SEA entries become their APGD members (one stored mode each, label <sea label>/<loss>), so SEA's
+    worst case is computed over stored predictions; returns the specs to run and (SEA spec, member labels)."""
+    losses = inspect.signature(SEA).parameters["losses"].default
+    runs, ensembles = [], []
+    for spec in specs:
+        if spec is None or spec["name"] != "sea":
+            runs.append(spec)
+            continue
+        members = [{**spec, "name": "apgd", "loss": loss, "label": f"{spec['label']}/{loss}"} for loss in losses]
+        runs += members
+        ensembles.append((spec, [m["label"] for m in members]))
+    return runs, ensembles
+
+
+def worst_cases(evaluated: list[tuple[dict, tuple]], ensembles: list[tuple[dict, list[str]]], names: list[str],
+                save_folder: Path) -> list[dict]:
+    """SEA's rows (worst case over its members) and, per eps shared by two or more attack entries, a
+    worst_case row over every attack evaluated at that eps."""
+    by_mode = {row["mode"]: (row, counts) for row, counts in evaluated}
+    rows = [ensemble_row(spec["label"], "sea", spec["eps"], [by_mode[m] for m in members], names,
+                         save_folder / spec["label"]) for spec, members in ensembles]
+    entry = {m: spec["label"] for spec, members in ensembles for m in members}  # SEA member -> its entry
+    by_eps = defaultdict(list)
+    for row, counts in evaluated:
+        if row["kind"] in ("attack", "transfer") and math.isfinite(row["eps"]):
+            by_eps[round(row["eps"], 9)].append((row, counts))
+    for eps, members in sorted(by_eps.items()):
+        if len({entry.get(row["mode"], row["mode"]) for row, _ in members}) >= 2:
+            mode = f"worst_case_eps{round(eps * 255, 4):g}"
+            rows.append(ensemble_row(mode, "worst_case", eps, members, names, save_folder / mode))
+    return rows
+
+
+def write_summary(rows: list[dict], save_folder: Path) -> None:
+    """The report over all modes: the table in the log, results.csv, the sanity checks (warnings in the log
+    and in results.json), robustness_curve.png, and every mode in save_folder/results.json (kept a clean
+    result at its top level, as older readers expect)."""
+    for line in summary.table(rows):
+        logger.info(line)
+    (save_folder / "results.csv").write_text(summary.csv_text(rows))
+    warnings = summary.sanity_warnings(rows)
+    for warning in warnings:
+        logger.warning(warning)
+    summary.draw_curve(rows, save_folder / "robustness_curve.png")
+    clean = json.loads((save_folder / "results.json").read_text())
+    clean.update(modes=[{k: v for k, v in row.items() if k != "config"} for row in rows], warnings=warnings,
+                 curve="robustness_curve.png")
+    (save_folder / "results.json").write_text(json.dumps(clean, indent=2))
 
 
 def main() -> None:
     args = get_parser().parse_args()
     cfg = load_config(args.config, args.opts)
-    specs = [ORIGINAL_BIM] if args.attack else [None, *parse_specs(cfg.attacks)]
+    specs = [ORIGINAL_BIM] if args.attack else [None, *distinct_labels(parse_specs(cfg.attacks))]
     if any(specs) and cfg.split == "test":
         raise UserError("an attack needs labels, but split is 'test'; evaluate a labelled split (val)")
     names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
@@ -197,10 +336,13 @@ def main() -> None:
     if not data.data_list:
         raise UserError(f"no images to evaluate in '{cfg.test_list}' with index_start {cfg.index_start}")
 
-    model_loader = functools.cache(lambda: load_model(cfg))  # not loaded at all with has_prediction
-    results = [evaluate(cfg, data, spec, names, colors, model_loader) for spec in specs]
-    if len(results) > 1 and all(results):
-        write_summary(results, Path(cfg.save_folder))
+    runs, ensembles = expand_sea(specs)
+    model_loader = functools.cache(lambda: load_model(cfg))  # loaded only when a prediction is missing
+    evaluated = [evaluate(cfg, data, spec, names, colors, model_loader) for spec in runs]
+    if len(evaluated) > 1 and all(evaluated):
+        save_folder = Path(cfg.save_folder)
+        rows = [row for row, _ in evaluated] + worst_cases(evaluated, ensembles, names, save_folder)
+        write_summary(rows, save_folder)
 
 
 if __name__ == "__main__":

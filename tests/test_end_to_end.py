@@ -129,9 +129,9 @@ def test_attack_list_runs_with_clean_in_one_run(run_cli, tiny_opts, tmp_path):
     code, out, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "attacks", attacks])
     assert code == 0, err
     rows = (tmp_path / "result/results.csv").read_text().splitlines()
-    assert rows[0] == "mode,eps,mIoU,mAcc,allAcc"
+    assert rows[0].startswith("mode,eps,mIoU,mAcc,allAcc,")  # the older readers' columns first
     modes = [row.split(",")[0] for row in rows[1:]]
-    assert modes == ["clean", "fgsm_eps8", "pgd_eps2", "pgd_eps8", "bim_eps0.03"]
+    assert modes == ["clean", "fgsm_eps8", "pgd_eps2", "pgd_eps8", "bim_eps0.03", "worst_case_eps8"]
     miou = {row.split(",")[0]: float(row.split(",")[2]) for row in rows[1:]}
     allacc = {row.split(",")[0]: float(row.split(",")[4]) for row in rows[1:]}
     assert allacc["pgd_eps8"] <= allacc["pgd_eps2"] <= allacc["clean"]

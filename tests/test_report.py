@@ -1,0 +1,228 @@
+"""The robustness report: worst cases, sanity warnings, results.csv, the curve, stored predictions and resume."""
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import test as test_script
+from model import build_model
+from tests.conftest import ROOT
+from util import predictions, summary, worstcase
+from util.errors import UserError
+from util.metrics import intersection_and_union
+
+CONFIG = "config/synthetic/synthetic_pspnet18.yaml"
+
+
+def counts_of(pairs):
+    """(A, N, C) intersection / union / target of predictions[a][n] against labels[n], 2 classes."""
+    out = [[[c.numpy() for c in intersection_and_union(np.array(p), np.array(t), 2)] for p, t in row] for row in pairs]
+    return tuple(np.array([[image[k] for image in row] for row in out]) for k in range(3))
+
+
+# Two images, two attacks, classes background 0 / foreground 1 (labels as flat pixel lists).
+LABEL_1 = [0] * 8 + [1] * 2
+LABEL_2 = [0] * 6 + [1] * 4
+A_1 = [1] * 3 + [0] * 5 + [1] * 2  # 3 background pixels flipped: 7/10 right; I = (5, 2), U = (8, 5)
+B_1 = [0] * 10  # the 2 foreground pixels wiped out: 8/10 right; I = (8, 0), U = (10, 2)
+A_2 = [0] * 6 + [0] + [1] * 3  # 1 foreground pixel lost: 9/10 right; I = (6, 3), U = (7, 4)
+B_2 = [0] * 6 + [0] * 2 + [1] * 2  # 2 foreground pixels lost: 8/10 right; I = (6, 2), U = (8, 4)
+
+
+def test_greedy_search_finds_the_mIoU_minimum_that_per_image_accuracy_misses():
+    inter, union, target = counts_of([[(A_1, LABEL_1), (A_2, LABEL_2)], [(B_1, LABEL_1), (B_2, LABEL_2)]])
+    # Per image the lowest accuracy: A on image 1 (7 < 8), B on image 2 (8 < 9):
+    # pooled I = (11, 4), U = (16, 9): mIoU (11/16 + 4/9) / 2 = 0.5660.
+    start = worstcase.worst_by_accuracy(inter)
+    assert start.tolist() == [0, 1]
+    # Wiping out image 1's foreground instead: I = (14, 2), U = (18, 6): (14/18 + 2/6) / 2 = 0.5556, lower,
+    # and no single swap from there helps ((B, A) gives (14/17 + 3/6) / 2 = 0.6618).
+    selection, miou = worstcase.greedy_worst_miou(inter, union, start)
+    assert selection.tolist() == [1, 1]
+    assert miou == pytest.approx((14 / 18 + 2 / 6) / 2)
+    start_miou = worstcase.pooled_miou(inter[start, [0, 1]].sum(0), union[start, [0, 1]].sum(0))
+    assert start_miou == pytest.approx((11 / 16 + 4 / 9) / 2)
+    brute = min(worstcase.pooled_miou(inter[list(s), [0, 1]].sum(0), union[list(s), [0, 1]].sum(0))
+                for s in itertools.product(range(2), repeat=2))
+    assert miou == pytest.approx(brute)
+    choice = worstcase.worst_case(inter, union, target)
+    assert choice.allacc.tolist() == [0, 1] and choice.miou.tolist() == [1, 1]
+    assert choice.fg_miou.tolist() == [1, 1]  # the foreground IoU alone: 2/6 beats 4/9 and 3/6
+
+
+def test_worst_case_is_never_above_any_single_attack_and_sums_are_exact():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        attacks, images, classes = 3, 5, 4
+        target = rng.integers(0, 20, (images, classes))
+        inter = (rng.random((attacks, images, classes)) * target).astype(int)
+        union = target + rng.integers(0, 10, (attacks, images, classes))
+        _, miou = worstcase.search_worst_miou(inter, union)
+        singles = [worstcase.pooled_miou(inter[a].sum(0), union[a].sum(0)) for a in range(attacks)]
+        assert miou <= min(singles) + 1e-12
+        choice = worstcase.worst_case(inter, union, target)
+        rows = np.arange(images)
+        best_acc = min(inter[list(s), rows].sum() for s in itertools.product(range(attacks), repeat=images))
+        assert inter[choice.allacc, rows].sum() == best_acc
+
+
+def row(mode, name, eps255, miou, kind="attack", steps=None, series=None):
+    return {"mode": mode, "name": name, "kind": kind, "series": series or name, "eps": eps255 / 255,
+            "steps": steps, "mIoU": miou, "fg_mIoU": miou, "image_mIoU": miou, "mAcc": miou, "allAcc": miou}
+
+
+def test_sanity_warnings_on_constructed_results():
+    clean = row("clean", "clean", 0, 0.70, kind="clean")
+    good = [clean, row("bim_eps4", "bim", 4, 0.40, steps=2), row("bim_eps8", "bim", 8, 0.30, steps=2),
+            row("pgd_eps8", "pgd", 8, 0.20, steps=20), row("worst_case_eps8", "worst_case", 8, 0.15, kind="ensemble")]
+    assert summary.sanity_warnings(good) == []
+    assert summary.sanity_warnings([*good, row("pgd_eps4", "pgd", 4, 0.195, steps=20)]) == []  # within tolerance
+    rising = summary.sanity_warnings([*good, row("pgd_eps4", "pgd", 4, 0.10, steps=20)])
+    assert len(rising) == 1 and "pgd mIoU rises with eps, 0.1000 at 4.00/255 (pgd_eps4) -> 0.2000 at 8.00/255" \
+        in rising[0]
+    above_clean = summary.sanity_warnings([clean, row("fgsm_eps2", "fgsm", 2, 0.75)])
+    assert len(above_clean) == 1 and "(clean)" in above_clean[0]
+    weak = summary.sanity_warnings([*good[:3], row("pgd_eps8", "pgd", 8, 0.35, steps=20),
+                                    row("sea_eps8", "sea", 8, 0.36, kind="ensemble"),
+                                    row("fgsm_eps8", "fgsm", 8, 0.5), row("pgd1_eps8", "pgd", 8, 0.5, steps=1,
+                                                                          series="pgd1")])
+    assert len(weak) == 2, weak  # FGSM and a 1-step PGD may be weaker than BIM-2
+    assert "pgd_eps8 (20 steps) is weaker than bim_eps8 (2 steps)" in weak[0]
+    assert "sea_eps8 (ensemble) is weaker than bim_eps8" in weak[1]
+
+
+def test_csv_keeps_the_old_columns_first_and_the_curve_is_a_png(tmp_path):
+    rows = [row("clean", "clean", 0, 0.7, kind="clean"), row("pgd_eps4", "pgd", 4, 0.4, steps=10),
+            row("pgd_eps8", "pgd", 8, 0.2, steps=10), row("sea_eps8", "sea", 8, 0.1, kind="ensemble"),
+            row("cw_epsinf", "cw", float("inf"), 0.0)]
+    lines = summary.csv_text(rows).splitlines()
+    assert lines[0].split(",")[:5] == ["mode", "eps", "mIoU", "mAcc", "allAcc"]
+    assert lines[0] == ",".join(summary.CSV_COLUMNS) and len(lines) == 6
+    assert lines[2].startswith("pgd_eps4,0.015686,0.400000,") and lines[2].endswith(",pgd,pgd")
+    assert summary.table(rows)[2] == "| pgd_eps4 | 4.00/255 | 0.4000 | 0.4000 | 0.4000 | 0.4000 | 0.4000 |"
+    summary.draw_curve(rows, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imread(str(tmp_path / "curve.png"))
+    assert image.shape == (560, 900, 3)
+    pgd_colour, sea_colour = summary.PALETTE[0], summary.PALETTE[1]
+    assert (image == pgd_colour).all(-1).sum() > 50 and (image == sea_colour).all(-1).sum() > 20
+
+
+def test_fingerprint_refuses_other_predictions_and_overwrite_redoes(tmp_path):
+    folder = tmp_path / "pgd_eps8"
+    (folder / "gray").mkdir(parents=True)
+    cv2.imwrite(str(folder / "gray/a.png"), np.zeros((4, 4), np.uint8))
+    with pytest.raises(UserError, match="no fingerprint.json"):
+        predictions.check_fingerprint(folder, {"attack": {"steps": 10}})
+    predictions.record_fingerprint(folder, {"attack": {"steps": 10}})
+    predictions.check_fingerprint(folder, {"attack": {"steps": 10}})
+    with pytest.raises(UserError, match="another 'attack.steps'") as error:
+        predictions.check_fingerprint(folder, {"attack": {"steps": 20}})
+    assert "\n" not in str(error.value)
+    predictions.check_fingerprint(folder, {"attack": {"steps": 20}}, overwrite=True)
+    assert not list((folder / "gray").glob("*.png"))
+
+
+def test_cut_off_prediction_counts_as_missing(tmp_path):
+    for name in ("a", "b"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), np.zeros((8, 8), np.uint8))
+    (tmp_path / "b.png").write_bytes((tmp_path / "b.png").read_bytes()[:-5])
+    assert predictions.missing(tmp_path, ["a", "b", "c"]) == [1, 2]
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "model.pth"
+    torch.save({"state_dict": build_model("psp", 18, 5).state_dict()}, path)
+    return path
+
+
+ATTACKS = "[{name: bim, eps: 4, steps: 2}, {name: fgsm, eps: [4, 8]}]"
+
+
+def test_report_resumes_and_refuses_mixing(run_cli, tiny_opts, tiny_data, tmp_path, checkpoint):
+    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "attacks", ATTACKS]
+    code, out, err = run_cli(test_script, opts)
+    assert code == 0, err
+    result = tmp_path / "result"
+    csv = (result / "results.csv").read_text()
+    lines = csv.splitlines()
+    assert lines[0] == "mode,eps,mIoU,mAcc,allAcc,fg_mIoU,image_mIoU,attack,series"
+    assert [line.split(",")[0] for line in lines[1:]] == ["clean", "bim_eps4", "fgsm_eps4", "fgsm_eps8",
+                                                          "worst_case_eps4"]
+    report = json.loads((result / "results.json").read_text())
+    assert [m["mode"] for m in report["modes"]][-1] == "worst_case_eps4"
+    assert report["mIoU"] == report["modes"][0]["mIoU"]  # the clean result stays at the top level
+    assert len(report["modes"][1]["classes"]) == 5 and report["modes"][1]["attack"]["steps"] == 2
+    worst = report["modes"][-1]
+    assert worst["mIoU"] <= min(m["mIoU"] for m in report["modes"][1:3]) + 1e-12
+    assert worst["allAcc"] <= min(m["allAcc"] for m in report["modes"][1:3]) + 1e-12
+    assert "| fgsm_eps8 | 8.00/255 |" in out and "fg-mIoU" in out
+    assert cv2.imread(str(result / "robustness_curve.png")) is not None
+
+    # an interruption after 2 of 4 images: the rerun computes the 2 missing ones only, with the same numbers
+    names = sorted(p.name for p in (result / "bim_eps4/gray").glob("*.png"))
+    for name in names[2:]:
+        (result / "bim_eps4/gray" / name).unlink()
+    code, out, err = run_cli(test_script, opts)
+    assert code == 0, err
+    assert "2 of 4 predictions already stored" in out and out.count("already stored") == 4
+    assert "bim_eps4: 100%" in err and "| 2/2 [" in err
+    assert (result / "results.csv").read_text() == csv
+
+    # another attack setting or another checkpoint for the same folder: refused, nothing mixed
+    code, _, err = run_cli(test_script, [*opts, "attacks", "[{name: bim, eps: 4, steps: 3}]"])
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: ")
+    assert "bim_eps4' holds 4 predictions made with another 'attack.steps'" in err
+    torch.save({"state_dict": build_model("psp", 18, 5).state_dict()}, checkpoint)
+    code, _, err = run_cli(test_script, opts)
+    assert code == 2 and "another 'model_sha256'" in err.strip().splitlines()[-1]
+
+
+def test_sea_is_evaluated_as_its_members_and_their_worst_case(run_cli, tiny_opts, tmp_path, checkpoint):
+    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "index_step", "2",
+            "attacks", "[{name: sea, eps: 8, steps: 3}, {name: pgd, eps: 8, steps: 2}, {name: pgd, eps: 8, steps: 3}]"]
+    code, _, err = run_cli(test_script, opts)
+    assert code == 0, err
+    lines = (tmp_path / "result/results.csv").read_text().splitlines()[1:]
+    rows = {line.split(",")[0]: line.split(",") for line in lines}
+    members = [f"sea_eps8/{loss}" for loss in ("balanced_masked_ce", "masked_ce", "js")]
+    assert list(rows) == ["clean", *members, "pgd_steps2_eps8", "pgd_steps3_eps8", "sea_eps8", "worst_case_eps8"]
+    miou = {mode: float(r[2]) for mode, r in rows.items()}
+    assert miou["sea_eps8"] <= min(miou[m] for m in members) + 1e-12
+    assert miou["worst_case_eps8"] <= min(miou["sea_eps8"], miou["pgd_steps2_eps8"], miou["pgd_steps3_eps8"]) + 1e-12
+    chosen = json.loads((tmp_path / "result/sea_eps8/results.json").read_text())["chosen_member_per_image"]
+    assert len(chosen["mIoU"]) == 2 and set(chosen["allAcc"]) <= set(members)
+    assert (tmp_path / "result/sea_eps8/js/gray").is_dir()
+
+
+def test_robust_eval_script_runs_the_suite_end_to_end(tiny_opts, checkpoint):
+    exp_name = f"pytest-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name, "MODEL_PATH": str(checkpoint),
+           "OMP_NUM_THREADS": "1"}
+    opts = [o for o in tiny_opts[:-4]]  # without save_folder / model_path: the script sets them
+    attacks = "[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: pgd, eps: [4, 8], steps: 2}, " \
+              "{name: sea, eps: 8, steps: 3}]"
+    try:
+        proc = subprocess.run(["sh", "tool_test/synthetic/robust_eval.sh", *opts, "index_step", "2",
+                               "attacks", attacks], cwd=ROOT, env=env, capture_output=True, text=True,
+                              check=False, timeout=300)
+        result = ROOT / "exp/synthetic" / exp_name / "robust"
+        modes = [line.split(",")[0] for line in (result / "results.csv").read_text().splitlines()[1:]] \
+            if proc.returncode == 0 else []
+        logs = list(result.glob("robust_eval-*.log"))
+        curve = (result / "robustness_curve.png").is_file()
+    finally:
+        shutil.rmtree(ROOT / "exp/synthetic" / exp_name, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert modes[:3] == ["clean", "bim_eps0.03", "pgd_eps4"] and modes[-2:] == ["sea_eps8", "worst_case_eps8"]
+    assert logs and curve

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Shared body of tool_test/<dataset>/robust_eval.sh: evaluate exp/<dataset>/<exp_name> clean and under the
+# strong attack suite in one test.py run, into exp/<dataset>/<exp_name>/robust (table in the log,
+# results.csv, results.json, robustness_curve.png). Stored predictions are reused: a re-run after an
+# interruption computes only what is missing. The model is MODEL_PATH, else the latest checkpoint in
+# exp/<dataset>/<exp_name>/model, else the config's; CONFIG picks another config (e.g. a SAT model's).
+# Another attack list: add `attacks "[...]"` to the arguments (later key value pairs win).
+# usage: sh tool_test/robust_eval.sh DATASET EXP_NAME CONFIG [key value ...]
+set -e
+PYTHON=${PYTHON:-python}
+dataset=$1; exp_name=${EXP_NAME:-$2}; config=${CONFIG:-$3}
+shift 3
+exp_dir=exp/${dataset}/${exp_name}
+result_dir=${exp_dir}/robust
+now=$(date +"%Y%m%d_%H%M%S")
+model=${MODEL_PATH:-$(ls "${exp_dir}"/model/train_epoch_*.pth 2>/dev/null | sort -V | tail -n 1)}
+# The original protocol's BIM-2 (eps 0.03), BIM-2 at the suite's eps (the reference the sanity checks compare
+# stronger attacks with), PGD-20/100, SegPGD, CosPGD, PAdam and SEA at 4/255 and 8/255.
+attacks="[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: bim, eps: [4, 8], steps: 2},
+  {name: pgd, eps: [4, 8], steps: 20}, {name: pgd, eps: [4, 8], steps: 100},
+  {name: segpgd, eps: [4, 8], steps: 20}, {name: cospgd, eps: [4, 8], steps: 20},
+  {name: padam, eps: [4, 8]}, {name: sea, eps: [4, 8]}]"
+mkdir -p "${result_dir}"
+cp "${config}" tool_test/robust_eval.sh test.py "${exp_dir}/"
+status_file=$(mktemp)
+echo 0 > "${status_file}"
+# sh has no pipefail: the exit code of test.py travels through a file past tee.
+{ "${PYTHON}" -u test.py --config "${config}" save_folder "${result_dir}" ${model:+model_path "${model}"} \
+    attacks "${attacks}" "$@" 2>&1 || echo $? > "${status_file}"; } | tee -a "${result_dir}/robust_eval-${now}.log"
+status=$(cat "${status_file}")
+rm -f "${status_file}"
+exit "${status}"
