@@ -24,7 +24,7 @@ demo: $(STAMP)
 	  else name=demo_$$defense; suffix=_$$defense; \
 	    extra="weight exp/synthetic/demo/model/train_epoch_20.pth $(DEMO_FINETUNE)"; fi; \
 	  PYTHON=$(PYTHON) EXP_NAME=$$name sh tool_train/synthetic/psp_train$$suffix.sh overwrite True $$extra || exit 1; \
-	  PYTHON=$(PYTHON) EXP_NAME=$$name sh tool_test/synthetic/psp_test$$suffix.sh || exit 1; \
+	  PYTHON=$(PYTHON) EXP_NAME=$$name sh tool_test/synthetic/psp_test$$suffix.sh overwrite True || exit 1; \
 	  model=$$(ls exp/synthetic/$$name/model/train_epoch_*.pth | sort -V | tail -n 1); \
 	  $(PYTHON) -m util.visualize --config config/synthetic/synthetic_pspnet18$$suffix.yaml \
 	    --out exp/synthetic/$$name/picture.png model_path $$model || exit 1; \

@@ -138,9 +138,9 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
 
 
 # What a stored prediction depends on besides the checkpoint and the attack spec: the model's layout, the
-# data, the seed of random starts and every TEST key except those that only pick images or outputs.
+# data and every TEST key except those that only pick images or outputs.
 _PREDICTION_KEYS = ("arch", "backbone", "layers", "classes", "zoom_factor", "output_stride", "ignore_label",
-                    "data_root", "manual_seed")
+                    "data_root")
 _NOT_PREDICTION_KEYS = {"test_list", "split", "has_prediction", "index_start", "index_step", "test_gpu",
                         "model_path", "save_folder", "colors_path", "names_path", "attacks", "panels"}
 # The eps-bounded attacks that maximise a loss step by step: with more steps than BIM they must not be weaker.
