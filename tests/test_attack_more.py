@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from attack import CW, DAG, PAdam, CosPGD, DeepFool
+from attack import CW, DAG, CosPGD, DeepFool, PAdam
 from attack.base import label_margin
 from attack.cw import margin_loss
 from attack.registry import build_attack, parse_specs
