@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
 from util.errors import UserError
@@ -140,12 +139,28 @@ def global_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return total * world_size() / all_reduce_sum(count.to(total.dtype))
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) with autograd: each process's input feeds every process's loss, so its gradient is
+    the sum over processes of the output's gradients, itself an all-reduce."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class GlooSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d over the global batch on the CPU, where ``nn.SyncBatchNorm`` refuses to run (torch 2.13 has
     no CPU kernels for its statistics).
 
-    The per-channel sums are all-reduced with autograd (``torch.distributed.nn.functional.all_reduce``, whose
-    backward all-reduces the gradient), so the normalisation, the running statistics and the gradients are
+    The per-channel sums are all-reduced with autograd (:class:`_SumOverProcesses`), so the normalisation, the running statistics and the gradients are
     those of one process with the whole batch. Eval mode and a single process use plain BN.
     """
 
@@ -161,11 +176,11 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
         x = x.float() if dtype in (torch.float16, torch.bfloat16) else x  # statistics in fp32 under autocast
         channels = x.size(1)
         count = torch.tensor([x.numel() // channels], dtype=x.dtype, device=x.device)
-        sums = dist_nn.all_reduce(torch.cat([x.sum((0, 2, 3)), count]))
+        sums = _SumOverProcesses.apply(torch.cat([x.sum((0, 2, 3)), count]))
         n = sums[channels].detach()
         mean = sums[:channels] / n
         centered = x - mean.view(1, -1, 1, 1)
-        var = dist_nn.all_reduce(centered.square().sum((0, 2, 3))) / n
+        var = _SumOverProcesses.apply(centered.square().sum((0, 2, 3))) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
@@ -186,8 +201,9 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
         if type(child) is nn.BatchNorm2d:
+            like = next(t for t in (*child.parameters(), *child.buffers()) if t.is_floating_point())
             sync = GlooSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                     child.track_running_stats).to(next(child.buffers(), torch.empty(0)).device)
+                                     child.track_running_stats, device=like.device, dtype=like.dtype)
             sync.load_state_dict(child.state_dict())
             sync.train(child.training)
             setattr(model, name, sync)

@@ -1,0 +1,183 @@
+"""Distributed training on the CPU (gloo) and mixed precision.
+
+The central check: 2 processes, each with its half of a global batch of 4, make the same updates as one
+process with the whole batch (float64, dropout 0, so "the same" means equal to rounding). The batches are
+built so that every shortcut fails it: the ranks hold very different numbers of ignored pixels (a per-rank
+mean loss differs from the global one), BN statistics differ between 2 and 4 images, and SAT's adversarial
+half must be the global batch's second half.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import train as train_script
+from model import build_model
+from tests.conftest import ROOT
+from train import build_amp, prepare_model, train_step
+from util import dist
+from util.config import load_config
+from util.defense import TrainingAttack, build_defense, unwrap
+from util.optim import build_optimizer, set_lr
+
+CONFIG = "config/synthetic/synthetic_pspnet18.yaml"
+CLASSES, SIZE, STEPS, LR = 3, 17, 2, 0.05
+CASES = [("none", "sgd"), ("sat", "sgd"), ("none", "sam"), ("ddcat", "sgd")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def global_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """4 images; the odd ones (rank 1's) have 70% ignored pixels, the even ones 5%."""
+    g = torch.Generator().manual_seed(100 + step)
+    images = torch.randn(4, 3, SIZE, SIZE, generator=g, dtype=torch.float64)
+    target = torch.randint(0, CLASSES, (4, SIZE, SIZE), generator=g)
+    ignored = torch.rand(4, SIZE, SIZE, generator=g) < torch.tensor([0.05, 0.7, 0.05, 0.7]).view(4, 1, 1)
+    return images, target.masked_fill(ignored, 255)
+
+
+def run_steps(defense_name: str, optimizer_name: str) -> dict[str, torch.Tensor]:
+    """STEPS updates through train.py's train_step; this process takes images rank, rank + N, ... of each
+    global batch, as DistributedSampler deals them."""
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = build_model("psp", 18, CLASSES, dropout=0.0, ddcat=defense_name == "ddcat").double()
+    model = prepare_model(SimpleNamespace(sync_bn=True, channels_last=False), model, cpu)
+    optimizer, split = build_optimizer(optimizer_name, model, LR, sam_rho=0.05)
+    model = dist.wrap(model, cpu).train()
+    defense = build_defense(defense_name, 0.4, 255, TrainingAttack(eps=0.03, steps=2))
+    cfg = SimpleNamespace(save_path="unused", sam_warmup_iters=0)
+    for step in range(STEPS):
+        images, target = global_batch(step)
+        set_lr(optimizer, LR, split)
+        rank, world = dist.rank(), dist.world_size()
+        train_step(cfg, model, defense, optimizer, images[rank::world], target[rank::world], step + 1)
+    return {k: v.clone() for k, v in unwrap(model).state_dict().items()}
+
+
+def worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    assert dist.setup(torch.device("cpu")) == torch.device("cpu") and dist.world_size() == world
+    assert dist.is_main_process() == (rank == 0)
+    states = {case: run_steps(*case) for case in CASES}
+    torch.save(states, Path(out) / f"rank{rank}.pt")
+    dist.cleanup()
+
+
+@pytest.fixture(scope="module")
+def two_process_states(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("dist")
+    mp.start_processes(worker, args=(2, free_port(), str(out)), nprocs=2, start_method="spawn", join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])
+def test_two_processes_make_the_one_process_update(two_process_states, case) -> None:
+    single = run_steps(*case)
+    rank0, rank1 = (states[case] for states in two_process_states)
+    moved = max((single[k].double() - v.double()).abs().max().item() for k, v in
+                build_model("psp", 18, CLASSES, dropout=0.0, ddcat=case[0] == "ddcat").double().state_dict().items()
+                if v.is_floating_point() and "running" not in k)
+    assert moved > 1e-3  # the steps did move the weights
+    for key, value in single.items():
+        assert torch.equal(rank0[key], rank1[key]), key  # DDP keeps the replicas identical
+        assert torch.allclose(rank0[key].double(), value.double(), rtol=0, atol=1e-5), key
+
+
+def test_one_process_helpers_are_no_ops() -> None:
+    assert not dist.under_torchrun() or os.environ.get("WORLD_SIZE") == "1"
+    assert dist.world_size() == 1 and dist.rank() == 0 and dist.is_main_process()
+    x = torch.tensor([1.0, 2.0])
+    assert dist.all_reduce_sum(x) is x and dist.all_reduce_mean(x) is x and dist.broadcast_object(7) == 7
+    model = torch.nn.Conv2d(1, 1, 1)
+    assert dist.wrap(model, torch.device("cpu")) is model
+
+
+def _tiny_run(run_cli, tiny_opts, *opts):
+    return run_cli(train_script, ["--config", CONFIG, *tiny_opts, "train_h", "17", "train_w", "17", *opts])
+
+
+def test_bf16_trains_with_finite_losses_and_fp16_checkpoints_its_scaler(run_cli, tiny_opts, tiny_data, tmp_path):
+    lines = (tiny_data / "list/train.txt").read_text().splitlines()
+    four, two = tmp_path / "four.txt", tmp_path / "two.txt"
+    four.write_text("\n".join(lines[:4]) + "\n")
+    two.write_text("\n".join(lines[:2]) + "\n")
+    code, out, err = _tiny_run(run_cli, tiny_opts, "train_list", str(four), "batch_size", "2", "epochs", "1",
+                               "amp", "bf16", "channels_last", "True")
+    assert code == 0, err
+    assert "amp bf16" in out and "channels_last is for CUDA: ignored on the CPU" in out
+    losses = [float(x) for x in re.findall(r" Loss (\S+) Accuracy", out)]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    assert torch.load(tmp_path / "model/train_epoch_1.pth", weights_only=True)["scaler"] == {}
+
+    opts = ["train_list", str(two), "batch_size", "2", "amp", "fp16"]
+    code, out, err = _tiny_run(run_cli, tiny_opts, *opts, "epochs", "1", "overwrite", "True")
+    assert code == 0, err
+    checkpoint = torch.load(tmp_path / "model/train_epoch_1.pth", weights_only=True)
+    assert set(checkpoint["scaler"]) == {"scale", "growth_factor", "backoff_factor", "growth_interval",
+                                         "_growth_tracker"}
+    # resuming restores the scaler: a scale no fresh scaler has (65536, halved on overflow) carries on
+    checkpoint["scaler"].update(scale=1024.0, _growth_tracker=5)
+    torch.save(checkpoint, tmp_path / "model/train_epoch_1.pth")
+    code, out, err = _tiny_run(run_cli, tiny_opts, *opts, "epochs", "2",
+                               "resume", str(tmp_path / "model/train_epoch_1.pth"))
+    assert code == 0, err
+    scaler = torch.load(tmp_path / "model/train_epoch_2.pth", weights_only=True)["scaler"]
+    assert (scaler["scale"], scaler["_growth_tracker"]) in ((1024.0, 6), (512.0, 0))
+
+
+@pytest.mark.parametrize("use_apex,opt_level,expected", [(False, "O1", "off"), (True, "O0", "off"),
+                                                          (True, "O1", "fp16"), (True, "O2", "fp16")])
+def test_original_apex_keys_map_to_amp(use_apex, opt_level, expected, caplog) -> None:
+    cfg = load_config(CONFIG, ["use_apex", str(use_apex), "opt_level", opt_level])
+    caplog.set_level("INFO")
+    assert train_script.amp_mode(cfg) == expected
+    amp = build_amp(cfg, torch.device("cpu"))
+    assert amp.scaler.is_enabled() == (expected == "fp16")
+    assert ("amp fp16 through torch.amp" in caplog.text) == (expected == "fp16")
+
+
+def test_amp_values(run_cli, tiny_opts) -> None:
+    assert load_config(CONFIG, ["amp", "off"]).amp == "off"  # YAML reads a bare off as False
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "amp", "fp8"])
+    assert code == 2 and err.strip() == (f"error: config '{CONFIG}': amp must be one of "
+                                         f"['off', 'bf16', 'fp16'], got 'fp8'")
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "use_apex", "True", "opt_level", "O7"])
+    assert code == 2 and "opt_level" in err and err.strip().count("\n") == 0
+
+
+def test_train_py_under_torchrun_two_processes(tiny_opts, tmp_path) -> None:
+    """torchrun with 2 processes: rank 0 alone logs and writes, the global batch is split, validation
+    scores every image once; a global batch that does not divide is a one-line error."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "train.py", "--config", CONFIG, *tiny_opts,
+           "train_h", "17", "train_w", "17", "epochs", "1", "evaluate", "True", "defense", "sat", "amp", "bf16"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "x 2 processes" in proc.stdout
+    assert proc.stdout.count("Epoch: [1/1]") == 16 // 4  # 4 iterations of 2 + 2 images, logged once
+    assert proc.stdout.count("Val result") == 1 and proc.stdout.count("Saving checkpoint") == 1
+    state = torch.load(tmp_path / "model/train_epoch_1.pth", weights_only=True)["state_dict"]
+    assert not any(k.startswith("module.") for k in state) and "layer0.0.weight" in state
+
+    proc = subprocess.run([*cmd, "batch_size", "3", "overwrite", "True"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode != 0
+    assert "error: config key 'batch_size' (3) is the global batch and must divide by the 2 processes" in proc.stderr
