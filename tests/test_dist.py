@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -101,7 +103,6 @@ def test_two_processes_make_the_one_process_update(two_process_states, case) -> 
 
 
 def test_one_process_helpers_are_no_ops() -> None:
-    assert not dist.under_torchrun() or os.environ.get("WORLD_SIZE") == "1"
     assert dist.world_size() == 1 and dist.rank() == 0 and dist.is_main_process()
     x = torch.tensor([1.0, 2.0])
     assert dist.all_reduce_sum(x) is x and dist.all_reduce_mean(x) is x and dist.broadcast_object(7) == 7
@@ -181,3 +182,20 @@ def test_train_py_under_torchrun_two_processes(tiny_opts, tmp_path) -> None:
                           text=True, timeout=300, check=False)
     assert proc.returncode != 0
     assert "error: config key 'batch_size' (3) is the global batch and must divide by the 2 processes" in proc.stderr
+
+
+def test_train_script_launches_torchrun_when_nproc_is_above_one() -> None:
+    exp_name = f"pytest-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name, "NPROC": "2"}
+    script = ["sh", "tool_train/synthetic/psp_train.sh", "base_lrr", "1"]
+    try:
+        proc = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        bad = subprocess.run(script, cwd=ROOT, env={**env, "NPROC": "two"}, capture_output=True, text=True,
+                             timeout=60, check=False)
+    finally:
+        shutil.rmtree(ROOT / "exp/synthetic" / exp_name, ignore_errors=True)
+    assert proc.returncode != 0
+    assert proc.stdout.count("error: command line: unknown config key 'base_lrr'; did you mean 'base_lr'?") == 2
+    assert "train.py FAILED" in proc.stdout  # torchrun's report
+    assert bad.returncode == 2 and bad.stderr.strip() == ("error: NPROC must be a positive integer "
+                                                          "(processes on this machine), got 'two'")

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Shared body of the tool_train/<dataset>/*.sh scripts: train one config into exp/<dataset>/<exp_name>.
 # usage: sh tool_train/train.sh DATASET EXP_NAME CONFIG [key value ...]
+# Processes on this machine: NPROC, by default the entries of train_gpu when CUDA GPUs exist, else 1; more
+# than 1 launches torchrun (--standalone, or the rendezvous flags in TORCHRUN_ARGS for several machines).
 set -e
 PYTHON=${PYTHON:-python}
 dataset=$1; exp_name=${EXP_NAME:-$2}; config=$3
@@ -8,12 +10,22 @@ shift 3
 exp_dir=exp/${dataset}/${exp_name}
 model_dir=${exp_dir}/model
 now=$(date +"%Y%m%d_%H%M%S")
+nproc=${NPROC:-$("${PYTHON}" -m util.dist --config "${config}" "$@" 2>/dev/null || echo 1)}
+case "${nproc}" in
+  ''|*[!0-9]*|0) echo "error: NPROC must be a positive integer (processes on this machine), got '${nproc}'" >&2; exit 2 ;;
+esac
+launch=""
+if [ "${nproc}" -gt 1 ]; then
+  launch="-m torch.distributed.run ${TORCHRUN_ARGS:---standalone} --nproc_per_node=${nproc}"
+  export PYTHONUNBUFFERED=1
+fi
 mkdir -p "${model_dir}" "${exp_dir}/result"
 cp "${config}" tool_train/train.sh train.py "${exp_dir}/"
 status_file=$(mktemp)
 echo 0 > "${status_file}"
 # sh has no pipefail: the exit code of train.py travels through a file past tee.
-{ "${PYTHON}" -u train.py --config "${config}" save_path "${model_dir}" "$@" 2>&1 || echo $? > "${status_file}"; } \
+# ${launch} is split into words on purpose (torchrun and its flags).
+{ "${PYTHON}" -u ${launch} train.py --config "${config}" save_path "${model_dir}" "$@" 2>&1 || echo $? > "${status_file}"; } \
   | tee "${model_dir}/train-${now}.log"
 status=$(cat "${status_file}"); rm -f "${status_file}"
 exit "${status}"
