@@ -159,6 +159,13 @@ def check_save_path(cfg: DictConfig) -> None:
                         f"set resume to continue, choose another save_path, or set overwrite True")
 
 
+def latest_checkpoint(save_path: str) -> str | None:
+    """The train_epoch_N.pth with the largest N in ``save_path`` (for auto_resume), or None."""
+    found = [(int(p.stem.rsplit("_", 1)[1]), p) for p in Path(save_path).glob("train_epoch_*.pth")
+             if p.stem.rsplit("_", 1)[1].isdigit()]
+    return str(max(found)[1]) if found else None
+
+
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a torn file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -292,9 +299,11 @@ def validate(cfg, loader, model, device, amp: MixedPrecision | None = None) -> t
 def main() -> None:
     args = get_parser().parse_args()
     cfg = load_config(args.config, args.opts)
-    check_save_path(cfg)
     device = dist.setup(select_device(cfg.device, cfg.train_gpu), cfg.dist_url, cfg.world_size, cfg.rank,
                         cfg.dist_backend, cfg.multiprocessing_distributed)
+    if cfg.auto_resume and not cfg.resume:  # e.g. a torchrun restart after a worker died: rank 0's pick for all
+        cfg.resume = dist.broadcast_object(latest_checkpoint(cfg.save_path))
+    check_save_path(cfg)
     if not dist.is_main_process():
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs
     seed_everything(None if cfg.manual_seed is None else cfg.manual_seed + dist.rank())

@@ -12,9 +12,11 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -163,23 +165,43 @@ def test_amp_values(run_cli, tiny_opts) -> None:
     assert code == 2 and "opt_level" in err and err.strip().count("\n") == 0
 
 
-def test_train_py_under_torchrun_two_processes(tiny_opts, tmp_path) -> None:
-    """torchrun with 2 processes: rank 0 alone logs and writes, the global batch is split, validation
-    scores every image once; a global batch that does not divide is a one-line error."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "train.py", "--config", CONFIG, *tiny_opts,
-           "train_h", "17", "train_w", "17", "epochs", "1", "evaluate", "True", "defense", "sat", "amp", "bf16"]
+def test_train_py_under_torchrun_restarts_a_killed_worker_from_the_last_checkpoint(tiny_opts, tmp_path) -> None:
+    """torchrun with 2 processes and --max-restarts 1: rank 0 alone logs and writes; a worker killed after the
+    first checkpoint restarts both, which resume from it (auto_resume) and finish; validation scores every
+    image once per epoch; a global batch that does not divide is a one-line error."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
+           "train.py", "--config", CONFIG, *tiny_opts,
+           "train_h", "17", "train_w", "17", "epochs", "3", "evaluate", "True", "amp", "bf16", "auto_resume", "True"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "x 2 processes" in proc.stdout
-    assert proc.stdout.count("Epoch: [1/1]") == 16 // 4  # 4 iterations of 2 + 2 images, logged once
-    assert proc.stdout.count("Val result") == 1 and proc.stdout.count("Saving checkpoint") == 1
-    state = torch.load(tmp_path / "model/train_epoch_1.pth", weights_only=True)["state_dict"]
-    assert not any(k.startswith("module.") for k in state) and "layer0.0.weight" in state
+    log = tmp_path / "torchrun.log"
+    with open(log, "w") as sink:  # a file, not a pipe: nobody has to keep reading while we wait
+        run = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "model/train_epoch_1.pth").exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        children = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(run.pid)], capture_output=True, text=True,
+                                  check=False).stdout.splitlines()
+        workers = [int(line.split()[0]) for line in children if "train.py" in line]
+        assert len(workers) == 2, log.read_text()[-3000:]
+        os.kill(workers[-1], signal.SIGKILL)
+        run.wait(timeout=300)
+    finally:
+        if run.poll() is None:  # a failed check above: end the launcher and its workers (our own session)
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    out = log.read_text()
+    assert run.returncode == 0, out[-4000:]
+    assert "x 2 processes" in out and "exitcode: -9" in out  # the killed worker, reported by torchrun
+    assert out.count("Epoch: [1/3]") == 16 // 4  # 4 iterations of 2 + 2 images, logged by rank 0 only
+    assert out.count("=> resumed") == 1 and out.count("Epoch: [3/3]") == 4
+    assert 2 <= out.count("Val result") <= 3
+    checkpoint = torch.load(tmp_path / "model/train_epoch_3.pth", weights_only=True)
+    assert checkpoint["epoch"] == 3 and "layer0.0.weight" in checkpoint["state_dict"]
+    assert not any(k.startswith("module.") for k in checkpoint["state_dict"])
 
-    proc = subprocess.run([*cmd, "batch_size", "3", "overwrite", "True"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    proc = subprocess.run([*cmd[:5], *cmd[6:], "batch_size", "3", "overwrite", "True"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode != 0
     assert "error: config key 'batch_size' (3) is the global batch and must divide by the 2 processes" in proc.stderr
 

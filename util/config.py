@@ -81,6 +81,7 @@ class TrainConfig:
     amp: str = "off"  # mixed precision: off | bf16 | fp16 (fp16 with a gradient scaler); see README
     adv_amp: bool = False  # craft the training attack under amp too (default: input gradients in fp32)
     channels_last: bool = False  # channels-last memory format (CUDA only; ignored with a notice on the CPU)
+    auto_resume: bool = False  # resume from the latest train_epoch_N.pth in save_path if any (torchrun restarts)
 
 
 @dataclass

@@ -65,7 +65,14 @@ def setup(device: torch.device, dist_url: str = "tcp://127.0.0.1:6789", world_si
             raise UserError(f"config key 'dist_backend' must be nccl or gloo on CUDA, got {backend!r}")
     else:
         backend = "gloo"
-    dist.init_process_group(backend=backend, init_method=init_method, world_size=world_size, rank=rank,
+    store = None
+    if under_torchrun() and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun's store outlives a restart (--max-restarts): keys under a per-attempt prefix, or the new
+        # processes may read the dead ones' addresses (seen with gloo in torch 2.13)
+        agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False)
+        store = dist.PrefixStore(f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", agent)
+        init_method = None
+    dist.init_process_group(backend=backend, init_method=init_method, store=store, world_size=world_size, rank=rank,
                             device_id=device if device.type == "cuda" else None)
     return device
 
