@@ -52,6 +52,9 @@ def seed_everything(seed: int | None) -> None:
     torch.backends.cudnn.deterministic = True
 
 
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class MixedPrecision:
     """``amp``: torch.autocast around the forward passes and a GradScaler active for fp16 only (nanoGPT).
@@ -61,17 +64,18 @@ class MixedPrecision:
     """
 
     device_type: str = "cpu"
-    dtype: torch.dtype | None = None  # None: fp32
+    mode: str = "off"  # off | bf16 | fp16
     adv: bool = False
     scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return AMP_DTYPES[self.mode]
 
     def autocast(self, crafting: bool = False) -> AbstractContextManager:
         if self.dtype is None or (crafting and not self.adv):
             return nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
-
-
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def amp_mode(cfg: DictConfig) -> str:
@@ -93,7 +97,7 @@ def amp_mode(cfg: DictConfig) -> str:
 def build_amp(cfg: DictConfig, device: torch.device) -> MixedPrecision:
     mode = amp_mode(cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16")
-    return MixedPrecision(device.type, AMP_DTYPES[mode], cfg.adv_amp, scaler)
+    return MixedPrecision(device.type, mode, cfg.adv_amp, scaler)
 
 
 def per_process(cfg: DictConfig) -> tuple[int, int, int]:
@@ -310,7 +314,7 @@ def main() -> None:
     amp = build_amp(cfg, device)
     logger.info(f"device {device} x {dist.world_size()} processes; arch {cfg.arch}, layers {cfg.layers}, "
                 f"classes {cfg.classes}, defense {cfg.defense}, optimizer {cfg.optimizer}, "
-                f"amp {amp_mode(cfg) if amp.dtype else 'off'}")
+                f"amp {amp.mode}")
 
     train_loader, val_loader = build_loaders(cfg, device)
     model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,

@@ -28,7 +28,7 @@ import torch.multiprocessing as mp
 import train as train_script
 from model import build_model
 from tests.conftest import ROOT
-from train import build_amp, prepare_model, train_step
+from train import MixedPrecision, build_amp, prepare_model, train_step
 from util import dist
 from util.config import load_config
 from util.defense import TrainingAttack, build_defense, unwrap
@@ -221,3 +221,19 @@ def test_train_script_launches_torchrun_when_nproc_is_above_one() -> None:
     assert "train.py FAILED" in proc.stdout  # torchrun's report
     assert bad.returncode == 2 and bad.stderr.strip() == ("error: NPROC must be a positive integer "
                                                           "(processes on this machine), got 'two'")
+
+
+@pytest.mark.parametrize("adv_amp", [False, True])
+def test_training_attack_crafts_in_fp32_unless_adv_amp(adv_amp) -> None:
+    torch.manual_seed(0)
+    model = build_model("psp", 18, CLASSES, dropout=0.0).train()
+    dtypes = []
+    model.layer0.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    optimizer, _ = build_optimizer("sgd", model, LR)
+    images, target = global_batch(0)
+    amp = MixedPrecision("cpu", "bf16", adv=adv_amp)
+    train_step(SimpleNamespace(save_path="unused", sam_warmup_iters=0), model,
+               build_defense("sat", 0.4, 255, TrainingAttack(eps=0.03, steps=2)), optimizer, images[:2].float(),
+               target[:2], 1, amp)
+    crafting = torch.bfloat16 if adv_amp else torch.float32
+    assert dtypes == [crafting, crafting, torch.bfloat16]  # 2 attack steps, then the training forward

@@ -106,8 +106,8 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _comm_device(tensor: torch.Tensor) -> torch.device:
-    """nccl reduces CUDA tensors only; gloo reduces CPU ones."""
+def _comm_device() -> torch.device:
+    """Where collectives take their tensors: nccl reduces CUDA tensors only, gloo CPU ones."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -117,7 +117,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over processes (a new tensor on ``tensor``'s device; the tensor itself with one process)."""
     if world_size() == 1:
         return tensor
-    out = tensor.detach().to(_comm_device(tensor), copy=True)
+    out = tensor.detach().to(_comm_device(), copy=True)
     dist.all_reduce(out)
     return out.to(tensor.device)
 
@@ -132,7 +132,7 @@ def broadcast_object(obj: Any) -> Any:
     if world_size() == 1:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0, device=_comm_device(torch.empty(0)))
+    dist.broadcast_object_list(box, src=0, device=_comm_device())
     return box[0]
 
 
