@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import logging
 import math
 import os
 import re
@@ -35,7 +36,7 @@ from attack.registry import ATTACKS, build_attack, parse_specs
 from attack.sea import SEA
 from attack.transfer import Transfer
 from model import build_model, load_checkpoint_weights
-from util import predictions, summary
+from util import dist, predictions, summary
 from util.config import TestConfig, load_config
 from util.dataset import SemData, colorize, load_names_colors
 from util.device import select_device
@@ -193,19 +194,24 @@ def evaluate(cfg: DictConfig, data: SemData, attack_spec: dict | None, names: li
     logger.info(f">>>>>>>>>>>>>>>> Start Evaluation ({label or 'clean'}, {len(data)} images) >>>>>>>>>>>>>>>>")
     if not cfg.has_prediction:  # has_prediction: only score what is stored
         fingerprint = prediction_fingerprint(cfg, attack_spec, model_loader)
-        predictions.check_fingerprint(save_folder, fingerprint, cfg.overwrite)
-        todo = predictions.missing(gray_folder, image_names)
+        if dist.is_main_process():  # distributed: rank 0 checks the folder and lists what is missing
+            predictions.check_fingerprint(save_folder, fingerprint, cfg.overwrite)
+        todo = dist.broadcast_object(predictions.missing(gray_folder, image_names) if dist.is_main_process() else None)
         if len(todo) < len(data):
             logger.info(f"{len(data) - len(todo)} of {len(data)} predictions already stored in {gray_folder}; "
                         f"computing the other {len(todo)}")
         if todo:
             model, device = model_loader()
-            predictions.record_fingerprint(save_folder, fingerprint)
+            if dist.is_main_process():
+                predictions.record_fingerprint(save_folder, fingerprint)
             subset = copy.copy(data)
-            subset.data_list = [data.data_list[i] for i in todo]
+            subset.data_list = [data.data_list[i] for i in todo[dist.rank()::dist.world_size()]]  # this rank's share
             run_inference(cfg, subset, model, device, attack_spec, gray_folder, color_folder, colors,
                           SegMetric(cfg.classes, cfg.ignore_label))
+        dist.barrier()  # every prediction is stored before rank 0 scores them
     logger.info("<<<<<<<<<<<<<<<<< End Evaluation <<<<<<<<<<<<<<<<<")
+    if not dist.is_main_process():
+        return None
     if cfg.split == "test":
         logger.info(f"predictions written to {gray_folder} (split 'test' has no labels: no metrics)")
         return None
@@ -325,6 +331,10 @@ def write_summary(rows: list[dict], save_folder: Path) -> None:
 def main() -> None:
     args = get_parser().parse_args()
     cfg = load_config(args.config, args.opts)
+    device = dist.setup(select_device(cfg.device, cfg.test_gpu), cfg.dist_url, cfg.world_size, cfg.rank,
+                        cfg.dist_backend, cfg.multiprocessing_distributed)  # torchrun: images sharded over ranks
+    if not dist.is_main_process():
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs and writes the results
     specs = [ORIGINAL_BIM] if args.attack else [None, *distinct_labels(parse_specs(cfg.attacks))]
     if any(specs) and cfg.split == "test":
         raise UserError("an attack needs labels, but split is 'test'; evaluate a labelled split (val)")
@@ -337,12 +347,13 @@ def main() -> None:
         raise UserError(f"no images to evaluate in '{cfg.test_list}' with index_start {cfg.index_start}")
 
     runs, ensembles = expand_sea(specs)
-    model_loader = functools.cache(lambda: load_model(cfg))  # loaded only when a prediction is missing
+    model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
     evaluated = [evaluate(cfg, data, spec, names, colors, model_loader) for spec in runs]
     if len(evaluated) > 1 and all(evaluated):
         save_folder = Path(cfg.save_folder)
         rows = [row for row, _ in evaluated] + worst_cases(evaluated, ensembles, names, save_folder)
         write_summary(rows, save_folder)
+    dist.cleanup()
 
 
 if __name__ == "__main__":

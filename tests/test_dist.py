@@ -8,6 +8,7 @@ half must be the global batch's second half.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -237,3 +238,31 @@ def test_training_attack_crafts_in_fp32_unless_adv_amp(adv_amp) -> None:
                target[:2], 1, amp)
     crafting = torch.bfloat16 if adv_amp else torch.float32
     assert dtypes == [crafting, crafting, torch.bfloat16]  # 2 attack steps, then the training forward
+
+
+def test_test_py_over_two_processes_gives_the_one_process_results(run_cli, tiny_opts, tmp_path) -> None:
+    """test.py under torchrun: each rank predicts its share of the images (clean and under BIM), rank 0 scores
+    all stored predictions: the same predictions and numbers as one process."""
+    import test as test_script
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "model.pth"
+    torch.save({"state_dict": build_model("psp", 18, 5, pretrained=False).state_dict()}, checkpoint)
+    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint),
+            "attacks", "[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}]"]
+    code, _, err = run_cli(test_script, [*opts, "save_folder", str(tmp_path / "one")])
+    assert code == 0, err
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "test.py", *opts, "save_folder", str(tmp_path / "two")], cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("Eval result: mIoU") == 2  # clean and BIM, logged by rank 0 only
+    assert (tmp_path / "two/results.csv").read_text() == (tmp_path / "one/results.csv").read_text()
+    for mode in ("", "bim_eps0.03"):
+        one, two = (json.loads((tmp_path / run / mode / "results.json").read_text()) for run in ("one", "two"))
+        assert one["images"] == two["images"] == 4
+        assert [one[k] for k in ("mIoU", "mAcc", "allAcc", "classes")] == [two[k] for k in ("mIoU", "mAcc", "allAcc",
+                                                                                             "classes")]
+        grays = [sorted((tmp_path / run / mode / "gray").iterdir()) for run in ("one", "two")]
+        assert [p.name for p in grays[0]] == [p.name for p in grays[1]] and len(grays[0]) == 4
+        assert all(a.read_bytes() == b.read_bytes() for a, b in zip(*grays))
