@@ -75,10 +75,11 @@ def run_steps(defense_name: str, optimizer_name: str) -> dict[str, torch.Tensor]
 
 
 def worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    """One of the processes, joined by the original keys (torchrun's environment is tested with train.py)."""
     torch.set_num_threads(1)
-    assert dist.setup(torch.device("cpu")) == torch.device("cpu") and dist.world_size() == world
+    assert not dist.under_torchrun()
+    device = dist.setup(torch.device("cpu"), dist_url=f"tcp://127.0.0.1:{port}", world_size=world, rank=rank)
+    assert device == torch.device("cpu") and dist.world_size() == world
     assert dist.is_main_process() == (rank == 0)
     states = {case: run_steps(*case) for case in CASES}
     torch.save(states, Path(out) / f"rank{rank}.pt")

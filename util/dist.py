@@ -51,8 +51,8 @@ def setup(device: torch.device, dist_url: str = "tcp://127.0.0.1:6789", world_si
         init_method, world_size, rank = "env://", int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     else:
         if multiprocessing_distributed:
-            log.info("multiprocessing_distributed: launch several processes with torchrun "
-                     "(tool_train/train.sh does, see README); running the processes this launch starts")
+            log.info("multiprocessing_distributed: this launch starts no further processes; start one per GPU "
+                     "with torchrun (tool_train/train.sh does, see README)")
         if world_size <= 1:
             return device
         if not 0 <= rank < world_size:
