@@ -79,7 +79,8 @@ class MixedPrecision:
 
 
 def amp_mode(cfg: DictConfig) -> str:
-    """The ``amp`` key; with ``amp: off`` the original apex keys map: use_apex + opt_level O0 -> off, O1/O2/O3 -> fp16."""
+    """The ``amp`` key; with ``amp: off`` the original apex keys map: use_apex + opt_level O0 -> off,
+    O1/O2/O3 -> fp16."""
     if not cfg.use_apex or cfg.amp != "off":
         if cfg.use_apex:
             logger.info(f"amp {cfg.amp} is set: use_apex/opt_level ignored")

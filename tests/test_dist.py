@@ -180,7 +180,8 @@ def test_train_py_under_torchrun_restarts_a_killed_worker_from_the_last_checkpoi
         run = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not (tmp_path / "model/train_epoch_1.pth").exists() and run.poll() is None and time.monotonic() < deadline:
+        first = tmp_path / "model/train_epoch_1.pth"
+        while not first.exists() and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         children = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(run.pid)], capture_output=True, text=True,
                                   check=False).stdout.splitlines()

@@ -12,7 +12,8 @@ model_dir=${exp_dir}/model
 now=$(date +"%Y%m%d_%H%M%S")
 nproc=${NPROC:-$("${PYTHON}" -m util.dist --config "${config}" "$@" 2>/dev/null || echo 1)}
 case "${nproc}" in
-  ''|*[!0-9]*|0) echo "error: NPROC must be a positive integer (processes on this machine), got '${nproc}'" >&2; exit 2 ;;
+  ''|*[!0-9]*|0)
+    echo "error: NPROC must be a positive integer (processes on this machine), got '${nproc}'" >&2; exit 2 ;;
 esac
 launch=""
 if [ "${nproc}" -gt 1 ]; then
@@ -25,7 +26,7 @@ status_file=$(mktemp)
 echo 0 > "${status_file}"
 # sh has no pipefail: the exit code of train.py travels through a file past tee.
 # ${launch} is split into words on purpose (torchrun and its flags).
-{ "${PYTHON}" -u ${launch} train.py --config "${config}" save_path "${model_dir}" "$@" 2>&1 || echo $? > "${status_file}"; } \
-  | tee "${model_dir}/train-${now}.log"
+{ "${PYTHON}" -u ${launch} train.py --config "${config}" save_path "${model_dir}" "$@" 2>&1 \
+    || echo $? > "${status_file}"; } | tee "${model_dir}/train-${now}.log"
 status=$(cat "${status_file}"); rm -f "${status_file}"
 exit "${status}"

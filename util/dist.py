@@ -167,8 +167,9 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d over the global batch on the CPU, where ``nn.SyncBatchNorm`` refuses to run (torch 2.13 has
     no CPU kernels for its statistics).
 
-    The per-channel sums are all-reduced with autograd (:class:`_SumOverProcesses`), so the normalisation, the running statistics and the gradients are
-    those of one process with the whole batch. Eval mode and a single process use plain BN.
+    The per-channel sums are all-reduced with autograd (:class:`_SumOverProcesses`), so the normalisation, the
+    running statistics and the gradients are those of one process with the whole batch. Eval mode and a single
+    process use plain BN.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,9 +209,10 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
         if type(child) is nn.BatchNorm2d:
-            like = next(t for t in (*child.parameters(), *child.buffers()) if t.is_floating_point())
+            like = next((t for t in (*child.parameters(), *child.buffers()) if t.is_floating_point()), None)
+            factory = {} if like is None else {"device": like.device, "dtype": like.dtype}
             sync = GlooSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                     child.track_running_stats, device=like.device, dtype=like.dtype)
+                                     child.track_running_stats, **factory)
             sync.load_state_dict(child.state_dict())
             sync.train(child.training)
             setattr(model, name, sync)
