@@ -1,10 +1,15 @@
 """A built-in synthetic segmentation dataset in semseg's list-file layout, generated from a seed in seconds.
 
-Each image shows a few filled shapes (circle, square, triangle, cross) on a textured background. By
-default (``colour_hint=1``) an object's hue leans towards its class's hue family, as real classes have
-typical colours, but backgrounds take any colour, so a model still has to find the object's extent and
-shape; ``colour_hint=0`` draws every object's colour from one distribution, so only the *shape* tells
-classes apart (harder: a small CNN from scratch then needs far more than the demo's few minutes). Labels follow VOC: 0 is background, k is
+Each image shows a few filled shapes (circle, square, triangle, cross) on a textured background. With
+``colour_hint=1`` an object's hue lies within ``hue_spread`` degrees of its class's hue family, as real
+classes have typical colours; ``colour_hint=0`` draws every object's colour from one distribution, so only
+the *shape* tells classes apart (a small CNN from scratch then needs far more than the demo's few minutes).
+``background_chroma=1`` gives backgrounds of any colour (a model must then find an object's extent and
+shape), 0 grey ones. ``contrast`` pulls every colour towards mid-grey, so a fixed L-inf perturbation is
+larger next to the image's colour differences. The defaults (``DEMO_*``) make the demo's set: grey
+backgrounds, hues within 10 degrees of 90-degree-apart families, contrast 0.2. A robust cue exists there
+(an object's hue and saturation), but an undefended model trained on it is brittle under the original
+BIM, so adversarial training has something to win back. Labels follow VOC: 0 is background, k is
 ``CLASS_NAMES[k]``, and a 2-px band on every visible object boundary is 255 (ignored).
 
 Layout written under ``root`` (paths in the lists are relative to ``root``, as in semseg)::
@@ -40,8 +45,14 @@ CLASS_NAMES = ['background', 'circle', 'square', 'triangle', 'cross']
 CLASS_HUES = [0.0, 0.0, 90.0, 180.0, 270.0]
 IGNORE_LABEL = 255
 # Bump when the drawing changes, so an old dataset on disk is reported as stale instead of reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SPLITS = {'train': 0, 'val': 1}
+# The demo's data (generate() and the CLI default to it): grey backgrounds, narrow hue families and low
+# contrast, so a robust cue exists (an object's hue, 35+ degrees from the next family) but the 0.02 test
+# perturbation is large next to the image's colour differences and an undefended model is brittle.
+DEMO_HUE_SPREAD = 10.0
+DEMO_BACKGROUND_CHROMA = 0.0
+DEMO_CONTRAST = 0.2
 PARAMS_FILE = 'synthetic.json'
 
 _KERNEL3 = np.ones((3, 3), np.uint8)
@@ -92,8 +103,12 @@ def _smooth_field(rng: np.random.Generator, height: int, width: int, channels: i
     return field.reshape(height, width, channels)
 
 
-def _background(rng: np.random.Generator, height: int, width: int, texture_strength: float) -> np.ndarray:
-    """A textured float32 RGB background: gradient + low-frequency noise + faint stripes or checker."""
+def _background(rng: np.random.Generator, height: int, width: int, texture_strength: float,
+                background_chroma: float) -> np.ndarray:
+    """A textured float32 RGB background: gradient + low-frequency noise + faint stripes or checker.
+
+    ``background_chroma`` scales every pixel's distance from its own grey level (0: a grey background).
+    """
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     theta = rng.uniform(0, 2 * np.pi)
     proj = np.cos(theta) * xx + np.sin(theta) * yy
@@ -114,7 +129,8 @@ def _background(rng: np.random.Generator, height: int, width: int, texture_stren
         colour = rng.uniform(0, 255, size=3)
         alpha = rng.uniform(0.2, 0.5) * texture_strength
         img = img * (1 - alpha * on[..., None]) + colour * alpha * on[..., None]
-    return img.astype(np.float32)
+    grey = img.mean(axis=2, keepdims=True)
+    return (grey + background_chroma * (img - grey)).astype(np.float32)
 
 
 def _object_fill(rng: np.random.Generator, height: int, width: int, colour: np.ndarray) -> np.ndarray:
@@ -128,7 +144,9 @@ def _object_fill(rng: np.random.Generator, height: int, width: int, colour: np.n
 
 def render_sample(seed: int, split: str, index: int, size: int = 96, texture_strength: float = 0.5,
                   min_objects: int = 2, max_objects: int = 4, min_contrast: float = 80.0,
-                  max_aspect: float = 1.25, colour_hint: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  max_aspect: float = 1.25, colour_hint: float = 1.0,
+                  hue_spread: float = DEMO_HUE_SPREAD, background_chroma: float = DEMO_BACKGROUND_CHROMA,
+                  contrast: float = DEMO_CONTRAST) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one sample of the dataset.
 
     Args:
@@ -143,6 +161,9 @@ def render_sample(seed: int, split: str, index: int, size: int = 96, texture_str
         max_aspect: largest width / height ratio.
         colour_hint: probability that an object's colour comes from its class's hue family instead of
             the class-independent uniform distribution.
+        hue_spread: an object in its class's hue family takes a hue within +-hue_spread degrees of it.
+        background_chroma: 1 gives backgrounds of any colour, 0 grey ones (hue then tells objects apart).
+        contrast: factor in (0, 1] that scales every colour's distance from mid-grey before the sensor noise.
 
     Returns:
         (image HxWx3 uint8 RGB, label HxW uint8 with 255 on boundaries, instance HxW uint8: 0 background,
@@ -151,7 +172,7 @@ def render_sample(seed: int, split: str, index: int, size: int = 96, texture_str
     rng = np.random.default_rng([seed, SPLITS[split], index])
     height = size
     width = int(rng.integers(size, round(size * max_aspect) + 1))
-    image = _background(rng, height, width, texture_strength)
+    image = _background(rng, height, width, texture_strength, background_chroma)
     label = np.zeros((height, width), np.uint8)
     instance = np.zeros((height, width), np.uint8)
     r_min, r_max = size * 8 / 96, size * 22 / 96
@@ -168,12 +189,12 @@ def render_sample(seed: int, split: str, index: int, size: int = 96, texture_str
         else:
             continue  # crowded image: skip this object rather than draw a confusing occlusion
         hue = CLASS_HUES[cls] if rng.random() < colour_hint else None
-        colour = _pick_colour(rng, image[mask], min_contrast, hue)
+        colour = _pick_colour(rng, image[mask], min_contrast, hue, hue_spread)
         fill = _object_fill(rng, height, width, colour)
         image[mask] = fill[mask]
         label[mask] = cls
         instance[mask] = obj
-    image = image + rng.normal(0, 2.0, size=image.shape)
+    image = 127.5 + contrast * (image - 127.5) + rng.normal(0, 2.0, size=image.shape)
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
     # Morphological gradient of the instance map: a 2-px band on every visible object edge (one pixel
     # each side), also between touching objects, but not along the image border.
@@ -201,21 +222,21 @@ def _placement_ok(mask: np.ndarray, cls: int, label: np.ndarray, instance: np.nd
     return True
 
 
-def _draw_colour(rng: np.random.Generator, hue: float | None) -> np.ndarray:
-    """Uniform RGB, or a saturated colour within +-30 degrees of ``hue`` (degrees)."""
+def _draw_colour(rng: np.random.Generator, hue: float | None, spread: float) -> np.ndarray:
+    """Uniform RGB, or a saturated colour within +-``spread`` degrees of ``hue`` (degrees)."""
     if hue is None:
         return rng.uniform(0, 255, size=3)
-    hsv = np.uint8([[[(hue + rng.uniform(-30, 30)) % 360 / 2, rng.uniform(150, 255), rng.uniform(120, 255)]]])
+    hsv = np.uint8([[[(hue + rng.uniform(-spread, spread)) % 360 / 2, rng.uniform(150, 255), rng.uniform(120, 255)]]])
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
 
 
 def _pick_colour(rng: np.random.Generator, covered: np.ndarray, min_contrast: float,
-                 hue: float | None = None) -> np.ndarray:
+                 hue: float | None = None, hue_spread: float = 30.0) -> np.ndarray:
     """An object colour (see :func:`_draw_colour`), redrawn until it stands out from ``covered``."""
     under = covered.reshape(-1, 3).mean(axis=0)
     best, best_dist = None, -1.0
     for _ in range(20):
-        colour = _draw_colour(rng, hue)
+        colour = _draw_colour(rng, hue, hue_spread)
         dist = float(np.linalg.norm(colour - under))
         if dist >= min_contrast:
             return colour
@@ -276,7 +297,9 @@ def _remove_stale(root: Path, keep: set[str]) -> None:
 
 def generate(root: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 50, size: int = 96,
              overwrite: bool = False, texture_strength: float = 0.5, min_objects: int = 2, max_objects: int = 4,
-             min_contrast: float = 80.0, max_aspect: float = 1.25, colour_hint: float = 1.0) -> dict:
+             min_contrast: float = 80.0, max_aspect: float = 1.25, colour_hint: float = 1.0,
+             hue_spread: float = DEMO_HUE_SPREAD, background_chroma: float = DEMO_BACKGROUND_CHROMA,
+             contrast: float = DEMO_CONTRAST) -> dict:
     """Write the synthetic dataset under ``root``, or leave it alone when it is already up to date.
 
     Args:
@@ -292,6 +315,9 @@ def generate(root: str | Path, seed: int = 0, num_train: int = 400, num_val: int
         min_contrast: wanted RGB distance between an object and what it covers.
         max_aspect: largest width / height ratio.
         colour_hint: probability that an object takes its class's hue family (0: colour-free classes).
+        hue_spread: largest hue offset (degrees) of an object from its class's hue family.
+        background_chroma: background colourfulness in [0, 1] (0: grey backgrounds).
+        contrast: image contrast in (0, 1]; every colour's distance from mid-grey is scaled by it.
 
     Returns:
         Summary dict: root, list paths, counts, classes, whether files were written, and seconds taken.
@@ -311,10 +337,17 @@ def generate(root: str | Path, seed: int = 0, num_train: int = 400, num_val: int
         raise UserError(f'--max-aspect must be at least 1 (got {max_aspect})')
     if not 0.0 <= colour_hint <= 1.0:
         raise UserError(f'--colour-hint must be in [0, 1] (got {colour_hint})')
+    if not 0.0 <= hue_spread <= 45.0:
+        raise UserError(f'--hue-spread must be in [0, 45] degrees so hue families do not overlap (got {hue_spread})')
+    if not 0.0 <= background_chroma <= 1.0:
+        raise UserError(f'--background-chroma must be in [0, 1] (got {background_chroma})')
+    if not 0.0 < contrast <= 1.0:
+        raise UserError(f'--contrast must be in (0, 1] (got {contrast})')
     root = Path(root)
     knobs = {'size': size, 'texture_strength': texture_strength, 'min_objects': min_objects,
              'max_objects': max_objects, 'min_contrast': min_contrast, 'max_aspect': max_aspect,
-             'colour_hint': colour_hint}
+             'colour_hint': colour_hint, 'hue_spread': hue_spread, 'background_chroma': background_chroma,
+             'contrast': contrast}
     params = {'version': GENERATOR_VERSION, 'seed': seed, 'num_train': num_train, 'num_val': num_val, **knobs}
     counts = {'train': num_train, 'val': num_val}
     summary = {'root': str(root), 'train_list': str(root / 'list' / 'train.txt'),
@@ -359,11 +392,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument('--max-objects', type=int, default=4, help='most objects per image (default: %(default)s)')
     parser.add_argument('--colour-hint', type=float, default=1.0,
                         help='probability that an object takes its class hue, 0 = shape only (default: %(default)s)')
+    parser.add_argument('--hue-spread', type=float, default=DEMO_HUE_SPREAD,
+                        help='largest hue offset of an object from its class hue, degrees (default: %(default)s)')
+    parser.add_argument('--background-chroma', type=float, default=DEMO_BACKGROUND_CHROMA,
+                        help='background colourfulness in [0, 1], 0 = grey (default: %(default)s)')
+    parser.add_argument('--contrast', type=float, default=DEMO_CONTRAST,
+                        help='image contrast in (0, 1] (default: %(default)s)')
     parser.add_argument('--overwrite', action='store_true', help='regenerate over a dataset made with other parameters')
     args = parser.parse_args(argv)
     summary = generate(args.root, seed=args.seed, num_train=args.num_train, num_val=args.num_val, size=args.size,
                        overwrite=args.overwrite, texture_strength=args.texture_strength,
-                       min_objects=args.min_objects, max_objects=args.max_objects, colour_hint=args.colour_hint)
+                       min_objects=args.min_objects, max_objects=args.max_objects, colour_hint=args.colour_hint,
+                       hue_spread=args.hue_spread, background_chroma=args.background_chroma, contrast=args.contrast)
     state = 'generated' if summary['generated'] else 'up to date'
     print(f"synthetic dataset {state}: {summary['num_train']} train + {summary['num_val']} val images, "
           f"{summary['classes']} classes, lists in {Path(summary['root']) / 'list'} ({summary['seconds']:.1f} s)")
