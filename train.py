@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import random
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -17,19 +16,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from model import build_model, load_checkpoint_weights
 from util import dist, transform
+from util.checkpoint import (
+    CHECKPOINT_GLOB,
+    StopSignal,
+    latest_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from util.config import load_config, save_config
 from util.dataset import SemData, mean_std_255
-from util.defense import StepResult, TrainingAttack, build_defense, resize_target, unwrap
+from util.defense import (
+    StepResult,
+    TrainingAttack,
+    build_defense,
+    resize_target,
+    unwrap,
+)
 from util.device import select_device
 from util.errors import UserError, run_main
 from util.log import format_seconds, setup_logging
 from util.metrics import AverageMeter, SegMetric
 from util.optim import SAM, build_optimizer, frozen_bn_stats, poly_lr, set_lr
+from util.sampler import EpochSeeded, ResumableBatchSampler
 
 logger = setup_logging()
 
@@ -110,15 +124,17 @@ def per_process(cfg: DictConfig) -> tuple[int, int, int]:
     return cfg.batch_size // world, math.ceil(cfg.batch_size_val / world), math.ceil(cfg.workers / world)
 
 
-def build_loaders(cfg: DictConfig, device: torch.device) -> tuple:
+def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tuple:
     """semseg's training augmentation and the center-crop validation loader, this process's share of each.
 
-    With several processes a DistributedSampler deals rank r the images r, r + N, ... of each epoch's
-    permutation (seeded by manual_seed, the same on all ranks); validation images are dealt the same way.
+    Training batches depend only on (data_seed, epoch, position) (util/sampler.py): each epoch's permutation
+    is cut into global batches, of which rank r takes the images r, r + N, ..., and every image's random
+    augmentation is seeded by (data_seed, epoch, image), so a run resumes mid-epoch exactly and the data do
+    not depend on the number of workers. Validation images are dealt r, r + N, ... as well.
     """
     mean, std = mean_std_255()
     crop = [cfg.train_h, cfg.train_w]
-    batch_size, batch_size_val, workers = per_process(cfg)
+    _, batch_size_val, workers = per_process(cfg)  # the sampler deals the global batch
     train_transform = transform.Compose([
         transform.RandScale([cfg.scale_min, cfg.scale_max]),
         transform.RandRotate([cfg.rotate_min, cfg.rotate_max], padding=mean, ignore_label=cfg.ignore_label),
@@ -131,17 +147,12 @@ def build_loaders(cfg: DictConfig, device: torch.device) -> tuple:
     if len(train_data) < cfg.batch_size:
         raise UserError(f"train_list '{cfg.train_list}' has {len(train_data)} images, fewer than "
                         f"batch_size {cfg.batch_size}; lower batch_size")
-    generator = torch.Generator()
-    if cfg.manual_seed is not None:
-        generator.manual_seed(cfg.manual_seed + dist.rank())  # data workers: different per rank, reproducible
-    sampler = None
-    if dist.world_size() > 1:
-        seed = cfg.manual_seed if cfg.manual_seed is not None else dist.broadcast_object(random.randrange(2 ** 31))
-        sampler = torch.utils.data.distributed.DistributedSampler(train_data, shuffle=True, seed=seed)
+    sampler = ResumableBatchSampler(len(train_data), cfg.batch_size, data_seed, dist.rank(), dist.world_size())
     pin = device.type == "cuda"
+    # Own generators: creating a loader's iterator must not draw from the global RNG that a checkpoint restores.
     train_loader = torch.utils.data.DataLoader(
-        train_data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers,
-        pin_memory=pin, drop_last=True, generator=generator, persistent_workers=workers > 0)
+        EpochSeeded(train_data, data_seed), batch_sampler=sampler, num_workers=workers, pin_memory=pin,
+        generator=torch.Generator().manual_seed(data_seed + dist.rank()), persistent_workers=workers > 0)
     val_loader = None
     if cfg.evaluate:
         val_transform = transform.Compose([
@@ -152,33 +163,36 @@ def build_loaders(cfg: DictConfig, device: torch.device) -> tuple:
         if dist.world_size() > 1:  # no padding: every image is scored once
             val_data = torch.utils.data.Subset(val_data, range(dist.rank(), len(val_data), dist.world_size()))
         val_loader = torch.utils.data.DataLoader(val_data, batch_size=batch_size_val, shuffle=False,
-                                                 num_workers=workers, pin_memory=pin)
+                                                 num_workers=workers, pin_memory=pin,
+                                                 generator=torch.Generator().manual_seed(data_seed))
     return train_loader, val_loader
 
 
 def check_save_path(cfg: DictConfig) -> None:
     """Refuse to mix checkpoints of two runs in one folder (nothing on disk gets overwritten)."""
-    existing = sorted(Path(cfg.save_path).glob("train_epoch_*.pth"))
+    existing = sorted(Path(cfg.save_path).glob(CHECKPOINT_GLOB))
     if existing and not cfg.resume and not cfg.overwrite:
         raise UserError(f"save_path '{cfg.save_path}' already holds checkpoints ({existing[0].name}, ...); "
-                        f"set resume to continue, choose another save_path, or set overwrite True")
+                        f"set resume (or auto_resume True) to continue, choose another save_path, or set "
+                        f"overwrite True")
 
 
-def latest_checkpoint(save_path: str) -> str | None:
-    """The train_epoch_N.pth with the largest N in ``save_path`` (for auto_resume), or None."""
-    found = [(int(p.stem.rsplit("_", 1)[1]), p) for p in Path(save_path).glob("train_epoch_*.pth")
-             if p.stem.rsplit("_", 1)[1].isdigit()]
-    return str(max(found)[1]) if found else None
+def training_state(cfg: DictConfig, model: nn.Module, optimizer, amp: MixedPrecision, iteration: int,
+                   iters_per_epoch: int, data_seed: int) -> dict:
+    """Everything needed to continue exactly after ``iteration`` updates (collective: call on every process)."""
+    return {"epoch": iteration // iters_per_epoch, "iteration": iteration, "state_dict": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": amp.scaler.state_dict(),
+            "rng": dist.gather_objects(rng_state()), "data_seed": data_seed, "config": OmegaConf.to_container(cfg)}
 
 
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves a torn file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def restore_rng(checkpoint: dict, path: str) -> None:
+    """This process's RNG states from a checkpoint written by as many processes."""
+    states = checkpoint.get("rng")
+    if states is not None and len(states) == dist.world_size():
+        set_rng_state(states[dist.rank()])
+    else:
+        logger.info(f"checkpoint '{path}' holds no RNG states for {dist.world_size()} process(es): random "
+                    f"augmentation, dropout and attack starts continue from fresh seeds, not bitwise as before")
 
 
 def prepare_model(cfg, model: nn.Module, device: torch.device) -> nn.Module:
@@ -235,18 +249,19 @@ def reduced(metric: SegMetric) -> SegMetric:
 
 
 def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, device, writer=None,
-                amp: MixedPrecision | None = None) -> tuple:
-    """One epoch of the single training loop; returns (loss, mIoU, mAcc, allAcc) over all processes."""
+                amp: MixedPrecision | None = None, start: int = 0, after_step=None) -> tuple:
+    """One epoch of the single training loop from batch ``start`` on; returns (loss, mIoU, mAcc, allAcc) over
+    all processes and whether ``after_step(curr_iter)`` asked to stop early."""
     model.train()
-    if isinstance(loader.sampler, torch.utils.data.distributed.DistributedSampler):
-        loader.sampler.set_epoch(epoch)
+    loader.batch_sampler.set_epoch(epoch, start)
     memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.preserve_format
     batch_time, data_time = AverageMeter(), AverageMeter()
     main_meter, aux_meter, loss_meter = AverageMeter(), AverageMeter(), AverageMeter()
     metric = SegMetric(cfg.classes, cfg.ignore_label)
     max_iter = cfg.epochs * len(loader)
     end = time.time()
-    for i, (images, target) in enumerate(loader):
+    stopped = False
+    for i, (images, target) in enumerate(loader, start):
         data_time.update(time.time() - end)
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         target = target.to(device, non_blocking=True)
@@ -272,10 +287,13 @@ def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, devi
                         f"Accuracy {acc:.4f}.")
         if writer is not None:
             writer.add_scalar("loss_train_batch", main_meter.val, curr_iter)
+        if after_step is not None and after_step(curr_iter):
+            stopped = True
+            break
     metric = reduced(metric)
     logger.info(f"Train result at epoch [{epoch + 1}/{cfg.epochs}]: "
                 f"mIoU/mAcc/allAcc {metric.miou:.4f}/{metric.macc:.4f}/{metric.allacc:.4f}.")
-    return main_meter.avg, metric.miou, metric.macc, metric.allacc
+    return main_meter.avg, metric.miou, metric.macc, metric.allacc, stopped
 
 
 @torch.no_grad()
@@ -306,8 +324,9 @@ def main() -> None:
     cfg = load_config(args.config, args.opts)
     device = dist.setup(select_device(cfg.device, cfg.train_gpu), cfg.dist_url, cfg.world_size, cfg.rank,
                         cfg.dist_backend, cfg.multiprocessing_distributed)
-    if cfg.auto_resume and not cfg.resume:  # e.g. a torchrun restart after a worker died: rank 0's pick for all
-        cfg.resume = dist.broadcast_object(latest_checkpoint(cfg.save_path))
+    if cfg.auto_resume and not cfg.resume:  # a restart or a preempted job: rank 0's pick for all
+        latest = latest_checkpoint(cfg.save_path) if dist.is_main_process() else None
+        cfg.resume = dist.broadcast_object(str(latest) if latest else None)
     check_save_path(cfg)
     if not dist.is_main_process():
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs
@@ -317,7 +336,6 @@ def main() -> None:
                 f"classes {cfg.classes}, defense {cfg.defense}, optimizer {cfg.optimizer}, "
                 f"amp {amp.mode}")
 
-    train_loader, val_loader = build_loaders(cfg, device)
     model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
                         output_stride=cfg.output_stride, pretrained=cfg.pretrained and not (cfg.resume or cfg.weight),
                         init_path=cfg.init_path, ddcat=cfg.defense == "ddcat")
@@ -327,7 +345,7 @@ def main() -> None:
     model = prepare_model(cfg, model, device)
     optimizer, index_split = build_optimizer(cfg.optimizer, model, cfg.base_lr, cfg.momentum, cfg.weight_decay,
                                              cfg.sam_rho, cfg.sam_adaptive)
-    start_epoch = cfg.start_epoch
+    checkpoint = {}
     if cfg.resume:  # every process loads the same checkpoint
         checkpoint = load_checkpoint_weights(model, cfg.resume)
         if "optimizer" not in checkpoint or "epoch" not in checkpoint:
@@ -335,8 +353,16 @@ def main() -> None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         if amp.scaler.is_enabled() and checkpoint.get("scaler"):
             amp.scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch = int(checkpoint["epoch"])
-        logger.info(f"=> resumed '{cfg.resume}' at epoch {start_epoch}")
+    data_seed = checkpoint.get("data_seed", cfg.manual_seed)
+    if data_seed is None:
+        data_seed = dist.broadcast_object(random.randrange(2 ** 31))
+    train_loader, val_loader = build_loaders(cfg, device, data_seed)
+    iters = len(train_loader)
+    done = int(checkpoint.get("iteration", checkpoint.get("epoch", cfg.start_epoch) * iters))
+    if cfg.resume:
+        restore_rng(checkpoint, cfg.resume)
+        logger.info(f"=> resumed '{cfg.resume}' after iteration {done} (epoch {done // iters}, "
+                    f"batch {done % iters} of {iters})")
     model = dist.wrap(model, device)
     attack = TrainingAttack(cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, cfg.adv_random_start)
     defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label, attack)
@@ -348,28 +374,54 @@ def main() -> None:
         save_config(cfg, save_path / "config.yaml")
         from tensorboardX import SummaryWriter
         writer = SummaryWriter(str(save_path))
-    for epoch in range(start_epoch, cfg.epochs):
-        loss, miou, macc, allacc = train_epoch(cfg, train_loader, model, defense, optimizer, index_split,
-                                               epoch, device, writer, amp)
-        epoch_log = epoch + 1
-        if writer is not None:
-            for name, value in (("loss", loss), ("mIoU", miou), ("mAcc", macc), ("allAcc", allacc)):
-                writer.add_scalar(f"{name}_train", value, epoch_log)
-        if dist.is_main_process() and (epoch_log % cfg.save_freq == 0 or epoch_log == cfg.epochs):
-            filename = save_path / f"train_epoch_{epoch_log}.pth"
-            save_checkpoint({"epoch": epoch_log, "state_dict": unwrap(model).state_dict(),
-                             "optimizer": optimizer.state_dict(), "scaler": amp.scaler.state_dict()}, filename)
+
+    def save(name: str, iteration: int) -> Path:
+        state = training_state(cfg, model, optimizer, amp, iteration, iters, data_seed)
+        filename = save_path / name
+        if dist.is_main_process():
+            save_checkpoint(state, filename)
             logger.info(f"Saving checkpoint to: {filename}")
-        if val_loader is not None:
-            loss, miou, macc, allacc = validate(cfg, val_loader, model, device, amp)
+        return filename
+
+    with StopSignal() as stop:
+        def after_step(curr_iter: int) -> bool:
+            """Iteration checkpoints (the newest kept), and a clean stop on SIGTERM / SIGINT."""
+            requested = stop.requested()
+            if requested or (cfg.save_every_iters and curr_iter % cfg.save_every_iters == 0):
+                save(f"train_iter_{curr_iter}.pth", curr_iter)
+                if dist.is_main_process():
+                    for old in save_path.glob("train_iter_*.pth"):
+                        if old.name != f"train_iter_{curr_iter}.pth":
+                            old.unlink()
+            if requested:
+                logger.info(f"stopped by {stop.received or 'another process'} after iteration {curr_iter}: "
+                            f"run the same command with auto_resume True (or resume "
+                            f"{save_path / f'train_iter_{curr_iter}.pth'}) to continue exactly")
+            return requested
+
+        for epoch in range(done // iters, cfg.epochs):
+            loss, miou, macc, allacc, stopped = train_epoch(
+                cfg, train_loader, model, defense, optimizer, index_split, epoch, device, writer, amp,
+                start=done % iters if epoch == done // iters else 0, after_step=after_step)
+            if stopped:
+                break
+            epoch_log = epoch + 1
             if writer is not None:
                 for name, value in (("loss", loss), ("mIoU", miou), ("mAcc", macc), ("allAcc", allacc)):
-                    writer.add_scalar(f"{name}_val", value, epoch_log)
+                    writer.add_scalar(f"{name}_train", value, epoch_log)
+            if epoch_log % cfg.save_freq == 0 or epoch_log == cfg.epochs:
+                save(f"train_epoch_{epoch_log}.pth", epoch_log * iters)
+            if val_loader is not None:
+                loss, miou, macc, allacc = validate(cfg, val_loader, model, device, amp)
+                if writer is not None:
+                    for name, value in (("loss", loss), ("mIoU", miou), ("mAcc", macc), ("allAcc", allacc)):
+                        writer.add_scalar(f"{name}_val", value, epoch_log)
     if writer is not None:
         writer.close()
     dist.barrier()  # the last checkpoint is on disk before any process reports success
     dist.cleanup()
-    logger.info("==> Training done.")
+    if not stopped:
+        logger.info("==> Training done.")
 
 
 if __name__ == "__main__":

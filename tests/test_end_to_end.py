@@ -18,20 +18,22 @@ def main_losses(log: str) -> list[float]:
 
 
 def test_train_then_test_clean_and_bim(run_cli, tiny_opts, tiny_data, tmp_path):
-    code, out, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "4", "save_freq", "2",
-                                            "model_path", str(tmp_path / "model/train_epoch_4.pth")])
+    code, out, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "6", "save_freq", "3",
+                                            "model_path", str(tmp_path / "model/train_epoch_6.pth")])
     assert code == 0, err
     losses = main_losses(out)
-    assert len(losses) == 16
+    assert len(losses) == 24
     assert np.mean(losses[-4:]) < np.mean(losses[:4]), losses
-    assert sorted(p.name for p in (tmp_path / "model").glob("*.pth")) == ["train_epoch_2.pth", "train_epoch_4.pth"]
-    checkpoint = torch.load(tmp_path / "model/train_epoch_4.pth", weights_only=True)
-    assert checkpoint["epoch"] == 4 and {"state_dict", "optimizer"} <= set(checkpoint)
+    assert sorted(p.name for p in (tmp_path / "model").glob("*.pth")) == ["train_epoch_3.pth", "train_epoch_6.pth"]
+    assert (tmp_path / "model/latest").read_text().strip() == "train_epoch_6.pth"
+    checkpoint = torch.load(tmp_path / "model/train_epoch_6.pth", weights_only=True)
+    assert checkpoint["epoch"] == 6 and checkpoint["iteration"] == 24
+    assert {"state_dict", "optimizer", "scaler", "rng", "data_seed", "config"} <= set(checkpoint)
     assert "ppm.features.0.1.weight" in checkpoint["state_dict"]
     assert list((tmp_path / "model").glob("events.out.tfevents.*"))
     assert (tmp_path / "model/config.yaml").is_file()
 
-    opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_4.pth")]
+    opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_6.pth")]
     code, out, err = run_cli(test_script, ["--config", CONFIG, *opts])
     assert code == 0, err
     clean = json.loads((tmp_path / "result/results.json").read_text())
@@ -121,10 +123,10 @@ def test_adversarial_training_then_test(run_cli, tiny_opts, tiny_data, tmp_path,
 
 
 def test_attack_list_runs_with_clean_in_one_run(run_cli, tiny_opts, tmp_path):
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "4", "save_freq", "4",
-                                          "model_path", str(tmp_path / "model/train_epoch_4.pth")])
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "6", "save_freq", "6",
+                                          "model_path", str(tmp_path / "model/train_epoch_6.pth")])
     assert code == 0, err
-    tiny_opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_4.pth")]
+    tiny_opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_6.pth")]
     attacks = "[{name: fgsm, eps: 8}, {name: pgd, eps: [2, 8], steps: 3}, {name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}]"
     code, out, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "attacks", attacks])
     assert code == 0, err

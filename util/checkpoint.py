@@ -10,13 +10,19 @@ RNG states are stored as tensors and plain numbers, so checkpoints still load wi
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from util import dist
+
+logger = logging.getLogger(__name__)
 
 LATEST = "latest"
 CHECKPOINT_GLOB = "train_*.pth"
@@ -93,3 +99,37 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class StopSignal:
+    """While active, SIGTERM and SIGINT only request a stop: the training loop finishes its step, saves a
+    checkpoint and exits 0. A second SIGINT interrupts at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignal:
+        try:
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        except ValueError:  # not the main thread (e.g. an embedding application): signals keep their handlers
+            self._previous = {}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received == "SIGINT" and name == "SIGINT":
+            raise KeyboardInterrupt
+        self.received = name
+        logger.warning(f"{name} received: stopping after this step with a checkpoint")
+
+    def requested(self) -> bool:
+        """Whether any process received a stop signal (all processes agree, so they stop together)."""
+        flag = torch.tensor([float(self.received is not None)])
+        return bool(dist.all_reduce_sum(flag).item() > 0)

@@ -81,7 +81,8 @@ class TrainConfig:
     amp: str = "off"  # mixed precision: off | bf16 | fp16 (fp16 with a gradient scaler); see README
     adv_amp: bool = False  # craft the training attack under amp too (default: input gradients in fp32)
     channels_last: bool = False  # channels-last memory format (CUDA only; ignored with a notice on the CPU)
-    auto_resume: bool = False  # resume from the latest train_epoch_N.pth in save_path if any (torchrun restarts)
+    auto_resume: bool = False  # resume from the checkpoint 'latest' names in save_path, if any (restarts, preemption)
+    save_every_iters: int = 0  # also save train_iter_N.pth every N iterations (the newest is kept); 0: off
 
 
 @dataclass
@@ -232,6 +233,8 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         raise UserError(f"{where}: base_lr must be > 0, got {cfg.base_lr}")
     if not cfg.scales or min(cfg.scales) <= 0:
         raise UserError(f"{where}: scales must be a non-empty list of positive numbers, got {list(cfg.scales)}")
+    if cfg.save_every_iters < 0:
+        raise UserError(f"{where}: save_every_iters must be >= 0 (0: only epoch checkpoints), got {cfg.save_every_iters}")
     if cfg.workers < 0 or cfg.index_start < 0 or cfg.index_step < 0:
         raise UserError(f"{where}: workers, index_start and index_step must be >= 0")
     if cfg.panels < 0:

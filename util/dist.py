@@ -136,6 +136,15 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def gather_objects(obj: Any) -> list:
+    """Every process's ``obj``, in rank order (e.g. per-process RNG states for a checkpoint)."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def global_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """This process's share of a mean over the global batch: ``total * world_size / sum of count``.
 

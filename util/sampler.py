@@ -2,8 +2,10 @@
 number of processes or data workers.
 
 :class:`ResumableBatchSampler` draws one permutation per epoch from ``(seed, epoch)``, cuts it into global
-batches of ``batch_size`` and gives each process its contiguous share, so the union of the processes'
-batches at step k is the single-process batch k. It can start an epoch at any batch (resume after a
+batches of ``batch_size`` and deals each global batch to the processes as DistributedSampler does
+(process r takes positions r, r + N, ...), so the union of the processes' batches at step k is the
+single-process batch k, and the first half of every process's batch is the first half of the global
+batch (what SAT and DDC-AT keep clean) whenever the per-process batch is even. It can start an epoch at any batch (resume after a
 crash) without loading the batches it skips. It yields ``(epoch, index)`` keys; :class:`EpochSeeded`
 seeds the random augmentation of each sample from ``(seed, epoch, index)``, so a sample looks the same
 whichever worker loads it and whatever was loaded before it.
@@ -58,10 +60,9 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
         order = torch.randperm(self.size, generator=generator).tolist()
-        local = self.batch_size // self.world_size
         for batch in range(self.start, len(self)):
-            first = batch * self.batch_size + self.rank * local
-            yield [(self.epoch, index) for index in order[first:first + local]]
+            chunk = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            yield [(self.epoch, index) for index in chunk[self.rank::self.world_size]]
 
 
 class EpochSeeded(torch.utils.data.Dataset):
