@@ -22,6 +22,7 @@ import math
 import os
 import re
 import time
+import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from util.errors import UserError, run_main
 from util.inference import Protocol, WholeImageForward, predict
 from util.log import setup_logging
 from util.metrics import SegMetric, summarize
+from util.sampler import derived_seed
 from util.visualize import save_panel
 from util.worstcase import worst_case
 
@@ -111,7 +113,11 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
                   attack_spec: dict | None, gray_folder: Path, color_folder: Path, colors: np.ndarray,
                   metric: SegMetric) -> None:
     """Predict every image, save gray/color maps (and panels of the first ``panels`` attacked images), and
-    accumulate metrics against the labels. A spec's ``protocol`` (the original BIM's) overrides the config's."""
+    accumulate metrics against the labels. A spec's ``protocol`` (the original BIM's) overrides the config's.
+
+    The random draws of an attack (random starts, restarts) are seeded per image from (manual_seed, image
+    name), so an image's prediction is the same whether it is evaluated in one run, after a resume, or on
+    another process."""
     protocol = Protocol.from_config(cfg)
     if attack_spec is not None:
         protocol = dataclasses.replace(protocol, attack_protocol=attack_spec.get("protocol", cfg.attack_protocol))
@@ -124,6 +130,7 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
     for i, (image, label) in enumerate(tqdm(loader, desc=desc, unit="img", dynamic_ncols=True)):
         label = protocol.scored_label(label)
         name = image_name(data.data_list[i][0])
+        torch.manual_seed(derived_seed(cfg.manual_seed or 0, zlib.crc32(name.encode())))
         if attack is not None and i < cfg.panels:
             prediction, attacked = predict(model, image, label, protocol, device, attack, return_image=True)
             clean = predict(model, image, label, protocol, device)
@@ -141,7 +148,7 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
 # What a stored prediction depends on besides the checkpoint and the attack spec: the model's layout, the
 # data and every TEST key except those that only pick images or outputs.
 _PREDICTION_KEYS = ("arch", "backbone", "layers", "classes", "zoom_factor", "output_stride", "ignore_label",
-                    "data_root")
+                    "data_root", "manual_seed")
 _NOT_PREDICTION_KEYS = {"test_list", "split", "has_prediction", "index_start", "index_step", "test_gpu",
                         "model_path", "save_folder", "colors_path", "names_path", "attacks", "panels"}
 # The eps-bounded attacks that maximise a loss step by step: with more steps than BIM they must not be weaker.
@@ -149,13 +156,20 @@ _ITERATIVE = {"bim", "pgd", "segpgd", "cospgd", "apgd", "padam"}
 
 
 def prediction_fingerprint(cfg: DictConfig, attack_spec: dict | None, model_loader) -> dict:
-    """The attack spec, the checkpoint's SHA-256 and the settings that a mode's predictions depend on."""
+    """The attack spec, the checkpoint's SHA-256 (and a transfer attack's source checkpoint's) and the
+    settings that a mode's predictions depend on."""
     if not cfg.model_path or not os.path.isfile(cfg.model_path):
         model_loader()  # fails with the loader's one-line error
     values = OmegaConf.to_container(cfg)
     keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
-    return {"attack": attack_spec, "model_sha256": predictions.file_sha256(cfg.model_path),
-            "settings": {k: values[k] for k in keys}}
+    fingerprint = {"attack": attack_spec, "model_sha256": predictions.file_sha256(cfg.model_path),
+                   "settings": {k: values[k] for k in keys}}
+    if attack_spec and attack_spec.get("source"):
+        source = attack_spec["source"]
+        path = source["model_path"] or load_config(source["config"]).model_path
+        if path and os.path.isfile(path):  # otherwise loading the source model names the problem
+            fingerprint["source_sha256"] = predictions.file_sha256(path)
+    return fingerprint
 
 
 def attack_steps(spec: dict) -> int | None:

@@ -226,3 +226,22 @@ def test_robust_eval_script_runs_the_suite_end_to_end(tiny_opts, checkpoint):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert modes[:3] == ["clean", "bim_eps0.03", "pgd_eps4"] and modes[-2:] == ["sea_eps8", "worst_case_eps8"]
     assert logs and curve
+
+
+def test_random_start_attacks_give_the_same_predictions_after_a_resume(run_cli, tiny_opts, tmp_path, checkpoint):
+    """Attack draws are seeded per image, so a resumed PGD run stores what an uninterrupted one does, and
+    another manual_seed is another evaluation (refused in the same folder)."""
+    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "manual_seed", "5",
+            "attacks", "[{name: pgd, eps: 8, steps: 2}]"]
+    code, _, err = run_cli(test_script, opts)
+    assert code == 0, err
+    gray = tmp_path / "result/pgd_eps8/gray"
+    first = {p.name: p.read_bytes() for p in gray.glob("*.png")}
+    for name in sorted(first)[::2]:
+        (gray / name).unlink()
+    code, out, err = run_cli(test_script, opts)
+    assert code == 0, err
+    assert "2 of 4 predictions already stored" in out
+    assert {p.name: p.read_bytes() for p in gray.glob("*.png")} == first
+    code, _, err = run_cli(test_script, [*opts, "manual_seed", "6"])
+    assert code == 2 and "another 'settings.manual_seed'" in err.strip().splitlines()[-1]
