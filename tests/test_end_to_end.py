@@ -83,11 +83,11 @@ def test_refuses_to_overwrite_another_runs_checkpoints(run_cli, tiny_opts, tmp_p
 
 def test_deeplabv3_trains_and_evaluates(run_cli, tiny_opts, tmp_path):
     config = "config/synthetic/synthetic_aspp18.yaml"
-    code, out, err = run_cli(train_script, ["--config", config, *tiny_opts])
+    code, _, err = run_cli(train_script, ["--config", config, *tiny_opts])
     assert code == 0, err
     checkpoint = torch.load(tmp_path / "model/train_epoch_2.pth", weights_only=True)
     assert "aspp.convs.4.1.weight" in checkpoint["state_dict"]
-    code, out, err = run_cli(test_script, ["--config", config, "--attack", *tiny_opts])
+    code, _, err = run_cli(test_script, ["--config", config, "--attack", *tiny_opts])
     assert code == 0, err
     assert 0 <= json.loads((tmp_path / "result/bim/results.json").read_text())["mIoU"] <= 1
 

@@ -226,7 +226,7 @@ def test_test_py_whole_image_transfer_and_panels(run_cli, tiny_opts, tmp_path):
     attacks = f"[{{{bim}}}, {{{bim}, {source}}}]"
     opts = [*tiny_opts, "model_path", str(checkpoint), "attack_protocol", "whole_image", "panels", "1",
             "index_step", "2", "attacks", attacks]
-    code, out, err = run_cli(test_script, ["--config", config, *opts])
+    code, _, err = run_cli(test_script, ["--config", config, *opts])
     assert code == 0, err
     result = {mode: json.loads((tmp_path / "result" / mode / "results.json").read_text())
               for mode in ("bim_eps0.03", "bim_eps0.03_from_synthetic_pspnet18")}

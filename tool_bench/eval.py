@@ -151,9 +151,9 @@ def main() -> None:
 
     for name in args.attack or ["clean", "bim"]:
         attack = build_attack(BIM_SPEC, model, cfg.ignore_label) if name == "bim" else None
-        runs = {"ours": lambda image, label: predict(model, image, label, protocol, device, attack),
-                "original": lambda image, label: original_predict(model, image, label, protocol, device,
-                                                                   attack is not None)}
+        runs = {"ours": lambda image, label, attack=attack: predict(model, image, label, protocol, device, attack),
+                "original": lambda image, label, attack=attack: original_predict(model, image, label, protocol,
+                                                                                 device, attack is not None)}
         seconds, predictions = {impl: 0.0 for impl in runs}, {impl: [] for impl in runs}
         for impl, run in runs.items():
             run(*samples[0])  # warm-up

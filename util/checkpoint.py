@@ -15,7 +15,7 @@ import os
 import random
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -111,7 +111,7 @@ class StopSignal:
         self.received: str | None = None
         self._previous: dict = {}
 
-    def __enter__(self) -> StopSignal:
+    def __enter__(self) -> Self:
         try:
             self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         except ValueError:  # not the main thread (e.g. an embedding application): signals keep their handlers

@@ -19,7 +19,13 @@ import numpy as np
 from attack import BIM
 from model import build_model, load_checkpoint_weights
 from util.config import load_config
-from util.dataset import colorize, load_names_colors, make_dataset, read_image, read_label
+from util.dataset import (
+    colorize,
+    load_names_colors,
+    make_dataset,
+    read_image,
+    read_label,
+)
 from util.device import select_device
 from util.errors import UserError, run_main
 from util.inference import Protocol, WholeImageForward, predict
