@@ -165,6 +165,10 @@ class MinNormAttack(Attack):
         self.last_norms = (adv - x0).flatten(1).norm(p=order, dim=1)
         return self.project(adv, x0)
 
+    def still_correct(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The active set of DAG and DeepFool: non-ignored pixels still predicted as their label."""
+        return (logits.detach().argmax(1) == target) & (target != self.ignore_index)
+
     def median_norm(self) -> float:
         """Median over images of the last call's unclipped perturbation norm."""
         if self.last_norms is None:

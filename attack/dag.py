@@ -39,7 +39,7 @@ class DAG(MinNormAttack):
         for _ in range(self.steps):
             x.requires_grad_(True)
             logits = self.logits(x, size)
-            active = (logits.detach().argmax(1) == target) & valid
+            active = self.still_correct(logits, target)
             if not active.any():
                 break
             gap = logits.gather(1, adversarial[:, None])[:, 0] - logits.gather(1, safe[:, None])[:, 0]

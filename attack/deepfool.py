@@ -47,13 +47,12 @@ class DeepFool(MinNormAttack):
 
     def minimize(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         size = target.shape[-2:]
-        valid = target != self.ignore_index
         total = torch.zeros_like(x0)
         x = x0.clone()
         for _ in range(self.steps):
             x.requires_grad_(True)
             logits = self.logits(x, size)
-            active = (logits.detach().argmax(1) == target) & valid
+            active = self.still_correct(logits, target)
             if not active.any():
                 break
             f = -label_margin(logits, target, self.ignore_index)[0] * active  # <= 0 on A, 0 elsewhere

@@ -8,7 +8,7 @@ from attack import CW, DAG, CosPGD, DeepFool, PAdam
 from attack.base import label_margin
 from attack.cw import margin_loss
 from attack.registry import build_attack, parse_specs
-from tests.test_attack_suite import _accuracy, trained  # noqa: F401 (trained is a fixture)
+from tests.test_attack_suite import _accuracy, check_deterministic, trained  # noqa: F401 (trained is a fixture)
 from util.errors import UserError
 
 EPS = 8 / 255
@@ -66,14 +66,7 @@ def test_attack_stays_in_its_ball_and_lowers_accuracy(trained, name):  # noqa: F
 
 @pytest.mark.parametrize("name", ATTACKS)
 def test_attack_is_deterministic_for_a_seed(trained, name):  # noqa: F811
-    model, x, target = trained
-    runs = []
-    for seed in (5, 5, 6):
-        torch.manual_seed(seed)
-        runs.append(ATTACKS[name](model)(x, target))
-    assert torch.equal(runs[0], runs[1])
-    if name.startswith(("padam", "cospgd")):  # random start: another seed, another result
-        assert not torch.equal(runs[0], runs[2])
+    check_deterministic(ATTACKS[name], trained, name.startswith(("padam", "cospgd")))
 
 
 @pytest.mark.parametrize("name", ATTACKS)
