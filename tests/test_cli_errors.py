@@ -1,4 +1,5 @@
 """Bad input ends train.py / test.py with one clear line on stderr and exit code 2."""
+import re
 import shutil
 
 import cv2
@@ -167,3 +168,25 @@ def test_bad_attack_specs(run_cli, tiny_opts, tmp_path, attacks, needle):
     code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "m.pth"),
                                          "attacks", attacks])
     assert code == 2 and needle in one_line(err)
+
+
+def test_truncated_or_foreign_checkpoint(run_cli, tiny_opts, tmp_path):
+    whole = checkpoint(tmp_path, 5).read_bytes()
+    for name, content in (("truncated.pth", whole[:len(whole) // 2]), ("notes.pth", b"not a checkpoint\n")):
+        (tmp_path / name).write_bytes(content)
+        code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / name)])
+        assert code == 2 and f"{name}' is not a loadable torch checkpoint" in one_line(err)
+    torch.save({"epoch": 1, "state_dict": [1, 2]}, tmp_path / "list.pth")
+    code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "list.pth")])
+    assert code == 2 and "holds no state dict of tensors" in one_line(err)
+
+
+def test_non_finite_loss_names_the_iteration_and_keeps_the_last_checkpoint(run_cli, tiny_opts, tmp_path):
+    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "base_lr", "1e12", "save_every_iters", "1"])
+    line = one_line(err)
+    assert code == 2 and re.search(r"loss became (nan|inf) at iteration (\d+)", line), line
+    failed = int(re.search(r"at iteration (\d+)", line).group(1))
+    assert failed > 1
+    latest = (tmp_path / "model/latest").read_text().strip()
+    assert latest == f"train_iter_{failed - 1}.pth"
+    assert torch.load(tmp_path / "model" / latest, weights_only=True)["iteration"] == failed - 1
