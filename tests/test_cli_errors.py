@@ -190,3 +190,19 @@ def test_non_finite_loss_names_the_iteration_and_keeps_the_last_checkpoint(run_c
     latest = (tmp_path / "model/latest").read_text().strip()
     assert latest == f"train_iter_{failed - 1}.pth"
     assert torch.load(tmp_path / "model" / latest, weights_only=True)["iteration"] == failed - 1
+
+
+def test_gpu_lists_are_hints(monkeypatch, caplog):
+    """An original config's train_gpu [0, 1, 2, 3] runs on the CPU without CUDA and on the GPUs present with
+    fewer, each with one notice line."""
+    from util.device import select_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level("INFO"):
+        assert select_device("auto", [0, 1, 2, 3]) == torch.device("cpu")
+    assert "no CUDA device: running on the CPU" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with caplog.at_level("INFO"):
+        assert select_device("auto", [0, 1, 2, 3]) == torch.device("cuda", 0)
+    assert "lists 4 GPUs, this machine has 2: using those present" in caplog.text
