@@ -32,7 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from attack.base import Attack
+from attack.base import Attack, MinNormAttack
 from attack.registry import ATTACKS, build_attack, parse_specs
 from attack.sea import SEA
 from attack.transfer import Transfer
@@ -122,6 +122,8 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
     if attack_spec is not None:
         protocol = dataclasses.replace(protocol, attack_protocol=attack_spec.get("protocol", cfg.attack_protocol))
     attack = make_attack(cfg, attack_spec, model, device, protocol)
+    min_norm = getattr(attack, "source", attack)  # a transfer attack's norms are its source attack's
+    min_norm = min_norm if isinstance(min_norm, MinNormAttack) else None
     gray_folder.mkdir(parents=True, exist_ok=True)
     color_folder.mkdir(parents=True, exist_ok=True)
     loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=cfg.workers,
@@ -138,6 +140,10 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
                        colors, desc)
         else:
             prediction = predict(model, image, label, protocol, device, attack)
+        if min_norm is not None:  # stored before the prediction, so a resume never keeps a stale one
+            (gray_folder.parent / "norms").mkdir(exist_ok=True)
+            (gray_folder.parent / "norms" / f"{name}.json").write_text(
+                json.dumps({"norm": min_norm.norm, "values": min_norm.take_norms()}))
         gray = np.uint8(prediction)
         cv2.imwrite(str(gray_folder / f"{name}.png"), gray)
         colorize(gray, colors).save(str(color_folder / f"{name}.png"))
@@ -236,10 +242,24 @@ def evaluate(cfg: DictConfig, data: SemData, attack_spec: dict | None, names: li
         logger.info(f"Class_{i} result: iou/accuracy {c['iou']:.4f}/{c['acc']:.4f}, name: {c['name']}.")
     logger.info(f"Eval result: mIoU/mAcc/allAcc {result['mIoU']:.4f}/{result['mAcc']:.4f}/{result['allAcc']:.4f}.")
     logger.info(f"Eval result: fg-mIoU/per-image mIoU {result['fg_mIoU']:.4f}/{result['image_mIoU']:.4f}.")
+    result.update(median_norm(save_folder / "norms", image_names))
     result.update(model_path=cfg.model_path, seconds=round(time.time() - start, 2),
                   config=OmegaConf.to_container(cfg))
     (save_folder / "results.json").write_text(json.dumps(result, indent=2))
     return result, counts
+
+
+def median_norm(folder: Path, image_names: list[str]) -> dict:
+    """A minimum-norm attack's median unclipped perturbation norm over the attacked crops (or images with
+    whole_image) of the evaluated images, from the norms stored beside the predictions; {} for others."""
+    stored = [json.loads((folder / f"{n}.json").read_text()) for n in image_names if (folder / f"{n}.json").is_file()]
+    values = [v for entry in stored for v in entry["values"]]
+    if not values:
+        return {}
+    norm = stored[0]["norm"]
+    logger.info(f"Median unclipped {norm} norm of the perturbation: {np.median(values):.4f} "
+                f"({np.median(values) * 255:.2f}/255) over {len(values)} attacked crops")
+    return {"median_norm": float(np.median(values)), "norm": norm, "norm_count": len(values)}
 
 
 def ensemble_row(mode: str, name: str, eps: float, members: list[tuple[dict, tuple]], names: list[str],

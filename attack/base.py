@@ -146,13 +146,16 @@ class MinNormAttack(Attack):
     ``eps = inf`` (the default) returns the unclipped minimum-norm result; the base's check then only
     asks for finite pixels in [0, 1]. A finite eps reports the same attack clipped to the ball, as the
     DDC-AT paper does. Either way the last call keeps ``last_unclipped`` (pixels) and ``last_norms``
-    (per image, in :attr:`norm`) of the unclipped result, and :meth:`median_norm` summarises them.
+    (per image, in :attr:`norm`) of the unclipped result, and :meth:`median_norm` summarises them;
+    :meth:`take_norms` hands over the norms of every call since it was last called (e.g. all crops of one
+    image, which test.py stores next to the predictions).
     """
 
     def __init__(self, model: nn.Module, eps: float = float("inf"), ignore_index: int = 255, **kwargs) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
         self.last_unclipped: torch.Tensor | None = None
         self.last_norms: torch.Tensor | None = None
+        self._norms: list[torch.Tensor] = []
 
     def minimize(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The unclipped adversarial pixels in [0, 1] for clean pixels ``x0`` and labels ``target``."""
@@ -163,7 +166,14 @@ class MinNormAttack(Attack):
         order = 2 if self.norm == "l2" else float("inf")
         self.last_unclipped = adv
         self.last_norms = (adv - x0).flatten(1).norm(p=order, dim=1)
+        self._norms.append(self.last_norms.cpu())
         return self.project(adv, x0)
+
+    def take_norms(self) -> list[float]:
+        """The unclipped per-image norms of all calls since the last take, oldest first."""
+        norms = torch.cat(self._norms).tolist() if self._norms else []
+        self._norms = []
+        return norms
 
     def still_correct(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The active set of DAG and DeepFool: non-ignored pixels still predicted as their label."""

@@ -245,3 +245,26 @@ def test_random_start_attacks_give_the_same_predictions_after_a_resume(run_cli, 
     assert {p.name: p.read_bytes() for p in gray.glob("*.png")} == first
     code, _, err = run_cli(test_script, [*opts, "manual_seed", "6"])
     assert code == 2 and "another 'settings.manual_seed'" in err.strip().splitlines()[-1]
+
+
+def test_minimum_norm_attacks_report_their_median_norm(run_cli, tiny_opts, tmp_path, checkpoint):
+    """DeepFool unclipped and clipped: the median unclipped norm over the attacked crops is stored per image
+    and reported per mode, the same after a resume."""
+    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint),
+            "attacks", "[{name: deepfool, steps: 3}, {name: deepfool, eps: 0.5, unit: 1, steps: 3}]"]
+    code, out, err = run_cli(test_script, opts)
+    assert code == 0, err
+    report = json.loads((tmp_path / "result/results.json").read_text())
+    rows = {m["mode"]: m for m in report["modes"]}
+    unclipped, clipped = rows["deepfool_epsinf"], rows["deepfool_eps0.5"]
+    assert unclipped["norm"] == "l2" and unclipped["median_norm"] > 0 and unclipped["norm_count"] >= 4
+    assert clipped["median_norm"] == pytest.approx(unclipped["median_norm"])  # the same search, then clipped
+    assert "Median unclipped l2 norm of the perturbation" in out and "median_norm" not in rows["clean"]
+    norms = tmp_path / "result/deepfool_epsinf/norms"
+    assert len(list(norms.glob("*.json"))) == 4
+    for png in sorted((tmp_path / "result/deepfool_epsinf/gray").glob("*.png"))[:2]:
+        png.unlink()
+    code, _, err = run_cli(test_script, opts)
+    assert code == 0, err
+    again = {m["mode"]: m for m in json.loads((tmp_path / "result/results.json").read_text())["modes"]}
+    assert again["deepfool_epsinf"]["median_norm"] == pytest.approx(unclipped["median_norm"])
