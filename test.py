@@ -124,6 +124,9 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
     attack = make_attack(cfg, attack_spec, model, device, protocol)
     min_norm = getattr(attack, "source", attack)  # a transfer attack's norms are its source attack's
     min_norm = min_norm if isinstance(min_norm, MinNormAttack) else None
+    norms_folder = gray_folder.parent / "norms"
+    if min_norm is not None:
+        norms_folder.mkdir(parents=True, exist_ok=True)
     gray_folder.mkdir(parents=True, exist_ok=True)
     color_folder.mkdir(parents=True, exist_ok=True)
     loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=cfg.workers,
@@ -141,8 +144,7 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
         else:
             prediction = predict(model, image, label, protocol, device, attack)
         if min_norm is not None:  # stored before the prediction, so a resume never keeps a stale one
-            (gray_folder.parent / "norms").mkdir(exist_ok=True)
-            (gray_folder.parent / "norms" / f"{name}.json").write_text(
+            (norms_folder / f"{name}.json").write_text(
                 json.dumps({"norm": min_norm.norm, "values": min_norm.take_norms()}))
         gray = np.uint8(prediction)
         cv2.imwrite(str(gray_folder / f"{name}.png"), gray)

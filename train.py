@@ -115,13 +115,14 @@ def build_amp(cfg: DictConfig, device: torch.device) -> MixedPrecision:
     return MixedPrecision(device.type, mode, cfg.adv_amp, scaler)
 
 
-def per_process(cfg: DictConfig) -> tuple[int, int, int]:
-    """(batch_size, batch_size_val, workers) of this process: the config's are global, split as the original."""
+def per_process(cfg: DictConfig) -> tuple[int, int]:
+    """(batch_size_val, workers) of this process: the config's are global, split as the original (the
+    training batch is dealt by the sampler, once batch_size is checked to divide)."""
     world = dist.world_size()
     if cfg.batch_size % world:
         raise UserError(f"config key 'batch_size' ({cfg.batch_size}) is the global batch and must divide by the "
                         f"{world} processes; choose a multiple of {world}")
-    return cfg.batch_size // world, math.ceil(cfg.batch_size_val / world), math.ceil(cfg.workers / world)
+    return math.ceil(cfg.batch_size_val / world), math.ceil(cfg.workers / world)
 
 
 def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tuple:
@@ -134,7 +135,7 @@ def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tupl
     """
     mean, std = mean_std_255()
     crop = [cfg.train_h, cfg.train_w]
-    _, batch_size_val, workers = per_process(cfg)  # the sampler deals the global batch
+    batch_size_val, workers = per_process(cfg)
     train_transform = transform.Compose([
         transform.RandScale([cfg.scale_min, cfg.scale_max]),
         transform.RandRotate([cfg.rotate_min, cfg.rotate_max], padding=mean, ignore_label=cfg.ignore_label),
