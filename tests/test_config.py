@@ -119,6 +119,7 @@ def test_resolved_config_round_trips(original, tmp_path):
     (["train_h", "8"], "train_h must be >= 9"),
     (["test_w", "5"], "test_w must be >= 9"),
     (["adv_eps", "-0.03"], "need adv_eps > 0"),
+    (["save_every_iters", "-1"], "save_every_iters must be >= 0"),
     (["scale_min", "3.0"], "scale_min <= scale_max"),
     (["batch_size"], "'key value' pairs"),
 ])
