@@ -32,7 +32,6 @@ from util.inference import Protocol, WholeImageForward, predict
 from util.log import setup_logging
 
 logger = setup_logging()
-EPS, STEPS, ALPHA = 0.03, 2, 0.01
 
 
 def panel_picture(image: np.ndarray, attacked: np.ndarray, clean: np.ndarray, prediction: np.ndarray,
@@ -95,11 +94,11 @@ def main() -> None:
     model.eval()
     protocol = Protocol.from_config(cfg)
     forward = WholeImageForward(model, protocol) if protocol.attack_protocol == "whole_image" else None
-    attack = BIM(model, eps=EPS, steps=STEPS, alpha=ALPHA, ignore_index=cfg.ignore_label, forward=forward)
+    attack = BIM(model, ignore_index=cfg.ignore_label, forward=forward)  # BIM's defaults: the original protocol
     image, label = read_image(image_path), protocol.scored_label(read_label(label_path))
     attacked_pred, attacked = predict(model, image, label, protocol, device, attack, return_image=True)
     clean = predict(model, image, label, protocol, device)
-    save_panel(args.out, image, attacked, clean, attacked_pred, label, colors, f"BIM (eps {EPS})", args.scale)
+    save_panel(args.out, image, attacked, clean, attacked_pred, label, colors, f"BIM (eps {attack.eps})", args.scale)
     logger.info(f"picture written to {args.out}")
 
 
