@@ -169,13 +169,18 @@ def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tupl
     return train_loader, val_loader
 
 
-def check_save_path(cfg: DictConfig) -> None:
-    """Refuse to mix checkpoints of two runs in one folder (nothing on disk gets overwritten)."""
+def check_save_path(cfg: DictConfig) -> list[Path]:
+    """Refuse to mix checkpoints of two runs in one folder (nothing on disk gets overwritten). With
+    ``overwrite True`` return the other run's checkpoints: they are deleted once this run has saved its
+    first one, so that no script picks a stale, higher-numbered epoch of the old run."""
     existing = sorted(Path(cfg.save_path).glob(CHECKPOINT_GLOB))
-    if existing and not cfg.resume and not cfg.overwrite:
+    if not existing or cfg.resume:
+        return []
+    if not cfg.overwrite:
         raise UserError(f"save_path '{cfg.save_path}' already holds checkpoints ({existing[0].name}, ...); "
                         f"set resume (or auto_resume True) to continue, choose another save_path, or set "
                         f"overwrite True")
+    return existing
 
 
 def training_state(cfg: DictConfig, model: nn.Module, optimizer, amp: MixedPrecision, iteration: int,
@@ -328,7 +333,7 @@ def main() -> None:
     if cfg.auto_resume and not cfg.resume:  # a restart or a preempted job: rank 0's pick for all
         latest = latest_checkpoint(cfg.save_path) if dist.is_main_process() else None
         cfg.resume = dist.broadcast_object(str(latest) if latest else None)
-    check_save_path(cfg)
+    stale = check_save_path(cfg)
     if not dist.is_main_process():
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs
     seed_everything(None if cfg.manual_seed is None else cfg.manual_seed + dist.rank())
@@ -382,6 +387,12 @@ def main() -> None:
         if dist.is_main_process():
             save_checkpoint(state, filename)
             logger.info(f"Saving checkpoint to: {filename}")
+            deleted = [old.name for old in stale if old != filename and old.exists()]
+            for name_old in deleted:
+                (save_path / name_old).unlink()
+            if deleted:
+                logger.info(f"overwrite True: deleted the previous run's checkpoints {', '.join(deleted)}")
+            stale.clear()
         return filename
 
     with StopSignal() as stop:

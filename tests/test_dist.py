@@ -209,19 +209,22 @@ def test_train_py_under_torchrun_restarts_a_killed_worker_from_the_last_checkpoi
     assert "error: config key 'batch_size' (3) is the global batch and must divide by the 2 processes" in proc.stderr
 
 
-def test_train_script_launches_torchrun_when_nproc_is_above_one() -> None:
+@pytest.mark.parametrize("script,program", [("tool_train/synthetic/psp_train.sh", "train.py"),
+                                            ("tool_test/synthetic/psp_test.sh", "test.py"),
+                                            ("tool_test/synthetic/robust_eval.sh", "test.py")])
+def test_scripts_launch_torchrun_when_nproc_is_above_one(script, program) -> None:
     exp_name = f"pytest-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name, "NPROC": "2"}
-    script = ["sh", "tool_train/synthetic/psp_train.sh", "base_lrr", "1"]
+    env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name, "NPROC": "2", "OMP_NUM_THREADS": "1"}
+    command = ["sh", script, "base_lrr", "1"]
     try:
-        proc = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
-        bad = subprocess.run(script, cwd=ROOT, env={**env, "NPROC": "two"}, capture_output=True, text=True,
+        proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        bad = subprocess.run(command, cwd=ROOT, env={**env, "NPROC": "two"}, capture_output=True, text=True,
                              timeout=60, check=False)
     finally:
         shutil.rmtree(ROOT / "exp/synthetic" / exp_name, ignore_errors=True)
     assert proc.returncode != 0
     assert proc.stdout.count("error: command line: unknown config key 'base_lrr'; did you mean 'base_lr'?") == 2
-    assert "train.py FAILED" in proc.stdout  # torchrun's report
+    assert f"{program} FAILED" in proc.stdout  # torchrun's report
     assert bad.returncode == 2 and bad.stderr.strip() == ("error: NPROC must be a positive integer "
                                                           "(processes on this machine), got 'two'")
 

@@ -81,6 +81,21 @@ def test_refuses_to_overwrite_another_runs_checkpoints(run_cli, tiny_opts, tmp_p
     assert (tmp_path / "model/train_epoch_1.pth").read_bytes() == b"precious"
 
 
+def test_overwrite_replaces_the_previous_runs_checkpoints(run_cli, tiny_opts, tmp_path):
+    """A longer earlier run's epochs go once the new run has saved, so scripts that take the highest epoch
+    evaluate the new model; they stay on disk when the new run fails before its first checkpoint."""
+    (tmp_path / "model").mkdir()
+    for name in ("train_epoch_1.pth", "train_epoch_8.pth", "train_iter_400.pth"):
+        (tmp_path / "model" / name).write_bytes(b"old run")
+    code, _, _ = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "overwrite", "True", "train_list", "nowhere"])
+    assert code == 2 and (tmp_path / "model/train_epoch_8.pth").read_bytes() == b"old run"
+    code, out, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "1", "overwrite", "True"])
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "model").glob("train_*.pth")) == ["train_epoch_1.pth"]
+    assert torch.load(tmp_path / "model/train_epoch_1.pth", weights_only=True)["epoch"] == 1
+    assert "deleted the previous run's checkpoints train_epoch_8.pth, train_iter_400.pth" in out
+
+
 def test_deeplabv3_trains_and_evaluates(run_cli, tiny_opts, tmp_path):
     config = "config/synthetic/synthetic_aspp18.yaml"
     code, _, err = run_cli(train_script, ["--config", config, *tiny_opts])

@@ -268,3 +268,33 @@ def test_minimum_norm_attacks_report_their_median_norm(run_cli, tiny_opts, tmp_p
     assert code == 0, err
     again = {m["mode"]: m for m in json.loads((tmp_path / "result/results.json").read_text())["modes"]}
     assert again["deepfool_epsinf"]["median_norm"] == pytest.approx(unclipped["median_norm"])
+
+
+def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tmp_path, checkpoint, capsys):
+    """util.report: the original protocol's clean and BIM numbers per defense, and from an attack-suite run on
+    fewer images each attack's mIoU and the worst case, in the JSON and a second table."""
+    from util import report
+    suite = ["save_folder", str(tmp_path / "robust"), "index_step", "2", "attacks",
+             "[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: pgd, eps: 0.03, steps: 5, unit: 1}]"]
+    for flags, extra in (([], []), (["--attack"], []), ([], suite)):
+        code, _, err = run_cli(test_script, ["--config", CONFIG, *flags, *tiny_opts, "model_path", str(checkpoint),
+                                             *extra])
+        assert code == 0, err
+    out_json = tmp_path / "demo/results.json"
+    report.main([str(tmp_path / "result"), "--defense", "sat", "--out", str(out_json),
+                 "--strong", str(tmp_path / "robust")])
+    report.main([str(tmp_path / "result"), "--defense", "none", "--out", str(out_json)])
+    printed = capsys.readouterr().out
+    results = json.loads(out_json.read_text())
+    bim = json.loads((tmp_path / "result/bim/results.json").read_text())
+    suite = {m["mode"]: m["mIoU"] for m in json.loads((tmp_path / "robust/results.json").read_text())["modes"]}
+    assert results["sat"]["bim_miou"] == results["none"]["bim_miou"] == bim["mIoU"]
+    assert results["sat"]["strong"] == {"images": 2, "miou": {"bim-2": suite["bim_eps0.03"],
+                                                               "pgd-5": suite["pgd_eps0.03"],
+                                                               "worst case": suite["worst_case_eps7.65"]}}
+    assert "strong" not in results["none"]
+    assert suite["worst_case_eps7.65"] <= min(suite["bim_eps0.03"], suite["pgd_eps0.03"])
+    assert "| defense | images | bim-2 | pgd-5 | worst case |" in printed
+    assert f"| sat | 2 | {suite['bim_eps0.03']:.4f} | {suite['pgd_eps0.03']:.4f} |" in printed
+    with pytest.raises(UserError, match="holds no attack modes"):
+        report.collect(tmp_path / "result", tmp_path / "result")

@@ -5,6 +5,7 @@
 # interruption computes only what is missing. The model is MODEL_PATH, else the latest checkpoint in
 # exp/<dataset>/<exp_name>/model, else the config's; CONFIG picks another config (e.g. a SAT model's).
 # Another attack list: add `attacks "[...]"` to the arguments (later key value pairs win).
+# Processes: NPROC, as in tool_test/test.sh.
 # usage: sh tool_test/robust_eval.sh DATASET EXP_NAME CONFIG [key value ...]
 set -e
 PYTHON=${PYTHON:-python}
@@ -20,12 +21,15 @@ attacks="[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: bim, ep
   {name: pgd, eps: [4, 8], steps: 20}, {name: pgd, eps: [4, 8], steps: 100},
   {name: segpgd, eps: [4, 8], steps: 20}, {name: cospgd, eps: [4, 8], steps: 20},
   {name: padam, eps: [4, 8]}, {name: sea, eps: [4, 8]}]"
+GPU_KEY=test_gpu
+. tool_train/launch.sh
 mkdir -p "${result_dir}"
 cp "${config}" tool_test/robust_eval.sh test.py "${exp_dir}/"
 status_file=$(mktemp)
 echo 0 > "${status_file}"
 # sh has no pipefail: the exit code of test.py travels through a file past tee.
-{ "${PYTHON}" -u test.py --config "${config}" save_folder "${result_dir}" ${model:+model_path "${model}"} \
+# ${launch} is split into words on purpose (torchrun and its flags).
+{ "${PYTHON}" -u ${launch} test.py --config "${config}" save_folder "${result_dir}" ${model:+model_path "${model}"} \
     attacks "${attacks}" "$@" 2>&1 || echo $? > "${status_file}"; } | tee -a "${result_dir}/robust_eval-${now}.log"
 status=$(cat "${status_file}")
 rm -f "${status_file}"

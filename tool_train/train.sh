@@ -10,16 +10,8 @@ shift 3
 exp_dir=exp/${dataset}/${exp_name}
 model_dir=${exp_dir}/model
 now=$(date +"%Y%m%d_%H%M%S")
-nproc=${NPROC:-$("${PYTHON}" -m util.dist --config "${config}" "$@" 2>/dev/null || echo 1)}
-case "${nproc}" in
-  ''|*[!0-9]*|0)
-    echo "error: NPROC must be a positive integer (processes on this machine), got '${nproc}'" >&2; exit 2 ;;
-esac
-launch=""
-if [ "${nproc}" -gt 1 ]; then
-  launch="-m torch.distributed.run ${TORCHRUN_ARGS:---standalone} --nproc_per_node=${nproc}"
-  export PYTHONUNBUFFERED=1
-fi
+GPU_KEY=train_gpu
+. tool_train/launch.sh
 mkdir -p "${model_dir}" "${exp_dir}/result"
 cp "${config}" tool_train/train.sh train.py "${exp_dir}/"
 status_file=$(mktemp)

@@ -77,7 +77,7 @@ class TrainConfig:
     weight: Optional[str] = None  # path to initial weight (default: none)
     resume: Optional[str] = None  # path to latest checkpoint (default: none)
     evaluate: bool = False  # evaluate on the validation set after each epoch
-    overwrite: bool = False  # allow a save_path that already holds checkpoints of another run
+    overwrite: bool = False  # allow a save_path holding another run's checkpoints (deleted at this run's first save)
     amp: str = "off"  # mixed precision: off | bf16 | fp16 (fp16 with a gradient scaler); see README
     adv_amp: bool = False  # craft the training attack under amp too (default: input gradients in fp32)
     channels_last: bool = False  # channels-last memory format (CUDA only; ignored with a notice on the CPU)

@@ -238,21 +238,22 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def default_nproc(config: str, opts: list[str]) -> int:
-    """Processes per machine for tool_train/train.sh: the entries of ``train_gpu`` (at most the visible GPUs)
-    when CUDA is present, else 1."""
+def default_nproc(config: str, opts: list[str], gpu_key: str = "train_gpu") -> int:
+    """Processes per machine for the tool scripts (tool_train/launch.sh): the entries of ``gpu_key``
+    (train_gpu or test_gpu; at most the visible GPUs) when CUDA is present, else 1."""
     from util.config import load_config
     if not torch.cuda.is_available():
         return 1
-    return max(1, min(len(load_config(config, opts).train_gpu), torch.cuda.device_count()))
+    return max(1, min(len(load_config(config, opts)[gpu_key]), torch.cuda.device_count()))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Print the default process count for a training config")
+    parser = argparse.ArgumentParser(description="Print the default process count for a config")
     parser.add_argument("--config", required=True)
+    parser.add_argument("--gpu_key", default="train_gpu", choices=["train_gpu", "test_gpu"])
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     try:
-        print(default_nproc(args.config, args.opts))
+        print(default_nproc(args.config, args.opts, args.gpu_key))
     except UserError:
         print(1)  # the entry point reports the config error itself

@@ -1,6 +1,11 @@
-"""Collect test.py results into one table and one JSON: ``{"<defense>": {"clean_miou": x, "bim_miou": y}}``.
+"""Collect test.py results into the demo's tables and one JSON per defense.
 
-    python -m util.report exp/synthetic/demo/result --defense none --out exp/synthetic/demo/results.json
+    python -m util.report exp/synthetic/demo/result --defense none --out exp/synthetic/demo/results.json \
+        [--strong exp/synthetic/demo/robust]
+
+``result_dir`` is the save_folder of the original protocol (clean, then ``--attack``: BIM-2). ``--strong``
+adds an attack-suite run (``tool_test/<dataset>/robust_eval.sh``, possibly on fewer images): every attack's
+mIoU and the worst case over them, printed in a second table beside BIM on the same images.
 """
 from __future__ import annotations
 
@@ -21,31 +26,64 @@ def read_result(path: Path) -> dict:
         raise UserError(f"result file '{path}' is not valid JSON; re-run test.py") from None
 
 
-def collect(result_dir: Path) -> dict:
-    """Clean and BIM metrics of one evaluated model (save_folder with results.json and bim/results.json)."""
+def mode_label(mode: dict) -> str:
+    """Column name of one attack-suite mode: ``segpgd-20``, ``worst case`` (eps added when not 0.03)."""
+    label = "worst case" if mode["kind"] == "ensemble" else mode["name"]
+    if mode["kind"] == "attack" and mode.get("steps"):
+        label += f"-{mode['steps']}"
+    if abs(mode["eps"] - 0.03) > 1e-9:
+        label += f" @{mode['eps'] * 255:.3g}/255"
+    return label
+
+
+def collect_strong(folder: Path) -> dict:
+    """Images and mIoU per attack mode (clean left out) of an attack-suite run."""
+    result = read_result(folder / "results.json")
+    modes = {mode_label(m): m["mIoU"] for m in result.get("modes", []) if m["kind"] != "clean"}
+    if not modes:
+        raise UserError(f"'{folder / 'results.json'}' holds no attack modes; run the attack suite "
+                        "(tool_test/<dataset>/robust_eval.sh) into it")
+    return {"images": result["images"], "miou": modes}
+
+
+def collect(result_dir: Path, strong_dir: Path | None = None) -> dict:
+    """Clean and BIM metrics of one evaluated model (save_folder with results.json and bim/results.json),
+    and with ``strong_dir`` the attack suite's mIoU per attack."""
     clean = read_result(result_dir / "results.json")
     bim = read_result(result_dir / "bim" / "results.json")
-    return {"clean_miou": clean["mIoU"], "clean_macc": clean["mAcc"], "clean_allacc": clean["allAcc"],
-            "bim_miou": bim["mIoU"], "bim_macc": bim["mAcc"], "bim_allacc": bim["allAcc"]}
+    out = {"clean_miou": clean["mIoU"], "clean_macc": clean["mAcc"], "clean_allacc": clean["allAcc"],
+           "bim_miou": bim["mIoU"], "bim_macc": bim["mAcc"], "bim_allacc": bim["allAcc"]}
+    if strong_dir is not None:
+        out["strong"] = collect_strong(strong_dir)
+    return out
 
 
 def table(results: dict) -> str:
-    """Markdown table, one row per defense."""
+    """Markdown table, one row per defense; a second one for the defenses with an attack-suite run."""
     lines = ["| defense | clean mIoU | BIM mIoU | clean allAcc | BIM allAcc |", "|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['clean_miou']:.4f} | {r['bim_miou']:.4f} | {r['clean_allacc']:.4f} | "
                      f"{r['bim_allacc']:.4f} |")
+    strong = {name: r["strong"] for name, r in results.items() if "strong" in r}
+    if strong:
+        columns = list(dict.fromkeys(label for s in strong.values() for label in s["miou"]))
+        lines += ["", "Attacked mIoU, the original BIM-2 beside stronger attacks (same images):",
+                  "| defense | images | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+        for name, s in strong.items():
+            cells = [f"{s['miou'][c]:.4f}" if c in s["miou"] else "-" for c in columns]
+            lines.append(f"| {name} | {s['images']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("result_dir", type=Path, help="test.py save_folder")
+    parser.add_argument("result_dir", type=Path, help="test.py save_folder (clean and --attack)")
     parser.add_argument("--defense", required=True, help="row name (the model's defense)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to create or update")
+    parser.add_argument("--strong", type=Path, default=None, help="save_folder of an attack-suite run")
     args = parser.parse_args(argv)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results[args.defense] = collect(args.result_dir)
+    results[args.defense] = collect(args.result_dir, args.strong)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
