@@ -298,3 +298,5 @@ def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tm
     assert f"| sat | 2 | {suite['bim_eps0.03']:.4f} | {suite['pgd_eps0.03']:.4f} |" in printed
     with pytest.raises(UserError, match="holds no attack modes"):
         report.collect(tmp_path / "result", tmp_path / "result")
+    with pytest.raises(UserError, match="robust_eval.sh"):
+        report.collect(tmp_path / "result", tmp_path / "nowhere")

@@ -38,6 +38,9 @@ def mode_label(mode: dict) -> str:
 
 def collect_strong(folder: Path) -> dict:
     """Images and mIoU per attack mode (clean left out) of an attack-suite run."""
+    if not (folder / "results.json").is_file():
+        raise UserError(f"result file '{folder / 'results.json'}' not found; run the attack suite "
+                        "(tool_test/<dataset>/robust_eval.sh) into it first")
     result = read_result(folder / "results.json")
     modes = {mode_label(m): m["mIoU"] for m in result.get("modes", []) if m["kind"] != "clean"}
     if not modes:
