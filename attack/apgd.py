@@ -42,8 +42,9 @@ def pixel_losses(name: str, logits: torch.Tensor, target: torch.Tensor, ignore_i
     elif name == "balanced_masked_ce":
         classes = logits.shape[1]
         onehot = F.one_hot(safe, classes) * valid[..., None]  # (N, H, W, C)
-        counts = onehot.flatten(1, 2).sum(1).clamp_min(1)  # (N, C)
-        weight = (onehot / counts[:, None, None, :]).sum(-1) * hw / (counts > 0).sum(1).clamp_min(1).view(-1, 1, 1)
+        counts = onehot.flatten(1, 2).sum(1)  # (N, C)
+        present = (counts > 0).sum(1).clamp_min(1).view(-1, 1, 1)
+        weight = (onehot / counts.clamp_min(1)[:, None, None, :]).sum(-1) * hw / present
         per_pixel = ce * correct * weight
     elif name == "js":
         p = logits.softmax(1)
@@ -154,7 +155,8 @@ class APGD(Attack):
         x_max, loss_max, grad_max = x.clone(), loss.clone(), grad.clone()
         x_prev = x.clone()
         increases = torch.zeros(n, device=x0.device)
-        step_at_mark, loss_max_at_mark = step.clone(), loss_max.clone()
+        reduced = torch.zeros(n, dtype=torch.bool, device=x0.device)  # the step was halved at the last checkpoint
+        loss_max_at_mark = loss_max.clone()
         active = best_acc > 0
         for k in range(iterations):
             if not active.any():
@@ -173,8 +175,7 @@ class APGD(Attack):
             x_prev, x, loss, grad = x, x_new, loss_new, grad_new
             if k + 1 in marks:
                 span = k + 1 - last_mark
-                halve = (increases < self.rho * span) | (
-                    (step_at_mark.view(-1) == step.view(-1)) & (loss_max_at_mark == loss_max))
+                halve = (increases < self.rho * span) | (~reduced & (loss_max_at_mark >= loss_max))
                 step = torch.where(halve.view(shape), step / 2, step)
                 restart = halve.view(shape)  # continue from the best point (no new forward needed)
                 x, x_prev = torch.where(restart, x_max, x), torch.where(restart, x_max, x_prev)
@@ -182,6 +183,6 @@ class APGD(Attack):
                 loss = torch.where(halve, loss_max, loss)
                 self.schedule.append(step.view(-1).clone())
                 increases.zero_()
-                step_at_mark, loss_max_at_mark = step.clone(), loss_max.clone()
+                reduced, loss_max_at_mark = halve, loss_max.clone()
                 last_mark = k + 1
             active = best_acc > 0

@@ -208,6 +208,54 @@ def test_apgd_halves_the_step_when_the_loss_stalls():
     assert steps == pytest.approx(expected)
 
 
+def test_apgd_halves_after_no_progress_only_if_the_last_checkpoint_did_not():
+    """Condition 2 of APGD's schedule: a checkpoint where the loss kept rising step by step but the best loss
+    did not improve halves the step only if the previous checkpoint did not. Scripted losses, one image:
+    constant up to the first checkpoint (condition 1 halves), then rising from far below the best."""
+    from attack import APGD
+    from attack.apgd import checkpoints
+
+    class Constant(nn.Module):
+        def forward(self, x):
+            return torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(x.shape[0], 3, *x.shape[-2:])
+
+    pixels, target = _data(n=1)
+    target[:] = 1
+    target[:, 0, 0] = 0  # one correct pixel keeps the attack running
+    attack = APGD(Constant(), eps=EPS, steps=100, stages=((1.0, 1.0),))
+    calls = []
+
+    def scripted(x, target, size, step):
+        i = len(calls)
+        calls.append(i)
+        loss = 10.0 if i <= 22 else 1.0 + 0.1 * (i - 23)  # stays below the best, 10
+        return torch.tensor([loss]), torch.ones_like(x), torch.ones(1)
+
+    attack._loss_and_grad = scripted
+    attack(attack.normalize(pixels), target)
+    assert checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
+    halvings = [1, 1, 2, 2, 3, 3, 4, 4]  # 22 by condition 1, then every second checkpoint by condition 2
+    assert torch.stack(attack.schedule)[:, 0].tolist() == pytest.approx([2 * EPS / 2 ** h for h in halvings])
+
+
+def test_balanced_masked_ce_weights_classes_by_their_share_of_the_image():
+    """With every pixel of one class and correct, the class weight is 1: the loss equals masked CE; with two
+    classes of 8 pixels each, too (weight 16 / 8 / 2 classes present)."""
+    from attack.apgd import pixel_losses
+    for split in (0, 2):
+        target = torch.zeros(1, 4, 4, dtype=torch.long)
+        target[0, :split] = 3
+        logits = torch.zeros(1, 10, 4, 4).scatter_(1, target[:, None], 1.0)  # correct, CE about 1.46
+        balanced = pixel_losses("balanced_masked_ce", logits, target, 255)
+        assert balanced.item() == pytest.approx(pixel_losses("masked_ce", logits, target, 255).item())
+        assert balanced.item() > 1
+
+
+def test_fgsm_with_eps_0_returns_the_clean_image(trained):
+    model, x, target = trained
+    assert torch.allclose(FGSM(model, eps=0.0)(x, target), x, atol=1e-6)  # up to un- and re-normalizing
+
+
 def test_apgd_is_not_weaker_than_the_original_bim(trained):
     from attack import APGD
     model, x, target = trained
