@@ -15,6 +15,7 @@ import argparse
 import copy
 import dataclasses
 import functools
+import hashlib
 import inspect
 import json
 import logging
@@ -23,7 +24,7 @@ import os
 import re
 import time
 import zlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import cv2
@@ -111,9 +112,10 @@ def make_attack(cfg: DictConfig, spec: dict | None, model: torch.nn.Module, devi
 
 def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device: torch.device,
                   attack_spec: dict | None, gray_folder: Path, color_folder: Path, colors: np.ndarray,
-                  metric: SegMetric) -> None:
-    """Predict every image, save gray/color maps (and panels of the first ``panels`` attacked images), and
-    accumulate metrics against the labels. A spec's ``protocol`` (the original BIM's) overrides the config's.
+                  metric: SegMetric, panel_names: frozenset[str] = frozenset()) -> None:
+    """Predict every image, save gray/color maps (and, attacked, a panel for the images in ``panel_names``:
+    the first ``panels`` of the evaluated list, whichever process or resume predicts them), and accumulate
+    metrics against the labels. A spec's ``protocol`` (the original BIM's) overrides the config's.
 
     The random draws of an attack (random starts, restarts) are seeded per image from (manual_seed, image
     name), so an image's prediction is the same whether it is evaluated in one run, after a resume, or on
@@ -136,7 +138,7 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
         label = protocol.scored_label(label)
         name = image_name(data.data_list[i][0])
         torch.manual_seed(derived_seed(cfg.manual_seed or 0, zlib.crc32(name.encode())))
-        if attack is not None and i < cfg.panels:
+        if attack is not None and name in panel_names:
             prediction, attacked = predict(model, image, label, protocol, device, attack, return_image=True)
             clean = predict(model, image, label, protocol, device)
             save_panel(gray_folder.parent / "panels" / f"{name}.png", image, attacked, clean, prediction, label,
@@ -154,24 +156,26 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
 
 
 # What a stored prediction depends on besides the checkpoint and the attack spec: the model's layout, the
-# data and every TEST key except those that only pick images or outputs.
+# data, the crops per forward (random starts are drawn per batch of crops) and every TEST key except those
+# that only pick images or outputs.
 _PREDICTION_KEYS = ("arch", "backbone", "layers", "classes", "zoom_factor", "output_stride", "ignore_label",
-                    "data_root", "manual_seed")
+                    "data_root", "manual_seed", "batch_size_val")
 _NOT_PREDICTION_KEYS = {"test_list", "split", "has_prediction", "index_start", "index_step", "test_gpu",
                         "model_path", "save_folder", "colors_path", "names_path", "attacks", "panels"}
 # The eps-bounded attacks that maximise a loss step by step: with more steps than BIM they must not be weaker.
 _ITERATIVE = {"bim", "pgd", "segpgd", "cospgd", "apgd", "padam"}
 
 
-def prediction_fingerprint(cfg: DictConfig, attack_spec: dict | None, model_loader) -> dict:
-    """The attack spec, the checkpoint's SHA-256 (and a transfer attack's source checkpoint's) and the
-    settings that a mode's predictions depend on."""
+def prediction_fingerprint(cfg: DictConfig, attack_spec: dict | None, model_loader, list_sha256: str = "") -> dict:
+    """The attack spec, the checkpoint's SHA-256 (and a transfer attack's source checkpoint's), the settings
+    that a mode's predictions depend on, and the SHA-256 of the whole image/label list (predictions are
+    stored by image name: another list may give a name another image or label)."""
     if not cfg.model_path or not os.path.isfile(cfg.model_path):
         model_loader()  # fails with the loader's one-line error
     values = OmegaConf.to_container(cfg)
     keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
     fingerprint = {"attack": attack_spec, "model_sha256": predictions.file_sha256(cfg.model_path),
-                   "settings": {k: values[k] for k in keys}}
+                   "settings": {k: values[k] for k in keys}, "list_sha256": list_sha256}
     if attack_spec and attack_spec.get("source"):
         source = attack_spec["source"]
         path = source["model_path"] or load_config(source["config"]).model_path
@@ -188,13 +192,19 @@ def attack_steps(spec: dict) -> int | None:
     return spec.get("steps") or inspect.signature(ATTACKS[spec["name"]]).parameters["steps"].default
 
 
-def mode_row(mode: str, attack_spec: dict | None, counts: tuple[np.ndarray, ...], names: list[str]) -> dict:
+def series_of(mode: str) -> str:
+    """A mode's series, its label without the eps: one line of the robustness curve."""
+    return re.sub(r"_eps[^_/]*", "", mode)
+
+
+def mode_row(mode: str, attack_spec: dict | None, counts: tuple[np.ndarray, ...], names: list[str],
+             background: int | None = 0) -> dict:
     """A mode's report row (see util/summary.py) with per-class IoU and accuracy, from per-image counts."""
-    metrics = summarize(*counts)
+    metrics = summarize(*counts, background=background)
     name = attack_spec["name"] if attack_spec else "clean"
     kind = "clean" if attack_spec is None else "transfer" if attack_spec.get("source") else \
         "ensemble" if name in ("sea", "worst_case") else "attack"
-    return {"mode": mode, "kind": kind, "name": name, "series": re.sub(r"_eps[^_/]*", "", mode),
+    return {"mode": mode, "kind": kind, "name": name, "series": series_of(mode),
             "eps": attack_spec["eps"] if attack_spec else 0.0,
             "steps": attack_steps(attack_spec) if kind == "attack" else None, "attack": attack_spec,
             **{k: metrics[k] for k in ("mIoU", "fg_mIoU", "image_mIoU", "mAcc", "allAcc")},
@@ -204,7 +214,7 @@ def mode_row(mode: str, attack_spec: dict | None, counts: tuple[np.ndarray, ...]
 
 
 def evaluate(cfg: DictConfig, data: SemData, attack_spec: dict | None, names: list[str], colors: np.ndarray,
-             model_loader) -> tuple[dict, tuple[np.ndarray, ...]] | None:
+             model_loader, list_sha256: str = "") -> tuple[dict, tuple[np.ndarray, ...]] | None:
     """One evaluation mode (clean or one attack): predicts the images without a stored prediction, scores
     all stored predictions, logs them and writes results.json; the result row and the per-image counts
     (intersection, union, target), each (images, classes). None for the unlabelled split 'test'."""
@@ -215,7 +225,7 @@ def evaluate(cfg: DictConfig, data: SemData, attack_spec: dict | None, names: li
     start = time.time()
     logger.info(f">>>>>>>>>>>>>>>> Start Evaluation ({label or 'clean'}, {len(data)} images) >>>>>>>>>>>>>>>>")
     if not cfg.has_prediction:  # has_prediction: only score what is stored
-        fingerprint = prediction_fingerprint(cfg, attack_spec, model_loader)
+        fingerprint = prediction_fingerprint(cfg, attack_spec, model_loader, list_sha256)
         if dist.is_main_process():  # distributed: rank 0 checks the folder and lists what is missing
             predictions.check_fingerprint(save_folder, fingerprint, cfg.overwrite)
         todo = dist.broadcast_object(predictions.missing(gray_folder, image_names) if dist.is_main_process() else None)
@@ -229,7 +239,7 @@ def evaluate(cfg: DictConfig, data: SemData, attack_spec: dict | None, names: li
             subset = copy.copy(data)
             subset.data_list = [data.data_list[i] for i in todo[dist.rank()::dist.world_size()]]  # this rank's share
             run_inference(cfg, subset, model, device, attack_spec, gray_folder, color_folder, colors,
-                          SegMetric(cfg.classes, cfg.ignore_label))
+                          SegMetric(cfg.classes, cfg.ignore_label), frozenset(image_names[:cfg.panels]))
         dist.barrier()  # every prediction is stored before rank 0 scores them
     logger.info("<<<<<<<<<<<<<<<<< End Evaluation <<<<<<<<<<<<<<<<<")
     if not dist.is_main_process():
@@ -239,7 +249,7 @@ def evaluate(cfg: DictConfig, data: SemData, attack_spec: dict | None, names: li
         return None
     counts = predictions.image_counts(gray_folder, image_names, [label_path for _, label_path in data.data_list],
                                       cfg.classes, cfg.ignore_label, Protocol.from_config(cfg).scored_label)
-    result = mode_row(label or "clean", attack_spec, counts, names)
+    result = mode_row(label or "clean", attack_spec, counts, names, cfg.background_class)
     for i, c in enumerate(result["classes"]):
         logger.info(f"Class_{i} result: iou/accuracy {c['iou']:.4f}/{c['acc']:.4f}, name: {c['name']}.")
     logger.info(f"Eval result: mIoU/mAcc/allAcc {result['mIoU']:.4f}/{result['mAcc']:.4f}/{result['allAcc']:.4f}.")
@@ -265,20 +275,20 @@ def median_norm(folder: Path, image_names: list[str]) -> dict:
 
 
 def ensemble_row(mode: str, name: str, eps: float, members: list[tuple[dict, tuple]], names: list[str],
-                 folder: Path) -> dict:
+                 folder: Path, background: int | None = 0) -> dict:
     """The worst case over ``members`` (result row, counts) evaluated at one eps, without re-attacking (see
     util/worstcase.py): each metric minimised over per-image choices of a member's prediction, the pooled
     mIoU (and its per-class IoU) by SEA's greedy search. Writes folder/results.json with the choices."""
     inter, union = (np.stack([counts[k] for _, counts in members]) for k in (0, 1))
     target = members[0][1][2]
-    choice = worst_case(inter, union, target)
+    choice = worst_case(inter, union, target, background)
     images = np.arange(inter.shape[1])
 
     def chosen(selection: np.ndarray) -> dict:
-        return summarize(inter[selection, images], union[selection, images], target)
+        return summarize(inter[selection, images], union[selection, images], target, background)
 
     spec = {"name": name, "eps": eps, "members": [row["mode"] for row, _ in members]}
-    row = mode_row(mode, spec, (inter[choice.miou, images], union[choice.miou, images], target), names)
+    row = mode_row(mode, spec, (inter[choice.miou, images], union[choice.miou, images], target), names, background)
     for key, selection in (("fg_mIoU", choice.fg_miou), ("image_mIoU", choice.image_miou), ("mAcc", choice.macc),
                            ("allAcc", choice.allacc)):
         row[key] = chosen(selection)[key]
@@ -293,18 +303,18 @@ def ensemble_row(mode: str, name: str, eps: float, members: list[tuple[dict, tup
 
 
 def distinct_labels(specs: list[dict | None]) -> list[dict | None]:
-    """Entries of one attack that would share a mode folder (PGD-20 and PGD-100 at eps 8) are told apart by
-    the fields they differ in, at every eps: pgd_steps20_eps8, pgd_steps100_eps8."""
-    settings = defaultdict(dict)  # name -> {entry settings (all but eps and label): their fields}
+    """Entries of one attack with different settings (PGD-20 and PGD-100) are told apart by the fields they
+    differ in, at every eps: pgd_steps20_eps8, pgd_steps100_eps8. So they never share a mode folder, nor a
+    series (a line of the robustness curve, along which mIoU must not rise with eps), even at distinct eps.
+    Transfers from a source config are a series of their own already (``..._from_<config>``)."""
+    settings = defaultdict(dict)  # series -> {entry settings (all but eps and label): their fields}
     for spec in filter(None, specs):
         fields = {k: v for k, v in spec.items() if k not in ("eps", "label")}
-        settings[spec["name"]][json.dumps(fields, sort_keys=True, default=str)] = fields
-    labels = Counter(spec["label"] for spec in filter(None, specs))
-    clashing = {spec["name"] for spec in filter(None, specs) if labels[spec["label"]] > 1}
+        settings[series_of(spec["label"])][json.dumps(fields, sort_keys=True, default=str)] = fields
     out = []
     for spec in specs:
-        variants = list(settings[spec["name"]].values()) if spec else []
-        if spec is None or spec["name"] not in clashing or len(variants) == 1:
+        variants = list(settings[series_of(spec["label"])].values()) if spec else []
+        if spec is None or len(variants) == 1:
             out.append(spec)
             continue
         keys = sorted({k for v in variants for k in v if any(w.get(k) != v.get(k) for w in variants)})
@@ -329,12 +339,12 @@ def expand_sea(specs: list[dict | None]) -> tuple[list[dict | None], list[tuple[
 
 
 def worst_cases(evaluated: list[tuple[dict, tuple]], ensembles: list[tuple[dict, list[str]]], names: list[str],
-                save_folder: Path) -> list[dict]:
+                save_folder: Path, background: int | None = 0) -> list[dict]:
     """SEA's rows (worst case over its members) and, per eps shared by two or more attack entries, a
     worst_case row over every attack evaluated at that eps."""
     by_mode = {row["mode"]: (row, counts) for row, counts in evaluated}
     rows = [ensemble_row(spec["label"], "sea", spec["eps"], [by_mode[m] for m in members], names,
-                         save_folder / spec["label"]) for spec, members in ensembles]
+                         save_folder / spec["label"], background) for spec, members in ensembles]
     entry = {m: spec["label"] for spec, members in ensembles for m in members}  # SEA member -> its entry
     by_eps = defaultdict(list)
     for row, counts in evaluated:
@@ -343,7 +353,7 @@ def worst_cases(evaluated: list[tuple[dict, tuple]], ensembles: list[tuple[dict,
     for eps, members in sorted(by_eps.items()):
         if len({entry.get(row["mode"], row["mode"]) for row, _ in members}) >= 2:
             mode = f"worst_case_eps{round(eps * 255, 4):g}"
-            rows.append(ensemble_row(mode, "worst_case", eps, members, names, save_folder / mode))
+            rows.append(ensemble_row(mode, "worst_case", eps, members, names, save_folder / mode, background))
     return rows
 
 
@@ -376,6 +386,8 @@ def main() -> None:
         raise UserError("an attack needs labels, but split is 'test'; evaluate a labelled split (val)")
     names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
     data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label)
+    entries = sorted(f"{image} {label}" for image, label in data.data_list)  # the order changes no prediction
+    list_sha256 = hashlib.sha256("\n".join(entries).encode()).hexdigest()
     index_end = len(data.data_list) if cfg.index_step == 0 else min(cfg.index_start + cfg.index_step,
                                                                      len(data.data_list))
     data.data_list = data.data_list[cfg.index_start:index_end]
@@ -384,10 +396,11 @@ def main() -> None:
 
     runs, ensembles = expand_sea(specs)
     model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
-    evaluated = [evaluate(cfg, data, spec, names, colors, model_loader) for spec in runs]
+    evaluated = [evaluate(cfg, data, spec, names, colors, model_loader, list_sha256) for spec in runs]
     if len(evaluated) > 1 and all(evaluated):
         save_folder = Path(cfg.save_folder)
-        rows = [row for row, _ in evaluated] + worst_cases(evaluated, ensembles, names, save_folder)
+        rows = [row for row, _ in evaluated] + worst_cases(evaluated, ensembles, names, save_folder,
+                                                           cfg.background_class)
         write_summary(rows, save_folder)
     dist.cleanup()
 

@@ -70,3 +70,21 @@ def test_foreground_miou_leaves_out_class_0_and_summarize_pools_images():
     assert report["mIoU"] == pytest.approx(metric.miou) and report["fg_mIoU"] == pytest.approx(metric.fg_miou)
     assert report["allAcc"] == pytest.approx(4 / 7) and report["image_mIoU"] == pytest.approx(metric.miou)
     assert report["iou_class"] == pytest.approx([1 / 3, 2 / 4, 1 / 3])
+
+
+def test_foreground_miou_follows_the_configured_background_class():
+    """Cityscapes and Stanford have no background (class 0 is road / sky): fg-mIoU is then the mIoU, in the
+    pooled metric, the report and the worst-case search alike; another background class is left out instead."""
+    from util.metrics import summarize
+    from util.worstcase import worst_case
+    target = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
+    output = np.array([[0, 1, 1, 1], [2, 0, 2, 2]])
+    none, two = SegMetric(3, background=None), SegMetric(3, background=2)
+    for metric in (none, two):
+        metric.update(output, target)
+    assert none.fg_miou == pytest.approx(none.miou)
+    assert two.fg_miou == pytest.approx((1 / 3 + 2 / 4) / 2)  # classes 0 and 1
+    counts = [np.stack([c.numpy()] * 2) for c in intersection_and_union(output, target, 3)]
+    assert summarize(*counts, background=None)["fg_mIoU"] == pytest.approx(none.miou)
+    attacks = [np.stack([c] * 2) for c in counts]  # two identical attacks
+    assert worst_case(*attacks, background=None).fg_miou.tolist() == worst_case(*attacks).miou.tolist()

@@ -238,6 +238,32 @@ def test_test_py_whole_image_transfer_and_panels(run_cli, tiny_opts, tmp_path):
     assert picture.shape[0] > 3 * gray.shape[0] and picture.shape[1] > 5 * 3 * gray.shape[1]
 
 
+def test_test_py_per_crop_and_whole_image_agree_on_single_window_images_without_flip(run_cli, tmp_path):
+    """Square images as large as the crop (one window, no resize, no padding) and ``flip False``: test.py
+    gives the same attacked predictions under both protocols, and other ones with the flip."""
+    import test as test_script
+    from model import build_model
+    from util.synthetic import generate
+    generate(tmp_path / "data", seed=3, num_train=1, num_val=3, size=40, max_aspect=1.0)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "random.pth"
+    torch.save({"state_dict": build_model("psp", 18, 5, pretrained=False).state_dict()}, checkpoint)
+    opts = ["data_root", str(tmp_path / "data"), "test_list", str(tmp_path / "data/list/val.txt"), "workers", "0",
+            "base_size", "40", "test_h", "40", "test_w", "40", "model_path", str(checkpoint), "panels", "0",
+            "attacks", "[{name: bim, eps: 0.03, unit: 1, steps: 2, alpha: 0.01}]"]
+
+    def attacked(protocol: str, flip: bool) -> dict:
+        folder = tmp_path / f"{protocol}_{flip}"
+        code, _, err = run_cli(test_script, ["--config", "config/synthetic/synthetic_pspnet18.yaml", *opts,
+                                             "attack_protocol", protocol, "flip", str(flip), "save_folder", str(folder)])
+        assert code == 0, err
+        return {p.name: p.read_bytes() for p in (folder / "bim_eps0.03/gray").glob("*.png")}
+
+    per_crop = attacked("per_crop", False)
+    assert len(per_crop) == 3 and attacked("whole_image", False) == per_crop
+    assert attacked("whole_image", True) != per_crop
+
+
 def test_bench_restates_the_original_protocol(target):
     """tool_bench/eval.py's original protocol (one crop at a time, the original BIM) gives our predictions."""
     from tool_bench.eval import original_predict

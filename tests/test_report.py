@@ -99,6 +99,20 @@ def test_sanity_warnings_on_constructed_results():
     assert "sea_eps8 (ensemble) is weaker than bim_eps8" in weak[1]
 
 
+def test_settings_of_one_attack_are_separate_series():
+    """PGD-100 at 4/255 and PGD-5 at 8/255 are two settings, not one attack at two eps: the weaker PGD-5
+    leaving a higher mIoU at the larger eps is no sign of gradient masking."""
+    from attack.registry import parse_specs
+    specs = test_script.distinct_labels(parse_specs([{"name": "pgd", "eps": [4], "steps": 100},
+                                                     {"name": "pgd", "eps": [8], "steps": 5}]))
+    assert [s["label"] for s in specs] == ["pgd_steps100_eps4", "pgd_steps5_eps8"]
+    counts = tuple(np.ones((1, 2)) for _ in range(3))
+    rows = [{**test_script.mode_row(s["label"], s, counts, ["a", "b"]), "mIoU": m} for s, m in zip(specs, (0.3, 0.4))]
+    assert [r["series"] for r in rows] == ["pgd_steps100", "pgd_steps5"]
+    assert summary.sanity_warnings(rows) == []
+    assert len(summary.sanity_warnings([{**r, "series": "pgd"} for r in rows])) == 1  # what one series would say
+
+
 def test_csv_keeps_the_old_columns_first_and_the_curve_is_a_png(tmp_path):
     rows = [row("clean", "clean", 0, 0.7, kind="clean"), row("pgd_eps4", "pgd", 4, 0.4, steps=10),
             row("pgd_eps8", "pgd", 8, 0.2, steps=10), row("sea_eps8", "sea", 8, 0.1, kind="ensemble"),
@@ -228,7 +242,8 @@ def test_robust_eval_script_runs_the_suite_end_to_end(tiny_opts, checkpoint):
     assert logs and curve
 
 
-def test_random_start_attacks_give_the_same_predictions_after_a_resume(run_cli, tiny_opts, tmp_path, checkpoint):
+def test_random_start_attacks_give_the_same_predictions_after_a_resume(run_cli, tiny_opts, tiny_data, tmp_path,
+                                                                       checkpoint):
     """Attack draws are seeded per image, so a resumed PGD run stores what an uninterrupted one does, and
     another manual_seed is another evaluation (refused in the same folder)."""
     opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "manual_seed", "5",
@@ -245,6 +260,16 @@ def test_random_start_attacks_give_the_same_predictions_after_a_resume(run_cli, 
     assert {p.name: p.read_bytes() for p in gray.glob("*.png")} == first
     code, _, err = run_cli(test_script, [*opts, "manual_seed", "6"])
     assert code == 2 and "another 'settings.manual_seed'" in err.strip().splitlines()[-1]
+    code, _, err = run_cli(test_script, [*opts, "batch_size_val", "1"])  # random starts are drawn per crop batch
+    assert code == 2 and "another 'settings.batch_size_val'" in err.strip().splitlines()[-1]
+    lines = (tiny_data / "list/val.txt").read_text().splitlines()
+    reordered, relabelled = tmp_path / "reordered.txt", tmp_path / "relabelled.txt"
+    reordered.write_text("\n".join(lines[::-1]) + "\n")
+    relabelled.write_text("\n".join([f"{lines[0].split()[0]} {lines[1].split()[1]}", *lines[1:]]) + "\n")
+    code, out, err = run_cli(test_script, [*opts, "test_list", str(reordered)])
+    assert code == 0 and "4 of 4 predictions already stored" in out, err
+    code, _, err = run_cli(test_script, [*opts, "test_list", str(relabelled)])  # an image's name, another label
+    assert code == 2 and "another 'list_sha256'" in err.strip().splitlines()[-1]
 
 
 def test_minimum_norm_attacks_report_their_median_norm(run_cli, tiny_opts, tmp_path, checkpoint):
@@ -300,3 +325,19 @@ def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tm
         report.collect(tmp_path / "result", tmp_path / "result")
     with pytest.raises(UserError, match="robust_eval.sh"):
         report.collect(tmp_path / "result", tmp_path / "nowhere")
+
+
+def test_panels_show_the_first_images_of_the_list_also_after_a_resume(run_cli, tiny_opts, tmp_path, checkpoint):
+    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "panels", "1",
+            "attacks", "[{name: bim, eps: 4, steps: 1}]"]
+    code, _, err = run_cli(test_script, opts)
+    assert code == 0, err
+    mode = tmp_path / "result/bim_eps4"
+    first = sorted((mode / "gray").glob("*.png"))
+    assert [p.name for p in (mode / "panels").glob("*.png")] == [first[0].name]
+    shutil.rmtree(mode / "panels")
+    for png in first[1:3]:
+        png.unlink()
+    code, out, err = run_cli(test_script, opts)
+    assert code == 0 and "2 of 4 predictions already stored" in out, err
+    assert not (mode / "panels").exists() or not list((mode / "panels").glob("*.png"))

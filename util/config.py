@@ -122,6 +122,8 @@ class TestConfig:
     attack_protocol: str = "per_crop"  # per_crop (original: windows attacked alone) | whole_image (see README)
     eval_crop: str = "sliding"  # sliding (original) | whole (one forward) | center (central window only scored)
     ignore_as_background: bool = False  # ignore_label pixels count as class 0 in metrics and attacks
+    flip: bool = True  # clean predictions average in the horizontal flip (original); so does whole_image
+    background_class: Optional[int] = 0  # the class fg-mIoU leaves out; empty when there is none (Cityscapes)
     panels: int = 4  # per attack mode, a panel PNG for the first N images in save_folder/<mode>/panels (0: none)
 
 

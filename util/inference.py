@@ -15,8 +15,10 @@ Attacks (``attack_protocol``):
   label; the attacked image is then predicted exactly like a clean one (flip included).
 
 Crops of one image go through the model in batches of ``crop_batch``; in eval mode this gives the same clean
-predictions as one crop at a time, and under attack the same up to sign flips of near-zero gradient
-components, a few pixels (``tool_bench/eval.py`` checks both and times them).
+predictions as one crop at a time, and under attacks without random draws the same up to sign flips of
+near-zero gradient components, a few pixels (``tool_bench/eval.py`` checks both and times them). Random
+starts and restarts are drawn per batch of crops, so those results depend on ``crop_batch``
+(``batch_size_val``, part of the stored predictions' fingerprint).
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ class Protocol:
     @classmethod
     def from_config(cls, cfg) -> Protocol:
         return cls(cfg.classes, cfg.base_size, cfg.test_h, cfg.test_w, tuple(cfg.scales), cfg.ignore_label,
-                   cfg.batch_size_val, cfg.eval_crop, cfg.attack_protocol, cfg.ignore_as_background)
+                   cfg.batch_size_val, cfg.eval_crop, cfg.attack_protocol, cfg.ignore_as_background, cfg.flip)
 
     def scaled_size(self, h: int, w: int, scale: float) -> tuple[int, int]:
         """(new_h, new_w): the long side resized to ``base_size * scale``, as semseg rounds it."""

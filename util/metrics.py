@@ -58,6 +58,7 @@ class SegMetric:
 
     classes: int
     ignore_index: int = 255
+    background: int | None = 0  # the class fg_miou leaves out; None: there is none (fg_miou = miou)
     intersection: np.ndarray = field(init=False)
     union: np.ndarray = field(init=False)
     target: np.ndarray = field(init=False)
@@ -94,8 +95,10 @@ class SegMetric:
 
     @property
     def fg_miou(self) -> float:
-        """mIoU over classes 1..C-1 (background class 0 left out), same convention as :attr:`miou`."""
-        return float(np.mean(self.iou_class[1:])) if self.classes > 1 else float("nan")
+        """mIoU without the background class (same convention as :attr:`miou`); all classes when there is no
+        background (``background`` None: Cityscapes' class 0 is road)."""
+        foreground = foreground_mask(self.classes, self.background)
+        return float(np.mean(self.iou_class[foreground])) if foreground.any() else float("nan")
 
     @property
     def macc(self) -> float:
@@ -106,10 +109,15 @@ class SegMetric:
         return float(self.intersection.sum() / (self.target.sum() + 1e-10))
 
 
-def summarize(intersection: np.ndarray, union: np.ndarray, target: np.ndarray) -> dict:
-    """Report metrics of per-image counts (N, C): pooled mIoU, fg_mIoU, mAcc, allAcc, per-class IoU and
-    accuracy, and the per-image mIoU averaged over images."""
-    metric = SegMetric(intersection.shape[-1])
+def foreground_mask(classes: int, background: int | None = 0) -> np.ndarray:
+    """Boolean (C,): the classes that fg-mIoU averages, all but ``background`` (all when it is None)."""
+    return np.arange(classes) != (-1 if background is None else background)
+
+
+def summarize(intersection: np.ndarray, union: np.ndarray, target: np.ndarray, background: int | None = 0) -> dict:
+    """Report metrics of per-image counts (N, C): pooled mIoU, fg_mIoU (without class ``background``), mAcc,
+    allAcc, per-class IoU and accuracy, and the per-image mIoU averaged over images."""
+    metric = SegMetric(intersection.shape[-1], background=background)
     metric.add_counts(intersection.sum(0), union.sum(0), target.sum(0))
     return {"mIoU": metric.miou, "fg_mIoU": metric.fg_miou, "image_mIoU": mean_image_miou(intersection, union),
             "mAcc": metric.macc, "allAcc": metric.allacc, "iou_class": metric.iou_class.tolist(),

@@ -89,7 +89,7 @@ def main() -> None:
     _, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
     device = select_device(cfg.device, cfg.test_gpu)
     model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone,
-                        zoom_factor=8, output_stride=cfg.output_stride).to(device)
+                        zoom_factor=cfg.zoom_factor, output_stride=cfg.output_stride).to(device)
     load_checkpoint_weights(model, cfg.model_path)
     model.eval()
     protocol = Protocol.from_config(cfg)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from util.metrics import per_image_miou
+from util.metrics import foreground_mask, per_image_miou
 
 
 def pooled_miou(intersection: np.ndarray, union: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
@@ -86,17 +86,19 @@ class WorstCase:
     fg_miou: np.ndarray
 
 
-def worst_case(intersection: np.ndarray, union: np.ndarray, target: np.ndarray) -> WorstCase:
-    """The worst-case selections of an ensemble from counts (A, N, C) of each attack on each image."""
+def worst_case(intersection: np.ndarray, union: np.ndarray, target: np.ndarray,
+               background: int | None = 0) -> WorstCase:
+    """The worst-case selections of an ensemble from counts (A, N, C) of each attack on each image (fg-mIoU
+    without class ``background``, see :func:`util.metrics.foreground_mask`)."""
     total_target = target.sum(0) + 1e-10  # (C,): the same for every attack
     image = np.nan_to_num(per_image_miou(intersection, union), nan=0.0)  # images without valid pixels tie
     classes = intersection.shape[-1]
-    foreground = np.arange(classes) > 0
+    foreground = foreground_mask(classes, background)
     return WorstCase(
         allacc=worst_by_accuracy(intersection),
         macc=(intersection / total_target).sum(-1).argmin(0),
         image_miou=image.argmin(0),
         miou=search_worst_miou(intersection, union)[0],
-        fg_miou=search_worst_miou(intersection, union, foreground)[0] if classes > 1 else np.zeros(
+        fg_miou=search_worst_miou(intersection, union, foreground)[0] if foreground.any() else np.zeros(
             intersection.shape[1], dtype=np.int64),
     )
