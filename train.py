@@ -214,6 +214,13 @@ def prepare_model(cfg, model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
+def check_finite(cfg, loss: torch.Tensor, curr_iter: int, where: str = "") -> None:
+    """Stop before a non-finite loss reaches the weights (and so a checkpoint)."""
+    if not torch.isfinite(loss):
+        raise UserError(f"loss{where} became {loss.item()} at iteration {curr_iter}; lower base_lr "
+                        f"(the last saved checkpoint in '{cfg.save_path}' is intact)")
+
+
 def train_step(cfg, model, defense, optimizer, images, target, curr_iter: int,
                amp: MixedPrecision | None = None) -> StepResult:
     """One update: the defense builds the batch, then SGD/Adam step, or SAM's two passes on that batch.
@@ -227,9 +234,7 @@ def train_step(cfg, model, defense, optimizer, images, target, curr_iter: int,
     with amp.autocast():
         step = defense.loss(model, batch)
     logged = dist.all_reduce_mean(torch.stack([step.loss.detach(), step.main_loss, step.aux_loss]).float())
-    if not torch.isfinite(logged[0]):
-        raise UserError(f"loss became {logged[0].item()} at iteration {curr_iter}; lower base_lr "
-                        f"(the last saved checkpoint in '{cfg.save_path}' is intact)")
+    check_finite(cfg, logged[0], curr_iter)
     optimizer.zero_grad(set_to_none=True)
     amp.scaler.scale(step.loss).backward()
     base = optimizer
@@ -239,6 +244,12 @@ def train_step(cfg, model, defense, optimizer, images, target, curr_iter: int,
             optimizer.zero_grad(set_to_none=True)
             with frozen_bn_stats(model), amp.autocast():
                 second = defense.loss(model, batch).loss
+            if not amp.scaler.is_enabled():  # fp16's scaler skips a step with non-finite gradients itself
+                try:
+                    check_finite(cfg, dist.all_reduce_mean(second.detach().float()), curr_iter, " at SAM's w + e")
+                except UserError:
+                    optimizer.restore()
+                    raise
             amp.scaler.scale(second).backward()
             optimizer.restore()
     amp.scaler.step(base)

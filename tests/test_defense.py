@@ -9,6 +9,7 @@ dropout 0, so "the same" means equal to rounding.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -21,6 +22,7 @@ from model.export import export
 from train import train_step
 from util.dataset import IMAGENET_MEAN, IMAGENET_STD
 from util.defense import DDCAT, SAT, NoDefense, TrainingAttack
+from util.errors import UserError
 from util.optim import SAM, build_optimizer, set_lr
 
 MEAN = torch.tensor(IMAGENET_MEAN).double().view(1, 3, 1, 1)  # the float32 constants, as the attack uses
@@ -289,6 +291,31 @@ def test_sam_warmup_is_plain_sgd_and_bn_counts_the_batch_once() -> None:
     assert torch.equal(bn_sam.running_mean, bn_sgd.running_mean)
     assert torch.equal(bn_sam.running_var, bn_sgd.running_var)
     assert bn_sam.momentum == 0.1
+
+
+def test_sam_stops_on_a_non_finite_loss_at_the_perturbed_weights_and_leaves_w() -> None:
+    """Without fp16's scaler nothing would skip the step: the loss at w + e is checked, and w is restored
+    bit for bit (also after a normal SAM step the ascent is undone by copy, not by subtraction)."""
+
+    class NanAtSecondPass(NoDefense):
+        calls = 0
+
+        def loss(self, model, batch):
+            step = super().loss(model, batch)
+            self.calls += 1
+            return step if self.calls == 1 else dataclasses.replace(step, loss=step.loss * float("nan"))
+
+    images, target = _batch(n=2, size=9, classes=3)
+    model = _Tiny().train()
+    opt, _ = build_optimizer("sam", model, 0.1, sam_rho=0.05)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(UserError, match=r"loss at SAM's w \+ e became nan at iteration 1"):
+        train_step(_cfg(), model, NanAtSecondPass(), opt, images.float(), target, curr_iter=1)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    _tiny_loss(model, images.float(), target).backward()
+    assert opt.ascend() and not all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    opt.restore()
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
 @pytest.mark.parametrize("arch", ["psp", "aspp"])

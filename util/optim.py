@@ -32,7 +32,7 @@ class SAM:
         self.base = base
         self.rho = rho
         self.adaptive = adaptive
-        self._perturbation: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parameter, its value w) while at w + e
 
     @property
     def param_groups(self) -> list[dict]:
@@ -60,19 +60,18 @@ class SAM:
         if not torch.isfinite(norm):
             return False
         scale = self.rho / (norm + 1e-12)
-        self._perturbation = []
+        self._saved = []
         for p in params:
-            e = (p * p * p.grad if self.adaptive else p.grad) * scale
-            p.add_(e)
-            self._perturbation.append((p, e))
+            self._saved.append((p, p.detach().clone()))  # restored by copy: (w + e) - e need not be w
+            p.add_((p * p * p.grad if self.adaptive else p.grad) * scale)
         return True
 
     @torch.no_grad()
     def restore(self) -> None:
-        """Return to w; the gradients computed at w + e stay in ``.grad`` for the base optimizer's step."""
-        for p, e in self._perturbation:
-            p.sub_(e)
-        self._perturbation = []
+        """Return to w exactly; the gradients computed at w + e stay in ``.grad`` for the base optimizer's step."""
+        for p, saved in self._saved:
+            p.copy_(saved)
+        self._saved = []
 
     def step(self) -> None:
         """A plain base-optimizer step (SAM's warm-up iterations)."""
