@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -337,6 +338,8 @@ def validate(cfg, loader, model, device, amp: MixedPrecision | None = None) -> t
 
 
 def main() -> None:
+    cv2.setNumThreads(0)  # as semseg: DataLoader workers (forked from here) resize and warp single-threaded
+    cv2.ocl.setUseOpenCL(False)
     args = get_parser().parse_args()
     cfg = load_config(args.config, args.opts)
     device = dist.setup(select_device(cfg.device, cfg.train_gpu), cfg.dist_url, cfg.world_size, cfg.rank,
@@ -422,6 +425,9 @@ def main() -> None:
                             f"{save_path / f'train_iter_{curr_iter}.pth'}) to continue exactly")
             return requested
 
+        stopped = False
+        if done // iters >= cfg.epochs:
+            logger.info(f"nothing to train: already at epoch {done // iters} of {cfg.epochs}")
         for epoch in range(done // iters, cfg.epochs):
             loss, miou, macc, allacc, stopped = train_epoch(
                 cfg, train_loader, model, defense, optimizer, index_split, epoch, device, writer, amp,

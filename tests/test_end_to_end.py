@@ -70,6 +70,11 @@ def test_resume_continues_from_the_checkpoint(run_cli, tiny_opts, tmp_path):
     assert code == 0, err
     assert "resumed" in out and "Epoch: [2/2]" in out and "Epoch: [1/2]" not in out
     assert torch.load(tmp_path / "model/train_epoch_2.pth", weights_only=True)["epoch"] == 2
+    finished = (tmp_path / "model/train_epoch_2.pth").read_bytes()
+    code, out, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "auto_resume", "True"])  # a requeued job
+    assert code == 0, err
+    assert "nothing to train: already at epoch 2 of 2" in out and "Training done" in out
+    assert (tmp_path / "model/train_epoch_2.pth").read_bytes() == finished
 
 
 def test_refuses_to_overwrite_another_runs_checkpoints(run_cli, tiny_opts, tmp_path):
