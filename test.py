@@ -166,7 +166,7 @@ _NOT_PREDICTION_KEYS = {"test_list", "split", "has_prediction", "index_start", "
 _ITERATIVE = {"bim", "pgd", "segpgd", "cospgd", "apgd", "padam"}
 
 
-def prediction_fingerprint(cfg: DictConfig, attack_spec: dict | None, model_loader, list_sha256: str = "") -> dict:
+def prediction_fingerprint(cfg: DictConfig, attack_spec: dict | None, model_loader, list_sha256: str) -> dict:
     """The attack spec, the checkpoint's SHA-256 (and a transfer attack's source checkpoint's), the settings
     that a mode's predictions depend on, and the SHA-256 of the whole image/label list (predictions are
     stored by image name: another list may give a name another image or label)."""
@@ -214,7 +214,7 @@ def mode_row(mode: str, attack_spec: dict | None, counts: tuple[np.ndarray, ...]
 
 
 def evaluate(cfg: DictConfig, data: SemData, attack_spec: dict | None, names: list[str], colors: np.ndarray,
-             model_loader, list_sha256: str = "") -> tuple[dict, tuple[np.ndarray, ...]] | None:
+             model_loader, list_sha256: str) -> tuple[dict, tuple[np.ndarray, ...]] | None:
     """One evaluation mode (clean or one attack): predicts the images without a stored prediction, scores
     all stored predictions, logs them and writes results.json; the result row and the per-image counts
     (intersection, union, target), each (images, classes). None for the unlabelled split 'test'."""

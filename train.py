@@ -10,6 +10,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -246,11 +247,10 @@ def train_step(cfg, model, defense, optimizer, images, target, curr_iter: int,
             with frozen_bn_stats(model), amp.autocast():
                 second = defense.loss(model, batch).loss
             if not amp.scaler.is_enabled():  # fp16's scaler skips a step with non-finite gradients itself
-                try:
-                    check_finite(cfg, dist.all_reduce_mean(second.detach().float()), curr_iter, " at SAM's w + e")
-                except UserError:
+                second_mean = dist.all_reduce_mean(second.detach().float())
+                if not torch.isfinite(second_mean):
                     optimizer.restore()
-                    raise
+                    check_finite(cfg, second_mean, curr_iter, " at SAM's w + e")
             amp.scaler.scale(second).backward()
             optimizer.restore()
     amp.scaler.step(base)
@@ -395,17 +395,19 @@ def main() -> None:
         from tensorboardX import SummaryWriter
         writer = SummaryWriter(str(save_path))
 
-    def save(name: str, iteration: int) -> Path:
+    def save(name: str, iteration: int, superseded: Iterable[Path] = ()) -> Path:
+        """Write a checkpoint, then delete the ones it supersedes and, at the first save, the previous run's."""
         state = training_state(cfg, model, optimizer, amp, iteration, iters, data_seed)
         filename = save_path / name
         if dist.is_main_process():
             save_checkpoint(state, filename)
             logger.info(f"Saving checkpoint to: {filename}")
-            deleted = [old.name for old in stale if old != filename and old.exists()]
-            for name_old in deleted:
-                (save_path / name_old).unlink()
-            if deleted:
-                logger.info(f"overwrite True: deleted the previous run's checkpoints {', '.join(deleted)}")
+            previous = [old.name for old in stale if old != filename and old.exists()]
+            if previous:
+                logger.info(f"overwrite True: deleted the previous run's checkpoints {', '.join(previous)}")
+            for old in [*stale, *superseded]:
+                if old != filename and old.exists():
+                    old.unlink()
             stale.clear()
         return filename
 
@@ -414,11 +416,7 @@ def main() -> None:
             """Iteration checkpoints (the newest kept), and a clean stop on SIGTERM / SIGINT."""
             requested = stop.requested()
             if requested or (cfg.save_every_iters and curr_iter % cfg.save_every_iters == 0):
-                save(f"train_iter_{curr_iter}.pth", curr_iter)
-                if dist.is_main_process():
-                    for old in save_path.glob("train_iter_*.pth"):
-                        if old.name != f"train_iter_{curr_iter}.pth":
-                            old.unlink()
+                save(f"train_iter_{curr_iter}.pth", curr_iter, superseded=save_path.glob("train_iter_*.pth"))
             if requested:
                 logger.info(f"stopped by {stop.received or 'another process'} after iteration {curr_iter}: "
                             f"run the same command with auto_resume True (or resume "

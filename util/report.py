@@ -15,11 +15,14 @@ from pathlib import Path
 
 from util.errors import UserError, run_main
 
+RUN_TEST = "run test.py (clean and --attack)"
+RUN_SUITE = "run the attack suite (tool_test/<dataset>/robust_eval.sh)"
 
-def read_result(path: Path) -> dict:
-    """One test.py results.json."""
+
+def read_result(path: Path, how: str = RUN_TEST) -> dict:
+    """One test.py results.json; ``how``: what the user runs to make it."""
     if not path.is_file():
-        raise UserError(f"result file '{path}' not found; run test.py (clean and --attack) first")
+        raise UserError(f"result file '{path}' not found; {how} first")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
@@ -38,14 +41,10 @@ def mode_label(mode: dict) -> str:
 
 def collect_strong(folder: Path) -> dict:
     """Images and mIoU per attack mode (clean left out) of an attack-suite run."""
-    if not (folder / "results.json").is_file():
-        raise UserError(f"result file '{folder / 'results.json'}' not found; run the attack suite "
-                        "(tool_test/<dataset>/robust_eval.sh) into it first")
-    result = read_result(folder / "results.json")
+    result = read_result(folder / "results.json", f"{RUN_SUITE} into '{folder}'")
     modes = {mode_label(m): m["mIoU"] for m in result.get("modes", []) if m["kind"] != "clean"}
     if not modes:
-        raise UserError(f"'{folder / 'results.json'}' holds no attack modes; run the attack suite "
-                        "(tool_test/<dataset>/robust_eval.sh) into it")
+        raise UserError(f"'{folder / 'results.json'}' holds no attack modes; {RUN_SUITE} into it")
     return {"images": result["images"], "miou": modes}
 
 

@@ -94,11 +94,17 @@ def worst_case(intersection: np.ndarray, union: np.ndarray, target: np.ndarray,
     image = np.nan_to_num(per_image_miou(intersection, union), nan=0.0)  # images without valid pixels tie
     classes = intersection.shape[-1]
     foreground = foreground_mask(classes, background)
+    miou = search_worst_miou(intersection, union)[0]
+    if foreground.all():  # no background class: fg-mIoU is the mIoU, no second search
+        fg_miou = miou
+    elif foreground.any():
+        fg_miou = search_worst_miou(intersection, union, foreground)[0]
+    else:
+        fg_miou = np.zeros(intersection.shape[1], dtype=np.int64)
     return WorstCase(
         allacc=worst_by_accuracy(intersection),
         macc=(intersection / total_target).sum(-1).argmin(0),
         image_miou=image.argmin(0),
-        miou=search_worst_miou(intersection, union)[0],
-        fg_miou=search_worst_miou(intersection, union, foreground)[0] if foreground.any() else np.zeros(
-            intersection.shape[1], dtype=np.int64),
+        miou=miou,
+        fg_miou=fg_miou,
     )
