@@ -325,6 +325,13 @@ def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tm
         report.collect(tmp_path / "result", tmp_path / "result")
     with pytest.raises(UserError, match="robust_eval.sh"):
         report.collect(tmp_path / "result", tmp_path / "nowhere")
+    proc = subprocess.run([sys.executable, "-m", "util.report", str(tmp_path / "result"), "--defense", "sat",
+                           "--out", str(out_json), "--strong", str(tmp_path / "nowhere")], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: result file '{tmp_path / 'nowhere/results.json'}' not found; run the attack suite "
+        f"(tool_test/<dataset>/robust_eval.sh) into '{tmp_path / 'nowhere'}' first")
+    assert json.loads(out_json.read_text()) == results  # nothing written
 
 
 def test_panels_show_the_first_images_of_the_list_also_after_a_resume(run_cli, tiny_opts, tmp_path, checkpoint):
