@@ -1,7 +1,5 @@
-"""APGD with segmentation losses, and the multi-radius schedule of SEA."""
+"""APGD with segmentation losses and the multi-radius schedule of SEA, as Croce et al.'s code runs them."""
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -13,12 +11,16 @@ LOSSES = ("ce", "masked_ce", "balanced_masked_ce", "js", "masked_spherical", "se
 
 
 def checkpoints(iterations: int) -> list[int]:
-    """APGD's step-size checkpoints w_j = ceil(p_j * N): p_0 = 0, p_1 = 0.22,
-    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
-    p = [0.0, 0.22]
-    while p[-1] < 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({math.ceil(round(q * iterations, 6)) for q in p if q <= 1})
+    """The iterations after which APGD checks its step size, as Croce et al.'s segmentation code places
+    them in a run of ``iterations``: the first after max(int(0.22 n), 1), then at intervals that shrink
+    by max(int(0.03 n), 1) down to max(int(0.06 n), 1)."""
+    interval, shrink, least = (max(int(share * iterations), 1) for share in (0.22, 0.03, 0.06))
+    marks = [interval]
+    while True:
+        interval = max(interval - shrink, least)
+        if marks[-1] + interval > iterations:
+            return marks
+        marks.append(marks[-1] + interval)
 
 
 def pixel_losses(name: str, logits: torch.Tensor, target: torch.Tensor, ignore_index: int,
@@ -66,123 +68,149 @@ def pixel_losses(name: str, logits: torch.Tensor, target: torch.Tensor, ignore_i
 
 class APGD(Attack):
     """Auto-PGD (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
-    parameter-free attacks", ICML 2020), L-inf, with segmentation losses as in SEA (Croce et al.,
-    "Towards Reliable Evaluation and Fast Training of Robust Semantic Segmentation Models", ECCV 2024).
+    parameter-free attacks", ICML 2020), L-inf, with segmentation losses and the radius schedule of SEA
+    (Croce et al., "Towards Reliable Evaluation and Fast Training of Robust Semantic Segmentation Models",
+    ECCV 2024), run as their code (``apgd_largereps``) runs it.
 
-    Sign steps with momentum 0.75 from step size 2 * radius; at APGD's checkpoints the step is halved
-    (and the run restarts from the best point) when fewer than 75 % of the steps since the last
-    checkpoint raised the loss, or when neither the step nor the best loss changed. With ``stages`` the
-    iterations are split over shrinking radii (SEA: 30/30/40 % at 2, 1.5, 1 times eps), each stage
-    starting from the previous stage's best point projected into its ball. Returns per image the iterate
-    with the lowest pixel accuracy; an image stops being attacked once it is fully misclassified.
-    Defaults: eps 8/255, 300 iterations, masked CE, SEA's stages.
+    The iterations are split over shrinking radii (``stages``; SEA: 30/30/40 % at 2, 1.5 and 1 times eps).
+    The first stage starts from a uniformly random point of its ball (``random_start``), each later one
+    from the previous stage's lowest-accuracy iterate projected into its ball. A stage takes sign steps
+    of the ``loss`` gradient with momentum 0.75 from step size 2 * radius. Its step size is controlled by
+    the ``track`` loss (plain CE, as the official code does: a masked loss falls as pixels flip and would
+    halve the step for progress): at each of :func:`checkpoints` the step is halved, and the run goes on
+    from the iterate with the highest tracked loss (keeping its momentum), when at most ``rho`` of the
+    steps since the last checkpoint raised the tracked loss, or, unless the last checkpoint halved, when
+    the highest tracked loss did not rise. Returns per image the iterate of the final ball with the lowest
+    pixel accuracy (ties go to the later one); an image leaves a stage once it is fully misclassified, and
+    only the images still attacked go through the model. Defaults: eps 8/255, 300 iterations, masked CE.
 
     Args:
         model: segmentation model (logits in eval mode).
         eps: final L-inf radius in [0, 1] pixel units.
         steps: total iterations over all stages.
-        loss: one of :data:`LOSSES`.
+        loss: the loss whose gradient is followed, one of :data:`LOSSES`.
         stages: (fraction of iterations, radius / eps) per stage.
         momentum: APGD's alpha.
-        rho: fraction of loss increases below which the step is halved.
+        rho: fraction of tracked-loss increases at or below which the step is halved.
+        track: the loss that controls the step size, one of :data:`LOSSES`.
+        random_start: start from a random point of the first ball instead of the clean image.
     """
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 300, loss: str = "masked_ce",
                  stages: tuple[tuple[float, float], ...] = ((0.3, 2.0), (0.3, 1.5), (0.4, 1.0)),
-                 momentum: float = 0.75, rho: float = 0.75, ignore_index: int = 255, **kwargs) -> None:
+                 momentum: float = 0.75, rho: float = 0.75, track: str = "ce", random_start: bool = True,
+                 ignore_index: int = 255, **kwargs) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        for name, value in (("loss", loss), ("track", track)):
+            if value not in LOSSES:
+                raise ValueError(f"{name} must be one of {LOSSES}, got {value!r}")
         if steps < len(stages):
             raise ValueError(f"APGD needs at least one step per stage, got steps={steps}")
         self.steps = steps
         self.loss_name = loss
+        self.track = track
         self.stages = stages
         self.momentum = momentum
         self.rho = rho
+        self.random_start = random_start
         self.schedule: list[torch.Tensor] = []  # per-image step sizes after each checkpoint of the last call
 
     def stage_iterations(self) -> list[int]:
-        counts = [max(1, round(fraction * self.steps)) for fraction, _ in self.stages]
-        counts[-1] = max(1, self.steps - sum(counts[:-1]))
-        return counts
+        """Iterations per stage: int(fraction * steps), the last stage takes the rest (as the official)."""
+        counts = [max(1, int(fraction * self.steps)) for fraction, _ in self.stages[:-1]]
+        return [*counts, self.steps - sum(counts)]
 
     def perturb(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        size = target.shape[-2:]
-        best = x0.clone()
         with torch.no_grad():
-            best_acc = self.pixel_accuracy(self.logits(x0, size), target)
-        x = x0.clone()
+            best_acc = self.pixel_accuracy(self.logits(x0, target.shape[-2:]), target)
+        best = x0.clone()
+        x = x0
+        if self.random_start:
+            first = self.eps * self.stages[0][1]
+            x = (x0 + first * (2 * torch.rand_like(x0) - 1)).clamp(0.0, 1.0)
         done = 0
         self.schedule = []
         for iterations, (_, scale) in zip(self.stage_iterations(), self.stages):
             radius = self.eps * scale
-            x = torch.min(torch.max(x, x0 - radius), x0 + radius).clamp(0, 1)
-            if radius <= self.eps:  # only points of the final ball can be returned
-                stage_best, stage_acc = best, best_acc
-            else:  # a wider stage only finds the next stage's starting point
-                stage_best, stage_acc = x.clone(), torch.full_like(best_acc, float("inf"))
-            self._stage(x, x0, target, size, radius, iterations, done, stage_best, stage_acc)
+            x, acc = self._stage(ball(x, x0, radius), x0, target, radius, iterations, done)
             done += iterations
-            x = stage_best.clone()
+            if radius <= self.eps:  # only points of the final ball can be returned
+                better = acc <= best_acc
+                best[better], best_acc[better] = x[better], acc[better]
         return best
 
-    def _loss_and_grad(self, x: torch.Tensor, target: torch.Tensor, size, step: int):
-        x = x.detach().requires_grad_(True)
-        logits = self.logits(x, size)
-        losses = pixel_losses(self.loss_name, logits, target, self.ignore_index, step, self.steps)
-        grad = self.input_grad(losses.sum(), x)
-        return losses.detach(), grad, self.pixel_accuracy(logits.detach(), target)
+    def _evaluate(self, x: torch.Tensor, target: torch.Tensor, step: int, need_grad: bool = True):
+        """(tracked loss, gradient of the attacked loss or None, pixel accuracy) per image at ``x``."""
+        x = x.detach().requires_grad_(need_grad)
+        with torch.set_grad_enabled(need_grad):
+            logits = self.logits(x, target.shape[-2:])
+            grad = None
+            if need_grad:
+                attacked = pixel_losses(self.loss_name, logits, target, self.ignore_index, step, self.steps)
+                grad = self.input_grad(attacked.sum(), x)
+        logits = logits.detach()
+        tracked = pixel_losses(self.track, logits, target, self.ignore_index, step, self.steps)
+        return tracked, grad, self.pixel_accuracy(logits, target)
 
-    def _stage(self, x, x0, target, size, radius, iterations, offset, best, best_acc) -> None:
-        """One APGD run in the ``radius`` ball; updates ``best`` / ``best_acc`` in place."""
+    def _stage(self, x, x0, target, radius, iterations, offset) -> tuple[torch.Tensor, torch.Tensor]:
+        """One APGD run of ``iterations`` in the ``radius`` ball around ``x0`` from ``x``: per image the
+        lowest-accuracy iterate (the start included) and its accuracy."""
         n = x0.shape[0]
-        shape = (n, 1, 1, 1)
-        step = torch.full(shape, 2 * radius, device=x0.device, dtype=x0.dtype)
-        marks = set(checkpoints(iterations)) - {0}
-        last_mark = 0
+        out, out_acc = x.clone(), torch.full((n,), float("inf"), device=x0.device)
+        ids = torch.arange(n, device=x0.device)  # the images still attacked: the rows of every state tensor
 
-        def project(z: torch.Tensor) -> torch.Tensor:
-            return torch.min(torch.max(z, x0 - radius), x0 + radius).clamp(0, 1)
+        def record(z: torch.Tensor, acc: torch.Tensor) -> None:
+            better = acc <= out_acc[ids]
+            out[ids[better]], out_acc[ids[better]] = z[better], acc[better]
 
-        def keep(z: torch.Tensor, acc: torch.Tensor) -> None:
-            better = acc < best_acc
-            best[better] = z[better]
-            best_acc[better] = acc[better]
-
-        loss, grad, acc = self._loss_and_grad(x, target, size, offset)
-        keep(x, acc)
-        x_max, loss_max, grad_max = x.clone(), loss.clone(), grad.clone()
-        x_prev = x.clone()
-        increases = torch.zeros(n, device=x0.device)
-        reduced = torch.zeros(n, dtype=torch.bool, device=x0.device)  # the step was halved at the last checkpoint
-        loss_max_at_mark = loss_max.clone()
-        active = best_acc > 0
+        tracked, grad, acc = self._evaluate(x, target, offset)
+        record(x, acc)
+        s = {"x0": x0, "target": target, "x": x, "x_prev": x, "grad": grad, "loss": tracked,
+             "x_max": x.clone(), "grad_max": grad.clone(), "loss_max": tracked.clone(),
+             "step": torch.full((n, 1, 1, 1), 2 * radius, device=x0.device, dtype=x0.dtype),
+             "increases": torch.zeros(n, device=x0.device), "loss_at_mark": tracked.clone(),
+             "reduced": torch.ones(n, dtype=torch.bool, device=x0.device)}  # no condition 2 at the first mark
+        marks, last_mark = set(checkpoints(iterations)), 0
         for k in range(iterations):
-            if not active.any():
-                break
-            z = project(x + step * grad.sign())
+            keep = out_acc[ids] > 0
+            if not keep.all():  # fully misclassified images leave the stage
+                ids, s = ids[keep], {key: value[keep] for key, value in s.items()}
+                if not len(ids):
+                    break
+            x, step = s["x"], s["step"]
+            z = ball(x + step * s["grad"].sign(), s["x0"], radius)
             coeff = self.momentum if k > 0 else 1.0
-            x_new = project(x + coeff * (z - x) + (1 - coeff) * (x - x_prev))
-            x_new = torch.where(active.view(shape), x_new, x)
-            loss_new, grad_new, acc = self._loss_and_grad(x_new, target, size, offset + k + 1)
-            keep(x_new, acc)
-            increases += (loss_new > loss).float()
-            improved = loss_new > loss_max
-            x_max[improved] = x_new[improved]
-            grad_max[improved] = grad_new[improved]
-            loss_max = torch.where(improved, loss_new, loss_max)
-            x_prev, x, loss, grad = x, x_new, loss_new, grad_new
+            x_new = ball(x + coeff * (z - x) + (1 - coeff) * (x - s["x_prev"]), s["x0"], radius)
+            need_grad = k + 1 < iterations  # the last iterate's gradient is never used
+            tracked, grad, acc = self._evaluate(x_new, s["target"], offset + k + 1, need_grad)
+            record(x_new, acc)
+            s["increases"] += (tracked > s["loss"]).float()
+            improved = tracked > s["loss_max"]
+            s["x_max"][improved], s["loss_max"][improved] = x_new[improved], tracked[improved]
+            if need_grad:
+                s["grad_max"][improved] = grad[improved]
+            s["x_prev"], s["x"], s["loss"], s["grad"] = x, x_new, tracked, grad
             if k + 1 in marks:
-                span = k + 1 - last_mark
-                halve = (increases < self.rho * span) | (~reduced & (loss_max_at_mark >= loss_max))
-                step = torch.where(halve.view(shape), step / 2, step)
-                restart = halve.view(shape)  # continue from the best point (no new forward needed)
-                x, x_prev = torch.where(restart, x_max, x), torch.where(restart, x_max, x_prev)
-                grad = torch.where(restart, grad_max, grad)
-                loss = torch.where(halve, loss_max, loss)
-                self.schedule.append(step.view(-1).clone())
-                increases.zero_()
-                reduced, loss_max_at_mark = halve, loss_max.clone()
+                self._check(s, k + 1 - last_mark, ids, n)
                 last_mark = k + 1
-            active = best_acc > 0
+        return out, out_acc
+
+    def _check(self, s: dict, span: int, ids: torch.Tensor, n: int) -> None:
+        """A checkpoint: halve the step of the images whose tracked loss oscillated or stalled, and move
+        them back to their highest-loss iterate (their previous iterate stays, so momentum carries on)."""
+        halve = (s["increases"] <= self.rho * span) | (~s["reduced"] & (s["loss_at_mark"] >= s["loss_max"]))
+        view = halve.view(-1, 1, 1, 1)
+        s["step"] = torch.where(view, s["step"] / 2, s["step"])
+        s["x"] = torch.where(view, s["x_max"], s["x"])
+        if s["grad"] is not None:
+            s["grad"] = torch.where(view, s["grad_max"], s["grad"])
+        s["increases"] = torch.zeros_like(s["increases"])
+        s["reduced"], s["loss_at_mark"] = halve, s["loss_max"].clone()
+        steps = s["step"].new_full((n,), float("nan"))
+        steps[ids] = s["step"].view(-1)
+        self.schedule.append(steps)
+
+
+def ball(x: torch.Tensor, x0: torch.Tensor, radius: float) -> torch.Tensor:
+    """Project onto the L-inf ball of ``radius`` around ``x0`` and onto [0, 1]."""
+    return torch.min(torch.max(x, x0 - radius), x0 + radius).clamp(0.0, 1.0)

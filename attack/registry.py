@@ -27,7 +27,7 @@ _PGD_FIELDS = {"eps", "steps", "alpha", "norm", "restarts", "random_start"}
 # Constructor arguments a spec may set, per attack.
 FIELDS = {"fgsm": {"eps"}, "bim": {"eps", "steps", "alpha", "random_start"}, "pgd": _PGD_FIELDS,
           "segpgd": _PGD_FIELDS, "cospgd": _PGD_FIELDS | {"targeted"},
-          "apgd": {"eps", "steps", "loss", "momentum", "rho"}, "sea": {"eps", "steps"},
+          "apgd": {"eps", "steps", "loss", "momentum", "rho", "track", "random_start"}, "sea": {"eps", "steps"},
           "padam": {"eps", "steps", "alpha", "loss", "restarts", "random_start"},
           "dag": {"eps", "steps", "gamma"},
           "cw": {"eps", "steps", "search_steps", "c", "lr", "kappa", "success_acc"},

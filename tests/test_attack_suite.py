@@ -1,5 +1,6 @@
 """FGSM, PGD (L-inf, L2), SegPGD and CosPGD: threat model, strength on a trained tiny model, seeds,
 ignored pixels, and the losses against hand computations."""
+import copy
 import math
 
 import pytest
@@ -169,9 +170,21 @@ def test_pgd_returns_the_best_iterate(trained):
         assert (kept <= attack.pixel_accuracy(model(single), target) + 1e-6).all()
 
 
-def test_apgd_checkpoints_follow_the_paper():
+@pytest.mark.parametrize("iterations", [1, 7, 90, 100, 120, 300])
+def test_apgd_checkpoints_are_the_official_counter_schedule(iterations):
+    """Croce et al.'s code checks after k = max(int(0.22 n), 1) iterations, then shrinks k by
+    max(int(0.03 n), 1) down to max(int(0.06 n), 1); restated as the counter it keeps."""
     from attack.apgd import checkpoints
-    assert checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
+    k = max(int(0.22 * iterations), 1)
+    counter, expected = 0, []
+    for i in range(iterations):
+        counter += 1
+        if counter == k:
+            expected.append(i + 1)
+            counter, k = 0, max(k - max(int(0.03 * iterations), 1), max(int(0.06 * iterations), 1))
+    assert checkpoints(iterations) == expected
+    if iterations == 100:
+        assert expected == [22, 41, 57, 70, 80, 87, 93, 99]
 
 
 @pytest.mark.parametrize("loss", ["ce", "masked_ce", "balanced_masked_ce", "js", "masked_spherical", "segpgd"])
@@ -208,10 +221,28 @@ def test_apgd_halves_the_step_when_the_loss_stalls():
     assert steps == pytest.approx(expected)
 
 
-def test_apgd_halves_after_no_progress_only_if_the_last_checkpoint_did_not():
-    """Condition 2 of APGD's schedule: a checkpoint where the loss kept rising step by step but the best loss
-    did not improve halves the step only if the previous checkpoint did not. Scripted losses, one image:
-    constant up to the first checkpoint (condition 1 halves), then rising from far below the best."""
+def _late_drop(i: int) -> float:
+    """Rising, except 4 falls at the end of the third window (42..57): exactly 12 of its 16 steps rise."""
+    return i - 10.0 * (i - 53) if 53 < i <= 57 else float(i)
+
+
+# Scripted tracked losses per evaluation (0: the start) and the halvings they cause at checkpoints
+# 22, 41, 57, 70, 80, 87, 93, 99 of a 100-step run.
+SCRIPTS = {
+    # constant, then rising from far below the best: 22 by condition 1, then condition 2 at every second
+    "stall_then_below_best": (lambda i: 10.0 if i <= 22 else 1.0 + 0.1 * (i - 23), [1, 1, 2, 2, 3, 3, 4, 4]),
+    # one fall, then rising below the best: condition 2 never at the first checkpoint, then every second
+    "below_best_from_the_start": (lambda i: 10.0 if i == 0 else 1.0 + 0.05 * i, [0, 1, 1, 2, 2, 3, 3, 4]),
+    # exactly 75 % of the steps rising halves (the official test is <=)
+    "three_quarters_rising": (_late_drop, [0, 0, 1, 1, 1, 1, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_apgd_step_size_schedule_on_scripted_losses(script):
+    """APGD's two conditions on scripted tracked losses, one image: condition 1 halves when at most 75 % of
+    the steps since the last checkpoint raised the loss; condition 2 when the best loss did not rise,
+    unless the last checkpoint halved, and never at the first checkpoint."""
     from attack import APGD
     from attack.apgd import checkpoints
 
@@ -219,22 +250,20 @@ def test_apgd_halves_after_no_progress_only_if_the_last_checkpoint_did_not():
         def forward(self, x):
             return torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(x.shape[0], 3, *x.shape[-2:])
 
+    losses, halvings = SCRIPTS[script]
     pixels, target = _data(n=1)
     target[:] = 1
     target[:, 0, 0] = 0  # one correct pixel keeps the attack running
     attack = APGD(Constant(), eps=EPS, steps=100, stages=((1.0, 1.0),))
     calls = []
 
-    def scripted(x, target, size, step):
-        i = len(calls)
-        calls.append(i)
-        loss = 10.0 if i <= 22 else 1.0 + 0.1 * (i - 23)  # stays below the best, 10
-        return torch.tensor([loss]), torch.ones_like(x), torch.ones(1)
+    def scripted(x, target, step, need_grad=True):
+        calls.append(len(calls))
+        return torch.tensor([losses(calls[-1])]), torch.ones_like(x), torch.ones(1)
 
-    attack._loss_and_grad = scripted
+    attack._evaluate = scripted
     attack(attack.normalize(pixels), target)
-    assert checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
-    halvings = [1, 1, 2, 2, 3, 3, 4, 4]  # 22 by condition 1, then every second checkpoint by condition 2
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
     assert torch.stack(attack.schedule)[:, 0].tolist() == pytest.approx([2 * EPS / 2 ** h for h in halvings])
 
 
@@ -275,3 +304,97 @@ def test_sea_is_the_per_image_worst_case_of_its_members(trained):
             member = APGD(model, eps=0.03, steps=12, loss=loss)(x, target)
             assert (acc <= sea.pixel_accuracy(model(member), target) + 1e-6).all()
     assert _accuracy(model, adv, target) <= _accuracy(model, BIM(model)(x, target), target)
+
+
+def _restated_apgd(model, x, y, eps, n_iter, loss, seed):
+    """Croce et al.'s ``apgd_largereps`` with ``use_rs=True`` and ``track_loss='ce-avg'`` (nmndeep/
+    Robust-Segmentation, semseg/attacker.py), restated plainly with a python loop per image for every
+    decision, and with the four differences our APGD keeps on purpose: the first step's loss is compared
+    with the start's (the official compares it with 0), pixel accuracy counts only labelled pixels at every
+    step (the official counts ignored pixels as wrong at a run's start, right afterwards), the clean image
+    is a candidate too, and an image stops once fully misclassified (the official stops a whole batch)."""
+    from attack.apgd import pixel_losses
+    torch.manual_seed(seed)
+    n = x.shape[0]
+
+    def measure(z, step, with_grad):
+        z = z.detach().requires_grad_(True)
+        logits = model(z)
+        grad = torch.autograd.grad(pixel_losses(loss, logits, y, 255, step, n_iter).sum(), z)[0] if with_grad else None
+        valid = y != 255
+        acc = (((logits.argmax(1) == y) & valid).flatten(1).sum(1) / valid.flatten(1).sum(1)).detach()
+        return pixel_losses("ce", logits.detach(), y, 255), grad, acc
+
+    def project(z, r, j=slice(None)):
+        return torch.min(torch.max(z, x[j] - r), x[j] + r).clamp(0, 1)
+
+    iters = [int(0.3 * n_iter), int(0.3 * n_iter)]
+    iters.append(n_iter - sum(iters))
+    best, best_acc = x.clone(), measure(x, 0, False)[2]
+    point, done = (x + 2 * eps * (2 * torch.rand_like(x) - 1)).clamp(0, 1), 0
+    for iterations, radius in zip(iters, (2 * eps, 1.5 * eps, eps)):
+        cur = project(point, radius)
+        loss_cur, grad, acc = measure(cur, done, True)
+        out, out_acc = cur.clone(), acc.clone()
+        prev, step = cur.clone(), torch.full((n,), 2 * radius, dtype=x.dtype)
+        x_max, g_max, l_max = cur.clone(), grad.clone(), loss_cur.clone()
+        ups, reduced, l_at_mark = [0] * n, [True] * n, l_max.clone()
+        k = max(int(0.22 * iterations), 1)
+        counter, stopped = 0, [False] * n
+        for i in range(iterations):
+            new = cur.clone()
+            for j in range(n):
+                if stopped[j]:
+                    continue
+                z = project(cur[j] + step[j] * grad[j].sign(), radius, j)
+                a = 0.75 if i > 0 else 1.0
+                new[j] = project(cur[j] + a * (z - cur[j]) + (1 - a) * (cur[j] - prev[j]), radius, j)
+            loss_new, grad_new, acc = measure(new, done + i + 1, i < iterations - 1)
+            prev = cur.clone()
+            for j in range(n):
+                if stopped[j]:
+                    continue
+                if acc[j] <= out_acc[j]:
+                    out[j], out_acc[j] = new[j], acc[j]
+                ups[j] += int(loss_new[j] > loss_cur[j])
+                if loss_new[j] > l_max[j]:
+                    x_max[j], l_max[j] = new[j], loss_new[j]
+                    if grad_new is not None:
+                        g_max[j] = grad_new[j]
+                cur[j], loss_cur[j] = new[j], loss_new[j]
+                if grad_new is not None:
+                    grad[j] = grad_new[j]
+            counter += 1
+            if counter == k:
+                for j in range(n):
+                    halve = ups[j] <= 0.75 * k or (not reduced[j] and l_at_mark[j] >= l_max[j])
+                    if halve and not stopped[j]:
+                        step[j] /= 2
+                        cur[j], grad[j] = x_max[j], g_max[j]
+                    ups[j], reduced[j], l_at_mark[j] = 0, halve, l_max[j]
+                counter, k = 0, max(k - max(int(0.03 * iterations), 1), max(int(0.06 * iterations), 1))
+            stopped = [bool(a == 0) for a in out_acc]
+            if all(stopped):
+                break
+        point, done = out, done + iterations
+        if radius <= eps:
+            better = out_acc <= best_acc
+            best[better], best_acc[better] = out[better], out_acc[better]
+    return best
+
+
+@pytest.mark.parametrize("loss", ["masked_ce", "balanced_masked_ce", "js"])
+def test_apgd_equals_the_official_schedule_restated(trained, loss):
+    """Random start, the tracked CE, the counter checkpoints, halving at <= 75 % increases, condition 2 not
+    at the first checkpoint, restarts that keep momentum, the radius hand-over by accuracy, no gradient on
+    a stage's last step: our APGD returns the restatement's points, in float64 with the same seed."""
+    from attack import APGD
+    model, x, target = trained
+    model = copy.deepcopy(model).double()
+    pixels = APGD(model).to_pixels(x).double()
+    attack = APGD(model, eps=4 / 255, steps=40, loss=loss, mean=(0, 0, 0), std=(1, 1, 1))
+    torch.manual_seed(5)
+    ours = attack(pixels, target)
+    expected = _restated_apgd(model, pixels, target, 4 / 255, 40, loss, seed=5)
+    assert torch.equal(ours, expected)
+    assert _accuracy(model, ours, target) < _accuracy(model, pixels, target)
