@@ -168,14 +168,17 @@ _ITERATIVE = {"bim", "pgd", "segpgd", "cospgd", "apgd", "padam"}
 
 def prediction_fingerprint(cfg: DictConfig, attack_spec: dict | None, model_loader, list_sha256: str) -> dict:
     """The attack spec, the checkpoint's SHA-256 (and a transfer attack's source checkpoint's), the settings
-    that a mode's predictions depend on, and the SHA-256 of the whole image/label list (predictions are
-    stored by image name: another list may give a name another image or label)."""
+    that a mode's predictions depend on, the SHA-256 of the whole image/label list (predictions are
+    stored by image name: another list may give a name another image or label), and the attack's revision
+    when its code changed results since predictions were first stored (:attr:`attack.base.Attack.revision`)."""
     if not cfg.model_path or not os.path.isfile(cfg.model_path):
         model_loader()  # fails with the loader's one-line error
     values = OmegaConf.to_container(cfg)
     keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
     fingerprint = {"attack": attack_spec, "model_sha256": predictions.file_sha256(cfg.model_path),
                    "settings": {k: values[k] for k in keys}, "list_sha256": list_sha256}
+    if attack_spec and ATTACKS[attack_spec["name"]].revision > 1:
+        fingerprint["attack_revision"] = ATTACKS[attack_spec["name"]].revision
     if attack_spec and attack_spec.get("source"):
         source = attack_spec["source"]
         path = source["model_path"] or load_config(source["config"]).model_path

@@ -96,6 +96,8 @@ class APGD(Attack):
         random_start: start from a random point of the first ball instead of the clean image.
     """
 
+    revision = 2  # 2: the official schedule (docs/attack_fidelity.md)
+
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 300, loss: str = "masked_ce",
                  stages: tuple[tuple[float, float], ...] = ((0.3, 2.0), (0.3, 1.5), (0.4, 1.0)),
                  momentum: float = 0.75, rho: float = 0.75, track: str = "ce", random_start: bool = True,

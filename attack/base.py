@@ -55,6 +55,9 @@ class Attack:
     """
 
     norm = "linf"  # threat model: "linf" or "l2" (per image)
+    # Raised when the attack's results change for the same spec, so that stored predictions of the older
+    # code are not reused (test.py's prediction fingerprint).
+    revision = 1
 
     def __init__(self, model: nn.Module, eps: float, ignore_index: int = 255,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,

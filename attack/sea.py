@@ -20,6 +20,8 @@ class SEA(Attack):
     each image's accuracy) is not computed here.
     """
 
+    revision = APGD.revision
+
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 300,
                  losses: Sequence[str] = ("balanced_masked_ce", "masked_ce", "js"), ignore_index: int = 255,
                  **kwargs) -> None:

@@ -398,3 +398,25 @@ def test_apgd_equals_the_official_schedule_restated(trained, loss):
     expected = _restated_apgd(model, pixels, target, 4 / 255, 40, loss, seed=5)
     assert torch.equal(ours, expected)
     assert _accuracy(model, ours, target) < _accuracy(model, pixels, target)
+
+
+def test_apgd_random_start_escapes_a_flat_clean_point():
+    """A model whose logits are flat within 0.01 of the clean pixels (a zero gradient there, as gradient
+    masking gives): from the clean image every sign step is 0 and nothing changes; from a random point of
+    the first ball (2 eps wide) the gradient is there and the attack fools nearly every pixel."""
+    from attack import APGD
+
+    class Flat(nn.Module):
+        def forward(self, x):
+            far = (x - 0.5).abs().sub(0.01).relu().sum(1, keepdim=True)
+            return torch.cat([1 - 30 * far, torch.zeros_like(far), torch.zeros_like(far)], 1)
+
+    pixels = torch.full((2, 3, 8, 8), 0.5)
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    results = {}
+    for random_start in (False, True):
+        attack = APGD(Flat(), eps=EPS, steps=30, random_start=random_start, mean=(0, 0, 0), std=(1, 1, 1))
+        torch.manual_seed(0)
+        adv = attack(pixels, target)
+        results[random_start] = attack.pixel_accuracy(Flat()(adv), target).mean().item()
+    assert results[False] == 1.0 and results[True] < 0.1

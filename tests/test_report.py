@@ -348,3 +348,18 @@ def test_panels_show_the_first_images_of_the_list_also_after_a_resume(run_cli, t
     code, out, err = run_cli(test_script, opts)
     assert code == 0 and "2 of 4 predictions already stored" in out, err
     assert not (mode / "panels").exists() or not list((mode / "panels").glob("*.png"))
+
+
+def test_apgd_predictions_of_the_code_before_its_revision_are_not_reused(run_cli, tiny_opts, tmp_path, checkpoint):
+    """APGD's results changed with the official schedule (revision 2): predictions stored by the earlier
+    code, whose fingerprint has no revision, are refused instead of mixed with new ones."""
+    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "attacks", "[{name: apgd, eps: 8, steps: 3}]"]
+    code, _, err = run_cli(test_script, opts)
+    assert code == 0, err
+    path = tmp_path / "result/apgd_eps8/fingerprint.json"
+    stored = json.loads(path.read_text())
+    assert stored["attack_revision"] == 2
+    del stored["attack_revision"]
+    path.write_text(json.dumps(stored))
+    code, _, err = run_cli(test_script, opts)
+    assert code == 2 and "another 'attack_revision'" in err.strip().splitlines()[-1], err
