@@ -24,7 +24,7 @@ DEMO_DDCAT := epochs 3 save_freq 3 base_lr 0.01
 DEMO_STRONG_IMAGES := 10
 DEMO_STRONG := [{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: segpgd, eps: 0.03, steps: 20, unit: 1}]
 demo: $(STAMP)
-	$(PYTHON) -m util.synthetic --root dataset/synthetic --overwrite
+	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic --overwrite
 	rm -f exp/synthetic/demo/results.json
 	for defense in none sat ddcat; do \
 	  if [ $$defense = none ]; then name=demo; suffix=; \
@@ -38,9 +38,9 @@ demo: $(STAMP)
 	    sh tool_test/synthetic/robust_eval.sh overwrite True panels 0 index_step $(DEMO_STRONG_IMAGES) \
 	    attacks "$(DEMO_STRONG)" || exit 1; \
 	  model=$$(ls exp/synthetic/$$name/model/train_epoch_*.pth | sort -V | tail -n 1); \
-	  $(PYTHON) -m util.visualize --config config/synthetic/synthetic_pspnet18$$suffix.yaml \
+	  $(PYTHON) -m evaluation.visualize --config config/synthetic/synthetic_pspnet18$$suffix.yaml \
 	    --out exp/synthetic/$$name/picture.png model_path $$model || exit 1; \
-	  $(PYTHON) -m util.report exp/synthetic/$$name/result --defense $$defense \
+	  $(PYTHON) -m evaluation.report exp/synthetic/$$name/result --defense $$defense \
 	    --strong exp/synthetic/$$name/robust --out exp/synthetic/demo/results.json || exit 1; \
 	done
 

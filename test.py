@@ -5,9 +5,9 @@ every attack of the config's ``attacks`` list.
 
 Clean results go to save_folder (gray/, color/, results.json); the original BIM's to save_folder/bim/;
 each ``attacks`` entry and eps to save_folder/<name>_eps<eps>/ (SEA's members to <sea mode>/<loss>/). Stored
-predictions carry a fingerprint (util/predictions.py): a re-run computes only the missing ones. With an
-attack list the report covers every mode plus the worst cases (util/worstcase.py): the table in the log,
-save_folder/results.csv, results.json, robustness_curve.png and gradient-masking warnings (util/summary.py).
+predictions carry a fingerprint (evaluation/predictions.py): a re-run computes only the missing ones. With an
+attack list the report covers every mode plus the worst cases (evaluation/worstcase.py): the table in the log,
+save_folder/results.csv, results.json, robustness_curve.png and gradient-masking warnings (evaluation/summary.py).
 """
 from __future__ import annotations
 
@@ -37,18 +37,19 @@ from attack.base import Attack, MinNormAttack
 from attack.registry import ATTACKS, build_attack, parse_specs
 from attack.sea import SEA
 from attack.transfer import Transfer
+from evaluation import predictions, summary
+from evaluation.inference import Protocol, WholeImageForward, predict
+from evaluation.visualize import save_panel
+from evaluation.worstcase import worst_case
 from model import build_model, load_checkpoint_weights
-from util import dist, predictions, summary
+from util import dist
 from util.config import TestConfig, load_config
 from util.dataset import SemData, colorize, load_names_colors
 from util.device import select_device
 from util.errors import UserError, run_main
-from util.inference import Protocol, WholeImageForward, predict
 from util.log import setup_logging
 from util.metrics import SegMetric, summarize
 from util.sampler import derived_seed
-from util.visualize import save_panel
-from util.worstcase import worst_case
 
 logger = setup_logging()
 
@@ -202,7 +203,7 @@ def series_of(mode: str) -> str:
 
 def mode_row(mode: str, attack_spec: dict | None, counts: tuple[np.ndarray, ...], names: list[str],
              background: int | None = 0) -> dict:
-    """A mode's report row (see util/summary.py) with per-class IoU and accuracy, from per-image counts."""
+    """A mode's report row (see evaluation/summary.py) with per-class IoU and accuracy, from per-image counts."""
     metrics = summarize(*counts, background=background)
     name = attack_spec["name"] if attack_spec else "clean"
     kind = "clean" if attack_spec is None else "transfer" if attack_spec.get("source") else \
@@ -280,7 +281,7 @@ def median_norm(folder: Path, image_names: list[str]) -> dict:
 def ensemble_row(mode: str, name: str, eps: float, members: list[tuple[dict, tuple]], names: list[str],
                  folder: Path, background: int | None = 0) -> dict:
     """The worst case over ``members`` (result row, counts) evaluated at one eps, without re-attacking (see
-    util/worstcase.py): each metric minimised over per-image choices of a member's prediction, the pooled
+    evaluation/worstcase.py): each metric minimised over per-image choices of a member's prediction, the pooled
     mIoU (and its per-class IoU) by SEA's greedy search. Writes folder/results.json with the choices."""
     inter, union = (np.stack([counts[k] for _, counts in members]) for k in (0, 1))
     target = members[0][1][2]

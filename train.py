@@ -21,9 +21,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from defense import (
+    StepResult,
+    TrainingAttack,
+    build_defense,
+    resize_target,
+    unwrap,
+)
 from model import build_model, load_checkpoint_weights
-from util import dist, transform
-from util.checkpoint import (
+from model.checkpoint import (
     CHECKPOINT_GLOB,
     StopSignal,
     latest_checkpoint,
@@ -31,15 +37,9 @@ from util.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from util import dist, transform
 from util.config import load_config, save_config
 from util.dataset import SemData, mean_std_255
-from util.defense import (
-    StepResult,
-    TrainingAttack,
-    build_defense,
-    resize_target,
-    unwrap,
-)
 from util.device import select_device
 from util.errors import UserError, run_main
 from util.log import format_seconds, setup_logging

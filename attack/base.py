@@ -139,7 +139,8 @@ class Attack:
         else:
             dist = delta.abs().max().item()
         if dist > self.eps + tol:
-            raise RuntimeError(f"{type(self).__name__} left the eps-ball: |delta|_{self.norm} = {dist:.5f} > {self.eps}")
+            raise RuntimeError(f"{type(self).__name__} left the eps-ball: "
+                               f"|delta|_{self.norm} = {dist:.5f} > {self.eps}")
 
 
 class MinNormAttack(Attack):

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.resnet import load_backbone_init, resnet
+from model.checkpoint import load_backbone_init
+from model.resnet import resnet
 
 ZOOM_FACTORS = (1, 2, 4, 8)
 

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from model.base import SegNet
-from model.resnet import read_init_state, state_dict_mismatch
-from util.errors import UserError
+from model.checkpoint import load_mobilenetv2_init
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +24,6 @@ DEFAULT_INIT = "initmodel/mobilenet_v2.pth"
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                              (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 LOW_INDEX, MID_INDEX = 3, 13  # last block of the 24-channel (stride 4) and 96-channel stages
-# Keys of the torchvision file that the backbone does not build.
-SKIPPED_PREFIXES = ("features.18.", "classifier.")
 
 
 def conv_bn_relu6(in_dim: int, out_dim: int, kernel_size: int, stride: int = 1,
@@ -113,26 +110,6 @@ class MobileNetV2(nn.Module):
                 outs["mid"] = x
         outs["high"] = x
         return outs
-
-
-def load_mobilenetv2_init(module: MobileNetV2, path: str) -> None:
-    """Load torchvision's ImageNet MobileNetV2 weights into ``module``, strictly.
-
-    Accepts a bare state dict or ``{'state_dict': ...}``, with or without ``module.`` prefixes.
-    ``features.18.*`` and ``classifier.*`` (not built) are skipped; every other key and shape must
-    match.
-
-    Raises:
-        UserError: the file is missing, unreadable, or does not fit the backbone (keys named).
-    """
-    state = read_init_state(path, "torchvision's mobilenet_v2 ImageNet weights")
-    state = {k: v for k, v in state.items() if not k.startswith(SKIPPED_PREFIXES)}
-    problem = state_dict_mismatch(state, module.state_dict())
-    if problem:
-        raise UserError(f"ImageNet init weights '{path}' do not fit the MobileNetV2 backbone: "
-                        f"{problem}; use torchvision's mobilenet_v2 (width 1.0) ImageNet weights")
-    module.load_state_dict(state, strict=True)
-    logger.info("loaded ImageNet init weights from %s", path)
 
 
 class MobileNetV2Trunk(SegNet):

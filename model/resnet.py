@@ -7,13 +7,10 @@ segmentation models' ``layer0``.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
-
-from util.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -174,120 +171,3 @@ def resnet(depth: int, output_stride: int = 8) -> ResNet:
         raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
     block, layers = _DEPTHS[depth]
     return ResNet(block, layers, output_stride=output_stride)
-
-
-def _short(names: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    more = f", ... +{len(names) - limit} more" if len(names) > limit else ""
-    return f"[{shown}{more}]"
-
-
-def state_dict_mismatch(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
-                        strict: bool = True, display: Callable[[str], str] = str) -> str:
-    """Describe in one line how ``loaded`` fails to fit ``expected``; '' when it fits.
-
-    Args:
-        loaded: the state dict read from a file.
-        expected: the target module's ``state_dict()``.
-        strict: also report missing and unexpected keys (shape mismatches are always reported).
-        display: maps a key to the name shown to the user.
-    """
-    parts = []
-    if strict:
-        # BN's num_batches_tracked appeared in PyTorch 0.4.1; older files lack it; BN fills it in.
-        missing = [display(k) for k in expected
-                   if k not in loaded and not k.endswith("num_batches_tracked")]
-        unexpected = [display(k) for k in loaded if k not in expected]
-        if missing:
-            parts.append(f"missing keys {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_short(unexpected)}")
-    shapes = [f"{display(k)}: ckpt {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-              for k, v in loaded.items() if k in expected and v.shape != expected[k].shape]
-    if shapes:
-        more = f" ... +{len(shapes) - 5} more" if len(shapes) > 5 else ""
-        parts.append("shape mismatch " + ", ".join(shapes[:5]) + more)
-    return ", ".join(parts)
-
-
-def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the ``module.`` that (Distributed)DataParallel puts in front of every key."""
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def _to_layer0(key: str) -> str:
-    head, _, rest = key.partition(".")
-    return f"layer0.{STEM_TO_LAYER0[head]}.{rest}" if head in STEM_TO_LAYER0 else key
-
-
-def _to_stem(key: str) -> str:
-    layer0_to_stem = {v: k for k, v in STEM_TO_LAYER0.items()}
-    parts = key.split(".", 2)
-    if parts[0] == "layer0" and len(parts) == 3 and parts[1] in layer0_to_stem:
-        return f"{layer0_to_stem[parts[1]]}.{parts[2]}"
-    return key
-
-
-def read_state_file(path: str, what: str, missing_hint: str,
-                    expected: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read a torch file safely (``weights_only``): (the file's dict, its state dict without ``module.``
-    prefixes). A bare state dict comes back as ``({'state_dict': state}, state)``.
-
-    Args:
-        path: the file.
-        what: how errors name the file ("checkpoint", "ImageNet init weights").
-        missing_hint: what to do when the file is missing.
-        expected: what the file should hold, for the error when it holds no tensors.
-
-    Raises:
-        UserError: the file is missing, unreadable, or not a state dict of tensors.
-    """
-    if not os.path.isfile(path):
-        raise UserError(f"{what} '{path}' not found; {missing_hint}")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types for a file it cannot read
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{what} '{path}' is not a loadable torch checkpoint "
-                        f"(torch.load with weights_only=True failed: {reason})") from err
-    if isinstance(content, Mapping) and isinstance(content.get("state_dict"), Mapping):
-        state = content["state_dict"]
-    else:
-        state, content = content, {"state_dict": content}
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{what} '{path}' holds no state dict of tensors; {expected}")
-    return dict(content), strip_module_prefix(state)
-
-
-def read_init_state(path: str, wanted: str) -> dict[str, torch.Tensor]:
-    """Read an ImageNet weights file; ``wanted`` names the expected file in error messages."""
-    return read_state_file(path, "ImageNet init weights",
-                           f"put {wanted} there (see initmodel/README.md) or set pretrained: False "
-                           f"to train from scratch", f"use {wanted}")[1]
-
-
-def load_resnet_init(path: str, depth: int = 50) -> dict[str, torch.Tensor]:
-    """Read semseg's ImageNet ResNet file and rename its stem to ``layer0``; ``fc.*`` is dropped.
-    ``depth`` only names the expected file in error messages."""
-    state = read_init_state(path, f"semseg's resnet{depth}_v2.pth")
-    return {_to_layer0(k): v for k, v in state.items() if not k.startswith("fc.")}
-
-
-def load_backbone_init(model: nn.Module, path: str, depth: int) -> None:
-    """Load semseg's ImageNet weights into ``model.layer0`` .. ``model.layer4``, strictly.
-
-    Raises:
-        UserError: the file is missing, unreadable, or its keys/shapes do not fit the backbone;
-            keys are named as in the file (conv1, bn1, ... rather than layer0.*).
-    """
-    state = load_resnet_init(path, depth)
-    expected = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in BACKBONE_NAMES}
-    problem = state_dict_mismatch(state, expected, display=_to_stem)
-    if problem:
-        raise UserError(f"ImageNet init weights '{path}' do not fit the ResNet-{depth} backbone: "
-                        f"{problem}; use semseg's resnet{depth}_v2.pth for layers: {depth}")
-    for name in BACKBONE_NAMES:
-        prefix = name + "."
-        getattr(model, name).load_state_dict(
-            {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
-    logger.info("loaded ImageNet init weights from %s", path)

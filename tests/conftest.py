@@ -20,7 +20,7 @@ def tiny_data(tmp_path_factory) -> Path:
     """A 16 + 4 image synthetic dataset, 48 px high, in full contrast with colourful backgrounds and hue
     families 30 degrees wide: the pipeline tests' models learn it in a few iterations (the demo's low-contrast
     default is made to be hard for undefended models)."""
-    from util.synthetic import generate
+    from tool_data.synthetic import generate
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, seed=1, num_train=16, num_val=4, size=48, hue_spread=30.0, background_chroma=1.0, contrast=1.0)
     return root

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from util.checkpoint import (
+from model.checkpoint import (
     LATEST,
     latest_checkpoint,
     rng_state,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from util.cityscapes import ID_TO_TRAIN_ID, LABELS, label_ids_to_train_ids, main
+from tool_data.cityscapes import ID_TO_TRAIN_ID, LABELS, label_ids_to_train_ids, main
 from util.dataset import SemData, load_names_colors
 from util.errors import UserError
 
@@ -148,7 +148,7 @@ def test_cli_errors(tmp_path):
 
 def test_cli_prints_one_line_error(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "util.cityscapes", "--root", str(tmp_path / "nowhere")],
+        [sys.executable, "-m", "tool_data.cityscapes", "--root", str(tmp_path / "nowhere")],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: Cityscapes root")

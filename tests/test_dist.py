@@ -27,12 +27,12 @@ import torch
 import torch.multiprocessing as mp
 
 import train as train_script
+from defense import TrainingAttack, build_defense, unwrap
 from model import build_model
 from tests.conftest import ROOT
 from train import MixedPrecision, build_amp, prepare_model, train_step
 from util import dist
 from util.config import load_config
-from util.defense import TrainingAttack, build_defense, unwrap
 from util.optim import build_optimizer, set_lr
 
 CONFIG = "config/synthetic/synthetic_pspnet18.yaml"

@@ -147,7 +147,8 @@ def test_attack_list_runs_with_clean_in_one_run(run_cli, tiny_opts, tmp_path):
                                           "model_path", str(tmp_path / "model/train_epoch_6.pth")])
     assert code == 0, err
     tiny_opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_6.pth")]
-    attacks = "[{name: fgsm, eps: 8}, {name: pgd, eps: [2, 8], steps: 3}, {name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}]"
+    attacks = ("[{name: fgsm, eps: 8}, {name: pgd, eps: [2, 8], steps: 3}, "
+               "{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}]")
     code, out, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "attacks", attacks])
     assert code == 0, err
     rows = (tmp_path / "result/results.csv").read_text().splitlines()

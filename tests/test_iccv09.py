@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from util import iccv09
+from tool_data import iccv09
 from util.dataset import SemData, load_names_colors
 from util.errors import UserError
 

@@ -75,8 +75,8 @@ def test_foreground_miou_leaves_out_class_0_and_summarize_pools_images():
 def test_foreground_miou_follows_the_configured_background_class():
     """Cityscapes and Stanford have no background (class 0 is road / sky): fg-mIoU is then the mIoU, in the
     pooled metric, the report and the worst-case search alike; another background class is left out instead."""
+    from evaluation.worstcase import worst_case
     from util.metrics import summarize
-    from util.worstcase import worst_case
     target = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
     output = np.array([[0, 1, 1, 1], [2, 0, 2, 2]])
     none, two = SegMetric(3, background=None), SegMetric(3, background=2)

@@ -1,4 +1,4 @@
-"""Evaluation protocols (util/inference.py): per_crop vs whole_image, eval_crop modes, ignore as background,
+"""Evaluation protocols (evaluation/inference.py): per_crop vs whole_image, eval_crop modes, ignore as background,
 transfer attacks, panels, and the original protocol restated by tool_bench/eval.py."""
 import dataclasses
 import json
@@ -13,10 +13,10 @@ from torch import nn
 from attack import BIM, PGD
 from attack.registry import parse_specs
 from attack.transfer import Transfer
+from evaluation.inference import Protocol, WholeImageForward, predict
 from util.config import load_config
 from util.dataset import mean_std_255
 from util.errors import UserError
-from util.inference import Protocol, WholeImageForward, predict
 from util.metrics import SegMetric
 
 CLASSES = 3
@@ -243,7 +243,7 @@ def test_test_py_per_crop_and_whole_image_agree_on_single_window_images_without_
     gives the same attacked predictions under both protocols, and other ones with the flip."""
     import test as test_script
     from model import build_model
-    from util.synthetic import generate
+    from tool_data.synthetic import generate
     generate(tmp_path / "data", seed=3, num_train=1, num_val=3, size=40, max_aspect=1.0)
     torch.manual_seed(0)
     checkpoint = tmp_path / "random.pth"
@@ -255,7 +255,8 @@ def test_test_py_per_crop_and_whole_image_agree_on_single_window_images_without_
     def attacked(protocol: str, flip: bool) -> dict:
         folder = tmp_path / f"{protocol}_{flip}"
         code, _, err = run_cli(test_script, ["--config", "config/synthetic/synthetic_pspnet18.yaml", *opts,
-                                             "attack_protocol", protocol, "flip", str(flip), "save_folder", str(folder)])
+                                             "attack_protocol", protocol, "flip", str(flip),
+                                             "save_folder", str(folder)])
         assert code == 0, err
         return {p.name: p.read_bytes() for p in (folder / "bim_eps0.03/gray").glob("*.png")}
 

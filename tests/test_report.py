@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import test as test_script
+from evaluation import predictions, summary, worstcase
 from model import build_model
 from tests.conftest import ROOT
-from util import predictions, summary, worstcase
 from util.errors import UserError
 from util.metrics import intersection_and_union
 
@@ -223,7 +223,7 @@ def test_robust_eval_script_runs_the_suite_end_to_end(tiny_opts, checkpoint):
     exp_name = f"pytest-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name, "MODEL_PATH": str(checkpoint),
            "OMP_NUM_THREADS": "1"}
-    opts = [o for o in tiny_opts[:-4]]  # without save_folder / model_path: the script sets them
+    opts = list(tiny_opts[:-4])  # without save_folder / model_path: the script sets them
     attacks = "[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: pgd, eps: [4, 8], steps: 2}, " \
               "{name: sea, eps: 8, steps: 3}]"
     try:
@@ -296,7 +296,7 @@ def test_minimum_norm_attacks_report_their_median_norm(run_cli, tiny_opts, tmp_p
 
 
 def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tmp_path, checkpoint, capsys):
-    """util.report: the original protocol's clean and BIM numbers per defense, and from an attack-suite run on
+    """evaluation.report: the original protocol's clean and BIM numbers per defense, and from an attack-suite run on
     fewer images each attack's mIoU and the worst case, in the JSON and a second table."""
     from util import report
     suite = ["save_folder", str(tmp_path / "robust"), "index_step", "2", "attacks",
@@ -325,7 +325,7 @@ def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tm
         report.collect(tmp_path / "result", tmp_path / "result")
     with pytest.raises(UserError, match="robust_eval.sh"):
         report.collect(tmp_path / "result", tmp_path / "nowhere")
-    proc = subprocess.run([sys.executable, "-m", "util.report", str(tmp_path / "result"), "--defense", "sat",
+    proc = subprocess.run([sys.executable, "-m", "evaluation.report", str(tmp_path / "result"), "--defense", "sat",
                            "--out", str(out_json), "--strong", str(tmp_path / "nowhere")], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == (
@@ -353,7 +353,8 @@ def test_panels_show_the_first_images_of_the_list_also_after_a_resume(run_cli, t
 def test_apgd_predictions_of_the_code_before_its_revision_are_not_reused(run_cli, tiny_opts, tmp_path, checkpoint):
     """APGD's results changed with the official schedule (revision 2): predictions stored by the earlier
     code, whose fingerprint has no revision, are refused instead of mixed with new ones."""
-    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "attacks", "[{name: apgd, eps: 8, steps: 3}]"]
+    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint),
+            "attacks", "[{name: apgd, eps: 8, steps: 3}]"]
     code, _, err = run_cli(test_script, opts)
     assert code == 0, err
     path = tmp_path / "result/apgd_eps8/fingerprint.json"

@@ -15,8 +15,8 @@ def test_script_fails_with_the_entry_points_message_and_code(script):
     exp_name = f"pytest-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name}
     try:
-        proc = subprocess.run(["sh", script, "base_lrr", "1"], cwd=ROOT, env=env, capture_output=True, text=True, check=False,
-                              timeout=120)
+        proc = subprocess.run(["sh", script, "base_lrr", "1"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              check=False, timeout=120)
     finally:
         shutil.rmtree(ROOT / "exp/synthetic" / exp_name, ignore_errors=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from util.errors import EXIT_USER_ERROR, UserError, run_main
-from util.synthetic import (
+from tool_data.synthetic import (
     CLASS_HUES,
     CLASS_NAMES,
     IGNORE_LABEL,
@@ -17,6 +16,7 @@ from util.synthetic import (
     main,
     render_sample,
 )
+from util.errors import EXIT_USER_ERROR, UserError, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = len(CLASS_NAMES)

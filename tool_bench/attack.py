@@ -25,11 +25,11 @@ if str(ROOT) not in sys.path:
 import torch
 
 from attack.registry import build_attack, parse_specs
+from evaluation.inference import Protocol, predict
 from model import build_model, load_checkpoint_weights
 from util.config import load_config
 from util.dataset import SemData
 from util.device import select_device
-from util.inference import Protocol, predict
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def main() -> None:
     if args.config:
         cfg = load_config(args.config, ["model_path", args.model_path] if args.model_path else [])
     else:
-        from util.synthetic import generate
+        from tool_data.synthetic import generate
         generate(tmp.name, seed=0, num_train=1, num_val=args.images, size=96)
         opts = {"data_root": tmp.name, "test_list": f"{tmp.name}/list/val.txt", "classes": 5, "layers": 18,
                 "base_size": 120, "test_h": 97, "test_w": 97, "device": args.device}

@@ -5,7 +5,7 @@
 
 Both run on the same images and checkpoint (default: a random-init PSPNet-18 on freshly generated synthetic
 images; with ``--config``, its model and the first images of its ``test_list``). "Ours" is
-:func:`util.inference.predict` with ``batch_size_val`` crops per forward and attacks that take input-only
+:func:`evaluation.inference.predict` with ``batch_size_val`` crops per forward and attacks that take input-only
 gradients; "original" restates DDC-AT's test script (``tool_test/voc2012/test_voc_psp_ddcat.py``): every
 crop alone (batch 1; batch 2 with the flip when clean), its BIM calling ``loss.backward()`` on the model
 (parameter gradients included) and ``model.zero_grad()`` each step. Clean predictions must be identical,
@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from attack.registry import build_attack
+from evaluation.inference import Protocol, crop_windows, predict
 from model import build_model, load_checkpoint_weights
 from util.config import load_config
 from util.dataset import IMAGENET_MEAN, IMAGENET_STD, SemData, mean_std_255
 from util.device import select_device
-from util.inference import Protocol, crop_windows, predict
 
 BIM_SPEC = {"name": "bim", "label": "bim", "eps": 0.03, "steps": 2, "alpha": 0.01}  # the original's
 # Clean predictions must be identical. Under attack, a gradient component near 0 can change sign between a
@@ -129,7 +129,7 @@ def main() -> None:
     if args.config:
         cfg = load_config(args.config, ["model_path", args.model_path] if args.model_path else [])
     else:
-        from util.synthetic import generate
+        from tool_data.synthetic import generate
         generate(tmp.name, seed=0, num_train=1, num_val=args.images, size=args.size)
         opts = {"data_root": tmp.name, "test_list": f"{tmp.name}/list/val.txt", "classes": 5, "layers": 18,
                 "base_size": args.base_size, "test_h": args.crop, "test_w": args.crop,
@@ -154,8 +154,8 @@ def main() -> None:
         runs = {"ours": lambda image, label, attack=attack: predict(model, image, label, protocol, device, attack),
                 "original": lambda image, label, attack=attack: original_predict(model, image, label, protocol,
                                                                                  device, attack is not None)}
-        seconds, predictions = {impl: 0.0 for impl in runs}, {impl: [] for impl in runs}
-        for impl, run in runs.items():
+        seconds, predictions = dict.fromkeys(runs, 0.0), {impl: [] for impl in runs}
+        for run in runs.values():
             run(*samples[0])  # warm-up
         for image, label in samples:  # alternate, so that a change of machine load hits both alike
             for impl, run in runs.items():

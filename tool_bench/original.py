@@ -5,7 +5,7 @@ It does the same work as ``tool_train/train_{sat,ddcat}_psp.py`` of the original
 iteration: every attack step runs the model's full training-branch forward (all heads, the aux head
 and their losses, the extra losses multiplied by 0) and a ``loss.backward()`` that also computes the
 parameter gradients; DDC-AT runs one more full forward per step for the routed prediction; SAT attacks
-the whole batch and uses half. The numbers it produces are those of :mod:`util.defense` (the tests
+the whole batch and uses half. The numbers it produces are those of :mod:`defense` (the tests
 check the crafted examples and updates against such a restatement); only the cost differs.
 """
 from __future__ import annotations

@@ -28,9 +28,9 @@ if str(ROOT) not in sys.path:
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from defense import TrainingAttack, build_defense
 from model import build_model
 from train import train_step
-from util.defense import TrainingAttack, build_defense
 from util.device import select_device
 from util.optim import build_optimizer
 

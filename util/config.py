@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import difflib
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -39,11 +40,11 @@ class TrainConfig:
     layers: int = 50  # ResNet depth: 18, 34, 50, 101, 152
     output_stride: int = 8  # backbone output stride: 8 (original) or 16
     pretrained: bool = True  # load ImageNet weights initmodel/resnet{layers}_v2.pth into the backbone
-    init_path: Optional[str] = None  # other ImageNet weights file (semseg format); default as above
+    init_path: str | None = None  # other ImageNet weights file (semseg format); default as above
     defense: str = "none"  # adversarial training: none | sat | ddcat
     adv_eps: float = 0.03  # training attack L-inf radius in [0, 1] pixels (original: 0.03)
     adv_steps: int = 3  # training attack BIM steps (original: 3)
-    adv_step_size: Optional[float] = None  # training attack step; empty: adv_eps / adv_steps (original)
+    adv_step_size: float | None = None  # training attack step; empty: adv_eps / adv_steps (original)
     adv_random_start: bool = False  # start the training attack at a random point of the ball (PGD)
     optimizer: str = "sgd"  # sgd (original) | adam | sam (SAM around SGD)
     sam_rho: float = 0.02  # SAM neighbourhood radius
@@ -60,7 +61,7 @@ class TrainConfig:
     zoom_factor: int = 8  # zoom factor for final prediction during training, be in [1, 2, 4, 8]
     ignore_label: int = 255  # label value excluded from loss and metrics
     aux_weight: float = 0.4  # weight of the auxiliary (layer3) loss
-    train_gpu: List[int] = field(default_factory=lambda: [0])  # GPU ids (a hint; CPU when there is no CUDA)
+    train_gpu: list[int] = field(default_factory=lambda: [0])  # GPU ids (a hint; CPU when there is no CUDA)
     workers: int = 4  # data loader workers
     batch_size: int = 16  # batch size for training
     batch_size_val: int = 8  # batch size for validation during training
@@ -70,12 +71,12 @@ class TrainConfig:
     power: float = 0.9  # poly learning-rate power
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 0.0001  # SGD weight decay
-    manual_seed: Optional[int] = None  # random seed; empty for a random run
+    manual_seed: int | None = None  # random seed; empty for a random run
     print_freq: int = 10  # log every N iterations
     save_freq: int = 1  # save a checkpoint every N epochs
     save_path: str = "exp/model"  # checkpoints, tensorboard events and logs go here
-    weight: Optional[str] = None  # path to initial weight (default: none)
-    resume: Optional[str] = None  # path to latest checkpoint (default: none)
+    weight: str | None = None  # path to initial weight (default: none)
+    resume: str | None = None  # path to latest checkpoint (default: none)
     evaluate: bool = False  # evaluate on the validation set after each epoch
     overwrite: bool = False  # allow a save_path holding another run's checkpoints (deleted at this run's first save)
     amp: str = "off"  # mixed precision: off | bf16 | fp16 (fp16 with a gradient scaler); see README
@@ -109,21 +110,21 @@ class TestConfig:
     base_size: int = 512  # long side of the image at scale 1.0
     test_h: int = 473  # sliding-window crop height
     test_w: int = 473  # sliding-window crop width
-    scales: List[float] = field(default_factory=lambda: [1.0])  # evaluation scales, ms as [0.5, 0.75, ...]
+    scales: list[float] = field(default_factory=lambda: [1.0])  # evaluation scales, ms as [0.5, 0.75, ...]
     has_prediction: bool = False  # predictions already in save_folder/gray: only compute metrics
     index_start: int = 0  # evaluation start index in list
     index_step: int = 0  # evaluation step index in list, 0 means to end
-    test_gpu: List[int] = field(default_factory=lambda: [0])  # GPU ids (a hint)
-    model_path: Optional[str] = None  # evaluation model path
+    test_gpu: list[int] = field(default_factory=lambda: [0])  # GPU ids (a hint)
+    model_path: str | None = None  # evaluation model path
     save_folder: str = "exp/result"  # results save folder
     colors_path: str = "dataset/synthetic/synthetic_colors.txt"  # path of dataset colors
     names_path: str = "dataset/synthetic/synthetic_names.txt"  # path of dataset category names
-    attacks: List[Any] = field(default_factory=list)  # attack specs evaluated with clean (see README)
+    attacks: list[Any] = field(default_factory=list)  # attack specs evaluated with clean (see README)
     attack_protocol: str = "per_crop"  # per_crop (original: windows attacked alone) | whole_image (see README)
     eval_crop: str = "sliding"  # sliding (original) | whole (one forward) | center (central window only scored)
     ignore_as_background: bool = False  # ignore_label pixels count as class 0 in metrics and attacks
     flip: bool = True  # clean predictions average in the horizontal flip (original); so does whole_image
-    background_class: Optional[int] = 0  # the class fg-mIoU leaves out; empty when there is none (Cityscapes)
+    background_class: int | None = 0  # the class fg-mIoU leaves out; empty when there is none (Cityscapes)
     panels: int = 4  # per attack mode, a panel PNG for the first N images in save_folder/<mode>/panels (0: none)
 
 
@@ -236,7 +237,8 @@ def check(cfg: DictConfig, where: str = "config") -> None:
     if not cfg.scales or min(cfg.scales) <= 0:
         raise UserError(f"{where}: scales must be a non-empty list of positive numbers, got {list(cfg.scales)}")
     if cfg.save_every_iters < 0:
-        raise UserError(f"{where}: save_every_iters must be >= 0 (0: only epoch checkpoints), got {cfg.save_every_iters}")
+        raise UserError(f"{where}: save_every_iters must be >= 0 (0: only epoch checkpoints), "
+                        f"got {cfg.save_every_iters}")
     if cfg.workers < 0 or cfg.index_start < 0 or cfg.index_step < 0:
         raise UserError(f"{where}: workers, index_start and index_step must be >= 0")
     if cfg.panels < 0:

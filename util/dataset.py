@@ -230,7 +230,7 @@ class SemData(torch.utils.data.Dataset):
             raise UserError(f"label '{label_path}' has values {shown} outside 0..{self.classes - 1}"
                             f" (classes={self.classes}) and not ignore_label={self.ignore_label}; "
                             "check classes/ignore_label in the config or convert the labels "
-                            "(Cityscapes: python -m util.cityscapes)")
+                            "(Cityscapes: python -m tool_data.cityscapes)")
 
 
 def colorize(gray: np.ndarray, palette: np.ndarray) -> Image.Image:

@@ -5,10 +5,10 @@ number of processes or data workers.
 batches of ``batch_size`` and deals each global batch to the processes as DistributedSampler does
 (process r takes positions r, r + N, ...), so the union of the processes' batches at step k is the
 single-process batch k, and the first half of every process's batch is the first half of the global
-batch (what SAT and DDC-AT keep clean) whenever the per-process batch is even. It can start an epoch at any batch (resume after a
-crash) without loading the batches it skips. It yields ``(epoch, index)`` keys; :class:`EpochSeeded`
-seeds the random augmentation of each sample from ``(seed, epoch, index)``, so a sample looks the same
-whichever worker loads it and whatever was loaded before it.
+batch (what SAT and DDC-AT keep clean) whenever the per-process batch is even. It can start an epoch at any
+batch (resume after a crash) without loading the batches it skips. It yields ``(epoch, index)`` keys;
+:class:`EpochSeeded` seeds the random augmentation of each sample from ``(seed, epoch, index)``, so a sample
+looks the same whichever worker loads it and whatever was loaded before it.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ The dataset ships 715 images (about 320x240) with per-pixel labels as text matri
 road, grass, water, building, mountain, foreground object) and -1 for unknown. ``SemData`` reads
 PNGs of class indices, so run once after unpacking ``iccv09Data.tar.gz``::
 
-    python -m util.iccv09 --root dataset/stanford/iccv09Data
+    python -m tool_data.iccv09 --root dataset/stanford/iccv09Data
 
 It writes, under the root:
 
@@ -286,7 +286,7 @@ def convert(root: str, val_fraction: float = VAL_FRACTION, seed: int = SEED,
 def main(argv: Sequence[str] | None = None) -> None:
     """Convert regions.txt to label PNGs and write the train/val lists (see module docstring)."""
     parser = argparse.ArgumentParser(
-        prog="python -m util.iccv09",
+        prog="python -m tool_data.iccv09",
         description="Write Stanford Background (iccv09Data) label/<id>.png and "
                     "list/{train,val}.txt.")
     parser.add_argument("--root", required=True,

@@ -1,9 +1,9 @@
 """Panels of a model under attack: image | amplified perturbation | clean prediction | attacked prediction |
 label. test.py writes one per image for the first ``panels`` images of each attack mode; this script
 pictures one image of the test list under the original BIM (2 steps, eps 0.03, step 0.01), attacked and
-predicted by the config's protocol (``attack_protocol``, ``eval_crop``; see util/inference.py):
+predicted by the config's protocol (``attack_protocol``, ``eval_crop``; see evaluation/inference.py):
 
-    python -m util.visualize --config config/synthetic/synthetic_pspnet18_sat.yaml --out sat.png \
+    python -m evaluation.visualize --config config/synthetic/synthetic_pspnet18_sat.yaml --out sat.png \
         [--index 0] [--scale 3] [key value ...]
 
 The perturbation is drawn as ``0.5 + delta / (2 max|delta|)`` per channel: mid-grey is no change.
@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from attack import BIM
+from evaluation.inference import Protocol, WholeImageForward, predict
 from model import build_model, load_checkpoint_weights
 from util.config import load_config
 from util.dataset import (
@@ -28,7 +29,6 @@ from util.dataset import (
 )
 from util.device import select_device
 from util.errors import UserError, run_main
-from util.inference import Protocol, WholeImageForward, predict
 from util.log import setup_logging
 
 logger = setup_logging()

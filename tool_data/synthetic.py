@@ -22,7 +22,7 @@ Layout written under ``root`` (paths in the lists are relative to ``root``, as i
 Every image has its own generator seeded by (seed, split, index): the same parameters give
 byte-identical files, and the val split does not change when ``num_train`` does.
 
-Usage: ``python -m util.synthetic --root dataset/synthetic [--seed 0] [--num-train 400] [--overwrite]``
+Usage: ``python -m tool_data.synthetic --root dataset/synthetic [--seed 0] [--num-train 400] [--overwrite]``
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Collect test.py results into the demo's tables and one JSON per defense.
 
-    python -m util.report exp/synthetic/demo/result --defense none --out exp/synthetic/demo/results.json \
+    python -m evaluation.report exp/synthetic/demo/result --defense none --out exp/synthetic/demo/results.json \
         [--strong exp/synthetic/demo/robust]
 
 ``result_dir`` is the save_folder of the original protocol (clean, then ``--attack``: BIM-2). ``--strong``

@@ -3,7 +3,7 @@
 The official ``*_gtFine_labelIds.png`` maps hold the 34 dataset ids; training uses the 19
 ``trainId`` classes with everything else as 255 (ignore). Run once after unpacking the dataset::
 
-    python -m util.cityscapes --root dataset/cityscapes
+    python -m tool_data.cityscapes --root dataset/cityscapes
 
 It writes ``*_gtFine_labelTrainIds.png`` next to each ``*_gtFine_labelIds.png`` (like
 cityscapesScripts' ``createTrainIdLabelImgs.py``) and the semseg list files
@@ -181,7 +181,7 @@ def write_list(path: str, lines: Sequence[str], overwrite: bool = False) -> None
 def main(argv: Sequence[str] | None = None) -> None:
     """Convert labelIds to trainIds and write ``fine_<split>.txt`` lists (see module docstring)."""
     parser = argparse.ArgumentParser(
-        prog="python -m util.cityscapes",
+        prog="python -m tool_data.cityscapes",
         description="Write Cityscapes *_gtFine_labelTrainIds.png and fine_<split>.txt lists.")
     parser.add_argument("--root", required=True,
                         help="Cityscapes root holding gtFine/ and leftImg8bit/")

@@ -1,0 +1,333 @@
+"""Every checkpoint format, read and written in this one place.
+
+Read: training checkpoints (semseg / DDC-AT ``{'state_dict': ...}`` or a bare state dict, with or without
+``module.``; a DDC-AT model's heads convert to and from a plain model's), semseg's ImageNet ResNet files and
+torchvision's MobileNetV2 file, always with ``weights_only=True``; a mismatch is described in one line.
+
+Written: crash-proof training checkpoints. A checkpoint goes to a temporary file in its folder, flushed and
+fsynced, then renamed over the final name (and the folder fsynced), so a crash at any moment leaves either
+the old file or the new one, never a torn one. ``latest`` (a one-line text file next to the checkpoints,
+replaced the same way after the checkpoint itself) names the newest complete checkpoint; ``auto_resume``
+starts from it. RNG states are stored as tensors and plain numbers, so checkpoints still load with
+``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.ddcat import from_plain_state_dict, is_ddcat_state, to_plain_state_dict
+from model.resnet import BACKBONE_NAMES, STEM_TO_LAYER0
+from util import dist
+from util.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+# torchvision MobileNetV2 entries that the segmentation backbone does not build.
+MOBILENETV2_SKIPPED = ("features.18.", "classifier.")
+LATEST = "latest"
+CHECKPOINT_GLOB = "train_*.pth"
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, and rename it to ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` atomically to ``path`` and point ``latest`` in its folder at it."""
+    path = Path(path)
+    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path.parent / LATEST, lambda f: f.write(f"{path.name}\n".encode()))
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The checkpoint ``latest`` names in ``folder``, or None when there is none.
+
+    A pointer to a missing file (deleted by hand) falls back to the newest ``train_*.pth`` by
+    modification time, so an interrupted run can still continue.
+    """
+    folder = Path(folder)
+    pointer = folder / LATEST
+    if pointer.is_file():
+        named = folder / pointer.read_text().strip()
+        if named.is_file():
+            return named
+    candidates = sorted(folder.glob(CHECKPOINT_GLOB), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates else None
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA when present) generator states, storable with weights_only."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(mt), gauss],
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class StopSignal:
+    """While active, SIGTERM and SIGINT only request a stop: the training loop finishes its step, saves a
+    checkpoint and exits 0. A second SIGINT interrupts at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> Self:
+        try:
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        except ValueError:  # not the main thread (e.g. an embedding application): signals keep their handlers
+            self._previous = {}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received == "SIGINT" and name == "SIGINT":
+            raise KeyboardInterrupt
+        self.received = name
+        logger.warning(f"{name} received: stopping after this step with a checkpoint")
+
+    def requested(self) -> bool:
+        """Whether any process received a stop signal (all processes agree, so they stop together)."""
+        flag = torch.tensor([float(self.received is not None)])
+        return bool(dist.all_reduce_sum(flag).item() > 0)
+
+
+def _short(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    more = f", ... +{len(names) - limit} more" if len(names) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def state_dict_mismatch(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                        strict: bool = True, display: Callable[[str], str] = str) -> str:
+    """Describe in one line how ``loaded`` fails to fit ``expected``; '' when it fits.
+
+    Args:
+        loaded: the state dict read from a file.
+        expected: the target module's ``state_dict()``.
+        strict: also report missing and unexpected keys (shape mismatches are always reported).
+        display: maps a key to the name shown to the user.
+    """
+    parts = []
+    if strict:
+        # BN's num_batches_tracked appeared in PyTorch 0.4.1; older files lack it; BN fills it in.
+        missing = [display(k) for k in expected
+                   if k not in loaded and not k.endswith("num_batches_tracked")]
+        unexpected = [display(k) for k in loaded if k not in expected]
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+    shapes = [f"{display(k)}: ckpt {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+              for k, v in loaded.items() if k in expected and v.shape != expected[k].shape]
+    if shapes:
+        more = f" ... +{len(shapes) - 5} more" if len(shapes) > 5 else ""
+        parts.append("shape mismatch " + ", ".join(shapes[:5]) + more)
+    return ", ".join(parts)
+
+
+def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` that (Distributed)DataParallel puts in front of every key."""
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _to_layer0(key: str) -> str:
+    head, _, rest = key.partition(".")
+    return f"layer0.{STEM_TO_LAYER0[head]}.{rest}" if head in STEM_TO_LAYER0 else key
+
+
+def _to_stem(key: str) -> str:
+    layer0_to_stem = {v: k for k, v in STEM_TO_LAYER0.items()}
+    parts = key.split(".", 2)
+    if parts[0] == "layer0" and len(parts) == 3 and parts[1] in layer0_to_stem:
+        return f"{layer0_to_stem[parts[1]]}.{parts[2]}"
+    return key
+
+
+def read_state_file(path: str, what: str, missing_hint: str,
+                    expected: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read a torch file safely (``weights_only``): (the file's dict, its state dict without ``module.``
+    prefixes). A bare state dict comes back as ``({'state_dict': state}, state)``.
+
+    Args:
+        path: the file.
+        what: how errors name the file ("checkpoint", "ImageNet init weights").
+        missing_hint: what to do when the file is missing.
+        expected: what the file should hold, for the error when it holds no tensors.
+
+    Raises:
+        UserError: the file is missing, unreadable, or not a state dict of tensors.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"{what} '{path}' not found; {missing_hint}")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types for a file it cannot read
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"{what} '{path}' is not a loadable torch checkpoint "
+                        f"(torch.load with weights_only=True failed: {reason})") from err
+    if isinstance(content, Mapping) and isinstance(content.get("state_dict"), Mapping):
+        state = content["state_dict"]
+    else:
+        state, content = content, {"state_dict": content}
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{what} '{path}' holds no state dict of tensors; {expected}")
+    return dict(content), strip_module_prefix(state)
+
+
+def read_init_state(path: str, wanted: str) -> dict[str, torch.Tensor]:
+    """Read an ImageNet weights file; ``wanted`` names the expected file in error messages."""
+    return read_state_file(path, "ImageNet init weights",
+                           f"put {wanted} there (see initmodel/README.md) or set pretrained: False "
+                           f"to train from scratch", f"use {wanted}")[1]
+
+
+def load_resnet_init(path: str, depth: int = 50) -> dict[str, torch.Tensor]:
+    """Read semseg's ImageNet ResNet file and rename its stem to ``layer0``; ``fc.*`` is dropped.
+    ``depth`` only names the expected file in error messages."""
+    state = read_init_state(path, f"semseg's resnet{depth}_v2.pth")
+    return {_to_layer0(k): v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def load_backbone_init(model: nn.Module, path: str, depth: int) -> None:
+    """Load semseg's ImageNet weights into ``model.layer0`` .. ``model.layer4``, strictly.
+
+    Raises:
+        UserError: the file is missing, unreadable, or its keys/shapes do not fit the backbone;
+            keys are named as in the file (conv1, bn1, ... rather than layer0.*).
+    """
+    state = load_resnet_init(path, depth)
+    expected = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in BACKBONE_NAMES}
+    problem = state_dict_mismatch(state, expected, display=_to_stem)
+    if problem:
+        raise UserError(f"ImageNet init weights '{path}' do not fit the ResNet-{depth} backbone: "
+                        f"{problem}; use semseg's resnet{depth}_v2.pth for layers: {depth}")
+    for name in BACKBONE_NAMES:
+        prefix = name + "."
+        getattr(model, name).load_state_dict(
+            {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    logger.info("loaded ImageNet init weights from %s", path)
+
+
+def load_mobilenetv2_init(module: nn.Module, path: str) -> None:
+    """Load torchvision's ImageNet MobileNetV2 weights into ``module``, strictly.
+
+    Accepts a bare state dict or ``{'state_dict': ...}``, with or without ``module.`` prefixes.
+    ``features.18.*`` and ``classifier.*`` (not built) are skipped; every other key and shape must
+    match.
+
+    Raises:
+        UserError: the file is missing, unreadable, or does not fit the backbone (keys named).
+    """
+    state = read_init_state(path, "torchvision's mobilenet_v2 ImageNet weights")
+    state = {k: v for k, v in state.items() if not k.startswith(MOBILENETV2_SKIPPED)}
+    problem = state_dict_mismatch(state, module.state_dict())
+    if problem:
+        raise UserError(f"ImageNet init weights '{path}' do not fit the MobileNetV2 backbone: "
+                        f"{problem}; use torchvision's mobilenet_v2 (width 1.0) ImageNet weights")
+    module.load_state_dict(state, strict=True)
+    logger.info("loaded ImageNet init weights from %s", path)
+
+
+def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a checkpoint safely (``weights_only``): (the checkpoint dict, its state dict without
+    ``module.`` prefixes). A bare state dict is returned as ``{'state_dict': ...}``.
+
+    Raises:
+        UserError: the file is missing or not a torch checkpoint of tensors.
+    """
+    return read_state_file(path, "checkpoint", "check the path in the config (model_path / resume / weight)",
+                           "expected a dict with 'state_dict' or a bare state dict")
+
+
+def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:
+    """Load a training checkpoint (``{'state_dict': ...}`` or a bare state dict) into ``model``.
+
+    ``module.`` prefixes are stripped, and a DDC-AT checkpoint loads into the plain model through its
+    ``cls1`` head. Keys and shapes are checked before loading; with ``strict=False`` missing and
+    unexpected keys are only logged, shape mismatches still fail.
+
+    Returns:
+        The loaded checkpoint dict (``{'state_dict': ...}`` for a bare state dict), so callers can
+        read ``epoch`` or ``optimizer``.
+
+    Raises:
+        UserError: the file is missing, not a torch checkpoint, or does not fit the model.
+    """
+    checkpoint, state = read_checkpoint(path)
+    target = model.module if isinstance(model, (nn.DataParallel,
+                                                nn.parallel.DistributedDataParallel)) else model
+    expected = target.state_dict()
+    if is_ddcat_state(state) and not is_ddcat_state(expected):
+        state = to_plain_state_dict(state)
+        logger.info("checkpoint %s is a DDC-AT model: using its cls1 head as cls", path)
+    elif is_ddcat_state(expected) and not is_ddcat_state(state) and any(k.startswith("cls.") for k in state):
+        state = from_plain_state_dict(state, expected)
+        logger.info("checkpoint %s is a plain model: its cls head starts cls1 and cls2, mask1 is new", path)
+    problem = state_dict_mismatch(state, expected, strict=strict)
+    if problem:
+        described = (f"arch={getattr(target, 'arch', type(target).__name__)}, "
+                     f"layers={getattr(target, 'layers', '?')}, "
+                     f"classes={getattr(target, 'classes', '?')}")
+        raise UserError(f"checkpoint '{path}' does not fit the model ({described}): {problem}; "
+                        f"check arch/layers/classes/defense in the config")
+    if not strict:
+        ignored = state_dict_mismatch(state, expected, strict=True)
+        if ignored:
+            logger.warning("checkpoint '%s' loaded non-strictly: %s", path, ignored)
+    target.load_state_dict(state, strict=strict)
+    logger.info("loaded checkpoint %s", path)
+    return checkpoint

@@ -1,0 +1,56 @@
+"""The layout's rules: dependencies point one way (util <- model <- attack <- defense, evaluation <- the
+entry points), and functions fit on a screen."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+PACKAGES = ("util", "model", "attack", "defense", "evaluation")
+# What each package may not import: the ones above it.
+FORBIDDEN = {"util": {"model", "attack", "defense", "evaluation", "tool_data", "train", "test"},
+             "model": {"attack", "defense", "evaluation", "tool_data", "train", "test"},
+             "attack": {"defense", "evaluation", "tool_data", "train", "test"},
+             "defense": {"evaluation", "tool_data", "train", "test"},
+             "evaluation": {"defense", "tool_data", "train", "test"}}
+MAX_FUNCTION_LINES = 60
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports, at any depth of the file."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def source_files() -> list[Path]:
+    return sorted(p for p in ROOT.glob("**/*.py") if p.relative_to(ROOT).parts[0] not in
+                  (".venv", "exp", "dataset", "tests"))
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_dependencies_point_one_way(package):
+    offenders = {str(path.relative_to(ROOT)): sorted(imported_packages(path) & FORBIDDEN[package])
+                 for path in (ROOT / package).glob("*.py")}
+    assert not {k: v for k, v in offenders.items() if v}, f"{package}/ imports a package above it"
+
+
+def test_the_rule_catches_an_upward_import(tmp_path):
+    module = tmp_path / "bad.py"
+    module.write_text("def f():\n    from attack.bim import BIM\n    return BIM\n")
+    assert imported_packages(module) & FORBIDDEN["model"] == {"attack"}
+
+
+def test_functions_fit_on_a_screen():
+    long = [f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in source_files() for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, "functions longer than a screen: " + "; ".join(long)
