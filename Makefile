@@ -1,4 +1,4 @@
-# Set-up, demo and tests. The virtual environment is created on first use.
+# Set-up, demo and tests (lint with ruff, then pytest). The virtual environment is created on first use.
 PY ?= python3
 VENV := .venv
 PYTHON := $(abspath $(VENV))/bin/python
@@ -45,6 +45,7 @@ demo: $(STAMP)
 	done
 
 test: $(STAMP)
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q tests
 
 clean-demo:

@@ -12,9 +12,6 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 # mIoU may rise by this much (one mIoU point) before a sanity check warns: small evaluation sets are noisy.
 TOLERANCE = 0.01
 CSV_COLUMNS = ("mode", "eps", "mIoU", "mAcc", "allAcc", "fg_mIoU", "image_mIoU", "attack", "series")
@@ -70,67 +67,42 @@ def sanity_warnings(rows: list[dict], tolerance: float = TOLERANCE) -> list[str]
     return warnings
 
 
-# Distinct BGR line colours (Tableau 10).
-PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140),
-           (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
+# Each series gets its own marker and dash as well as its colour, and lines drawn later are thinner, so a
+# series that coincides with another (SegPGD under the worst case) stays visible.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+DASHES = ("-", "--", "-.", ":")
 
 
-def _nice_step(span: float, ticks: int = 6) -> float:
-    raw = span / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-
-
-def draw_curve(rows: list[dict], path: Path, size: tuple[int, int] = (900, 560)) -> None:
-    """robustness_curve.png: mIoU against eps (/255), one line per series, clean as a dashed line."""
-    width, height = size
-    left, right, top, bottom = 70, 250, 30, 60
-    image = np.full((height, width, 3), 255, np.uint8)
-    font, black, grey = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0), (200, 200, 200)
-    series = defaultdict(list)
-    for r in rows:
-        if r["kind"] != "clean" and math.isfinite(r["eps"]):
-            series[r["series"]].append(r)
-    x_max = 1.05 * max([r["eps"] * 255 for members in series.values() for r in members], default=1.0) or 1.0
-    x_step = _nice_step(x_max)
-    x_max = math.ceil(x_max / x_step) * x_step
-
-    def point(eps255: float, miou: float) -> tuple[int, int]:
-        x = left + eps255 / x_max * (width - left - right)
-        y = height - bottom - miou * (height - top - bottom)
-        return round(x), round(y)
-
-    for k in range(6):  # y grid every 0.2
-        y = point(0, k / 5)[1]
-        cv2.line(image, (left, y), (width - right, y), grey, 1)
-        cv2.putText(image, f"{k / 5:.1f}", (left - 40, y + 5), font, 0.45, black, 1, cv2.LINE_AA)
-    for k in range(round(x_max / x_step) + 1):
-        x = point(k * x_step, 0)[0]
-        cv2.line(image, (x, top), (x, height - bottom), grey, 1)
-        cv2.putText(image, f"{k * x_step:g}", (x - 8, height - bottom + 20), font, 0.45, black, 1, cv2.LINE_AA)
-    cv2.rectangle(image, (left, top), (width - right, height - bottom), black, 1)
-    cv2.putText(image, "eps (/255)", ((left + width - right) // 2 - 35, height - 15), font, 0.5, black, 1,
-                cv2.LINE_AA)
-    cv2.putText(image, "mIoU", (10, top - 10), font, 0.5, black, 1, cv2.LINE_AA)
-
-    legend = []
+def curve_series(rows: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """The curve's lines: per series, (eps in /255, mIoU) by rising eps, from the clean point at eps 0."""
     clean = next((r for r in rows if r["kind"] == "clean"), None)
+    start = [(0.0, clean["mIoU"])] if clean is not None else []
+    series = defaultdict(list)
+    for r in sorted(rows, key=lambda r: r["eps"]):
+        if r["kind"] != "clean" and math.isfinite(r["eps"]):
+            series[r["series"]].append((r["eps"] * 255, r["mIoU"]))
+    return {name: start + points for name, points in series.items()}
+
+
+def draw_curve(rows: list[dict], path: Path) -> None:
+    """robustness_curve.png: mIoU against eps (/255), one line per series (see :func:`curve_series`), the
+    clean mIoU as a dashed grey line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    clean = next((r for r in rows if r["kind"] == "clean"), None)
+    figure, axes = plt.subplots(figsize=(9, 5.6), dpi=100)
     if clean is not None:
-        y = point(0, clean["mIoU"])[1]
-        for x in range(left, width - right, 12):
-            cv2.line(image, (x, y), (min(x + 6, width - right), y), black, 2)
-        legend.append(("clean", black))
-    for k, (name, members) in enumerate(series.items()):
-        colour = PALETTE[k % len(PALETTE)]
-        points = np.array([point(r["eps"] * 255, r["mIoU"]) for r in sorted(members, key=lambda r: r["eps"])])
-        cv2.polylines(image, [points.reshape(-1, 1, 2)], False, colour, 2, cv2.LINE_AA)
-        for p in points:
-            cv2.circle(image, (int(p[0]), int(p[1])), 4, colour, -1, cv2.LINE_AA)
-        legend.append((name, colour))
-    for k, (name, colour) in enumerate(legend):
-        y = top + 15 + 22 * k
-        cv2.line(image, (width - right + 15, y - 4), (width - right + 40, y - 4), colour, 3)
-        cv2.putText(image, name[:26], (width - right + 48, y), font, 0.45, black, 1, cv2.LINE_AA)
+        axes.axhline(clean["mIoU"], color="0.5", linestyle="--", linewidth=1, label="clean")
+    for k, (name, points) in enumerate(curve_series(rows).items()):
+        axes.plot(*zip(*points, strict=True), color=f"C{k % 10}", marker=MARKERS[k % len(MARKERS)],
+                  linestyle=DASHES[k % len(DASHES)], linewidth=max(4.0 - 0.8 * k, 1.0),
+                  markersize=max(10 - 1.5 * k, 4), label=name[:40])
+    axes.set(xlabel="eps (/255)", ylabel="mIoU", ylim=(0, 1.02), xlim=(0, None))
+    axes.grid(True, color="0.9")
+    axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", frameon=False)
+    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"could not write '{path}'")
+    figure.savefig(path)
+    plt.close(figure)

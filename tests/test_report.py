@@ -124,10 +124,23 @@ def test_csv_keeps_the_old_columns_first_and_the_curve_is_a_png(tmp_path):
     assert summary.table(rows)[2] == "| pgd_eps4 | 4.00/255 | 0.4000 | 0.4000 | 0.4000 | 0.4000 | 0.4000 |"
     summary.draw_curve(rows, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    image = cv2.imread(str(tmp_path / "curve.png"))
-    assert image.shape == (560, 900, 3)
-    pgd_colour, sea_colour = summary.PALETTE[0], summary.PALETTE[1]
-    assert (image == pgd_colour).all(-1).sum() > 50 and (image == sea_colour).all(-1).sum() > 20
+    assert cv2.imread(str(tmp_path / "curve.png")).shape == (560, 900, 3)
+
+
+def test_curves_start_at_the_clean_point_and_coinciding_series_stay_visible(tmp_path):
+    """Each attack's line starts at (0, clean mIoU); a series equal to another (SegPGD under the worst case)
+    is still drawn where the two overlap: the earlier, thicker line shows around the later one."""
+    rows = [row("clean", "clean", 0, 0.7, kind="clean"), row("segpgd_eps4", "segpgd", 4, 0.3, steps=20),
+            row("segpgd_eps8", "segpgd", 8, 0.1, steps=20), row("worst_case_eps4", "worst_case", 4, 0.3,
+                                                                    kind="ensemble"),
+            row("worst_case_eps8", "worst_case", 8, 0.1, kind="ensemble"), row("cw_epsinf", "cw", float("inf"), 0.0)]
+    lines = summary.curve_series(rows)
+    assert lines == {"segpgd": [(0.0, 0.7), (4.0, 0.3), (8.0, 0.1)], "worst_case": [(0.0, 0.7), (4.0, 0.3), (8.0, 0.1)]}
+    summary.draw_curve(rows, tmp_path / "curve.png")
+    image = cv2.imread(str(tmp_path / "curve.png"))[..., ::-1].astype(int)  # RGB
+    first, second = (31, 119, 180), (255, 127, 14)  # matplotlib's C0 and C1 (clean is grey)
+    assert (np.abs(image - first).sum(-1) < 10).sum() > 300
+    assert (np.abs(image - second).sum(-1) < 10).sum() > 300
 
 
 def test_fingerprint_refuses_other_predictions_and_overwrite_redoes(tmp_path):
