@@ -41,7 +41,7 @@ from evaluation import predictions, summary
 from evaluation.inference import Protocol, WholeImageForward, predict
 from evaluation.visualize import save_panel
 from evaluation.worstcase import worst_case
-from model import build_model, load_checkpoint_weights
+from model import eval_model_from_config
 from util import dist
 from util.config import TestConfig, load_config
 from util.dataset import SemData, colorize, load_names_colors
@@ -81,10 +81,7 @@ def load_model(cfg: DictConfig, device: torch.device | None = None) -> tuple[tor
     if not cfg.model_path:
         raise UserError("config key 'model_path' is empty; set it to the checkpoint to evaluate")
     device = device or select_device(cfg.device, cfg.test_gpu)
-    model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
-                        output_stride=cfg.output_stride, pretrained=False)
-    load_checkpoint_weights(model, cfg.model_path)
-    model.to(device).eval()
+    model = eval_model_from_config(cfg, device, cfg.model_path)
     logger.info(f"=> loaded checkpoint '{cfg.model_path}' on {device}")
     return model, device
 

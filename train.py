@@ -28,13 +28,13 @@ from defense import (
     resize_target,
     unwrap,
 )
-from model import build_model, load_checkpoint_weights
+from model import load_checkpoint_weights, model_from_config
 from model.checkpoint import (
     CHECKPOINT_GLOB,
+    CheckpointFolder,
     StopSignal,
     latest_checkpoint,
     rng_state,
-    save_checkpoint,
     set_rng_state,
 )
 from util import dist, transform
@@ -337,28 +337,23 @@ def validate(cfg, loader, model, device, amp: MixedPrecision | None = None) -> t
     return (loss_sum[0] / loss_sum[1]).item() if loss_sum[1] else 0.0, metric.miou, metric.macc, metric.allacc
 
 
-def main() -> None:
-    cv2.setNumThreads(0)  # as semseg: DataLoader workers (forked from here) resize and warp single-threaded
-    cv2.ocl.setUseOpenCL(False)
-    args = get_parser().parse_args()
-    cfg = load_config(args.config, args.opts)
+def setup_process(cfg: DictConfig) -> torch.device:
+    """Join the process group, pick the checkpoint to resume (rank 0's pick for all), quiet non-zero ranks, seed."""
     device = dist.setup(select_device(cfg.device, cfg.train_gpu), cfg.dist_url, cfg.world_size, cfg.rank,
                         cfg.dist_backend, cfg.multiprocessing_distributed)
-    if cfg.auto_resume and not cfg.resume:  # a restart or a preempted job: rank 0's pick for all
+    if cfg.auto_resume and not cfg.resume:  # a restart or a preempted job
         latest = latest_checkpoint(cfg.save_path) if dist.is_main_process() else None
         cfg.resume = dist.broadcast_object(str(latest) if latest else None)
-    stale = check_save_path(cfg)
     if not dist.is_main_process():
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs
     seed_everything(None if cfg.manual_seed is None else cfg.manual_seed + dist.rank())
-    amp = build_amp(cfg, device)
-    logger.info(f"device {device} x {dist.world_size()} processes; arch {cfg.arch}, layers {cfg.layers}, "
-                f"classes {cfg.classes}, defense {cfg.defense}, optimizer {cfg.optimizer}, "
-                f"amp {amp.mode}")
+    return device
 
-    model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
-                        output_stride=cfg.output_stride, pretrained=cfg.pretrained and not (cfg.resume or cfg.weight),
-                        init_path=cfg.init_path, ddcat=cfg.defense == "ddcat")
+
+def build_training(cfg: DictConfig, device: torch.device, amp: MixedPrecision) -> tuple:
+    """The model (initial weights, or a resumed checkpoint's), its optimizer and the checkpoint resumed ({} if none)."""
+    model = model_from_config(cfg, pretrained=cfg.pretrained and not (cfg.resume or cfg.weight),
+                              ddcat=cfg.defense == "ddcat")
     if cfg.weight:
         load_checkpoint_weights(model, cfg.weight)
         logger.info(f"=> loaded weight '{cfg.weight}'")
@@ -373,6 +368,84 @@ def main() -> None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         if amp.scaler.is_enabled() and checkpoint.get("scaler"):
             amp.scaler.load_state_dict(checkpoint["scaler"])
+    return model, optimizer, index_split, checkpoint
+
+
+def open_writer(cfg: DictConfig):
+    """Rank 0: the save folder with the run's config.yaml and a TensorBoard writer; other ranks: None."""
+    if not dist.is_main_process():
+        return None
+    Path(cfg.save_path).mkdir(parents=True, exist_ok=True)
+    save_config(cfg, Path(cfg.save_path) / "config.yaml")
+    from tensorboardX import SummaryWriter
+    return SummaryWriter(str(cfg.save_path))
+
+
+def log_scalars(writer, split: str, values: tuple, epoch: int) -> None:
+    if writer is not None:
+        for name, value in zip(("loss", "mIoU", "mAcc", "allAcc"), values, strict=True):
+            writer.add_scalar(f"{name}_{split}", value, epoch)
+
+
+@dataclass
+class Run:
+    """What the epoch loop works with."""
+
+    model: nn.Module
+    defense: object
+    optimizer: torch.optim.Optimizer
+    index_split: int
+    device: torch.device
+    amp: MixedPrecision
+    writer: object
+    train_loader: object
+    val_loader: object
+
+
+def run_epochs(cfg, run: Run, save, done: int) -> bool:
+    """Train from iteration ``done`` to the last epoch with checkpoints and validation; True when stopped early."""
+    iters, save_path = len(run.train_loader), Path(cfg.save_path)
+    with StopSignal() as stop:
+        def after_step(curr_iter: int) -> bool:
+            """Iteration checkpoints (the newest kept), and a clean stop on SIGTERM / SIGINT."""
+            requested = stop.requested()
+            if requested or (cfg.save_every_iters and curr_iter % cfg.save_every_iters == 0):
+                save(f"train_iter_{curr_iter}.pth", curr_iter, superseded=save_path.glob("train_iter_*.pth"))
+            if requested:
+                logger.info(f"stopped by {stop.received or 'another process'} after iteration {curr_iter}: "
+                            f"run the same command with auto_resume True (or resume "
+                            f"{save_path / f'train_iter_{curr_iter}.pth'}) to continue exactly")
+            return requested
+
+        if done // iters >= cfg.epochs:
+            logger.info(f"nothing to train: already at epoch {done // iters} of {cfg.epochs}")
+        for epoch in range(done // iters, cfg.epochs):
+            *train_values, stopped = train_epoch(
+                cfg, run.train_loader, run.model, run.defense, run.optimizer, run.index_split, epoch,
+                run.device, run.writer, run.amp, start=done % iters if epoch == done // iters else 0,
+                after_step=after_step)
+            if stopped:
+                return True
+            log_scalars(run.writer, "train", train_values, epoch + 1)
+            if (epoch + 1) % cfg.save_freq == 0 or epoch + 1 == cfg.epochs:
+                save(f"train_epoch_{epoch + 1}.pth", (epoch + 1) * iters)
+            if run.val_loader is not None:
+                log_scalars(run.writer, "val", validate(cfg, run.val_loader, run.model, run.device,
+                                                           run.amp), epoch + 1)
+    return False
+
+
+def main() -> None:
+    cv2.setNumThreads(0)  # as semseg: DataLoader workers (forked from here) resize and warp single-threaded
+    cv2.ocl.setUseOpenCL(False)
+    args = get_parser().parse_args()
+    cfg = load_config(args.config, args.opts)
+    device = setup_process(cfg)
+    folder = CheckpointFolder(cfg.save_path, check_save_path(cfg))
+    amp = build_amp(cfg, device)
+    logger.info(f"device {device} x {dist.world_size()} processes; arch {cfg.arch}, layers {cfg.layers}, "
+                f"classes {cfg.classes}, defense {cfg.defense}, optimizer {cfg.optimizer}, amp {amp.mode}")
+    model, optimizer, index_split, checkpoint = build_training(cfg, device, amp)
     data_seed = checkpoint.get("data_seed", cfg.manual_seed)
     if data_seed is None:
         data_seed = dist.broadcast_object(random.randrange(2 ** 31))
@@ -386,63 +459,14 @@ def main() -> None:
     model = dist.wrap(model, device)
     attack = TrainingAttack(cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, cfg.adv_random_start)
     defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label, attack)
-
-    save_path = Path(cfg.save_path)
-    writer = None
-    if dist.is_main_process():
-        save_path.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, save_path / "config.yaml")
-        from tensorboardX import SummaryWriter
-        writer = SummaryWriter(str(save_path))
+    writer = open_writer(cfg)
 
     def save(name: str, iteration: int, superseded: Iterable[Path] = ()) -> Path:
-        """Write a checkpoint, then delete the ones it supersedes and, at the first save, the previous run's."""
         state = training_state(cfg, model, optimizer, amp, iteration, iters, data_seed)
-        filename = save_path / name
-        if dist.is_main_process():
-            save_checkpoint(state, filename)
-            logger.info(f"Saving checkpoint to: {filename}")
-            previous = [old.name for old in stale if old != filename and old.exists()]
-            if previous:
-                logger.info(f"overwrite True: deleted the previous run's checkpoints {', '.join(previous)}")
-            for old in [*stale, *superseded]:
-                if old != filename and old.exists():
-                    old.unlink()
-            stale.clear()
-        return filename
+        return folder.save(state, name, superseded)
 
-    with StopSignal() as stop:
-        def after_step(curr_iter: int) -> bool:
-            """Iteration checkpoints (the newest kept), and a clean stop on SIGTERM / SIGINT."""
-            requested = stop.requested()
-            if requested or (cfg.save_every_iters and curr_iter % cfg.save_every_iters == 0):
-                save(f"train_iter_{curr_iter}.pth", curr_iter, superseded=save_path.glob("train_iter_*.pth"))
-            if requested:
-                logger.info(f"stopped by {stop.received or 'another process'} after iteration {curr_iter}: "
-                            f"run the same command with auto_resume True (or resume "
-                            f"{save_path / f'train_iter_{curr_iter}.pth'}) to continue exactly")
-            return requested
-
-        stopped = False
-        if done // iters >= cfg.epochs:
-            logger.info(f"nothing to train: already at epoch {done // iters} of {cfg.epochs}")
-        for epoch in range(done // iters, cfg.epochs):
-            loss, miou, macc, allacc, stopped = train_epoch(
-                cfg, train_loader, model, defense, optimizer, index_split, epoch, device, writer, amp,
-                start=done % iters if epoch == done // iters else 0, after_step=after_step)
-            if stopped:
-                break
-            epoch_log = epoch + 1
-            if writer is not None:
-                for name, value in (("loss", loss), ("mIoU", miou), ("mAcc", macc), ("allAcc", allacc)):
-                    writer.add_scalar(f"{name}_train", value, epoch_log)
-            if epoch_log % cfg.save_freq == 0 or epoch_log == cfg.epochs:
-                save(f"train_epoch_{epoch_log}.pth", epoch_log * iters)
-            if val_loader is not None:
-                loss, miou, macc, allacc = validate(cfg, val_loader, model, device, amp)
-                if writer is not None:
-                    for name, value in (("loss", loss), ("mIoU", miou), ("mAcc", macc), ("allAcc", allacc)):
-                        writer.add_scalar(f"{name}_val", value, epoch_log)
+    run = Run(model, defense, optimizer, index_split, device, amp, writer, train_loader, val_loader)
+    stopped = run_epochs(cfg, run, save, done)
     if writer is not None:
         writer.close()
     dist.barrier()  # the last checkpoint is on disk before any process reports success

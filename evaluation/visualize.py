@@ -18,7 +18,7 @@ import numpy as np
 
 from attack import BIM
 from evaluation.inference import Protocol, WholeImageForward, predict
-from model import build_model, load_checkpoint_weights
+from model import eval_model_from_config
 from util.config import load_config
 from util.dataset import (
     colorize,
@@ -88,10 +88,7 @@ def main() -> None:
     image_path, label_path = items[args.index]
     _, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
     device = select_device(cfg.device, cfg.test_gpu)
-    model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone,
-                        zoom_factor=cfg.zoom_factor, output_stride=cfg.output_stride).to(device)
-    load_checkpoint_weights(model, cfg.model_path)
-    model.eval()
+    model = eval_model_from_config(cfg, device, cfg.model_path)
     protocol = Protocol.from_config(cfg)
     forward = WholeImageForward(model, protocol) if protocol.attack_protocol == "whole_image" else None
     attack = BIM(model, ignore_index=cfg.ignore_label, forward=forward)  # BIM's defaults: the original protocol

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from torch import nn
 
 from model.checkpoint import load_checkpoint_weights, read_checkpoint
@@ -14,8 +15,8 @@ from model.pspnet import PSPNet
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DeepLabV3", "DeepLabV3Plus", "PSPNet", "build_model", "load_checkpoint_weights",
-           "read_checkpoint"]
+__all__ = ["DeepLabV3", "DeepLabV3Plus", "PSPNet", "build_model", "eval_model_from_config",
+           "load_checkpoint_weights", "model_from_config", "read_checkpoint"]
 
 ARCHS = {"psp": PSPNet, "aspp": DeepLabV3, "deeplabv3plus": DeepLabV3Plus}
 BACKBONES = ("resnet", "mobilenetv2")
@@ -43,3 +44,18 @@ def build_model(arch: str, layers: int, classes: int, zoom_factor: int = 8,
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {list(BACKBONES)}")
     model_class = ARCHS[arch] if backbone == "resnet" else mobilenetv2_class(ARCHS[arch])
     return (ddcat_class(model_class) if ddcat else model_class)(**kwargs)
+
+
+def model_from_config(cfg, pretrained: bool = False, ddcat: bool = False) -> nn.Module:
+    """The network a config describes; every entry point builds it here."""
+    return build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
+                       output_stride=cfg.output_stride, pretrained=pretrained, init_path=cfg.init_path, ddcat=ddcat)
+
+
+def eval_model_from_config(cfg, device: torch.device, path: str | None) -> nn.Module:
+    """The config's network with the weights of checkpoint ``path`` (random ones when empty), on ``device``, in
+    eval mode."""
+    model = model_from_config(cfg)
+    if path:
+        load_checkpoint_weights(model, path)
+    return model.to(device).eval()

@@ -17,7 +17,7 @@ import logging
 import os
 import random
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -70,6 +70,29 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     path = Path(path)
     atomic_write(path, lambda f: torch.save(state, f))
     atomic_write(path.parent / LATEST, lambda f: f.write(f"{path.name}\n".encode()))
+
+
+class CheckpointFolder:
+    """A run's checkpoint folder: rank 0 writes each checkpoint atomically, then deletes what it supersedes (older
+    iteration checkpoints) and, at the first save, the previous run's (``stale``, with ``overwrite True``)."""
+
+    def __init__(self, folder: str | Path, stale: Iterable[Path] = ()):
+        self.folder, self.stale = Path(folder), list(stale)
+
+    def save(self, state: dict[str, Any], name: str, superseded: Iterable[Path] = ()) -> Path:
+        filename = self.folder / name
+        if not dist.is_main_process():
+            return filename
+        save_checkpoint(state, filename)
+        logger.info(f"Saving checkpoint to: {filename}")
+        previous = [old.name for old in self.stale if old != filename and old.exists()]
+        if previous:
+            logger.info(f"overwrite True: deleted the previous run's checkpoints {', '.join(previous)}")
+        for old in [*self.stale, *superseded]:
+            if old != filename and old.exists():
+                old.unlink()
+        self.stale.clear()
+        return filename
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:

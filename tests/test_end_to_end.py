@@ -132,7 +132,7 @@ def test_adversarial_training_then_test(run_cli, tiny_opts, tiny_data, tmp_path,
     bim = json.loads((tmp_path / "result/bim/results.json").read_text())
     assert 0 <= bim["mIoU"] <= 1
 
-    from util import visualize
+    from evaluation import visualize
     code, out, err = run_cli(visualize, ["--config", config, "--out", str(tmp_path / "picture.png"),
                                          "--scale", "2", *opts])
     assert code == 0, err

@@ -311,7 +311,7 @@ def test_minimum_norm_attacks_report_their_median_norm(run_cli, tiny_opts, tmp_p
 def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tmp_path, checkpoint, capsys):
     """evaluation.report: the original protocol's clean and BIM numbers per defense, and from an attack-suite run on
     fewer images each attack's mIoU and the worst case, in the JSON and a second table."""
-    from util import report
+    from evaluation import report
     suite = ["save_folder", str(tmp_path / "robust"), "index_step", "2", "attacks",
              "[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: pgd, eps: 0.03, steps: 5, unit: 1}]"]
     for flags, extra in (([], []), (["--attack"], []), ([], suite)):

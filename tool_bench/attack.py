@@ -26,7 +26,7 @@ import torch
 
 from attack.registry import build_attack, parse_specs
 from evaluation.inference import Protocol, predict
-from model import build_model, load_checkpoint_weights
+from model import eval_model_from_config
 from util.config import load_config
 from util.dataset import SemData
 from util.device import select_device
@@ -60,11 +60,7 @@ def main() -> None:
         cfg = load_config(None, [str(v) for item in opts.items() for v in item])
     device = select_device(cfg.device, cfg.test_gpu)
     torch.manual_seed(0)
-    model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
-                        output_stride=cfg.output_stride, pretrained=False)
-    if cfg.model_path:
-        load_checkpoint_weights(model, cfg.model_path)
-    model.to(device).eval()
+    model = eval_model_from_config(cfg, device, cfg.model_path)
     crops_seen = [0]
     model.register_forward_pre_hook(lambda _, inputs: crops_seen.__setitem__(0, crops_seen[0] + len(inputs[0])))
     data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label)

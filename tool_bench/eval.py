@@ -33,7 +33,7 @@ from torch import nn
 
 from attack.registry import build_attack
 from evaluation.inference import Protocol, crop_windows, predict
-from model import build_model, load_checkpoint_weights
+from model import eval_model_from_config
 from util.config import load_config
 from util.dataset import IMAGENET_MEAN, IMAGENET_STD, SemData, mean_std_255
 from util.device import select_device
@@ -136,11 +136,7 @@ def main() -> None:
                 "batch_size_val": args.batch_size_val, "device": args.device}
         cfg = load_config(None, [str(v) for item in opts.items() for v in item])
     device = select_device(cfg.device, cfg.test_gpu)
-    model = build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
-                        output_stride=cfg.output_stride, pretrained=False)
-    if cfg.model_path:
-        load_checkpoint_weights(model, cfg.model_path)
-    model.to(device).eval()
+    model = eval_model_from_config(cfg, device, cfg.model_path)
     data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label)
     samples = [data[i] for i in range(min(args.images, len(data)))]
     protocol = Protocol.from_config(cfg)

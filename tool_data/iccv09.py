@@ -212,6 +212,23 @@ def _png_bytes(label: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _read_labels(root: str, ids: list[str]) -> dict[str, np.ndarray]:
+    """Each id's label map, after checking its regions file against its image (UserError on the first bad one)."""
+    labels: dict[str, np.ndarray] = {}
+    for id_ in ids:
+        regions_path = os.path.join(root, REGIONS_DIR, id_ + REGIONS_SUFFIX)
+        image_path = os.path.join(root, IMAGE_DIR, id_ + ".jpg")
+        regions = read_regions(regions_path)
+        height, width = image_size(image_path)
+        if regions.shape != (height, width):
+            rows, cols = regions.shape
+            raise UserError(f"regions file '{regions_path}' is {rows}x{cols} (rows x values per "
+                            f"row) but image '{image_path}' is {height}x{width} (HxW); they must "
+                            "have the same size")
+        labels[id_] = regions_to_label(regions)
+    return labels
+
+
 def convert(root: str, val_fraction: float = VAL_FRACTION, seed: int = SEED,
             overwrite: bool = False) -> Conversion:
     """Write ``label/<id>.png`` and ``list/{train,val}.txt`` under an iccv09Data root.
@@ -233,19 +250,7 @@ def convert(root: str, val_fraction: float = VAL_FRACTION, seed: int = SEED,
     ids = find_ids(root)
     train, val = split_ids(ids, val_fraction, seed)
 
-    # Check everything first: a bad file must not leave a half-converted folder.
-    labels: dict[str, np.ndarray] = {}
-    for id_ in ids:
-        regions_path = os.path.join(root, REGIONS_DIR, id_ + REGIONS_SUFFIX)
-        image_path = os.path.join(root, IMAGE_DIR, id_ + ".jpg")
-        regions = read_regions(regions_path)
-        height, width = image_size(image_path)
-        if regions.shape != (height, width):
-            rows, cols = regions.shape
-            raise UserError(f"regions file '{regions_path}' is {rows}x{cols} (rows x values per "
-                            f"row) but image '{image_path}' is {height}x{width} (HxW); they must "
-                            "have the same size")
-        labels[id_] = regions_to_label(regions)
+    labels = _read_labels(root, ids)  # all checked first: a bad file leaves no half-converted folder
 
     label_writes: list[tuple[str, np.ndarray]] = []
     conflicts: list[str] = []

@@ -295,6 +295,48 @@ def _remove_stale(root: Path, keep: set[str]) -> None:
                     (root / rel).unlink(missing_ok=True)
 
 
+def _check_params(num_train, num_val, size, texture_strength, min_objects, max_objects, max_aspect, colour_hint,
+                  hue_spread, background_chroma, contrast) -> None:
+    """UserError naming the first of :func:`generate`'s parameters that is out of range."""
+    if num_train < 1 or num_val < 1:
+        raise UserError(f'--num-train and --num-val must be at least 1 (got {num_train}, {num_val})')
+    if size < 32:
+        raise UserError(f'--size must be at least 32 so the smallest shapes stay recognisable (got {size})')
+    if not 0.0 <= texture_strength <= 1.0:
+        raise UserError(f'--texture-strength must be in [0, 1] (got {texture_strength})')
+    if not 1 <= min_objects <= max_objects:
+        raise UserError(f'need 1 <= --min-objects <= --max-objects (got {min_objects}, {max_objects})')
+    if max_aspect < 1.0:
+        raise UserError(f'--max-aspect must be at least 1 (got {max_aspect})')
+    if not 0.0 <= colour_hint <= 1.0:
+        raise UserError(f'--colour-hint must be in [0, 1] (got {colour_hint})')
+    if not 0.0 <= hue_spread <= 45.0:
+        raise UserError(f'--hue-spread must be in [0, 45] degrees so hue families do not overlap (got {hue_spread})')
+    if not 0.0 <= background_chroma <= 1.0:
+        raise UserError(f'--background-chroma must be in [0, 1] (got {background_chroma})')
+    if not 0.0 < contrast <= 1.0:
+        raise UserError(f'--contrast must be in (0, 1] (got {contrast})')
+
+
+def _write_dataset(root: Path, seed: int, params: dict, counts: dict, knobs: dict) -> None:
+    """Render and write every image and label, then the lists, then the parameters file (last: a complete set)."""
+    lines = {split: _list_lines(split, counts[split]) for split in SPLITS}
+    if (root / PARAMS_FILE).exists():
+        _remove_stale(root, {rel for split in SPLITS for line in lines[split] for rel in line.split()})
+        (root / PARAMS_FILE).unlink()  # written last again, so an interrupted run is never taken as complete
+    for split in SPLITS:
+        (root / 'image' / split).mkdir(parents=True, exist_ok=True)
+        (root / 'label' / split).mkdir(parents=True, exist_ok=True)
+        for index in range(counts[split]):
+            image, label, _ = render_sample(seed, split, index, **knobs)
+            _write_png(root / 'image' / split / f'{index:05d}.png', image)
+            _write_png(root / 'label' / split / f'{index:05d}.png', label)
+    (root / 'list').mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        (root / 'list' / f'{split}.txt').write_text('\n'.join(lines[split]) + '\n')
+    (root / PARAMS_FILE).write_text(json.dumps(params, indent=2) + '\n')
+
+
 def generate(root: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 50, size: int = 96,
              overwrite: bool = False, texture_strength: float = 0.5, min_objects: int = 2, max_objects: int = 4,
              min_contrast: float = 80.0, max_aspect: float = 1.25, colour_hint: float = 1.0,
@@ -325,24 +367,8 @@ def generate(root: str | Path, seed: int = 0, num_train: int = 400, num_val: int
     Raises:
         UserError: bad parameters, or ``root`` holds other data and ``overwrite`` is False.
     """
-    if num_train < 1 or num_val < 1:
-        raise UserError(f'--num-train and --num-val must be at least 1 (got {num_train}, {num_val})')
-    if size < 32:
-        raise UserError(f'--size must be at least 32 so the smallest shapes stay recognisable (got {size})')
-    if not 0.0 <= texture_strength <= 1.0:
-        raise UserError(f'--texture-strength must be in [0, 1] (got {texture_strength})')
-    if not 1 <= min_objects <= max_objects:
-        raise UserError(f'need 1 <= --min-objects <= --max-objects (got {min_objects}, {max_objects})')
-    if max_aspect < 1.0:
-        raise UserError(f'--max-aspect must be at least 1 (got {max_aspect})')
-    if not 0.0 <= colour_hint <= 1.0:
-        raise UserError(f'--colour-hint must be in [0, 1] (got {colour_hint})')
-    if not 0.0 <= hue_spread <= 45.0:
-        raise UserError(f'--hue-spread must be in [0, 45] degrees so hue families do not overlap (got {hue_spread})')
-    if not 0.0 <= background_chroma <= 1.0:
-        raise UserError(f'--background-chroma must be in [0, 1] (got {background_chroma})')
-    if not 0.0 < contrast <= 1.0:
-        raise UserError(f'--contrast must be in (0, 1] (got {contrast})')
+    _check_params(num_train, num_val, size, texture_strength, min_objects, max_objects, max_aspect, colour_hint,
+                  hue_spread, background_chroma, contrast)
     root = Path(root)
     knobs = {'size': size, 'texture_strength': texture_strength, 'min_objects': min_objects,
              'max_objects': max_objects, 'min_contrast': min_contrast, 'max_aspect': max_aspect,
@@ -358,21 +384,7 @@ def generate(root: str | Path, seed: int = 0, num_train: int = 400, num_val: int
         logger.info('synthetic dataset in %s is up to date', root)
         return {**summary, 'generated': False, 'seconds': time.perf_counter() - start}
 
-    lines = {split: _list_lines(split, counts[split]) for split in SPLITS}
-    if (root / PARAMS_FILE).exists():
-        _remove_stale(root, {rel for split in SPLITS for line in lines[split] for rel in line.split()})
-        (root / PARAMS_FILE).unlink()  # written last again, so an interrupted run is never taken as complete
-    for split in SPLITS:
-        (root / 'image' / split).mkdir(parents=True, exist_ok=True)
-        (root / 'label' / split).mkdir(parents=True, exist_ok=True)
-        for index in range(counts[split]):
-            image, label, _ = render_sample(seed, split, index, **knobs)
-            _write_png(root / 'image' / split / f'{index:05d}.png', image)
-            _write_png(root / 'label' / split / f'{index:05d}.png', label)
-    (root / 'list').mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        (root / 'list' / f'{split}.txt').write_text('\n'.join(lines[split]) + '\n')
-    (root / PARAMS_FILE).write_text(json.dumps(params, indent=2) + '\n')
+    _write_dataset(root, seed, params, counts, knobs)
     seconds = time.perf_counter() - start
     logger.info('wrote %d train and %d val images to %s in %.1f s', num_train, num_val, root, seconds)
     return {**summary, 'generated': True, 'seconds': seconds}
