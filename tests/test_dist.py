@@ -223,7 +223,8 @@ def test_scripts_launch_torchrun_when_nproc_is_above_one(script, program) -> Non
     finally:
         shutil.rmtree(ROOT / "exp/synthetic" / exp_name, ignore_errors=True)
     assert proc.returncode != 0
-    assert proc.stdout.count("error: command line: unknown config key 'base_lrr'; did you mean 'base_lr'?") == 2
+    # each worker refuses the key; torchrun stops the other once the first has exited, so one line may be all
+    assert proc.stdout.count("error: command line: unknown config key 'base_lrr'; did you mean 'base_lr'?") >= 1
     assert f"{program} FAILED" in proc.stdout  # torchrun's report
     assert bad.returncode == 2 and bad.stderr.strip() == ("error: NPROC must be a positive integer "
                                                           "(processes on this machine), got 'two'")
