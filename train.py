@@ -7,45 +7,38 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import random
 import time
 from collections.abc import Iterable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from defense import (
-    StepResult,
-    TrainingAttack,
-    build_defense,
-    resize_target,
-    unwrap,
-)
+from defense import TrainingAttack, build_defense, resize_target, train_step
 from model import load_checkpoint_weights, model_from_config
 from model.checkpoint import (
-    CHECKPOINT_GLOB,
     CheckpointFolder,
     StopSignal,
     latest_checkpoint,
-    rng_state,
-    set_rng_state,
+    restore_rng,
+    stale_checkpoints,
+    training_state,
 )
-from util import dist, transform
+from util import dist
+from util.amp import MixedPrecision, build_amp
 from util.config import load_config, save_config
-from util.dataset import SemData, mean_std_255
 from util.device import select_device
+from util.dist import unwrap
 from util.errors import UserError, run_main
+from util.loaders import build_loaders
 from util.log import format_seconds, setup_logging
-from util.metrics import AverageMeter, SegMetric
-from util.optim import SAM, build_optimizer, frozen_bn_stats, poly_lr, set_lr
-from util.sampler import EpochSeeded, ResumableBatchSampler
+from util.metrics import AverageMeter, SegMetric, reduced
+from util.optim import build_optimizer, poly_lr, set_lr
+from util.sampler import seed_everything
 
 logger = setup_logging()
 
@@ -55,152 +48,6 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=str, required=True, help="YAML config file (see config/)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides as 'key value' pairs")
     return parser
-
-
-def seed_everything(seed: int | None) -> None:
-    """Seed python, numpy and torch (data workers derive their seeds from torch's)."""
-    if seed is None:
-        return
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-
-
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class MixedPrecision:
-    """``amp``: torch.autocast around the forward passes and a GradScaler active for fp16 only (nanoGPT).
-
-    The training attack crafts in fp32 unless ``adv`` (config ``adv_amp``): an fp16 input gradient can
-    underflow to 0, and a sign-gradient step on 0 does nothing, which would silently weaken the attack.
-    """
-
-    device_type: str = "cpu"
-    mode: str = "off"  # off | bf16 | fp16
-    adv: bool = False
-    scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))
-
-    @property
-    def dtype(self) -> torch.dtype | None:
-        return AMP_DTYPES[self.mode]
-
-    def autocast(self, crafting: bool = False) -> AbstractContextManager:
-        if self.dtype is None or (crafting and not self.adv):
-            return nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
-
-
-def amp_mode(cfg: DictConfig) -> str:
-    """The ``amp`` key; with ``amp: off`` the original apex keys map: use_apex + opt_level O0 -> off,
-    O1/O2/O3 -> fp16."""
-    if not cfg.use_apex or cfg.amp != "off":
-        if cfg.use_apex:
-            logger.info(f"amp {cfg.amp} is set: use_apex/opt_level ignored")
-        return cfg.amp
-    if cfg.opt_level == "O0":
-        return "off"
-    if cfg.opt_level in ("O1", "O2", "O3"):
-        logger.info(f"use_apex with opt_level {cfg.opt_level}: mixed precision as amp fp16 through torch.amp "
-                    f"(apex is not used; keep_batchnorm_fp32 and loss_scale are ignored)")
-        return "fp16"
-    raise UserError(f"config key 'opt_level' must be an apex level O0, O1, O2 or O3, got {cfg.opt_level!r}; "
-                    f"or set amp (off | bf16 | fp16) and use_apex False")
-
-
-def build_amp(cfg: DictConfig, device: torch.device) -> MixedPrecision:
-    mode = amp_mode(cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16")
-    return MixedPrecision(device.type, mode, cfg.adv_amp, scaler)
-
-
-def per_process(cfg: DictConfig) -> tuple[int, int]:
-    """(batch_size_val, workers) of this process: the config's are global, split as the original (the
-    training batch is dealt by the sampler, once batch_size is checked to divide)."""
-    world = dist.world_size()
-    if cfg.batch_size % world:
-        raise UserError(f"config key 'batch_size' ({cfg.batch_size}) is the global batch and must divide by the "
-                        f"{world} processes; choose a multiple of {world}")
-    return math.ceil(cfg.batch_size_val / world), math.ceil(cfg.workers / world)
-
-
-def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tuple:
-    """semseg's training augmentation and the center-crop validation loader, this process's share of each.
-
-    Training batches depend only on (data_seed, epoch, position) (util/sampler.py): each epoch's permutation
-    is cut into global batches, of which rank r takes the images r, r + N, ..., and every image's random
-    augmentation is seeded by (data_seed, epoch, image), so a run resumes mid-epoch exactly and the data do
-    not depend on the number of workers. Validation images are dealt r, r + N, ... as well.
-    """
-    mean, std = mean_std_255()
-    crop = [cfg.train_h, cfg.train_w]
-    batch_size_val, workers = per_process(cfg)
-    train_transform = transform.Compose([
-        transform.RandScale([cfg.scale_min, cfg.scale_max]),
-        transform.RandRotate([cfg.rotate_min, cfg.rotate_max], padding=mean, ignore_label=cfg.ignore_label),
-        transform.RandomGaussianBlur(),
-        transform.RandomHorizontalFlip(),
-        transform.Crop(crop, crop_type="rand", padding=mean, ignore_label=cfg.ignore_label),
-        transform.ToTensor(),
-        transform.Normalize(mean=mean, std=std)])
-    train_data = SemData("train", cfg.data_root, cfg.train_list, train_transform, cfg.classes, cfg.ignore_label)
-    if len(train_data) < cfg.batch_size:
-        raise UserError(f"train_list '{cfg.train_list}' has {len(train_data)} images, fewer than "
-                        f"batch_size {cfg.batch_size}; lower batch_size")
-    sampler = ResumableBatchSampler(len(train_data), cfg.batch_size, data_seed, dist.rank(), dist.world_size())
-    pin = device.type == "cuda"
-    # Own generators: creating a loader's iterator must not draw from the global RNG that a checkpoint restores.
-    train_loader = torch.utils.data.DataLoader(
-        EpochSeeded(train_data, data_seed), batch_sampler=sampler, num_workers=workers, pin_memory=pin,
-        generator=torch.Generator().manual_seed(data_seed + dist.rank()), persistent_workers=workers > 0)
-    val_loader = None
-    if cfg.evaluate:
-        val_transform = transform.Compose([
-            transform.Crop(crop, crop_type="center", padding=mean, ignore_label=cfg.ignore_label),
-            transform.ToTensor(),
-            transform.Normalize(mean=mean, std=std)])
-        val_data = SemData("val", cfg.data_root, cfg.val_list, val_transform, cfg.classes, cfg.ignore_label)
-        if dist.world_size() > 1:  # no padding: every image is scored once
-            val_data = torch.utils.data.Subset(val_data, range(dist.rank(), len(val_data), dist.world_size()))
-        val_loader = torch.utils.data.DataLoader(val_data, batch_size=batch_size_val, shuffle=False,
-                                                 num_workers=workers, pin_memory=pin,
-                                                 generator=torch.Generator().manual_seed(data_seed))
-    return train_loader, val_loader
-
-
-def check_save_path(cfg: DictConfig) -> list[Path]:
-    """Refuse to mix checkpoints of two runs in one folder (nothing on disk gets overwritten). With
-    ``overwrite True`` return the other run's checkpoints: they are deleted once this run has saved its
-    first one, so that no script picks a stale, higher-numbered epoch of the old run."""
-    existing = sorted(Path(cfg.save_path).glob(CHECKPOINT_GLOB))
-    if not existing or cfg.resume:
-        return []
-    if not cfg.overwrite:
-        raise UserError(f"save_path '{cfg.save_path}' already holds checkpoints ({existing[0].name}, ...); "
-                        f"set resume (or auto_resume True) to continue, choose another save_path, or set "
-                        f"overwrite True")
-    return existing
-
-
-def training_state(cfg: DictConfig, model: nn.Module, optimizer, amp: MixedPrecision, iteration: int,
-                   iters_per_epoch: int, data_seed: int) -> dict:
-    """Everything needed to continue exactly after ``iteration`` updates (collective: call on every process)."""
-    return {"epoch": iteration // iters_per_epoch, "iteration": iteration, "state_dict": unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict(), "scaler": amp.scaler.state_dict(),
-            "rng": dist.gather_objects(rng_state()), "data_seed": data_seed, "config": OmegaConf.to_container(cfg)}
-
-
-def restore_rng(checkpoint: dict, path: str) -> None:
-    """This process's RNG states from a checkpoint written by as many processes."""
-    states = checkpoint.get("rng")
-    if states is not None and len(states) == dist.world_size():
-        set_rng_state(states[dist.rank()])
-    else:
-        logger.info(f"checkpoint '{path}' holds no RNG states for {dist.world_size()} process(es): random "
-                    f"augmentation, dropout and attack starts continue from fresh seeds, not bitwise as before")
 
 
 def prepare_model(cfg, model: nn.Module, device: torch.device) -> nn.Module:
@@ -214,56 +61,6 @@ def prepare_model(cfg, model: nn.Module, device: torch.device) -> nn.Module:
         else:
             logger.info("channels_last is for CUDA: ignored on the CPU")
     return model
-
-
-def check_finite(cfg, loss: torch.Tensor, curr_iter: int, where: str = "") -> None:
-    """Stop before a non-finite loss reaches the weights (and so a checkpoint)."""
-    if not torch.isfinite(loss):
-        raise UserError(f"loss{where} became {loss.item()} at iteration {curr_iter}; lower base_lr "
-                        f"(the last saved checkpoint in '{cfg.save_path}' is intact)")
-
-
-def train_step(cfg, model, defense, optimizer, images, target, curr_iter: int,
-               amp: MixedPrecision | None = None) -> StepResult:
-    """One update: the defense builds the batch, then SGD/Adam step, or SAM's two passes on that batch.
-
-    The returned losses are means over all processes (for logs). Under DDP both SAM passes average the
-    gradient over processes, so its ascent is that of the global batch, as with one process.
-    """
-    amp = amp or MixedPrecision()
-    with amp.autocast(crafting=True):
-        batch = defense.make_batch(model, images, target)
-    with amp.autocast():
-        step = defense.loss(model, batch)
-    logged = dist.all_reduce_mean(torch.stack([step.loss.detach(), step.main_loss, step.aux_loss]).float())
-    check_finite(cfg, logged[0], curr_iter)
-    optimizer.zero_grad(set_to_none=True)
-    amp.scaler.scale(step.loss).backward()
-    base = optimizer
-    if isinstance(optimizer, SAM):
-        base = optimizer.base
-        if curr_iter > cfg.sam_warmup_iters and optimizer.ascend():
-            optimizer.zero_grad(set_to_none=True)
-            with frozen_bn_stats(model), amp.autocast():
-                second = defense.loss(model, batch).loss
-            if not amp.scaler.is_enabled():  # fp16's scaler skips a step with non-finite gradients itself
-                second_mean = dist.all_reduce_mean(second.detach().float())
-                if not torch.isfinite(second_mean):
-                    optimizer.restore()
-                    check_finite(cfg, second_mean, curr_iter, " at SAM's w + e")
-            amp.scaler.scale(second).backward()
-            optimizer.restore()
-    amp.scaler.step(base)
-    amp.scaler.update()
-    return replace(step, loss=logged[0], main_loss=logged[1], aux_loss=logged[2])
-
-
-def reduced(metric: SegMetric) -> SegMetric:
-    """The counts summed over processes."""
-    counts = dist.all_reduce_sum(torch.from_numpy(np.stack([metric.intersection, metric.union, metric.target])))
-    total = SegMetric(metric.classes, metric.ignore_index)
-    total.add_counts(*counts.numpy())
-    return total
 
 
 def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, device, writer=None,
@@ -441,7 +238,7 @@ def main() -> None:
     args = get_parser().parse_args()
     cfg = load_config(args.config, args.opts)
     device = setup_process(cfg)
-    folder = CheckpointFolder(cfg.save_path, check_save_path(cfg))
+    folder = CheckpointFolder(cfg.save_path, stale_checkpoints(cfg.save_path, cfg.resume, cfg.overwrite))
     amp = build_amp(cfg, device)
     logger.info(f"device {device} x {dist.world_size()} processes; arch {cfg.arch}, layers {cfg.layers}, "
                 f"classes {cfg.classes}, defense {cfg.defense}, optimizer {cfg.optimizer}, amp {amp.mode}")
@@ -462,7 +259,8 @@ def main() -> None:
     writer = open_writer(cfg)
 
     def save(name: str, iteration: int, superseded: Iterable[Path] = ()) -> Path:
-        state = training_state(cfg, model, optimizer, amp, iteration, iters, data_seed)
+        state = training_state(model, optimizer, amp.scaler, iteration, iters, data_seed,
+                               OmegaConf.to_container(cfg))
         return folder.save(state, name, superseded)
 
     run = Run(model, defense, optimizer, index_split, device, amp, writer, train_loader, val_loader)

@@ -96,6 +96,10 @@ class APGD(Attack):
         random_start: start from a random point of the first ball instead of the clean image.
     """
 
+    name = "apgd"
+    fields = frozenset({"eps", "steps", "loss", "momentum", "rho", "track", "random_start"})
+    iterative = True
+
     revision = 2  # 2: the official schedule (docs/attack_fidelity.md)
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 300, loss: str = "masked_ce",

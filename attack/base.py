@@ -7,6 +7,7 @@ and checks the result: finite, in [0, 1], inside the eps-ball.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -54,6 +55,9 @@ class Attack:
             of a multi-head model; it runs while ``model`` is in eval mode.
     """
 
+    name = ""  # the config's ``name`` of the attack (attack/registry.py)
+    fields: frozenset[str] = frozenset({"eps"})  # constructor arguments a config entry may set
+    iterative = False  # maximises a loss step by step in the eps-ball: more steps must not make it weaker
     norm = "linf"  # threat model: "linf" or "l2" (per image)
     # Raised when the attack's results change for the same spec, so that stored predictions of the older
     # code are not reused (test.py's prediction fingerprint).
@@ -70,6 +74,11 @@ class Attack:
         self.ignore_index = ignore_index
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
+
+    @classmethod
+    def default(cls, argument: str):
+        """The constructor's default of ``argument`` (e.g. the steps of a spec that sets none)."""
+        return inspect.signature(cls).parameters[argument].default
 
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized input -> [0, 1] pixels."""

@@ -26,6 +26,10 @@ class BIM(Attack):
         kwargs: see :class:`attack.base.Attack` (mean, std, forward).
     """
 
+    name = "bim"
+    fields = frozenset({"eps", "steps", "alpha", "random_start"})
+    iterative = True
+
     def __init__(self, model: nn.Module, eps: float = 0.03, steps: int = 2, alpha: float = 0.01,
                  ignore_index: int = 255, random_start: bool = False, **kwargs) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)

@@ -28,6 +28,10 @@ class CW(MinNormAttack):
     Defaults: 100 Adam steps, lr 0.01, 5 search steps, c 1, kappa 0, success_acc 0.1, eps inf.
     """
 
+    name = "cw"
+    fields = frozenset({"eps", "steps", "search_steps", "c", "lr", "kappa", "success_acc"})
+    iterative = False
+
     norm = "l2"
 
     def __init__(self, model: nn.Module, eps: float = float("inf"), steps: int = 100, search_steps: int = 5,

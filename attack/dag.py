@@ -21,6 +21,10 @@ class DAG(MinNormAttack):
     Defaults: gamma 0.5/255, 200 iterations (the paper's maximum for segmentation), eps inf.
     """
 
+    name = "dag"
+    fields = frozenset({"eps", "steps", "gamma"})
+    iterative = False
+
     def __init__(self, model: nn.Module, eps: float = float("inf"), steps: int = 200, gamma: float = 0.5 / 255,
                  ignore_index: int = 255, **kwargs) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)

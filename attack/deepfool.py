@@ -26,6 +26,10 @@ class DeepFool(MinNormAttack):
     Defaults: overshoot 0.02, 50 iterations (the paper's maximum), L2, eps inf.
     """
 
+    name = "deepfool"
+    fields = frozenset({"eps", "steps", "overshoot", "norm"})
+    iterative = False
+
     def __init__(self, model: nn.Module, eps: float = float("inf"), steps: int = 50, overshoot: float = 0.02,
                  norm: str = "l2", ignore_index: int = 255, **kwargs) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)

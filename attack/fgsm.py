@@ -10,5 +10,9 @@ class FGSM(BIM):
     """Fast gradient sign method (Goodfellow et al., "Explaining and Harnessing Adversarial Examples",
     ICLR 2015): one step of size eps along sign(grad_x CE) from the clean image. Default eps 8/255."""
 
+    name = "fgsm"
+    fields = frozenset({"eps"})
+    iterative = False
+
     def __init__(self, model: nn.Module, eps: float = 8 / 255, ignore_index: int = 255, **kwargs) -> None:
         super().__init__(model, eps=eps, steps=1, alpha=eps, ignore_index=ignore_index, **kwargs)

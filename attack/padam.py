@@ -23,6 +23,9 @@ class PAdam(PGD):
     Defaults: eps 8/255, 200 steps, alpha (learning rate) 2/255, CE, one restart, random start.
     """
 
+    name = "padam"
+    fields = frozenset({"eps", "steps", "alpha", "loss", "restarts", "random_start"})
+
     betas = (0.9, 0.999)
     adam_eps = 1e-8
 

@@ -29,6 +29,10 @@ class PGD(Attack):
         kwargs: see :class:`attack.base.Attack` (mean, std, forward).
     """
 
+    name = "pgd"
+    fields = frozenset({"eps", "steps", "alpha", "norm", "restarts", "random_start"})
+    iterative = True
+
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 10, alpha: float | None = None,
                  norm: str = "linf", restarts: int = 1, random_start: bool = True, ignore_index: int = 255,
                  **kwargs) -> None:
@@ -96,6 +100,8 @@ class SegPGD(PGD):
     as :class:`PGD`. Defaults: eps 8/255, 20 steps, step 2.5 * eps / steps.
     """
 
+    name = "segpgd"
+
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, **kwargs) -> None:
         super().__init__(model, eps, steps, **kwargs)
 
@@ -130,6 +136,9 @@ class CosPGD(PGD):
     weigh most; the iterate kept is still the one with the lowest accuracy on the true labels.
     Defaults: eps 8/255, 20 steps, step 2.5 * eps / steps, untargeted.
     """
+
+    name = "cospgd"
+    fields = PGD.fields | {"targeted"}
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, targeted: bool = False,
                  **kwargs) -> None:

@@ -1,14 +1,16 @@
 """Attack specs of the config (``TEST.attacks``) -> attack objects, one per (attack, eps)."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from attack.apgd import APGD
-from attack.base import Attack
+from attack.base import Attack, MinNormAttack
 from attack.bim import BIM
 from attack.cw import CW
 from attack.dag import DAG
@@ -20,30 +22,61 @@ from attack.sea import SEA
 from attack.transfer import parse_source
 from util.errors import UserError
 
-ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "segpgd": SegPGD, "cospgd": CosPGD,
-                                    "apgd": APGD, "sea": SEA, "padam": PAdam, "dag": DAG, "cw": CW,
-                                    "deepfool": DeepFool}
-_PGD_FIELDS = {"eps", "steps", "alpha", "norm", "restarts", "random_start"}
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (FGSM, BIM, PGD, SegPGD, CosPGD, APGD, SEA, PAdam, DAG,
+                                                                CW, DeepFool)}
 # Constructor arguments a spec may set, per attack.
-FIELDS = {"fgsm": {"eps"}, "bim": {"eps", "steps", "alpha", "random_start"}, "pgd": _PGD_FIELDS,
-          "segpgd": _PGD_FIELDS, "cospgd": _PGD_FIELDS | {"targeted"},
-          "apgd": {"eps", "steps", "loss", "momentum", "rho", "track", "random_start"}, "sea": {"eps", "steps"},
-          "padam": {"eps", "steps", "alpha", "loss", "restarts", "random_start"},
-          "dag": {"eps", "steps", "gamma"},
-          "cw": {"eps", "steps", "search_steps", "c", "lr", "kappa", "success_acc"},
-          "deepfool": {"eps", "steps", "overshoot", "norm"}}
+FIELDS = {name: cls.fields for name, cls in ATTACKS.items()}
 # Minimum-norm attacks: without eps (or with eps .inf) they report the unclipped result.
-MIN_NORM = {"dag", "cw", "deepfool"}
+MIN_NORM = {name for name, cls in ATTACKS.items() if issubclass(cls, MinNormAttack)}
 _PIXEL_UNITS = ("alpha", "gamma")  # step sizes given in 1/unit like eps
-_SPEC_ONLY = {"name", "unit"}  # spec fields that are not constructor arguments
-_NOT_KWARGS = ("name", "label", "protocol", "source")  # expanded-spec fields that are not either
+_SPEC_ONLY = {"name", "unit", "source"}  # entry fields that are not constructor arguments
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack at one eps: a config entry expanded by :func:`parse_specs`, in [0, 1] pixel units.
+
+    ``label`` names its mode (folder, row, curve); ``params`` are the entry's other constructor arguments;
+    ``source`` makes it a transfer attack crafted on another model (attack/transfer.py); ``protocol``
+    overrides the config's ``attack_protocol`` (the original BIM attacks each crop).
+    """
+
+    name: str
+    label: str
+    eps: float
+    params: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, Any] | None = None
+    protocol: str | None = None
+
+    @property
+    def attack_class(self) -> type[Attack]:
+        return ATTACKS[self.name]
+
+    @property
+    def steps(self) -> int | None:
+        """Iterations of an iterative attack (its constructor's default when the entry sets none), else None."""
+        if not self.attack_class.iterative:
+            return None
+        return self.params.get("steps") or self.attack_class.default("steps")
+
+    def replace(self, **changes: Any) -> AttackSpec:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The spec as stored in fingerprints and result rows (JSON)."""
+        out = {**self.params, "name": self.name, "label": self.label, "eps": self.eps}
+        if self.source is not None:
+            out["source"] = dict(self.source)
+        if self.protocol is not None:
+            out["protocol"] = self.protocol
+        return out
 
 
 def _label(name: str, eps: float) -> str:
     return f"{name}_eps{eps:g}"
 
 
-def parse_specs(raw: Sequence[Any], where: str = "config key 'attacks'") -> list[dict]:
+def parse_specs(raw: Sequence[Any], where: str = "config key 'attacks'") -> list[AttackSpec]:
     """Expand ``attacks`` entries into one spec per eps, with eps and step sizes in [0, 1] pixel units.
 
     An entry is a mapping: ``name`` (one of :data:`ATTACKS`), ``eps`` (a number or a list), the
@@ -62,7 +95,7 @@ def parse_specs(raw: Sequence[Any], where: str = "config key 'attacks'") -> list
         name = str(entry["name"]).lower()
         if name not in ATTACKS:
             raise UserError(f"{at}: unknown attack '{name}'; known: {', '.join(ATTACKS)}")
-        allowed = FIELDS[name] | _SPEC_ONLY | {"source"}
+        allowed = FIELDS[name] | _SPEC_ONLY
         unknown = sorted(set(entry) - allowed)
         if unknown:
             raise UserError(f"{at}: {name} has no field '{unknown[0]}'; it takes {', '.join(sorted(allowed))}")
@@ -72,26 +105,25 @@ def parse_specs(raw: Sequence[Any], where: str = "config key 'attacks'") -> list
         for eps in eps_list:
             if not isinstance(eps, (int, float)) or not eps >= 0:
                 raise UserError(f"{at}: eps must be numbers >= 0 (in 1/{unit:g} units), got {eps!r}")
-            spec = {k: v for k, v in entry.items() if k not in _SPEC_ONLY}
-            spec.update(name=name, label=_label(name, eps), eps=eps / unit)
-            if "source" in entry:  # transfer attack: crafted on another model (attack/transfer.py)
-                spec["source"] = parse_source(entry["source"], at)
-                spec["label"] += "_from_" + Path(spec["source"]["config"]).stem
+            params = {k: v for k, v in entry.items() if k not in _SPEC_ONLY and k != "eps"}
             for key in _PIXEL_UNITS:
-                if spec.get(key) is None:
+                if params.get(key) is None:
                     continue
-                if not isinstance(spec[key], (int, float)):
-                    raise UserError(f"{at}: {key} must be a number (in 1/{unit:g} units), got {spec[key]!r}")
-                spec[key] = spec[key] / unit
+                if not isinstance(params[key], (int, float)):
+                    raise UserError(f"{at}: {key} must be a number (in 1/{unit:g} units), got {params[key]!r}")
+                params[key] = params[key] / unit
+            spec = AttackSpec(name, _label(name, eps), eps / unit, params)
+            if "source" in entry:  # transfer attack: crafted on another model (attack/transfer.py)
+                source = parse_source(entry["source"], at)
+                spec = spec.replace(source=source, label=f"{spec.label}_from_{Path(source['config']).stem}")
             specs.append(spec)
     return specs
 
 
-def build_attack(spec: Mapping[str, Any], model: nn.Module, ignore_index: int = 255, **extra: Any) -> Attack:
-    """The attack object of one expanded spec (see :func:`parse_specs`) on ``model``; ``extra`` goes to the
-    constructor (e.g. ``forward``). A spec's ``source`` is built by the caller (:class:`attack.transfer.Transfer`)."""
-    kwargs = {k: v for k, v in spec.items() if k not in _NOT_KWARGS} | extra
+def build_attack(spec: AttackSpec, model: nn.Module, ignore_index: int = 255, **extra: Any) -> Attack:
+    """The attack object of one spec on ``model``; ``extra`` goes to the constructor (e.g. ``forward``). A spec's
+    ``source`` is built by the caller (:class:`attack.transfer.Transfer`)."""
     try:
-        return ATTACKS[spec["name"]](model, ignore_index=ignore_index, **kwargs)
+        return spec.attack_class(model, eps=spec.eps, ignore_index=ignore_index, **spec.params, **extra)
     except (ValueError, TypeError) as err:  # a bad value, or a value of the wrong type
-        raise UserError(f"attack '{spec.get('label', spec['name'])}': {err}") from None
+        raise UserError(f"attack '{spec.label}': {err}") from None

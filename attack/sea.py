@@ -20,6 +20,10 @@ class SEA(Attack):
     each image's accuracy) is not computed here.
     """
 
+    name = "sea"
+    fields = frozenset({"eps", "steps"})
+    iterative = False
+
     revision = APGD.revision
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 300,

@@ -80,6 +80,15 @@ class SegNet(nn.Module):
         self.channels = backbone.channels  # (layer3, layer4) output channels
         self.low_channels = backbone.channels[0] // 4  # layer1
 
+    def add_heads(self, classes: int, aux_channels: int, aux_kernel: int, use_aux: bool, pretrained: bool,
+                  init_path: str | None) -> None:
+        """The constructors' common end: ``cls``, ``aux`` on ``aux_channels`` when ``use_aux``, ImageNet weights."""
+        self.cls = self.make_head(classes)
+        if use_aux:
+            self.aux = seg_head(aux_channels, 256, classes, aux_kernel, self.dropout)
+        if pretrained:
+            self.load_imagenet(init_path)
+
     def load_imagenet(self, init_path: str | None) -> None:
         """semseg's ImageNet weights into the trunk (default ``initmodel/resnet{layers}_v2.pth``)."""
         load_backbone_init(self, init_path or f"initmodel/resnet{self.layers}_v2.pth", self.layers)

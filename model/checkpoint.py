@@ -72,6 +72,39 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     atomic_write(path.parent / LATEST, lambda f: f.write(f"{path.name}\n".encode()))
 
 
+def stale_checkpoints(save_path: str, resume: str | None, overwrite: bool) -> list[Path]:
+    """Refuse to mix checkpoints of two runs in one folder (nothing on disk gets overwritten). With
+    ``overwrite True`` return the other run's checkpoints: they are deleted once this run has saved its
+    first one, so that no script picks a stale, higher-numbered epoch of the old run."""
+    existing = sorted(Path(save_path).glob(CHECKPOINT_GLOB))
+    if not existing or resume:
+        return []
+    if not overwrite:
+        raise UserError(f"save_path '{save_path}' already holds checkpoints ({existing[0].name}, ...); "
+                        f"set resume (or auto_resume True) to continue, choose another save_path, or set "
+                        f"overwrite True")
+    return existing
+
+
+def training_state(model: nn.Module, optimizer, scaler, iteration: int, iters_per_epoch: int, data_seed: int,
+                   config: dict) -> dict:
+    """Everything needed to continue exactly after ``iteration`` updates (collective: call on every process)."""
+    return {"epoch": iteration // iters_per_epoch, "iteration": iteration,
+            "state_dict": dist.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "rng": dist.gather_objects(rng_state()), "data_seed": data_seed,
+            "config": config}
+
+
+def restore_rng(checkpoint: dict, path: str) -> None:
+    """This process's RNG states from a checkpoint written by as many processes."""
+    states = checkpoint.get("rng")
+    if states is not None and len(states) == dist.world_size():
+        set_rng_state(states[dist.rank()])
+    else:
+        logger.info(f"checkpoint '{path}' holds no RNG states for {dist.world_size()} process(es): random "
+                    f"augmentation, dropout and attack starts continue from fresh seeds, not bitwise as before")
+
+
 class CheckpointFolder:
     """A run's checkpoint folder: rank 0 writes each checkpoint atomically, then deletes what it supersedes (older
     iteration checkpoints) and, at the first save, the previous run's (``stale``, with ``overwrite True``)."""

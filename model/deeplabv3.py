@@ -74,11 +74,7 @@ class DeepLabV3(SegNet):
         super().__init__(layers, classes, zoom_factor, output_stride, dropout)
         layer3_ch, fea_dim = self.channels
         self.aspp = ASPP(fea_dim, 256, atrous_rates)
-        self.cls = self.make_head(classes)
-        if use_aux:
-            self.aux = seg_head(layer3_ch, 256, classes, 1, dropout)
-        if pretrained:
-            self.load_imagenet(init_path)
+        self.add_heads(classes, layer3_ch, 1, use_aux, pretrained, init_path)
 
     def make_head(self, out_channels: int) -> nn.Sequential:
         return seg_head(self.aspp.out_channels, 256, out_channels, 1, self.dropout)

@@ -97,11 +97,7 @@ class DeepLabV3Plus(SegNet):
         if atrous_rates is None:
             atrous_rates = tuple(rate * 16 // output_stride for rate in (6, 12, 18))
         self.decoder = Decoder(high_dim, self.low_channels, atrous_rates)
-        self.cls = self.make_head(classes)
-        if use_aux:
-            self.aux = seg_head(mid_dim, 256, classes, 1, dropout)
-        if pretrained:
-            self.load_imagenet(init_path)
+        self.add_heads(classes, mid_dim, 1, use_aux, pretrained, init_path)
 
     def make_head(self, out_channels: int) -> nn.Sequential:
         return seg_head(self.decoder.out_channels, 256, out_channels, 3, self.dropout)

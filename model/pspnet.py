@@ -71,11 +71,7 @@ class PSPNet(SegNet):
         super().__init__(layers, classes, zoom_factor, output_stride, dropout)
         layer3_ch, fea_dim = self.channels
         self.ppm = PPM(fea_dim, fea_dim // len(bins), bins)
-        self.cls = self.make_head(classes)
-        if use_aux:
-            self.aux = seg_head(layer3_ch, 256, classes, 3, dropout)
-        if pretrained:
-            self.load_imagenet(init_path)
+        self.add_heads(classes, layer3_ch, 3, use_aux, pretrained, init_path)
 
     def make_head(self, out_channels: int) -> nn.Sequential:
         return seg_head(self.ppm.out_channels, 512, out_channels, 3, self.dropout)

@@ -42,7 +42,7 @@ def tiny_opts(tiny_data, tmp_path) -> list[str]:
 def run_cli(monkeypatch, capsys):
     """Run train.py / test.py main in-process; returns (exit code, stdout, stderr)."""
     def run(module, argv: list[str]) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *argv])
+        monkeypatch.setattr(sys, "argv", [Path(module.__file__).name, *argv])
         from util.errors import run_main
         from util.log import setup_logging
         setup_logging()  # log to the captured stdout

@@ -233,10 +233,10 @@ def test_registry_parses_and_builds_the_new_attacks():
                          {"name": "dag", "gamma": 0.5}, {"name": "cw", "eps": [float("inf"), 0.5], "unit": 1},
                          {"name": "deepfool", "eps": 4, "norm": "linf", "overshoot": 0.05},
                          {"name": "cospgd", "eps": 8, "targeted": True}])
-    assert [s["label"] for s in specs] == ["padam_eps8", "dag_epsinf", "cw_epsinf", "cw_eps0.5",
+    assert [s.label for s in specs] == ["padam_eps8", "dag_epsinf", "cw_epsinf", "cw_eps0.5",
                                            "deepfool_eps4", "cospgd_eps8"]
-    assert specs[0]["alpha"] == pytest.approx(2 / 255) and specs[1]["gamma"] == pytest.approx(0.5 / 255)
-    assert specs[1]["eps"] == float("inf") and specs[3]["eps"] == 0.5
+    assert specs[0].params["alpha"] == pytest.approx(2 / 255) and specs[1].params["gamma"] == pytest.approx(0.5 / 255)
+    assert specs[1].eps == float("inf") and specs[3].eps == 0.5
     model = nn.Conv2d(3, 2, 1)
     built = [build_attack(s, model) for s in specs]
     assert [type(a) for a in built] == [PAdam, DAG, CW, CW, DeepFool, CosPGD]

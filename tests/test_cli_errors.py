@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import test as test_script
-import train as train_script
 from model import build_model
+from tests.entry import test_entry, train_entry
 
 CONFIG = "config/synthetic/synthetic_pspnet18.yaml"
 
@@ -48,7 +47,7 @@ def first_image(root, split="train"):
 
 def test_missing_list_file(run_cli, tiny_opts, data):
     (data / "list/train.txt").unlink()
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *opts_for(tiny_opts, data)])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *opts_for(tiny_opts, data)])
     assert code == 2 and "train.txt" in one_line(err) and "not found" in err
 
 
@@ -57,26 +56,26 @@ def test_malformed_list_line_names_the_line(run_cli, tiny_opts, data):
     lines = path.read_text().splitlines()
     lines[2] = lines[2] + " extra"
     path.write_text("\n".join(lines) + "\n")
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *opts_for(tiny_opts, data)])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *opts_for(tiny_opts, data)])
     assert code == 2 and "line 3" in one_line(err)
 
 
 def test_missing_image(run_cli, tiny_opts, data):
     first_image(data).unlink()
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *opts_for(tiny_opts, data)])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *opts_for(tiny_opts, data)])
     assert code == 2 and "line 1" in one_line(err) and "00000.png" in err
 
 
 def test_missing_label_in_test(run_cli, tiny_opts, data):
     first_label(data, "val").unlink()
-    code, _, err = run_cli(test_script, ["--config", CONFIG, *opts_for(tiny_opts, data)])
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *opts_for(tiny_opts, data)])
     assert code == 2 and "00000.png" in one_line(err)
 
 
 def test_size_mismatch(run_cli, tiny_opts, data):
     label = first_label(data)
     cv2.imwrite(str(label), np.zeros((10, 10), np.uint8))
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *opts_for(tiny_opts, data), "epochs", "1"])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *opts_for(tiny_opts, data), "epochs", "1"])
     assert code == 2 and str(label.name) in one_line(err)
 
 
@@ -85,22 +84,22 @@ def test_label_out_of_range_through_a_worker(run_cli, tiny_opts, data):
     values = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
     values[0, 0] = 7
     cv2.imwrite(str(label), values)
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *opts_for(tiny_opts, data), "workers", "1"])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *opts_for(tiny_opts, data), "workers", "1"])
     line = one_line(err)
     assert code == 2 and "7" in line and "classes" in line and "Traceback" not in line
 
 
 def test_corrupt_image(run_cli, tiny_opts, data):
     first_image(data, "val").write_bytes(b"\x89PNG not really")
-    code, _, err = run_cli(test_script, ["--config", CONFIG, *opts_for(tiny_opts, data), "model_path",
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *opts_for(tiny_opts, data), "model_path",
                                          str(checkpoint(data, 5))])
     assert code == 2 and "00000.png" in one_line(err)
 
 
 def test_unknown_key_and_wrong_type(run_cli, tiny_opts):
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "base_lrr", "0.1"])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "base_lrr", "0.1"])
     assert code == 2 and "did you mean 'base_lr'" in one_line(err)
-    code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "test_h", "big"])
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "test_h", "big"])
     assert code == 2 and "'test_h' expects int" in one_line(err)
 
 
@@ -111,24 +110,24 @@ def checkpoint(tmp, classes):
 
 
 def test_checkpoint_missing_or_not_fitting(run_cli, tiny_opts, tmp_path):
-    code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "no.pth")])
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "no.pth")])
     assert code == 2 and "no.pth' not found" in one_line(err)
-    code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint(tmp_path, 3))])
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint(tmp_path, 3))])
     line = one_line(err)
     assert code == 2 and "does not fit" in line and "cls.4.weight" in line
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "weight", str(checkpoint(tmp_path, 3))])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "weight", str(checkpoint(tmp_path, 3))])
     assert code == 2 and "cls.4.weight" in one_line(err)
 
 
 def test_explicit_cuda_without_cuda(run_cli, tiny_opts):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "device", "cuda"])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "device", "cuda"])
     assert code == 2 and "no CUDA" in one_line(err)
 
 
 def test_attack_on_unlabelled_split(run_cli, tiny_opts):
-    code, _, err = run_cli(test_script, ["--config", CONFIG, "--attack", *tiny_opts, "split", "test"])
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, "--attack", *tiny_opts, "split", "test"])
     assert code == 2 and "needs labels" in one_line(err)
 
 
@@ -141,7 +140,7 @@ def test_attack_on_unlabelled_split(run_cli, tiny_opts):
     (["backbone", "vgg"], "backbone must be one of"),
 ])
 def test_bad_defense_and_optimizer_settings(run_cli, tiny_opts, override, needle):
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, *override])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, *override])
     assert code == 2 and needle in one_line(err)
 
 
@@ -165,7 +164,7 @@ def test_export_refuses_to_overwrite(run_cli, tmp_path):
 ])
 def test_bad_attack_specs(run_cli, tiny_opts, tmp_path, attacks, needle):
     torch.save({"state_dict": build_model("psp", 18, 5).state_dict()}, tmp_path / "m.pth")
-    code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "m.pth"),
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "m.pth"),
                                          "attacks", attacks])
     assert code == 2 and needle in one_line(err)
 
@@ -174,15 +173,15 @@ def test_truncated_or_foreign_checkpoint(run_cli, tiny_opts, tmp_path):
     whole = checkpoint(tmp_path, 5).read_bytes()
     for name, content in (("truncated.pth", whole[:len(whole) // 2]), ("notes.pth", b"not a checkpoint\n")):
         (tmp_path / name).write_bytes(content)
-        code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / name)])
+        code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / name)])
         assert code == 2 and f"{name}' is not a loadable torch checkpoint" in one_line(err)
     torch.save({"epoch": 1, "state_dict": [1, 2]}, tmp_path / "list.pth")
-    code, _, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "list.pth")])
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "list.pth")])
     assert code == 2 and "holds no state dict of tensors" in one_line(err)
 
 
 def test_non_finite_loss_names_the_iteration_and_keeps_the_last_checkpoint(run_cli, tiny_opts, tmp_path):
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "base_lr", "1e12", "save_every_iters", "1"])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "base_lr", "1e12", "save_every_iters", "1"])
     line = one_line(err)
     assert code == 2 and re.search(r"loss became (nan|inf) at iteration (\d+)", line), line
     failed = int(re.search(r"at iteration (\d+)", line).group(1))

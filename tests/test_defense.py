@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defense import DDCAT, SAT, NoDefense, TrainingAttack
+from defense import DDCAT, SAT, NoDefense, TrainingAttack, train_step
 from model import build_model, load_checkpoint_weights
 from model.export import export
-from train import train_step
 from util.dataset import IMAGENET_MEAN, IMAGENET_STD
 from util.errors import UserError
 from util.optim import SAM, build_optimizer, set_lr

@@ -26,12 +26,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import train as train_script
-from defense import TrainingAttack, build_defense, unwrap
+from defense import TrainingAttack, build_defense, train_step, unwrap
 from model import build_model
 from tests.conftest import ROOT
-from train import MixedPrecision, build_amp, prepare_model, train_step
+from tests.entry import train_entry
 from util import dist
+from util.amp import MixedPrecision, amp_mode, build_amp
 from util.config import load_config
 from util.optim import build_optimizer, set_lr
 
@@ -61,7 +61,7 @@ def run_steps(defense_name: str, optimizer_name: str) -> dict[str, torch.Tensor]
     cpu = torch.device("cpu")
     torch.manual_seed(0)
     model = build_model("psp", 18, CLASSES, dropout=0.0, ddcat=defense_name == "ddcat").double()
-    model = prepare_model(SimpleNamespace(sync_bn=True, channels_last=False), model, cpu)
+    model = train_entry.prepare_model(SimpleNamespace(sync_bn=True, channels_last=False), model, cpu)
     optimizer, split = build_optimizer(optimizer_name, model, LR, sam_rho=0.05)
     model = dist.wrap(model, cpu).train()
     defense = build_defense(defense_name, 0.4, 255, TrainingAttack(eps=0.03, steps=2))
@@ -115,7 +115,7 @@ def test_one_process_helpers_are_no_ops() -> None:
 
 
 def _tiny_run(run_cli, tiny_opts, *opts):
-    return run_cli(train_script, ["--config", CONFIG, *tiny_opts, "train_h", "17", "train_w", "17", *opts])
+    return run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "train_h", "17", "train_w", "17", *opts])
 
 
 def test_bf16_trains_with_finite_losses_and_fp16_checkpoints_its_scaler(run_cli, tiny_opts, tiny_data, tmp_path):
@@ -152,7 +152,7 @@ def test_bf16_trains_with_finite_losses_and_fp16_checkpoints_its_scaler(run_cli,
 def test_original_apex_keys_map_to_amp(use_apex, opt_level, expected, caplog) -> None:
     cfg = load_config(CONFIG, ["use_apex", str(use_apex), "opt_level", opt_level])
     caplog.set_level("INFO")
-    assert train_script.amp_mode(cfg) == expected
+    assert amp_mode(cfg) == expected
     amp = build_amp(cfg, torch.device("cpu"))
     assert amp.scaler.is_enabled() == (expected == "fp16")
     assert ("amp fp16 through torch.amp" in caplog.text) == (expected == "fp16")
@@ -160,10 +160,10 @@ def test_original_apex_keys_map_to_amp(use_apex, opt_level, expected, caplog) ->
 
 def test_amp_values(run_cli, tiny_opts) -> None:
     assert load_config(CONFIG, ["amp", "off"]).amp == "off"  # YAML reads a bare off as False
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "amp", "fp8"])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "amp", "fp8"])
     assert code == 2 and err.strip() == (f"error: config '{CONFIG}': amp must be one of "
                                          f"['off', 'bf16', 'fp16'], got 'fp8'")
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "use_apex", "True", "opt_level", "O7"])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "use_apex", "True", "opt_level", "O7"])
     assert code == 2 and "opt_level" in err and err.strip().count("\n") == 0
 
 
@@ -249,13 +249,13 @@ def test_training_attack_crafts_in_fp32_unless_adv_amp(adv_amp) -> None:
 def test_test_py_over_two_processes_gives_the_one_process_results(run_cli, tiny_opts, tmp_path) -> None:
     """test.py under torchrun: each rank predicts its share of the images (clean and under BIM), rank 0 scores
     all stored predictions: the same predictions and numbers as one process."""
-    import test as test_script
+    from tests.entry import test_entry
     torch.manual_seed(0)
     checkpoint = tmp_path / "model.pth"
     torch.save({"state_dict": build_model("psp", 18, 5, pretrained=False).state_dict()}, checkpoint)
     opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint),
             "attacks", "[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}]"]
-    code, _, err = run_cli(test_script, [*opts, "save_folder", str(tmp_path / "one")])
+    code, _, err = run_cli(test_entry, [*opts, "save_folder", str(tmp_path / "one")])
     assert code == 0, err
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "test.py", *opts, "save_folder", str(tmp_path / "two")], cwd=ROOT,

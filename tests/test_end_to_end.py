@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import test as test_script
-import train as train_script
+from tests.entry import test_entry, train_entry
 
 CONFIG = "config/synthetic/synthetic_pspnet18.yaml"
 
@@ -18,7 +17,7 @@ def main_losses(log: str) -> list[float]:
 
 
 def test_train_then_test_clean_and_bim(run_cli, tiny_opts, tiny_data, tmp_path):
-    code, out, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "6", "save_freq", "3",
+    code, out, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "6", "save_freq", "3",
                                             "model_path", str(tmp_path / "model/train_epoch_6.pth")])
     assert code == 0, err
     losses = main_losses(out)
@@ -34,13 +33,13 @@ def test_train_then_test_clean_and_bim(run_cli, tiny_opts, tiny_data, tmp_path):
     assert (tmp_path / "model/config.yaml").is_file()
 
     opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_6.pth")]
-    code, out, err = run_cli(test_script, ["--config", CONFIG, *opts])
+    code, out, err = run_cli(test_entry, ["--config", CONFIG, *opts])
     assert code == 0, err
     clean = json.loads((tmp_path / "result/results.json").read_text())
     assert re.search(r"Eval result: mIoU/mAcc/allAcc \d\.\d{4}/\d\.\d{4}/\d\.\d{4}\.", out)
     assert f"{clean['mIoU']:.4f}" in out
 
-    code, out, err = run_cli(test_script, ["--config", CONFIG, "--attack", *opts])
+    code, out, err = run_cli(test_entry, ["--config", CONFIG, "--attack", *opts])
     assert code == 0, err
     bim = json.loads((tmp_path / "result/bim/results.json").read_text())
     assert 0 <= bim["mIoU"] <= clean["mIoU"] <= 1
@@ -56,22 +55,22 @@ def test_train_then_test_clean_and_bim(run_cli, tiny_opts, tiny_data, tmp_path):
             assert (tmp_path / folder / "color" / name).is_file()
 
     # has_prediction re-scores the saved predictions and gives the same numbers.
-    code, out, err = run_cli(test_script, ["--config", CONFIG, *opts, "has_prediction", "True"])
+    code, out, err = run_cli(test_entry, ["--config", CONFIG, *opts, "has_prediction", "True"])
     assert code == 0, err
     again = json.loads((tmp_path / "result/results.json").read_text())
     assert again["mIoU"] == clean["mIoU"]
 
 
 def test_resume_continues_from_the_checkpoint(run_cli, tiny_opts, tmp_path):
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "1"])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "1"])
     assert code == 0, err
-    code, out, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts,
+    code, out, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts,
                                             "resume", str(tmp_path / "model/train_epoch_1.pth")])
     assert code == 0, err
     assert "resumed" in out and "Epoch: [2/2]" in out and "Epoch: [1/2]" not in out
     assert torch.load(tmp_path / "model/train_epoch_2.pth", weights_only=True)["epoch"] == 2
     finished = (tmp_path / "model/train_epoch_2.pth").read_bytes()
-    code, out, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "auto_resume", "True"])  # a requeued job
+    code, out, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "auto_resume", "True"])  # a requeued job
     assert code == 0, err
     assert "nothing to train: already at epoch 2 of 2" in out and "Training done" in out
     assert (tmp_path / "model/train_epoch_2.pth").read_bytes() == finished
@@ -80,7 +79,7 @@ def test_resume_continues_from_the_checkpoint(run_cli, tiny_opts, tmp_path):
 def test_refuses_to_overwrite_another_runs_checkpoints(run_cli, tiny_opts, tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model/train_epoch_1.pth").write_bytes(b"precious")
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts])
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts])
     assert code == 2
     assert err.strip().count("\n") == 0 and "already holds checkpoints" in err
     assert (tmp_path / "model/train_epoch_1.pth").read_bytes() == b"precious"
@@ -92,9 +91,9 @@ def test_overwrite_replaces_the_previous_runs_checkpoints(run_cli, tiny_opts, tm
     (tmp_path / "model").mkdir()
     for name in ("train_epoch_1.pth", "train_epoch_8.pth", "train_iter_400.pth"):
         (tmp_path / "model" / name).write_bytes(b"old run")
-    code, _, _ = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "overwrite", "True", "train_list", "nowhere"])
+    code, _, _ = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "overwrite", "True", "train_list", "nowhere"])
     assert code == 2 and (tmp_path / "model/train_epoch_8.pth").read_bytes() == b"old run"
-    code, out, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "1", "overwrite", "True"])
+    code, out, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "1", "overwrite", "True"])
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "model").glob("train_*.pth")) == ["train_epoch_1.pth"]
     assert torch.load(tmp_path / "model/train_epoch_1.pth", weights_only=True)["epoch"] == 1
@@ -103,11 +102,11 @@ def test_overwrite_replaces_the_previous_runs_checkpoints(run_cli, tiny_opts, tm
 
 def test_deeplabv3_trains_and_evaluates(run_cli, tiny_opts, tmp_path):
     config = "config/synthetic/synthetic_aspp18.yaml"
-    code, _, err = run_cli(train_script, ["--config", config, *tiny_opts])
+    code, _, err = run_cli(train_entry, ["--config", config, *tiny_opts])
     assert code == 0, err
     checkpoint = torch.load(tmp_path / "model/train_epoch_2.pth", weights_only=True)
     assert "aspp.convs.4.1.weight" in checkpoint["state_dict"]
-    code, _, err = run_cli(test_script, ["--config", config, "--attack", *tiny_opts])
+    code, _, err = run_cli(test_entry, ["--config", config, "--attack", *tiny_opts])
     assert code == 0, err
     assert 0 <= json.loads((tmp_path / "result/bim/results.json").read_text())["mIoU"] <= 1
 
@@ -117,7 +116,7 @@ def test_adversarial_training_then_test(run_cli, tiny_opts, tiny_data, tmp_path,
     """SAT and DDC-AT (with SAM) train through the one train.py; test.py evaluates the checkpoint,
     a DDC-AT one through its cls1 head."""
     config = f"config/synthetic/synthetic_pspnet18_{defense}.yaml"
-    code, out, err = run_cli(train_script, ["--config", config, *tiny_opts, "epochs", "1",
+    code, out, err = run_cli(train_entry, ["--config", config, *tiny_opts, "epochs", "1",
                                             "optimizer", optimizer, "sam_warmup_iters", "1"])
     assert code == 0, err
     assert f"defense {defense}, optimizer {optimizer}" in out
@@ -127,7 +126,7 @@ def test_adversarial_training_then_test(run_cli, tiny_opts, tiny_data, tmp_path,
     assert heads == ({"cls1", "cls2", "mask1", "aux_cls1"} if defense == "ddcat" else {"cls", "aux"})
 
     opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_1.pth")]
-    code, out, err = run_cli(test_script, ["--config", config, "--attack", *opts])
+    code, out, err = run_cli(test_entry, ["--config", config, "--attack", *opts])
     assert code == 0, err
     bim = json.loads((tmp_path / "result/bim/results.json").read_text())
     assert 0 <= bim["mIoU"] <= 1
@@ -143,13 +142,13 @@ def test_adversarial_training_then_test(run_cli, tiny_opts, tiny_data, tmp_path,
 
 
 def test_attack_list_runs_with_clean_in_one_run(run_cli, tiny_opts, tmp_path):
-    code, _, err = run_cli(train_script, ["--config", CONFIG, *tiny_opts, "epochs", "6", "save_freq", "6",
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "6", "save_freq", "6",
                                           "model_path", str(tmp_path / "model/train_epoch_6.pth")])
     assert code == 0, err
     tiny_opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_6.pth")]
     attacks = ("[{name: fgsm, eps: 8}, {name: pgd, eps: [2, 8], steps: 3}, "
                "{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}]")
-    code, out, err = run_cli(test_script, ["--config", CONFIG, *tiny_opts, "attacks", attacks])
+    code, out, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "attacks", attacks])
     assert code == 0, err
     rows = (tmp_path / "result/results.csv").read_text().splitlines()
     assert rows[0].startswith("mode,eps,mIoU,mAcc,allAcc,")  # the older readers' columns first
@@ -160,7 +159,7 @@ def test_attack_list_runs_with_clean_in_one_run(run_cli, tiny_opts, tmp_path):
     assert allacc["pgd_eps8"] <= allacc["pgd_eps2"] <= allacc["clean"]
     assert allacc["pgd_eps8"] < allacc["clean"] and miou["pgd_eps8"] <= miou["clean"]
     # the listed BIM is the original protocol: the same numbers as --attack
-    code, _, err = run_cli(test_script, ["--config", CONFIG, "--attack", *tiny_opts])
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, "--attack", *tiny_opts])
     assert code == 0, err
     bim = json.loads((tmp_path / "result/bim/results.json").read_text())
     assert bim["mIoU"] == pytest.approx(miou["bim_eps0.03"], abs=1e-6)

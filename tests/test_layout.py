@@ -54,3 +54,9 @@ def test_functions_fit_on_a_screen():
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, "functions longer than a screen: " + "; ".join(long)
+
+
+@pytest.mark.parametrize("entry", ["train.py", "test.py"])
+def test_entry_points_stay_thin(entry):
+    """train.py and test.py parse, build and run; the work lives in the packages."""
+    assert len((ROOT / entry).read_text().splitlines()) < 300

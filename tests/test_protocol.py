@@ -194,8 +194,8 @@ def test_transfer_specs(tmp_path):
     checkpoint = str(tmp_path / "m.pth")
     (tmp_path / "m.pth").write_bytes(b"")
     spec = parse_specs([{"name": "pgd", "eps": [4, 8], "source": {"config": config, "model_path": checkpoint}}])
-    assert [s["label"] for s in spec] == ["pgd_eps4_from_synthetic_pspnet18", "pgd_eps8_from_synthetic_pspnet18"]
-    assert spec[0]["source"] == {"config": config, "model_path": checkpoint}
+    assert [s.label for s in spec] == ["pgd_eps4_from_synthetic_pspnet18", "pgd_eps8_from_synthetic_pspnet18"]
+    assert spec[0].source == {"config": config, "model_path": checkpoint}
     bad = [({"config": "missing.yaml"}, "source config 'missing.yaml' not found"),
            ({"config": config, "model_path": "missing.pth"}, "source model_path 'missing.pth' not found"),
            ({"config": config, "checkpoint": "x"}, "source has no field 'checkpoint'"),
@@ -215,8 +215,8 @@ def test_bad_protocol_settings_are_one_line_errors(key, value):
 def test_test_py_whole_image_transfer_and_panels(run_cli, tiny_opts, tmp_path):
     """test.py end to end: a transfer from the evaluated checkpoint itself is the white-box attack; panels of
     the first image only; the original --attack keeps per_crop."""
-    import test as test_script
     from model import build_model
+    from tests.entry import test_entry
     config = "config/synthetic/synthetic_pspnet18.yaml"
     torch.manual_seed(0)
     checkpoint = tmp_path / "random.pth"
@@ -226,7 +226,7 @@ def test_test_py_whole_image_transfer_and_panels(run_cli, tiny_opts, tmp_path):
     attacks = f"[{{{bim}}}, {{{bim}, {source}}}]"
     opts = [*tiny_opts, "model_path", str(checkpoint), "attack_protocol", "whole_image", "panels", "1",
             "index_step", "2", "attacks", attacks]
-    code, _, err = run_cli(test_script, ["--config", config, *opts])
+    code, _, err = run_cli(test_entry, ["--config", config, *opts])
     assert code == 0, err
     result = {mode: json.loads((tmp_path / "result" / mode / "results.json").read_text())
               for mode in ("bim_eps0.03", "bim_eps0.03_from_synthetic_pspnet18")}
@@ -241,8 +241,8 @@ def test_test_py_whole_image_transfer_and_panels(run_cli, tiny_opts, tmp_path):
 def test_test_py_per_crop_and_whole_image_agree_on_single_window_images_without_flip(run_cli, tmp_path):
     """Square images as large as the crop (one window, no resize, no padding) and ``flip False``: test.py
     gives the same attacked predictions under both protocols, and other ones with the flip."""
-    import test as test_script
     from model import build_model
+    from tests.entry import test_entry
     from tool_data.synthetic import generate
     generate(tmp_path / "data", seed=3, num_train=1, num_val=3, size=40, max_aspect=1.0)
     torch.manual_seed(0)
@@ -254,7 +254,7 @@ def test_test_py_per_crop_and_whole_image_agree_on_single_window_images_without_
 
     def attacked(protocol: str, flip: bool) -> dict:
         folder = tmp_path / f"{protocol}_{flip}"
-        code, _, err = run_cli(test_script, ["--config", "config/synthetic/synthetic_pspnet18.yaml", *opts,
+        code, _, err = run_cli(test_entry, ["--config", "config/synthetic/synthetic_pspnet18.yaml", *opts,
                                              "attack_protocol", protocol, "flip", str(flip),
                                              "save_folder", str(folder)])
         assert code == 0, err

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-import test as test_script
-from evaluation import predictions, summary, worstcase
+from evaluation import predictions, suite, summary, worstcase
 from model import build_model
 from tests.conftest import ROOT
+from tests.entry import test_entry
 from util.errors import UserError
 from util.metrics import intersection_and_union
 
@@ -103,11 +103,11 @@ def test_settings_of_one_attack_are_separate_series():
     """PGD-100 at 4/255 and PGD-5 at 8/255 are two settings, not one attack at two eps: the weaker PGD-5
     leaving a higher mIoU at the larger eps is no sign of gradient masking."""
     from attack.registry import parse_specs
-    specs = test_script.distinct_labels(parse_specs([{"name": "pgd", "eps": [4], "steps": 100},
-                                                     {"name": "pgd", "eps": [8], "steps": 5}]))
-    assert [s["label"] for s in specs] == ["pgd_steps100_eps4", "pgd_steps5_eps8"]
+    specs = suite.distinct_labels(parse_specs([{"name": "pgd", "eps": [4], "steps": 100},
+                                               {"name": "pgd", "eps": [8], "steps": 5}]))
+    assert [s.label for s in specs] == ["pgd_steps100_eps4", "pgd_steps5_eps8"]
     counts = tuple(np.ones((1, 2)) for _ in range(3))
-    rows = [{**test_script.mode_row(s["label"], s, counts, ["a", "b"]), "mIoU": m} for s, m in zip(specs, (0.3, 0.4))]
+    rows = [{**suite.mode_row(s.label, s, counts, ["a", "b"]), "mIoU": m} for s, m in zip(specs, (0.3, 0.4))]
     assert [r["series"] for r in rows] == ["pgd_steps100", "pgd_steps5"]
     assert summary.sanity_warnings(rows) == []
     assert len(summary.sanity_warnings([{**r, "series": "pgd"} for r in rows])) == 1  # what one series would say
@@ -178,7 +178,7 @@ ATTACKS = "[{name: bim, eps: 4, steps: 2}, {name: fgsm, eps: [4, 8]}]"
 
 def test_report_resumes_and_refuses_mixing(run_cli, tiny_opts, tiny_data, tmp_path, checkpoint):
     opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "attacks", ATTACKS]
-    code, out, err = run_cli(test_script, opts)
+    code, out, err = run_cli(test_entry, opts)
     assert code == 0, err
     result = tmp_path / "result"
     csv = (result / "results.csv").read_text()
@@ -200,25 +200,25 @@ def test_report_resumes_and_refuses_mixing(run_cli, tiny_opts, tiny_data, tmp_pa
     names = sorted(p.name for p in (result / "bim_eps4/gray").glob("*.png"))
     for name in names[2:]:
         (result / "bim_eps4/gray" / name).unlink()
-    code, out, err = run_cli(test_script, opts)
+    code, out, err = run_cli(test_entry, opts)
     assert code == 0, err
     assert "2 of 4 predictions already stored" in out and out.count("already stored") == 4
     assert "bim_eps4: 100%" in err and "| 2/2 [" in err
     assert (result / "results.csv").read_text() == csv
 
     # another attack setting or another checkpoint for the same folder: refused, nothing mixed
-    code, _, err = run_cli(test_script, [*opts, "attacks", "[{name: bim, eps: 4, steps: 3}]"])
+    code, _, err = run_cli(test_entry, [*opts, "attacks", "[{name: bim, eps: 4, steps: 3}]"])
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: ")
     assert "bim_eps4' holds 4 predictions made with another 'attack.steps'" in err
     torch.save({"state_dict": build_model("psp", 18, 5).state_dict()}, checkpoint)
-    code, _, err = run_cli(test_script, opts)
+    code, _, err = run_cli(test_entry, opts)
     assert code == 2 and "another 'model_sha256'" in err.strip().splitlines()[-1]
 
 
 def test_sea_is_evaluated_as_its_members_and_their_worst_case(run_cli, tiny_opts, tmp_path, checkpoint):
     opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "index_step", "2",
             "attacks", "[{name: sea, eps: 8, steps: 3}, {name: pgd, eps: 8, steps: 2}, {name: pgd, eps: 8, steps: 3}]"]
-    code, _, err = run_cli(test_script, opts)
+    code, _, err = run_cli(test_entry, opts)
     assert code == 0, err
     lines = (tmp_path / "result/results.csv").read_text().splitlines()[1:]
     rows = {line.split(",")[0]: line.split(",") for line in lines}
@@ -261,27 +261,27 @@ def test_random_start_attacks_give_the_same_predictions_after_a_resume(run_cli, 
     another manual_seed is another evaluation (refused in the same folder)."""
     opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "manual_seed", "5",
             "attacks", "[{name: pgd, eps: 8, steps: 2}]"]
-    code, _, err = run_cli(test_script, opts)
+    code, _, err = run_cli(test_entry, opts)
     assert code == 0, err
     gray = tmp_path / "result/pgd_eps8/gray"
     first = {p.name: p.read_bytes() for p in gray.glob("*.png")}
     for name in sorted(first)[::2]:
         (gray / name).unlink()
-    code, out, err = run_cli(test_script, opts)
+    code, out, err = run_cli(test_entry, opts)
     assert code == 0, err
     assert "2 of 4 predictions already stored" in out
     assert {p.name: p.read_bytes() for p in gray.glob("*.png")} == first
-    code, _, err = run_cli(test_script, [*opts, "manual_seed", "6"])
+    code, _, err = run_cli(test_entry, [*opts, "manual_seed", "6"])
     assert code == 2 and "another 'settings.manual_seed'" in err.strip().splitlines()[-1]
-    code, _, err = run_cli(test_script, [*opts, "batch_size_val", "1"])  # random starts are drawn per crop batch
+    code, _, err = run_cli(test_entry, [*opts, "batch_size_val", "1"])  # random starts are drawn per crop batch
     assert code == 2 and "another 'settings.batch_size_val'" in err.strip().splitlines()[-1]
     lines = (tiny_data / "list/val.txt").read_text().splitlines()
     reordered, relabelled = tmp_path / "reordered.txt", tmp_path / "relabelled.txt"
     reordered.write_text("\n".join(lines[::-1]) + "\n")
     relabelled.write_text("\n".join([f"{lines[0].split()[0]} {lines[1].split()[1]}", *lines[1:]]) + "\n")
-    code, out, err = run_cli(test_script, [*opts, "test_list", str(reordered)])
+    code, out, err = run_cli(test_entry, [*opts, "test_list", str(reordered)])
     assert code == 0 and "4 of 4 predictions already stored" in out, err
-    code, _, err = run_cli(test_script, [*opts, "test_list", str(relabelled)])  # an image's name, another label
+    code, _, err = run_cli(test_entry, [*opts, "test_list", str(relabelled)])  # an image's name, another label
     assert code == 2 and "another 'list_sha256'" in err.strip().splitlines()[-1]
 
 
@@ -290,7 +290,7 @@ def test_minimum_norm_attacks_report_their_median_norm(run_cli, tiny_opts, tmp_p
     and reported per mode, the same after a resume."""
     opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint),
             "attacks", "[{name: deepfool, steps: 3}, {name: deepfool, eps: 0.5, unit: 1, steps: 3}]"]
-    code, out, err = run_cli(test_script, opts)
+    code, out, err = run_cli(test_entry, opts)
     assert code == 0, err
     report = json.loads((tmp_path / "result/results.json").read_text())
     rows = {m["mode"]: m for m in report["modes"]}
@@ -302,7 +302,7 @@ def test_minimum_norm_attacks_report_their_median_norm(run_cli, tiny_opts, tmp_p
     assert len(list(norms.glob("*.json"))) == 4
     for png in sorted((tmp_path / "result/deepfool_epsinf/gray").glob("*.png"))[:2]:
         png.unlink()
-    code, _, err = run_cli(test_script, opts)
+    code, _, err = run_cli(test_entry, opts)
     assert code == 0, err
     again = {m["mode"]: m for m in json.loads((tmp_path / "result/results.json").read_text())["modes"]}
     assert again["deepfool_epsinf"]["median_norm"] == pytest.approx(unclipped["median_norm"])
@@ -315,7 +315,7 @@ def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tm
     suite = ["save_folder", str(tmp_path / "robust"), "index_step", "2", "attacks",
              "[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: pgd, eps: 0.03, steps: 5, unit: 1}]"]
     for flags, extra in (([], []), (["--attack"], []), ([], suite)):
-        code, _, err = run_cli(test_script, ["--config", CONFIG, *flags, *tiny_opts, "model_path", str(checkpoint),
+        code, _, err = run_cli(test_entry, ["--config", CONFIG, *flags, *tiny_opts, "model_path", str(checkpoint),
                                              *extra])
         assert code == 0, err
     out_json = tmp_path / "demo/results.json"
@@ -350,7 +350,7 @@ def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tm
 def test_panels_show_the_first_images_of_the_list_also_after_a_resume(run_cli, tiny_opts, tmp_path, checkpoint):
     opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "panels", "1",
             "attacks", "[{name: bim, eps: 4, steps: 1}]"]
-    code, _, err = run_cli(test_script, opts)
+    code, _, err = run_cli(test_entry, opts)
     assert code == 0, err
     mode = tmp_path / "result/bim_eps4"
     first = sorted((mode / "gray").glob("*.png"))
@@ -358,7 +358,7 @@ def test_panels_show_the_first_images_of_the_list_also_after_a_resume(run_cli, t
     shutil.rmtree(mode / "panels")
     for png in first[1:3]:
         png.unlink()
-    code, out, err = run_cli(test_script, opts)
+    code, out, err = run_cli(test_entry, opts)
     assert code == 0 and "2 of 4 predictions already stored" in out, err
     assert not (mode / "panels").exists() or not list((mode / "panels").glob("*.png"))
 
@@ -368,12 +368,12 @@ def test_apgd_predictions_of_the_code_before_its_revision_are_not_reused(run_cli
     code, whose fingerprint has no revision, are refused instead of mixed with new ones."""
     opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint),
             "attacks", "[{name: apgd, eps: 8, steps: 3}]"]
-    code, _, err = run_cli(test_script, opts)
+    code, _, err = run_cli(test_entry, opts)
     assert code == 0, err
     path = tmp_path / "result/apgd_eps8/fingerprint.json"
     stored = json.loads(path.read_text())
     assert stored["attack_revision"] == 2
     del stored["attack_revision"]
     path.write_text(json.dumps(stored))
-    code, _, err = run_cli(test_script, opts)
+    code, _, err = run_cli(test_entry, opts)
     assert code == 2 and "another 'attack_revision'" in err.strip().splitlines()[-1], err

@@ -33,12 +33,12 @@ from torch import nn
 
 from attack.registry import build_attack
 from evaluation.inference import Protocol, crop_windows, predict
+from evaluation.suite import ORIGINAL_BIM
 from model import eval_model_from_config
 from util.config import load_config
 from util.dataset import IMAGENET_MEAN, IMAGENET_STD, SemData, mean_std_255
 from util.device import select_device
 
-BIM_SPEC = {"name": "bim", "label": "bim", "eps": 0.03, "steps": 2, "alpha": 0.01}  # the original's
 # Clean predictions must be identical. Under attack, a gradient component near 0 can change sign between a
 # batch of 8 and a batch of 1 (float sums in another order), so a few pixels may differ: at most this share.
 MAX_ATTACK_DIFF = 1e-3
@@ -146,7 +146,7 @@ def main() -> None:
             torch.cuda.synchronize()
 
     for name in args.attack or ["clean", "bim"]:
-        attack = build_attack(BIM_SPEC, model, cfg.ignore_label) if name == "bim" else None
+        attack = build_attack(ORIGINAL_BIM, model, cfg.ignore_label) if name == "bim" else None
         runs = {"ours": lambda image, label, attack=attack: predict(model, image, label, protocol, device, attack),
                 "original": lambda image, label, attack=attack: original_predict(model, image, label, protocol,
                                                                                  device, attack is not None)}

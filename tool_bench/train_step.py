@@ -28,9 +28,8 @@ if str(ROOT) not in sys.path:
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from defense import TrainingAttack, build_defense
+from defense import TrainingAttack, build_defense, train_step
 from model import build_model
-from train import train_step
 from util.device import select_device
 from util.optim import build_optimizer
 

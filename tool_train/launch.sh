@@ -2,7 +2,7 @@
 # test_gpu) and the key value arguments ("$@") are set. Sets ${launch}: empty for one process, else torchrun
 # with NPROC processes on this machine (--standalone, or the rendezvous flags in TORCHRUN_ARGS for several
 # machines). NPROC defaults to the entries of GPU_KEY when CUDA GPUs exist, else 1.
-nproc=${NPROC:-$("${PYTHON}" -m util.dist --config "${config}" --gpu_key "${GPU_KEY}" "$@" 2>/dev/null || echo 1)}
+nproc=${NPROC:-$("${PYTHON}" -m tool_train.nproc --config "${config}" --gpu_key "${GPU_KEY}" "$@" 2>/dev/null || echo 1)}
 case "${nproc}" in
   ''|*[!0-9]*|0)
     echo "error: NPROC must be a positive integer (processes on this machine), got '${nproc}'" >&2; exit 2 ;;

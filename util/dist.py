@@ -8,12 +8,9 @@ here is a no-op. The state lives in ``torch.distributed`` only: the helpers ask 
 Semantics (see README, "Distributed and mixed-precision training"): N processes with a global batch B compute
 the update of one process with batch B. BN statistics are those of the global batch (:func:`convert_sync_batchnorm`)
 and a loss is the mean over the valid pixels of the global batch (:func:`global_mean`).
-
-    python -m util.dist --config CONFIG [key value ...]   # prints the default process count (tool_train/train.sh)
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from typing import Any
@@ -230,30 +227,14 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DataParallel / DistributedDataParallel wrapper."""
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around ``model`` when there are several processes, else ``model``."""
     if world_size() == 1:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def default_nproc(config: str, opts: list[str], gpu_key: str = "train_gpu") -> int:
-    """Processes per machine for the tool scripts (tool_train/launch.sh): the entries of ``gpu_key``
-    (train_gpu or test_gpu; at most the visible GPUs) when CUDA is present, else 1."""
-    from util.config import load_config
-    if not torch.cuda.is_available():
-        return 1
-    return max(1, min(len(load_config(config, opts)[gpu_key]), torch.cuda.device_count()))
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Print the default process count for a config")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--gpu_key", default="train_gpu", choices=["train_gpu", "test_gpu"])
-    parser.add_argument("opts", nargs=argparse.REMAINDER)
-    args = parser.parse_args()
-    try:
-        print(default_nproc(args.config, args.opts, args.gpu_key))
-    except UserError:
-        print(1)  # the entry point reports the config error itself

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from util import dist
+
 
 def intersection_and_union(output: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, classes: int,
                            ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -136,3 +138,11 @@ class AverageMeter:
         self.sum += val * n
         self.count += n
         self.avg = self.sum / self.count
+
+
+def reduced(metric: SegMetric) -> SegMetric:
+    """The counts summed over processes."""
+    counts = dist.all_reduce_sum(torch.from_numpy(np.stack([metric.intersection, metric.union, metric.target])))
+    total = SegMetric(metric.classes, metric.ignore_index)
+    total.add_counts(*counts.numpy())
+    return total

@@ -84,3 +84,14 @@ class EpochSeeded(torch.utils.data.Dataset):
             return self.dataset[index]
         finally:
             random.setstate(saved)
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed python, numpy and torch (data workers derive their seeds from torch's)."""
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True

@@ -1,0 +1,101 @@
+"""What every training strategy shares: the update batch, the training attack, the plain loss (:class:`NoDefense`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attack.bim import BIM
+from model.base import output_size
+from util import dist
+from util.dist import unwrap
+
+
+@dataclass
+class StepResult:
+    """What one training step produced."""
+
+    loss: torch.Tensor  # the scalar to backpropagate
+    main_loss: torch.Tensor  # detached, for logging
+    aux_loss: torch.Tensor  # detached, for logging (0 without an aux head)
+    logits: torch.Tensor  # main logits of the batch that was trained on, for metrics
+    target: torch.Tensor  # its labels
+
+
+@dataclass
+class UpdateBatch:
+    """The batch the parameters are updated on."""
+
+    images: torch.Tensor  # normalized images, clean and/or adversarial
+    target: torch.Tensor  # labels at the model's output size
+    mask_target: torch.Tensor | None = None  # DDC-AT router labels (1: send the pixel to cls2)
+
+
+@dataclass
+class TrainingAttack:
+    """The attack crafted during training: BIM (PGD with ``random_start``) on the main output's CE.
+
+    Defaults are the original's: 3 steps, eps 0.03 in [0, 1] pixels, step eps / steps.
+    """
+
+    eps: float = 0.03
+    steps: int = 3
+    step_size: float | None = None  # None: eps / steps
+    random_start: bool = False
+
+    def build(self, model: nn.Module, ignore_label: int, forward=None) -> BIM:
+        alpha = self.step_size if self.step_size is not None else self.eps / self.steps
+        return BIM(model, eps=self.eps, steps=self.steps, alpha=alpha, ignore_index=ignore_label,
+                   random_start=self.random_start, forward=forward)
+
+
+def resize_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Labels at the model's output size when zoom_factor != 8 (semseg resizes targets bilinearly)."""
+    if target.shape[-2:] == size:
+        return target
+    return F.interpolate(target.unsqueeze(1).float(), size=size, mode="bilinear",
+                         align_corners=True).squeeze(1).long()
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Pixel cross-entropy averaged over the valid pixels of the global batch: F.cross_entropy's mean with one
+    process; with several, this process's share of the mean over all processes' pixels (util.dist.global_mean),
+    so processes holding different numbers of ignored pixels still compute the one-process loss."""
+    if dist.world_size() == 1:
+        return F.cross_entropy(logits, target, ignore_index=ignore_index)
+    total = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
+    return dist.global_mean(total, (target != ignore_index).sum())
+
+
+class NoDefense:
+    """Standard training: loss = CE(main) + aux_weight * CE(aux) on the clean batch."""
+
+    name = "none"
+
+    def __init__(self, aux_weight: float = 0.4, ignore_label: int = 255,
+                 attack: TrainingAttack | None = None) -> None:
+        self.aux_weight = aux_weight
+        self.ignore_label = ignore_label
+        self.attack = attack or TrainingAttack()
+
+    def resized(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        size = output_size((images.shape[-2], images.shape[-1]), unwrap(model).zoom_factor)
+        return resize_target(target, size)
+
+    def make_batch(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> UpdateBatch:
+        return UpdateBatch(images, self.resized(model, images, target))
+
+    def seg_loss(self, outputs: dict, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total, main, aux) cross-entropy losses of a model's training outputs."""
+        main = cross_entropy(outputs["out"], target, self.ignore_label)
+        aux = torch.zeros((), device=main.device)
+        if "aux" in outputs:
+            aux = cross_entropy(outputs["aux"], target, self.ignore_label)
+        return main + self.aux_weight * aux, main, aux
+
+    def loss(self, model: nn.Module, batch: UpdateBatch) -> StepResult:
+        outputs = model(batch.images)
+        loss, main, aux = self.seg_loss(outputs, batch.target)
+        return StepResult(loss, main.detach(), aux.detach(), outputs["out"].detach(), batch.target)

@@ -1,0 +1,384 @@
+"""The evaluation engine behind test.py: clean and attacked modes, stored predictions, worst cases, the report.
+
+Clean results go to save_folder (gray/, color/, results.json); the original BIM's to save_folder/bim/; each
+``attacks`` entry and eps to save_folder/<label>/ (SEA's members to <sea label>/<loss>/). Stored predictions
+carry a fingerprint (evaluation/predictions.py): a re-run computes only the missing ones. With an attack list
+the report covers every mode plus the worst cases (evaluation/worstcase.py): the table in the log,
+save_folder/results.csv, results.json, robustness_curve.png and gradient-masking warnings
+(evaluation/summary.py).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from attack.base import Attack, MinNormAttack
+from attack.registry import AttackSpec, build_attack
+from attack.sea import SEA
+from attack.transfer import Transfer
+from evaluation import predictions, summary
+from evaluation.inference import Protocol, WholeImageForward, predict
+from evaluation.visualize import save_panel
+from evaluation.worstcase import worst_case
+from model import eval_model_from_config
+from util import dist
+from util.config import TestConfig, load_config
+from util.dataset import SemData, colorize, load_names_colors
+from util.device import select_device
+from util.errors import UserError
+from util.metrics import summarize
+from util.sampler import derived_seed
+
+logger = logging.getLogger(__name__)
+
+def image_name(path: str) -> str:
+    """Prediction file stem, as the original names it."""
+    return os.path.basename(path).split(".")[0]
+
+
+def _first(batch: list):
+    return batch[0]
+
+
+# The original DDC-AT evaluation attack (``--attack``): BIM, 2 steps, eps 0.03, step 0.01, on each crop.
+ORIGINAL_BIM = AttackSpec("bim", "bim", 0.03, {"steps": 2, "alpha": 0.01}, protocol="per_crop")
+
+
+def load_model(cfg: DictConfig, device: torch.device | None = None) -> tuple[torch.nn.Module, torch.device]:
+    """The model of ``model_path`` on ``device`` (default: the configured one), in eval mode."""
+    if not cfg.model_path:
+        raise UserError("config key 'model_path' is empty; set it to the checkpoint to evaluate")
+    device = device or select_device(cfg.device, cfg.test_gpu)
+    model = eval_model_from_config(cfg, device, cfg.model_path)
+    logger.info(f"=> loaded checkpoint '{cfg.model_path}' on {device}")
+    return model, device
+
+
+def load_source_model(cfg: DictConfig, spec: AttackSpec, device: torch.device) -> torch.nn.Module:
+    """The source model of a transfer attack spec, from its own config and checkpoint, on ``device``."""
+    source = spec.source
+    source_cfg = load_config(source["config"], ["model_path", source["model_path"]] if source["model_path"] else [])
+    if source_cfg.classes != cfg.classes:
+        raise UserError(f"attack '{spec.label}': source config '{source['config']}' has classes "
+                        f"{source_cfg.classes}, the evaluated model {cfg.classes}; a source must share the labels")
+    return load_model(source_cfg, device)[0]
+
+
+def make_attack(cfg: DictConfig, spec: AttackSpec | None, model: torch.nn.Module, device: torch.device,
+                protocol: Protocol) -> Attack | None:
+    """The attack of one spec: on ``model``, or on the spec's source model wrapped in :class:`Transfer`;
+    for ``whole_image`` through the differentiable inference of the model it is crafted on."""
+    if spec is None:
+        return None
+    source = load_source_model(cfg, spec, device) if spec.source else model
+    forward = WholeImageForward(source, protocol) if protocol.attack_protocol == "whole_image" else None
+    attack = build_attack(spec, source, cfg.ignore_label, forward=forward)
+    return Transfer(model, attack, cfg.ignore_label) if source is not model else attack
+
+
+def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device: torch.device,
+                  attack_spec: AttackSpec | None, gray_folder: Path, color_folder: Path, colors: np.ndarray,
+                  panel_names: frozenset[str] = frozenset()) -> None:
+    """Predict every image and save gray/color maps (and, attacked, a panel for the images in ``panel_names``:
+    the first ``panels`` of the evaluated list, whichever process or resume predicts them). A spec's
+    ``protocol`` (the original BIM's) overrides the config's.
+
+    The random draws of an attack (random starts, restarts) are seeded per image from (manual_seed, image
+    name), so an image's prediction is the same whether it is evaluated in one run, after a resume, or on
+    another process."""
+    protocol = Protocol.from_config(cfg)
+    if attack_spec is not None:
+        protocol = dataclasses.replace(protocol, attack_protocol=attack_spec.protocol or cfg.attack_protocol)
+    attack = make_attack(cfg, attack_spec, model, device, protocol)
+    min_norm = getattr(attack, "source", attack)  # a transfer attack's norms are its source attack's
+    min_norm = min_norm if isinstance(min_norm, MinNormAttack) else None
+    norms_folder = gray_folder.parent / "norms"
+    if min_norm is not None:
+        norms_folder.mkdir(parents=True, exist_ok=True)
+    gray_folder.mkdir(parents=True, exist_ok=True)
+    color_folder.mkdir(parents=True, exist_ok=True)
+    loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=cfg.workers,
+                                         collate_fn=_first)
+    desc = attack_spec.label if attack_spec else "clean"
+    for i, (image, label) in enumerate(tqdm(loader, desc=desc, unit="img", dynamic_ncols=True)):
+        label = protocol.scored_label(label)
+        name = image_name(data.data_list[i][0])
+        torch.manual_seed(derived_seed(cfg.manual_seed or 0, zlib.crc32(name.encode())))
+        if attack is not None and name in panel_names:
+            prediction, attacked = predict(model, image, label, protocol, device, attack, return_image=True)
+            clean = predict(model, image, label, protocol, device)
+            save_panel(gray_folder.parent / "panels" / f"{name}.png", image, attacked, clean, prediction, label,
+                       colors, desc)
+        else:
+            prediction = predict(model, image, label, protocol, device, attack)
+        if min_norm is not None:  # stored before the prediction, so a resume never keeps a stale one
+            (norms_folder / f"{name}.json").write_text(
+                json.dumps({"norm": min_norm.norm, "values": min_norm.take_norms()}))
+        gray = np.uint8(prediction)
+        cv2.imwrite(str(gray_folder / f"{name}.png"), gray)
+        colorize(gray, colors).save(str(color_folder / f"{name}.png"))
+
+
+# What a stored prediction depends on besides the checkpoint and the attack spec: the model's layout, the
+# data, the crops per forward (random starts are drawn per batch of crops) and every TEST key except those
+# that only pick images or outputs.
+_PREDICTION_KEYS = ("arch", "backbone", "layers", "classes", "zoom_factor", "output_stride", "ignore_label",
+                    "data_root", "manual_seed", "batch_size_val")
+_NOT_PREDICTION_KEYS = {"test_list", "split", "has_prediction", "index_start", "index_step", "test_gpu",
+                        "model_path", "save_folder", "colors_path", "names_path", "attacks", "panels"}
+
+
+def prediction_fingerprint(cfg: DictConfig, attack_spec: AttackSpec | None, model_loader, list_sha256: str) -> dict:
+    """The attack spec, the checkpoint's SHA-256 (and a transfer attack's source checkpoint's), the settings
+    that a mode's predictions depend on, the SHA-256 of the whole image/label list (predictions are
+    stored by image name: another list may give a name another image or label), and the attack's revision
+    when its code changed results since predictions were first stored (:attr:`attack.base.Attack.revision`)."""
+    if not cfg.model_path or not os.path.isfile(cfg.model_path):
+        model_loader()  # fails with the loader's one-line error
+    values = OmegaConf.to_container(cfg)
+    keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
+    fingerprint = {"attack": attack_spec.as_dict() if attack_spec else None,
+                   "model_sha256": predictions.file_sha256(cfg.model_path), "settings": {k: values[k] for k in keys},
+                   "list_sha256": list_sha256}
+    if attack_spec and attack_spec.attack_class.revision > 1:
+        fingerprint["attack_revision"] = attack_spec.attack_class.revision
+    if attack_spec and attack_spec.source:
+        source = attack_spec.source
+        path = source["model_path"] or load_config(source["config"]).model_path
+        if path and os.path.isfile(path):  # otherwise loading the source model names the problem
+            fingerprint["source_sha256"] = predictions.file_sha256(path)
+    return fingerprint
+
+
+def series_of(mode: str) -> str:
+    """A mode's series, its label without the eps: one line of the robustness curve."""
+    return re.sub(r"_eps[^_/]*", "", mode)
+
+
+def mode_row(mode: str, attack_spec: AttackSpec | None, counts: tuple[np.ndarray, ...], names: list[str],
+             background: int | None = 0) -> dict:
+    """A mode's report row (see evaluation/summary.py) with per-class IoU and accuracy, from per-image counts."""
+    metrics = summarize(*counts, background=background)
+    kind = "clean" if attack_spec is None else "transfer" if attack_spec.source else "attack"
+    return {"mode": mode, "kind": kind, "name": attack_spec.name if attack_spec else "clean",
+            "series": series_of(mode), "eps": attack_spec.eps if attack_spec else 0.0,
+            "steps": attack_spec.steps if kind == "attack" else None,
+            "attack": attack_spec.as_dict() if attack_spec else None,
+            **{k: metrics[k] for k in ("mIoU", "fg_mIoU", "image_mIoU", "mAcc", "allAcc")},
+            "classes": [{"name": n, "iou": metrics["iou_class"][i], "acc": metrics["acc_class"][i]}
+                        for i, n in enumerate(names)],
+            "images": len(counts[0])}
+
+
+def evaluate(cfg: DictConfig, data: SemData, attack_spec: AttackSpec | None, names: list[str], colors: np.ndarray,
+             model_loader, list_sha256: str) -> tuple[dict, tuple[np.ndarray, ...]] | None:
+    """One evaluation mode (clean or one attack): predicts the images without a stored prediction, scores
+    all stored predictions, logs them and writes results.json; the result row and the per-image counts
+    (intersection, union, target), each (images, classes). None for the unlabelled split 'test'."""
+    label = attack_spec.label if attack_spec else None
+    save_folder = Path(cfg.save_folder) / label if label else Path(cfg.save_folder)
+    gray_folder, color_folder = save_folder / "gray", save_folder / "color"
+    image_names = [image_name(image_path) for image_path, _ in data.data_list]
+    start = time.time()
+    logger.info(f">>>>>>>>>>>>>>>> Start Evaluation ({label or 'clean'}, {len(data)} images) >>>>>>>>>>>>>>>>")
+    if not cfg.has_prediction:  # has_prediction: only score what is stored
+        fingerprint = prediction_fingerprint(cfg, attack_spec, model_loader, list_sha256)
+        if dist.is_main_process():  # distributed: rank 0 checks the folder and lists what is missing
+            predictions.check_fingerprint(save_folder, fingerprint, cfg.overwrite)
+        todo = dist.broadcast_object(predictions.missing(gray_folder, image_names) if dist.is_main_process() else None)
+        if len(todo) < len(data):
+            logger.info(f"{len(data) - len(todo)} of {len(data)} predictions already stored in {gray_folder}; "
+                        f"computing the other {len(todo)}")
+        if todo:
+            model, device = model_loader()
+            if dist.is_main_process():
+                predictions.record_fingerprint(save_folder, fingerprint)
+            subset = copy.copy(data)
+            subset.data_list = [data.data_list[i] for i in todo[dist.rank()::dist.world_size()]]  # this rank's share
+            run_inference(cfg, subset, model, device, attack_spec, gray_folder, color_folder, colors,
+                          frozenset(image_names[:cfg.panels]))
+        dist.barrier()  # every prediction is stored before rank 0 scores them
+    logger.info("<<<<<<<<<<<<<<<<< End Evaluation <<<<<<<<<<<<<<<<<")
+    if not dist.is_main_process():
+        return None
+    if cfg.split == "test":
+        logger.info(f"predictions written to {gray_folder} (split 'test' has no labels: no metrics)")
+        return None
+    counts = predictions.image_counts(gray_folder, image_names, [label_path for _, label_path in data.data_list],
+                                      cfg.classes, cfg.ignore_label, Protocol.from_config(cfg).scored_label)
+    result = mode_row(label or "clean", attack_spec, counts, names, cfg.background_class)
+    for i, c in enumerate(result["classes"]):
+        logger.info(f"Class_{i} result: iou/accuracy {c['iou']:.4f}/{c['acc']:.4f}, name: {c['name']}.")
+    logger.info(f"Eval result: mIoU/mAcc/allAcc {result['mIoU']:.4f}/{result['mAcc']:.4f}/{result['allAcc']:.4f}.")
+    logger.info(f"Eval result: fg-mIoU/per-image mIoU {result['fg_mIoU']:.4f}/{result['image_mIoU']:.4f}.")
+    result.update(median_norm(save_folder / "norms", image_names))
+    result.update(model_path=cfg.model_path, seconds=round(time.time() - start, 2),
+                  config=OmegaConf.to_container(cfg))
+    (save_folder / "results.json").write_text(json.dumps(result, indent=2))
+    return result, counts
+
+
+def median_norm(folder: Path, image_names: list[str]) -> dict:
+    """A minimum-norm attack's median unclipped perturbation norm over the attacked crops (or images with
+    whole_image) of the evaluated images, from the norms stored beside the predictions; {} for others."""
+    stored = [json.loads((folder / f"{n}.json").read_text()) for n in image_names if (folder / f"{n}.json").is_file()]
+    values = [v for entry in stored for v in entry["values"]]
+    if not values:
+        return {}
+    norm = stored[0]["norm"]
+    logger.info(f"Median unclipped {norm} norm of the perturbation: {np.median(values):.4f} "
+                f"({np.median(values) * 255:.2f}/255) over {len(values)} attacked crops")
+    return {"median_norm": float(np.median(values)), "norm": norm, "norm_count": len(values)}
+
+
+def ensemble_row(mode: str, name: str, eps: float, members: list[tuple[dict, tuple]], names: list[str],
+                 folder: Path, background: int | None = 0) -> dict:
+    """The worst case over ``members`` (result row, counts) evaluated at one eps, without re-attacking (see
+    evaluation/worstcase.py): each metric minimised over per-image choices of a member's prediction, the pooled
+    mIoU (and its per-class IoU) by SEA's greedy search. Writes folder/results.json with the choices."""
+    inter, union = (np.stack([counts[k] for _, counts in members]) for k in (0, 1))
+    target = members[0][1][2]
+    choice = worst_case(inter, union, target, background)
+    images = np.arange(inter.shape[1])
+
+    def chosen(selection: np.ndarray) -> dict:
+        return summarize(inter[selection, images], union[selection, images], target, background)
+
+    spec = {"name": name, "eps": eps, "members": [row["mode"] for row, _ in members]}
+    counts = (inter[choice.miou, images], union[choice.miou, images], target)
+    row = {**mode_row(mode, None, counts, names, background), "kind": "ensemble", "name": name, "eps": eps,
+           "attack": spec}
+    for key, selection in (("fg_mIoU", choice.fg_miou), ("image_mIoU", choice.image_miou), ("mAcc", choice.macc),
+                           ("allAcc", choice.allacc)):
+        row[key] = chosen(selection)[key]
+    selections = {key: [spec["members"][a] for a in getattr(choice, field)] for key, field in
+                  (("mIoU", "miou"), ("fg_mIoU", "fg_miou"), ("image_mIoU", "image_miou"), ("mAcc", "macc"),
+                   ("allAcc", "allacc"))}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps({**row, "chosen_member_per_image": selections}, indent=2))
+    logger.info(f"{mode}: worst case over {', '.join(spec['members'])}: mIoU {row['mIoU']:.4f} (SEA greedy search), "
+                f"aAcc {row['allAcc']:.4f}")
+    return row
+
+
+def distinct_labels(specs: list[AttackSpec | None]) -> list[AttackSpec | None]:
+    """Entries of one attack with different settings (PGD-20 and PGD-100) are told apart by the fields they
+    differ in, at every eps: pgd_steps20_eps8, pgd_steps100_eps8. So they never share a mode folder, nor a
+    series (a line of the robustness curve, along which mIoU must not rise with eps), even at distinct eps.
+    Transfers from a source config are a series of their own already (``..._from_<config>``)."""
+    def settings_of(spec: AttackSpec) -> dict:
+        return {k: v for k, v in spec.as_dict().items() if k not in ("eps", "label")}
+
+    settings = defaultdict(dict)  # series -> {entry settings (all but eps and label): their fields}
+    for spec in filter(None, specs):
+        fields = settings_of(spec)
+        settings[series_of(spec.label)][json.dumps(fields, sort_keys=True, default=str)] = fields
+    out = []
+    for spec in specs:
+        variants = list(settings[series_of(spec.label)].values()) if spec else []
+        if spec is None or len(variants) == 1:
+            out.append(spec)
+            continue
+        keys = sorted({k for v in variants for k in v if any(w.get(k) != v.get(k) for w in variants)})
+        fields = settings_of(spec)
+        suffix = "_".join(re.sub(r"[^A-Za-z0-9.+-]", "-", f"{k}{fields.get(k, 'default')}") for k in keys)
+        out.append(spec.replace(label=spec.label.replace(f"{spec.name}_eps", f"{spec.name}_{suffix}_eps", 1)))
+    return out
+
+
+def expand_sea(specs: list[AttackSpec | None]) -> tuple[list[AttackSpec | None], list[tuple[AttackSpec, list[str]]]]:
+    """SEA entries become their APGD members (one stored mode each, label <sea label>/<loss>), so SEA's
+    worst case is computed over stored predictions; returns the specs to run and (SEA spec, member labels)."""
+    runs, ensembles = [], []
+    for spec in specs:
+        if spec is None or spec.name != "sea":
+            runs.append(spec)
+            continue
+        members = [spec.replace(name="apgd", label=f"{spec.label}/{loss}", params={**spec.params, "loss": loss})
+                   for loss in SEA.default("losses")]
+        runs += members
+        ensembles.append((spec, [m.label for m in members]))
+    return runs, ensembles
+
+
+def worst_cases(evaluated: list[tuple[dict, tuple]], ensembles: list[tuple[AttackSpec, list[str]]], names: list[str],
+                save_folder: Path, background: int | None = 0) -> list[dict]:
+    """SEA's rows (worst case over its members) and, per eps shared by two or more attack entries, a
+    worst_case row over every attack evaluated at that eps."""
+    by_mode = {row["mode"]: (row, counts) for row, counts in evaluated}
+    rows = [ensemble_row(spec.label, "sea", spec.eps, [by_mode[m] for m in members], names,
+                         save_folder / spec.label, background) for spec, members in ensembles]
+    entry = {m: spec.label for spec, members in ensembles for m in members}  # SEA member -> its entry
+    by_eps = defaultdict(list)
+    for row, counts in evaluated:
+        if row["kind"] in ("attack", "transfer") and math.isfinite(row["eps"]):
+            by_eps[round(row["eps"], 9)].append((row, counts))
+    for eps, members in sorted(by_eps.items()):
+        if len({entry.get(row["mode"], row["mode"]) for row, _ in members}) >= 2:
+            mode = f"worst_case_eps{round(eps * 255, 4):g}"
+            rows.append(ensemble_row(mode, "worst_case", eps, members, names, save_folder / mode, background))
+    return rows
+
+
+def write_summary(rows: list[dict], save_folder: Path) -> None:
+    """The report over all modes: the table in the log, results.csv, the sanity checks (warnings in the log
+    and in results.json), robustness_curve.png, and every mode in save_folder/results.json (kept a clean
+    result at its top level, as older readers expect)."""
+    for line in summary.table(rows):
+        logger.info(line)
+    (save_folder / "results.csv").write_text(summary.csv_text(rows))
+    warnings = summary.sanity_warnings(rows)
+    for warning in warnings:
+        logger.warning(warning)
+    summary.draw_curve(rows, save_folder / "robustness_curve.png")
+    clean = dict(next(row for row in rows if row["kind"] == "clean"))
+    clean.update(modes=[{k: v for k, v in row.items() if k != "config"} for row in rows], warnings=warnings,
+                 curve="robustness_curve.png")
+    (save_folder / "results.json").write_text(json.dumps(clean, indent=2))
+
+
+def evaluation_data(cfg: DictConfig) -> tuple[SemData, str]:
+    """The images to evaluate (``index_start``, ``index_step`` of ``test_list``) and the SHA-256 of the whole
+    list, which every stored prediction's fingerprint holds."""
+    data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label)
+    entries = sorted(f"{image} {label}" for image, label in data.data_list)  # the order changes no prediction
+    list_sha256 = hashlib.sha256("\n".join(entries).encode()).hexdigest()
+    index_end = len(data.data_list) if cfg.index_step == 0 else min(cfg.index_start + cfg.index_step,
+                                                                     len(data.data_list))
+    data.data_list = data.data_list[cfg.index_start:index_end]
+    if not data.data_list:
+        raise UserError(f"no images to evaluate in '{cfg.test_list}' with index_start {cfg.index_start}")
+    return data, list_sha256
+
+
+def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.device) -> None:
+    """Evaluate each spec (None: clean) and, for more than one mode, their worst cases and the report."""
+    if any(specs) and cfg.split == "test":
+        raise UserError("an attack needs labels, but split is 'test'; evaluate a labelled split (val)")
+    names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
+    data, list_sha256 = evaluation_data(cfg)
+    runs, ensembles = expand_sea(specs)
+    model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
+    evaluated = [evaluate(cfg, data, spec, names, colors, model_loader, list_sha256) for spec in runs]
+    if len(evaluated) > 1 and all(evaluated):
+        save_folder = Path(cfg.save_folder)
+        rows = [row for row, _ in evaluated] + worst_cases(evaluated, ensembles, names, save_folder,
+                                                           cfg.background_class)
+        write_summary(rows, save_folder)
