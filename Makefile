@@ -16,7 +16,7 @@ venv: $(STAMP)
 ## Train PSPNet-18 on the built-in synthetic dataset without defense, then fine-tune it with SAT and with
 ## DDC-AT; evaluate each clean and under the original BIM, picture each, print one table. Then, on the first
 ## DEMO_STRONG_IMAGES val images, the original BIM-2 beside SegPGD-20 (the strongest attack measured on these
-## models, see the README) and their worst case, in a second table.
+## models, see docs/demo.md) and their worst case, in a second table.
 ## Epochs of 50 iterations (400 images, batch 8); the split keeps the demo under 15 minutes on 2 cores.
 DEMO_NONE_EPOCHS := 12
 DEMO_SAT := epochs 6 save_freq 6 base_lr 0.01

@@ -154,6 +154,8 @@ def prediction_fingerprint(cfg: DictConfig, attack_spec: AttackSpec | None, mode
         model_loader()  # fails with the loader's one-line error
     values = OmegaConf.to_container(cfg)
     keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
+    if cfg.model:  # a VainF model (older fingerprints, made before these keys existed, stay valid)
+        keys += ["model", "separable_conv"]
     fingerprint = {"attack": attack_spec.as_dict() if attack_spec else None,
                    "model_sha256": predictions.file_sha256(cfg.model_path), "settings": {k: values[k] for k in keys},
                    "list_sha256": list_sha256}

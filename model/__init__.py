@@ -6,16 +6,17 @@ import logging
 import torch
 from torch import nn
 
-from model.checkpoint import load_checkpoint_weights, read_checkpoint
+from model.checkpoint import load_checkpoint_weights, load_vainf_init, read_checkpoint
 from model.ddcat import ddcat_class
 from model.deeplabv3 import DeepLabV3
 from model.deeplabv3plus import DeepLabV3Plus
 from model.mobilenetv2 import mobilenetv2_class
 from model.pspnet import PSPNet
+from model.vainf import VainFDeepLab
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DeepLabV3", "DeepLabV3Plus", "PSPNet", "build_model", "eval_model_from_config",
+__all__ = ["DeepLabV3", "DeepLabV3Plus", "PSPNet", "VainFDeepLab", "build_model", "eval_model_from_config",
            "load_checkpoint_weights", "model_from_config", "read_checkpoint"]
 
 ARCHS = {"psp": PSPNet, "aspp": DeepLabV3, "deeplabv3plus": DeepLabV3Plus}
@@ -47,7 +48,13 @@ def build_model(arch: str, layers: int, classes: int, zoom_factor: int = 8,
 
 
 def model_from_config(cfg, pretrained: bool = False, ddcat: bool = False) -> nn.Module:
-    """The network a config describes; every entry point builds it here."""
+    """The network a config describes (``model``: VainF's, else ``arch`` on ``backbone``); every entry point builds
+    it here."""
+    if cfg.model:
+        model = VainFDeepLab(cfg.model, cfg.classes, cfg.output_stride, cfg.separable_conv)
+        if pretrained:
+            load_vainf_init(model, cfg.init_path)
+        return model
     return build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
                        output_stride=cfg.output_stride, pretrained=pretrained, init_path=cfg.init_path, ddcat=ddcat)
 

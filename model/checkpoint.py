@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 # torchvision MobileNetV2 entries that the segmentation backbone does not build.
 MOBILENETV2_SKIPPED = ("features.18.", "classifier.")
 LATEST = "latest"
+# Where each code base keeps the weights in its checkpoint files (with or without DataParallel's ``module.``).
+FORMATS = {"state_dict": "semseg/DDC-AT format", "model_state": "VainF/SAM-AT format"}
+FORMAT_KEY = "format"  # added to a read checkpoint's dict: which of FORMATS (or a bare state dict) was found
+VAINF_INIT = {"resnet50": "initmodel/resnet50_torchvision.pth", "resnet101": "initmodel/resnet101_torchvision.pth",
+              "mobilenet": "initmodel/mobilenet_v2.pth"}
 CHECKPOINT_GLOB = "train_*.pth"
 
 
@@ -235,6 +240,52 @@ def state_dict_mismatch(loaded: Mapping[str, torch.Tensor], expected: Mapping[st
     return ", ".join(parts)
 
 
+def mismatch_summary(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> str:
+    """How ``loaded`` fails to fit ``expected`` in a few words: counts and one example of each kind; '' if it fits."""
+    missing = [k for k in expected if k not in loaded and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in loaded if k not in expected]
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in loaded.items()
+              if k in expected and v.shape != expected[k].shape]
+    parts = [f"{len(keys)} {kind} (e.g. {_fit(keys[0], 60)})" for kind, keys in
+             (("missing", missing), ("unexpected", unexpected), ("of other shape", shapes)) if keys]
+    return "keys " + ", ".join(parts) if parts else ""
+
+
+def _fit(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (a long list of keys stays one readable line)."""
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
+
+
+def _blocks(state: Mapping[str, torch.Tensor], prefix: str) -> int:
+    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+
+def _resnet_depth(state: Mapping[str, torch.Tensor]) -> int | str:
+    """A semseg ResNet's depth from its layer3 blocks (ResNet-34 and -50 both have 6: bottlenecks tell)."""
+    blocks = _blocks(state, "layer3.")
+    if blocks == 6:
+        return 50 if "layer3.0.conv3.weight" in state else 34
+    return {2: 18, 23: 101, 36: 152}.get(blocks, "?")
+
+
+def guess_model(state: Mapping[str, torch.Tensor]) -> str:
+    """Which model a state dict belongs to, as the config keys that build it ('' when the keys do not say)."""
+    if "backbone.low_level_features.0.0.weight" in state or "backbone.conv1.weight" in state:
+        head = "deeplabv3plus" if "classifier.project.0.weight" in state else "deeplabv3"
+        backbone = "mobilenet" if "backbone.low_level_features.0.0.weight" in state else \
+            {23: "resnet101", 6: "resnet50"}.get(_blocks(state, "backbone.layer3."), "resnet?")
+        separable = " separable_conv True" if any(".body.0.weight" in k for k in state) else ""
+        return f"VainF {head}_{backbone}: set model {head}_{backbone}{separable}"
+    if "layer0.0.weight" in state or "backbone.features.0.0.weight" in state:
+        arch = next((a for key, a in (("ppm.", "psp"), ("aspp.", "aspp"), ("decoder.", "deeplabv3plus"))
+                     if any(k.startswith(key) for k in state)), "?")
+        backbone = " backbone mobilenetv2" if "backbone.features.0.0.weight" in state else \
+            f" layers {_resnet_depth(state)}"
+        ddcat = " defense ddcat" if any(k.startswith("cls1.") for k in state) else ""
+        return f"semseg/DDC-AT {arch}: set model empty, arch {arch}{backbone}{ddcat}"
+    return ""
+
+
 def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop the ``module.`` that (Distributed)DataParallel puts in front of every key."""
     return {k.removeprefix("module."): v for k, v in state.items()}
@@ -275,13 +326,19 @@ def read_state_file(path: str, what: str, missing_hint: str,
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"{what} '{path}' is not a loadable torch checkpoint "
                         f"(torch.load with weights_only=True failed: {reason})") from err
-    if isinstance(content, Mapping) and isinstance(content.get("state_dict"), Mapping):
-        state = content["state_dict"]
-    else:
-        state, content = content, {"state_dict": content}
+    state, content, found = _state_of(content)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{what} '{path}' holds no state dict of tensors; {expected}")
-    return dict(content), strip_module_prefix(state)
+    return {**content, FORMAT_KEY: found}, strip_module_prefix(state)
+
+
+def _state_of(content: Any) -> tuple[Any, Mapping, str]:
+    """(state dict, the file's dict, the format's name) of a loaded file: see :data:`FORMATS`."""
+    if isinstance(content, Mapping):
+        for key, name in FORMATS.items():
+            if isinstance(content.get(key), Mapping):
+                return content[key], content, name
+    return content, {"state_dict": content}, "bare state dict"
 
 
 def read_init_state(path: str, wanted: str) -> dict[str, torch.Tensor]:
@@ -338,6 +395,30 @@ def load_mobilenetv2_init(module: nn.Module, path: str) -> None:
     logger.info("loaded ImageNet init weights from %s", path)
 
 
+def load_vainf_init(model: nn.Module, path: str | None) -> None:
+    """torchvision's ImageNet ResNet-50/101 or MobileNetV2 file into a VainF model's ``backbone``, strictly
+    (``fc``, ``features.18`` and ``classifier`` are not built; MobileNetV2's ``features.i`` go to
+    ``low_level_features.i`` for i < 4, else ``high_level_features.i``), as VainF's ``pretrained_backbone``.
+
+    Raises:
+        UserError: the file is missing, unreadable or does not fit the backbone (keys named).
+    """
+    kind = model.name.split("_")[1]
+    path = path or VAINF_INIT[kind]
+    state = read_init_state(path, f"torchvision's {kind} ImageNet weights")
+    if kind == "mobilenet":
+        state = {f"{'low' if int(k.split('.')[1]) < 4 else 'high'}_level_{k}": v for k, v in state.items()
+                 if not k.startswith(MOBILENETV2_SKIPPED)}
+    else:
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    problem = state_dict_mismatch(state, model.backbone.state_dict())
+    if problem:
+        raise UserError(f"ImageNet init weights '{path}' do not fit the {kind} backbone of {model.name}: "
+                        f"{_fit(problem, 180)}; use torchvision's {kind} ImageNet file")
+    model.backbone.load_state_dict(state, strict=True)
+    logger.info("loaded ImageNet init weights from %s", path)
+
+
 def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read a checkpoint safely (``weights_only``): (the checkpoint dict, its state dict without
     ``module.`` prefixes). A bare state dict is returned as ``{'state_dict': ...}``.
@@ -364,8 +445,8 @@ def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) ->
         UserError: the file is missing, not a torch checkpoint, or does not fit the model.
     """
     checkpoint, state = read_checkpoint(path)
-    target = model.module if isinstance(model, (nn.DataParallel,
-                                                nn.parallel.DistributedDataParallel)) else model
+    as_read = state
+    target = dist.unwrap(model)
     expected = target.state_dict()
     if is_ddcat_state(state) and not is_ddcat_state(expected):
         state = to_plain_state_dict(state)
@@ -373,17 +454,16 @@ def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) ->
     elif is_ddcat_state(expected) and not is_ddcat_state(state) and any(k.startswith("cls.") for k in state):
         state = from_plain_state_dict(state, expected)
         logger.info("checkpoint %s is a plain model: its cls head starts cls1 and cls2, mask1 is new", path)
-    problem = state_dict_mismatch(state, expected, strict=strict)
-    if problem:
-        described = (f"arch={getattr(target, 'arch', type(target).__name__)}, "
-                     f"layers={getattr(target, 'layers', '?')}, "
-                     f"classes={getattr(target, 'classes', '?')}")
-        raise UserError(f"checkpoint '{path}' does not fit the model ({described}): {problem}; "
-                        f"check arch/layers/classes/defense in the config")
+    if state_dict_mismatch(state, expected, strict=strict):
+        guess = guess_model(as_read)
+        advice = f"looks like {guess}" if guess else "check model/arch/layers/classes/defense in the config"
+        name = path if len(path) <= 40 else "..." + path[-37:]
+        raise UserError(f"checkpoint '{name}' ({checkpoint[FORMAT_KEY]}) does not fit this model: "
+                        f"{mismatch_summary(state, expected)}; {advice}")
     if not strict:
         ignored = state_dict_mismatch(state, expected, strict=True)
         if ignored:
             logger.warning("checkpoint '%s' loaded non-strictly: %s", path, ignored)
     target.load_state_dict(state, strict=strict)
-    logger.info("loaded checkpoint %s", path)
+    logger.info("loaded checkpoint %s (%s)", path, checkpoint[FORMAT_KEY])
     return checkpoint

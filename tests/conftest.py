@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import TinySeg, fit
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -54,3 +56,24 @@ def run_cli(monkeypatch, capsys):
         out, err = capsys.readouterr()
         return code, out, err
     return run
+
+
+def attack_data(seed: int = 0, n: int = 4, size: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """[0, 1] pixels whose label is the brightest channel, the first two rows ignored."""
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.rand(n, 3, size, size, generator=g)
+    target = pixels.argmax(1)
+    target[:, :2] = 255
+    return pixels, target
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """(model, normalized images, labels): a :class:`tests.helpers.TinySeg` fitted to :func:`attack_data`, the
+    network every attack test attacks."""
+    from attack.base import Attack
+    torch.manual_seed(0)
+    model = TinySeg()
+    pixels, target = attack_data()
+    x = Attack(model, eps=0).normalize(pixels)
+    return fit(model, x, target, steps=150), x, target

@@ -35,6 +35,8 @@ class DataConfig:
 class TrainConfig:
     """TRAIN section."""
 
+    model: str | None = None  # a VainF/SAM-AT model by VainF's name (deeplabv3plus_mobilenet, ...); replaces arch
+    separable_conv: bool = False  # VainF's --separable_conv: depthwise-separable 3x3 convs in the V3+ head
     arch: str = "psp"  # psp (PSPNet) | aspp (DeepLabV3) | deeplabv3plus (DeepLabV3+)
     backbone: str = "resnet"  # resnet | mobilenetv2 (layers is then unused)
     layers: int = 50  # ResNet depth: 18, 34, 50, 101, 152
@@ -79,7 +81,7 @@ class TrainConfig:
     resume: str | None = None  # path to latest checkpoint (default: none)
     evaluate: bool = False  # evaluate on the validation set after each epoch
     overwrite: bool = False  # allow a save_path holding another run's checkpoints (deleted at this run's first save)
-    amp: str = "off"  # mixed precision: off | bf16 | fp16 (fp16 with a gradient scaler); see README
+    amp: str = "off"  # mixed precision: off | bf16 | fp16 (fp16 with a gradient scaler); see docs/distributed.md
     adv_amp: bool = False  # craft the training attack under amp too (default: input gradients in fp32)
     channels_last: bool = False  # channels-last memory format (CUDA only; ignored with a notice on the CPU)
     auto_resume: bool = False  # resume from the checkpoint 'latest' names in save_path, if any (restarts, preemption)
@@ -119,8 +121,8 @@ class TestConfig:
     save_folder: str = "exp/result"  # results save folder
     colors_path: str = "dataset/synthetic/synthetic_colors.txt"  # path of dataset colors
     names_path: str = "dataset/synthetic/synthetic_names.txt"  # path of dataset category names
-    attacks: list[Any] = field(default_factory=list)  # attack specs evaluated with clean (see README)
-    attack_protocol: str = "per_crop"  # per_crop (original: windows attacked alone) | whole_image (see README)
+    attacks: list[Any] = field(default_factory=list)  # attack specs evaluated with clean (see docs/evaluation.md)
+    attack_protocol: str = "per_crop"  # per_crop (original: windows attacked alone) | whole_image (docs/evaluation.md)
     eval_crop: str = "sliding"  # sliding (original) | whole (one forward) | center (central window only scored)
     ignore_as_background: bool = False  # ignore_label pixels count as class 0 in metrics and attacks
     flip: bool = True  # clean predictions average in the horizontal flip (original); so does whole_image
@@ -136,6 +138,9 @@ class Config(TestConfig, DistributedConfig, TrainConfig, DataConfig):
     """All keys, flat (the order of the bases makes DATA come first when iterating)."""
 
 
+# VainF's model names (model/vainf.py holds the models; this list is checked against it in tests/test_layout.py).
+VAINF_MODELS = ("deeplabv3_resnet50", "deeplabv3plus_resnet50", "deeplabv3_resnet101", "deeplabv3plus_resnet101",
+                "deeplabv3_mobilenet", "deeplabv3plus_mobilenet")
 CHOICES = {
     "arch": ("psp", "aspp", "deeplabv3plus"),
     "backbone": ("resnet", "mobilenetv2"),
@@ -215,6 +220,12 @@ def check(cfg: DictConfig, where: str = "config") -> None:
     for key, allowed in CHOICES.items():
         if cfg[key] not in allowed:
             raise UserError(f"{where}: {key} must be one of {list(allowed)}, got {cfg[key]!r}")
+    if cfg.model is not None and cfg.model not in VAINF_MODELS:
+        raise UserError(f"{where}: model must be one of VainF's {list(VAINF_MODELS)} (or empty for arch), "
+                        f"got {cfg.model!r}")
+    if cfg.model is not None and (cfg.defense == "ddcat" or cfg.zoom_factor != 8):
+        raise UserError(f"{where}: model {cfg.model} (VainF) predicts at full resolution without DDC-AT's heads; "
+                        f"use defense none/sat and zoom_factor 8, or an arch (psp, aspp) for DDC-AT")
     positive = ("classes", "batch_size", "batch_size_val", "epochs", "train_h", "train_w", "test_h", "test_w",
                 "base_size", "save_freq", "print_freq")
     for key in positive:

@@ -5,7 +5,7 @@ as in nanoGPT's ``train.py``. Without it, the original configs' ``world_size`` >
 ``dist_url`` as process ``rank`` (one process per launch); otherwise the run is a single process and every helper
 here is a no-op. The state lives in ``torch.distributed`` only: the helpers ask it, so nothing here needs resetting.
 
-Semantics (see README, "Distributed and mixed-precision training"): N processes with a global batch B compute
+Semantics (see docs/distributed.md): N processes with a global batch B compute
 the update of one process with batch B. BN statistics are those of the global batch (:func:`convert_sync_batchnorm`)
 and a loss is the mean over the valid pixels of the global batch (:func:`global_mean`).
 """
@@ -49,7 +49,7 @@ def setup(device: torch.device, dist_url: str = "tcp://127.0.0.1:6789", world_si
     else:
         if multiprocessing_distributed:
             log.info("multiprocessing_distributed: this launch starts no further processes; start one per GPU "
-                     "with torchrun (tool_train/train.sh does, see README)")
+                     "with torchrun (tool_train/train.sh does, see docs/distributed.md)")
         if world_size <= 1:
             return device
         if not 0 <= rank < world_size:

@@ -1,12 +1,10 @@
 """Config loading: original files load unchanged, overrides, unknown keys and wrong types are errors."""
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from util.config import load_config, parse_opts, save_config
 from util.errors import UserError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # The original DDC-AT voc2012_pspnet50.yaml, verbatim apart from the data paths.
 ORIGINAL = """\

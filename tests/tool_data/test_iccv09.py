@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import ROOT
 from tool_data import iccv09
 from util.dataset import SemData, load_names_colors
 from util.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 H, W = 16, 24
 IDS = ["0000047", "0000051", "0000059", "0000062", "0000099"]
 

@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import ROOT
 from tool_data.cityscapes import ID_TO_TRAIN_ID, LABELS, label_ids_to_train_ids, main
 from util.dataset import SemData, load_names_colors
 from util.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = ROOT
+SHARED_DATA = ROOT.parent / "shared" / "data"
 SAMPLE = SHARED_DATA / "cityscapes"
 FRAME = "frankfurt_000000_000294"
 LABEL_IDS_REL = f"gtFine/val/frankfurt/{FRAME}_gtFine_labelIds.png"

@@ -8,7 +8,7 @@ from attack import CW, DAG, CosPGD, DeepFool, PAdam
 from attack.base import label_margin
 from attack.cw import margin_loss
 from attack.registry import build_attack, parse_specs
-from tests.test_attack_suite import _accuracy, check_deterministic, trained  # noqa: F401 (trained is a fixture)
+from tests.helpers import accuracy, check_attack, check_deterministic
 from util.errors import UserError
 
 EPS = 8 / 255
@@ -43,18 +43,8 @@ F0 = torch.tensor([-0.9, -1.2])
 
 
 @pytest.mark.parametrize("name", ATTACKS)
-def test_attack_stays_in_its_ball_and_lowers_accuracy(trained, name):  # noqa: F811
-    model, x, target = trained
-    torch.manual_seed(1)
-    attack = ATTACKS[name](model)
-    adv = attack(x, target)
-    x01, adv01 = attack.to_pixels(x), attack.to_pixels(adv)
-    delta = (adv01 - x01).flatten(1)
-    dist = delta.norm(dim=1) if attack.norm == "l2" else delta.abs().amax(1)
-    assert torch.isfinite(adv01).all() and adv01.min() >= -1e-5 and adv01.max() <= 1 + 1e-5
-    assert (dist <= attack.eps + 1e-4).all()
-    assert _accuracy(model, adv, target) < _accuracy(model, x, target) - 0.1, name
-    assert all(p.grad is None for p in model.parameters()) and not model.training
+def test_attack_stays_in_its_ball_and_lowers_accuracy(trained, name):
+    attack, x01, adv01 = check_attack(ATTACKS[name], trained, name)
     if hasattr(attack, "last_norms"):  # minimum-norm: the clipped result is the unclipped one projected
         assert torch.allclose(adv01, attack.project(attack.last_unclipped, x01), atol=1e-5)
         assert attack.median_norm() == attack.last_norms.median().item() > 0
@@ -65,12 +55,12 @@ def test_attack_stays_in_its_ball_and_lowers_accuracy(trained, name):  # noqa: F
 
 
 @pytest.mark.parametrize("name", ATTACKS)
-def test_attack_is_deterministic_for_a_seed(trained, name):  # noqa: F811
+def test_attack_is_deterministic_for_a_seed(trained, name):
     check_deterministic(ATTACKS[name], trained, name.startswith(("padam", "cospgd")))
 
 
 @pytest.mark.parametrize("name", ATTACKS)
-def test_ignored_pixels_do_not_count(trained, name):  # noqa: F811
+def test_ignored_pixels_do_not_count(trained, name):
     """The value marking ignored pixels changes nothing, and an all-ignored batch is left as it is."""
     model, x, target = trained
     other = torch.where(target == 255, 254, target)
@@ -85,7 +75,7 @@ def test_ignored_pixels_do_not_count(trained, name):  # noqa: F811
 
 
 @pytest.mark.parametrize("name", ATTACKS)
-def test_attack_restores_train_mode_and_leaves_parameters_alone(trained, name):  # noqa: F811
+def test_attack_restores_train_mode_and_leaves_parameters_alone(trained, name):
     model, x, target = trained
     stats = model.body[1].running_mean.clone()
     model.train()
@@ -171,11 +161,11 @@ def test_cw_finds_the_analytic_minimum_norm_on_a_linear_model():
     assert torch.allclose(clipped - x0, (adv - x0) * 0.3 / (adv - x0).norm(), atol=1e-4)
 
 
-def test_cw_keeps_the_lowest_accuracy_when_it_never_succeeds(trained):  # noqa: F811
+def test_cw_keeps_the_lowest_accuracy_when_it_never_succeeds(trained):
     model, x, target = trained
     attack = CW(model, steps=5, search_steps=1, c=0.01, success_acc=0.0)
     adv = attack(x, target)
-    assert _accuracy(model, adv, target) < _accuracy(model, x, target)
+    assert accuracy(model, adv, target) < accuracy(model, x, target)
 
 
 def test_deepfool_steps_each_pixel_onto_its_boundary_with_overshoot():
@@ -194,7 +184,7 @@ def test_deepfool_steps_each_pixel_onto_its_boundary_with_overshoot():
     assert torch.allclose((adv - x0[..., :1]).flatten(), 1.02 * 0.9 / 5 * DW.sign(), atol=1e-6)
 
 
-def test_deepfool_on_the_image_is_close_to_deepfool_per_pixel(trained):  # noqa: F811
+def test_deepfool_on_the_image_is_close_to_deepfool_per_pixel(trained):
     """The trained model is 1x1-conv, so its pixels are independent classifiers: the image-level DeepFool
     norm should be near the norm of per-pixel DeepFool run on every pixel as its own 1x1 image."""
     model, x, target = trained
@@ -208,7 +198,7 @@ def test_deepfool_on_the_image_is_close_to_deepfool_per_pixel(trained):  # noqa:
     assert (whole >= 0.9 * per_pixel).all() and (whole <= 1.1 * per_pixel).all()
 
 
-def test_targeted_cospgd_weights_and_direction(trained):  # noqa: F811
+def test_targeted_cospgd_weights_and_direction(trained):
     attack = CosPGD(nn.Identity(), targeted=True)
     logits = torch.tensor([[[[2.0, 0.0, 1.0]], [[0.0, 1.0, 1.0]]]])
     y_star = torch.tensor([[[1, 1, 255]]])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import ROOT
 from util import transform
 from util.dataset import (
     IMAGENET_MEAN,
@@ -22,7 +23,7 @@ from util.dataset import (
 )
 from util.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 
 
 def voc_palette(n: int = 256) -> np.ndarray:

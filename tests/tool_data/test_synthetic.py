@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import ROOT
 from tool_data.synthetic import (
     CLASS_HUES,
     CLASS_NAMES,
@@ -18,7 +19,7 @@ from tool_data.synthetic import (
 )
 from util.errors import EXIT_USER_ERROR, UserError, run_main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 NUM_CLASSES = len(CLASS_NAMES)
 
 

@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attack import BIM, PGD
 from attack.registry import parse_specs
 from attack.transfer import Transfer
 from evaluation.inference import Protocol, WholeImageForward, predict
+from tests.helpers import TinySeg, fit
 from util.config import load_config
 from util.dataset import mean_std_255
 from util.errors import UserError
@@ -21,18 +21,6 @@ from util.metrics import SegMetric
 
 CLASSES = 3
 CPU = torch.device("cpu")
-
-
-class Small(nn.Module):
-    """Two 3x3 convolutions: spatial context, so windows and padding matter."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.Conv2d(8, CLASSES, 3, padding=1))
-
-    def forward(self, x):
-        return self.body(x)
 
 
 def _images(seed: int, n: int = 2, h: int = 20, w: int = 28):
@@ -47,18 +35,10 @@ def _images(seed: int, n: int = 2, h: int = 20, w: int = 28):
 
 def _train(seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    model = Small()
+    model = TinySeg(CLASSES, hidden=8, kernel=3)
     pixels = torch.rand(8, 3, 16, 16)
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) / 255 for v in mean_std_255())
-    x, target = (pixels - mean) / std, pixels.argmax(1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(120):
-        loss = F.cross_entropy(model(x), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return model.eval()
+    return fit(model, (pixels - mean) / std, pixels.argmax(1), steps=120)
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +109,12 @@ def test_whole_image_attack_stays_in_the_ball_and_lowers_miou(target):
 def test_eval_crop_windows_and_scored_pixels():
     calls = []
 
-    class Count(Small):
+    class Count(TinySeg):
         def forward(self, x):
             calls.append(tuple(x.shape))
             return super().forward(x)
 
-    model = Count().eval()
+    model = Count(CLASSES, hidden=8, kernel=3).eval()
     image, label = (v[0] for v in _images(0, h=40, w=60))
     protocol = Protocol(CLASSES, 60, 33, 33, crop_batch=2)
     for eval_crop, expected in [("sliding", [(4, 3, 33, 33)] * 3), ("whole", [(2, 3, 40, 60)]),

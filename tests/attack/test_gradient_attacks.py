@@ -9,51 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from attack import BIM, FGSM, PGD, CosPGD, SegPGD
+from tests.conftest import attack_data
+from tests.helpers import TinySeg, accuracy, check_attack, check_deterministic
 
 EPS = 8 / 255
-
-
-class Tiny(nn.Module):
-    """A 1x1-conv segmenter: enough to learn 'class = brightest channel' in a few steps."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 3, 1))
-
-    def forward(self, x):
-        return self.body(x)
-
-
-def _data(seed: int = 0, n: int = 4, size: int = 12):
-    g = torch.Generator().manual_seed(seed)
-    pixels = torch.rand(n, 3, size, size, generator=g)
-    target = pixels.argmax(1)
-    target[:, :2] = 255
-    return pixels, target
-
-
-@pytest.fixture(scope="module")
-def trained():
-    torch.manual_seed(0)
-    model = Tiny()
-    attack = BIM(model)
-    pixels, target = _data()
-    x = attack.normalize(pixels)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(150):
-        loss = F.cross_entropy(model(x), target, ignore_index=255)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return model.eval(), x, target
-
-
-def _accuracy(model, x, target):
-    with torch.no_grad():
-        pred = model(x).argmax(1)
-    valid = target != 255
-    return ((pred == target) & valid).sum().item() / valid.sum().item()
 
 
 ATTACKS = {
@@ -68,33 +27,7 @@ ATTACKS = {
 
 @pytest.mark.parametrize("name", ATTACKS)
 def test_attack_stays_in_its_ball_and_lowers_accuracy(trained, name):
-    model, x, target = trained
-    torch.manual_seed(1)
-    attack = ATTACKS[name](model)
-    adv = attack(x, target)
-    x01, adv01 = attack.to_pixels(x), attack.to_pixels(adv)
-    delta = adv01 - x01
-    if attack.norm == "l2":
-        assert delta.flatten(1).norm(dim=1).max() <= attack.eps + 1e-4
-    else:
-        assert delta.abs().max() <= attack.eps + 1e-5
-    assert adv01.min() >= -1e-5 and adv01.max() <= 1 + 1e-5
-    clean = _accuracy(model, x, target)
-    assert clean > 0.9
-    assert _accuracy(model, adv, target) < clean - 0.1, name
-    assert all(p.grad is None for p in model.parameters()) and not model.training
-
-
-def check_deterministic(make, trained, random_start: bool) -> None:
-    """The same seed gives the same examples; with a random start another seed gives others."""
-    model, x, target = trained
-    runs = []
-    for seed in (5, 5, 6):
-        torch.manual_seed(seed)
-        runs.append(make(model)(x, target))
-    assert torch.equal(runs[0], runs[1])
-    if random_start:
-        assert not torch.equal(runs[0], runs[2])
+    check_attack(ATTACKS[name], trained, name)
 
 
 @pytest.mark.parametrize("name", ATTACKS)
@@ -123,7 +56,7 @@ def test_ignored_pixels_do_not_steer_the_attack(trained):
 
 
 def test_segpgd_schedule_and_loss_by_hand():
-    attack = SegPGD(Tiny(), steps=4)
+    attack = SegPGD(TinySeg(), steps=4)
     assert [attack.weight(t) for t in range(4)] == [0.0, 1 / 8, 2 / 8, 3 / 8]
     logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (1, 2 classes, 1, 2): predicts [0, 1]
     target = torch.tensor([[[0, 0]]])  # pixel 0 right, pixel 1 wrong
@@ -137,7 +70,7 @@ def test_segpgd_schedule_and_loss_by_hand():
 
 
 def test_cospgd_weights_and_loss_by_hand():
-    attack = CosPGD(Tiny())
+    attack = CosPGD(TinySeg())
     logits = torch.tensor([[[[2.0, 0.0, 1.0]], [[0.0, 1.0, 1.0]]]])
     target = torch.tensor([[[0, 0, 255]]])
     p = logits.softmax(1)[0, :, 0]  # (2 classes, 3 pixels)
@@ -151,8 +84,8 @@ def test_cospgd_weights_and_loss_by_hand():
 def test_pgd10_is_not_weaker_than_the_original_bim(trained):
     model, x, target = trained
     torch.manual_seed(0)
-    bim = _accuracy(model, BIM(model)(x, target), target)
-    pgd = _accuracy(model, PGD(model, eps=0.03, steps=10)(x, target), target)
+    bim = accuracy(model, BIM(model)(x, target), target)
+    pgd = accuracy(model, PGD(model, eps=0.03, steps=10)(x, target), target)
     assert pgd <= bim
 
 
@@ -190,13 +123,7 @@ def test_apgd_checkpoints_are_the_official_counter_schedule(iterations):
 @pytest.mark.parametrize("loss", ["ce", "masked_ce", "balanced_masked_ce", "js", "masked_spherical", "segpgd"])
 def test_apgd_with_each_loss_stays_in_the_ball_and_lowers_accuracy(trained, loss):
     from attack import APGD
-    model, x, target = trained
-    attack = APGD(model, eps=EPS, steps=30, loss=loss)
-    adv = attack(x, target)
-    delta = attack.to_pixels(adv) - attack.to_pixels(x)
-    assert delta.abs().max() <= EPS + 1e-5
-    assert _accuracy(model, adv, target) < _accuracy(model, x, target) - 0.1, loss
-    assert all(p.grad is None for p in model.parameters())
+    check_attack(lambda model: APGD(model, eps=EPS, steps=30, loss=loss), trained, loss)
 
 
 def test_apgd_halves_the_step_when_the_loss_stalls():
@@ -211,7 +138,7 @@ def test_apgd_halves_the_step_when_the_loss_stalls():
         def forward(self, x):
             return self.bias.view(1, 3, 1, 1).expand(x.shape[0], 3, *x.shape[-2:]) + 0 * x.sum(1, keepdim=True)
 
-    pixels, target = _data()
+    pixels, target = attack_data()
     target[:] = 1  # never right, so never 'fully fooled' early stop... accuracy is already 0
     target[:, 0, 0] = 0  # one correct pixel keeps the attack running
     attack = APGD(Constant(), eps=EPS, steps=100, stages=((1.0, 1.0),))
@@ -251,7 +178,7 @@ def test_apgd_step_size_schedule_on_scripted_losses(script):
             return torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(x.shape[0], 3, *x.shape[-2:])
 
     losses, halvings = SCRIPTS[script]
-    pixels, target = _data(n=1)
+    pixels, target = attack_data(n=1)
     target[:] = 1
     target[:, 0, 0] = 0  # one correct pixel keeps the attack running
     attack = APGD(Constant(), eps=EPS, steps=100, stages=((1.0, 1.0),))
@@ -288,8 +215,8 @@ def test_fgsm_with_eps_0_returns_the_clean_image(trained):
 def test_apgd_is_not_weaker_than_the_original_bim(trained):
     from attack import APGD
     model, x, target = trained
-    bim = _accuracy(model, BIM(model)(x, target), target)
-    apgd = _accuracy(model, APGD(model, eps=0.03, steps=30)(x, target), target)
+    bim = accuracy(model, BIM(model)(x, target), target)
+    apgd = accuracy(model, APGD(model, eps=0.03, steps=30)(x, target), target)
     assert apgd <= bim
 
 
@@ -303,7 +230,7 @@ def test_sea_is_the_per_image_worst_case_of_its_members(trained):
         for loss in ("balanced_masked_ce", "masked_ce", "js"):
             member = APGD(model, eps=0.03, steps=12, loss=loss)(x, target)
             assert (acc <= sea.pixel_accuracy(model(member), target) + 1e-6).all()
-    assert _accuracy(model, adv, target) <= _accuracy(model, BIM(model)(x, target), target)
+    assert accuracy(model, adv, target) <= accuracy(model, BIM(model)(x, target), target)
 
 
 def _restated_apgd(model, x, y, eps, n_iter, loss, seed):
@@ -397,7 +324,7 @@ def test_apgd_equals_the_official_schedule_restated(trained, loss):
     ours = attack(pixels, target)
     expected = _restated_apgd(model, pixels, target, 4 / 255, 40, loss, seed=5)
     assert torch.equal(ours, expected)
-    assert _accuracy(model, ours, target) < _accuracy(model, pixels, target)
+    assert accuracy(model, ours, target) < accuracy(model, pixels, target)
 
 
 def test_apgd_random_start_escapes_a_flat_clean_point():

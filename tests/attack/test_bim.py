@@ -2,27 +2,15 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from attack import BIM
-
-
-class TinySeg(nn.Module):
-    """A two-layer conv net with BN and dropout, enough to test attack mechanics."""
-
-    def __init__(self, classes: int = 3) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout2d(0.5),
-                                  nn.Conv2d(8, classes, 1))
-
-    def forward(self, x):
-        return self.body(x)
+from tests.helpers import TinySeg
 
 
 @pytest.fixture
 def setup():
     torch.manual_seed(0)
-    model = TinySeg()
+    model = TinySeg(hidden=8, kernel=3, head_kernel=1, dropout=0.5)
     model.train()
     x = BIM(model).normalize(torch.rand(2, 3, 17, 17))
     target = torch.randint(0, 3, (2, 17, 17))
@@ -89,6 +77,6 @@ def test_fully_ignored_input_is_left_unchanged(setup):
 
 def test_bad_arguments():
     with pytest.raises(ValueError):
-        BIM(TinySeg(), eps=-1)
+        BIM(TinySeg(hidden=8, kernel=3, head_kernel=1, dropout=0.5), eps=-1)
     with pytest.raises(ValueError):
-        BIM(TinySeg(), steps=0)
+        BIM(TinySeg(hidden=8, kernel=3, head_kernel=1, dropout=0.5), steps=0)
