@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import random
 import time
 from collections.abc import Iterable
@@ -37,7 +38,7 @@ from util.errors import UserError, run_main
 from util.loaders import build_loaders
 from util.log import format_seconds, setup_logging
 from util.metrics import AverageMeter, SegMetric, reduced
-from util.optim import build_optimizer, poly_lr, set_lr
+from util.optim import build_optimizer, poly_lr, set_bn_momentum, set_lr
 from util.sampler import seed_everything
 
 logger = setup_logging()
@@ -73,7 +74,7 @@ def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, devi
     batch_time, data_time = AverageMeter(), AverageMeter()
     main_meter, aux_meter, loss_meter = AverageMeter(), AverageMeter(), AverageMeter()
     metric = SegMetric(cfg.classes, cfg.ignore_label)
-    max_iter = cfg.epochs * len(loader)
+    max_iter = cfg.iters or cfg.epochs * len(loader)
     end = time.time()
     stopped = False
     for i, (images, target) in enumerate(loader, start):
@@ -81,8 +82,8 @@ def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, devi
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         target = target.to(device, non_blocking=True)
         curr_iter = epoch * len(loader) + i + 1
-        lr = poly_lr(cfg.base_lr, curr_iter - 1, max_iter, cfg.power)
-        set_lr(optimizer, lr, index_split)
+        lr = poly_lr(cfg.base_lr, curr_iter - 1, max_iter, cfg.power, cfg.min_lr)
+        set_lr(optimizer, lr, index_split, cfg.head_lr_mult)
         step = train_step(cfg, model, defense, optimizer, images, target, curr_iter, amp)
 
         n = images.size(0) * dist.world_size()
@@ -104,6 +105,8 @@ def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, devi
             writer.add_scalar("loss_train_batch", main_meter.val, curr_iter)
         if after_step is not None and after_step(curr_iter):
             stopped = True
+            break
+        if curr_iter >= max_iter:  # iters: the last epoch is cut
             break
     metric = reduced(metric)
     logger.info(f"Train result at epoch [{epoch + 1}/{cfg.epochs}]: "
@@ -155,8 +158,10 @@ def build_training(cfg: DictConfig, device: torch.device, amp: MixedPrecision) -
         load_checkpoint_weights(model, cfg.weight)
         logger.info(f"=> loaded weight '{cfg.weight}'")
     model = prepare_model(cfg, model, device)
+    if cfg.backbone_bn_momentum is not None:
+        set_bn_momentum(model.backbone_modules(), cfg.backbone_bn_momentum)
     optimizer, index_split = build_optimizer(cfg.optimizer, model, cfg.base_lr, cfg.momentum, cfg.weight_decay,
-                                             cfg.sam_rho, cfg.sam_adaptive)
+                                             cfg.sam_rho, cfg.sam_adaptive, cfg.head_lr_mult, cfg.sam_warmup_separate)
     checkpoint = {}
     if cfg.resume:  # every process loads the same checkpoint
         checkpoint = load_checkpoint_weights(model, cfg.resume)
@@ -214,8 +219,10 @@ def run_epochs(cfg, run: Run, save, done: int) -> bool:
                             f"{save_path / f'train_iter_{curr_iter}.pth'}) to continue exactly")
             return requested
 
-        if done // iters >= cfg.epochs:
-            logger.info(f"nothing to train: already at epoch {done // iters} of {cfg.epochs}")
+        max_iter = cfg.iters or cfg.epochs * iters
+        if done >= max_iter:
+            logger.info(f"nothing to train: already at iteration {done} of {max_iter}")
+            return False
         for epoch in range(done // iters, cfg.epochs):
             *train_values, stopped = train_epoch(
                 cfg, run.train_loader, run.model, run.defense, run.optimizer, run.index_split, epoch,
@@ -225,7 +232,7 @@ def run_epochs(cfg, run: Run, save, done: int) -> bool:
                 return True
             log_scalars(run.writer, "train", train_values, epoch + 1)
             if (epoch + 1) % cfg.save_freq == 0 or epoch + 1 == cfg.epochs:
-                save(f"train_epoch_{epoch + 1}.pth", (epoch + 1) * iters)
+                save(f"train_epoch_{epoch + 1}.pth", min((epoch + 1) * iters, max_iter))
             if run.val_loader is not None:
                 log_scalars(run.writer, "val", validate(cfg, run.val_loader, run.model, run.device,
                                                            run.amp), epoch + 1)
@@ -248,6 +255,8 @@ def main() -> None:
         data_seed = dist.broadcast_object(random.randrange(2 ** 31))
     train_loader, val_loader = build_loaders(cfg, device, data_seed)
     iters = len(train_loader)
+    if cfg.iters:  # VainF's total_itrs: as many epochs as it takes
+        cfg.epochs = math.ceil(cfg.iters / iters)
     done = int(checkpoint.get("iteration", checkpoint.get("epoch", cfg.start_epoch) * iters))
     if cfg.resume:
         restore_rng(checkpoint, cfg.resume)

@@ -1,6 +1,7 @@
 """One parameter update of the single training loop: the strategy's batch, then the optimizer's step (SAM's two)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
@@ -38,9 +39,12 @@ def train_step(cfg, model, defense, optimizer, images, target, curr_iter: int,
     base = optimizer
     if isinstance(optimizer, SAM):
         base = optimizer.base
-        if curr_iter > cfg.sam_warmup_iters and optimizer.ascend():
+        if curr_iter <= cfg.sam_warmup_iters:
+            base = optimizer.warmup_optimizer()
+        elif optimizer.ascend():
             optimizer.zero_grad(set_to_none=True)
-            with frozen_bn_stats(model), amp.autocast():
+            bn = nullcontext() if cfg.sam_second_pass_updates_bn else frozen_bn_stats(model)
+            with bn, amp.autocast():
                 second = defense.loss(model, batch).loss
             if not amp.scaler.is_enabled():  # fp16's scaler skips a step with non-finite gradients itself
                 second_mean = dist.all_reduce_mean(second.detach().float())

@@ -65,7 +65,7 @@ def run_steps(defense_name: str, optimizer_name: str) -> dict[str, torch.Tensor]
     optimizer, split = build_optimizer(optimizer_name, model, LR, sam_rho=0.05)
     model = dist.wrap(model, cpu).train()
     defense = build_defense(defense_name, 0.4, 255, TrainingAttack(eps=0.03, steps=2))
-    cfg = SimpleNamespace(save_path="unused", sam_warmup_iters=0)
+    cfg = SimpleNamespace(save_path="unused", sam_warmup_iters=0, sam_second_pass_updates_bn=False)
     for step in range(STEPS):
         images, target = global_batch(step)
         set_lr(optimizer, LR, split)
@@ -239,7 +239,7 @@ def test_training_attack_crafts_in_fp32_unless_adv_amp(adv_amp) -> None:
     optimizer, _ = build_optimizer("sgd", model, LR)
     images, target = global_batch(0)
     amp = MixedPrecision("cpu", "bf16", adv=adv_amp)
-    train_step(SimpleNamespace(save_path="unused", sam_warmup_iters=0), model,
+    train_step(SimpleNamespace(save_path="unused", sam_warmup_iters=0, sam_second_pass_updates_bn=False), model,
                build_defense("sat", 0.4, 255, TrainingAttack(eps=0.03, steps=2)), optimizer, images[:2].float(),
                target[:2], 1, amp)
     crafting = torch.bfloat16 if adv_amp else torch.float32

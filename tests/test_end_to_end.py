@@ -72,7 +72,7 @@ def test_resume_continues_from_the_checkpoint(run_cli, tiny_opts, tmp_path):
     finished = (tmp_path / "model/train_epoch_2.pth").read_bytes()
     code, out, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "auto_resume", "True"])  # a requeued job
     assert code == 0, err
-    assert "nothing to train: already at epoch 2 of 2" in out and "Training done" in out
+    assert "nothing to train: already at iteration 8 of 8" in out and "Training done" in out
     assert (tmp_path / "model/train_epoch_2.pth").read_bytes() == finished
 
 

@@ -67,7 +67,7 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
     target = torch.randint(0, args.classes, (args.batch, args.crop, args.crop), device=device)
     if args.impl == "ours":
         defense = build_defense(defense_name, 0.4, 255, TrainingAttack())
-        cfg = SimpleNamespace(save_path="-", sam_warmup_iters=0)
+        cfg = SimpleNamespace(save_path="-", sam_warmup_iters=0, sam_second_pass_updates_bn=False)
 
         def step() -> None:
             train_step(cfg, net, defense, optimizer, images, target, curr_iter=1)

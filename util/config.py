@@ -52,6 +52,9 @@ class TrainConfig:
     sam_rho: float = 0.02  # SAM neighbourhood radius
     sam_adaptive: bool = False  # adaptive SAM (ASAM): perturbation scaled by |w|
     sam_warmup_iters: int = 0  # plain SGD iterations before SAM starts
+    sam_warmup_separate: bool = False  # SAM-AT: the warm-up steps its own SGD at the constant base_lr; SAM then
+    # starts with fresh momentum at the learning rate the schedule has reached
+    sam_second_pass_updates_bn: bool = False  # SAM-AT: the pass at w + e also updates BN running statistics
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
     sync_bn: bool = True  # adopt syncbn or not (multi-process training)
     train_h: int = 473  # training crop height
@@ -67,8 +70,12 @@ class TrainConfig:
     workers: int = 4  # data loader workers
     batch_size: int = 16  # batch size for training
     batch_size_val: int = 8  # batch size for validation during training
-    base_lr: float = 0.01  # learning rate of the backbone; heads use 10x
+    base_lr: float = 0.01  # learning rate of the backbone; heads use head_lr_mult x
+    head_lr_mult: float = 10.0  # heads' learning rate over the backbone's (semseg: 10; VainF/SAM-AT: 1)
     epochs: int = 50  # training epochs
+    iters: int = 0  # train this many iterations instead (VainF's total_itrs; the last epoch is cut); 0: epochs
+    min_lr: float = 0.0  # floor of the poly schedule (VainF/SAM-AT: 1e-6)
+    backbone_bn_momentum: float | None = None  # the backbone's BN momentum (VainF/SAM-AT: 0.01); empty: 0.1
     start_epoch: int = 0  # first epoch (overwritten by resume)
     power: float = 0.9  # poly learning-rate power
     momentum: float = 0.9  # SGD momentum
@@ -243,6 +250,11 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         if cfg[key] < 9:  # the 1/8 feature map of a smaller crop is 1 pixel: nothing left to segment
             raise UserError(f"{where}: {key} must be >= 9 (crops are seen by the network at 1/8 size), "
                             f"got {cfg[key]}")
+    if cfg.iters < 0 or cfg.min_lr < 0 or cfg.head_lr_mult <= 0:
+        raise UserError(f"{where}: need iters >= 0, min_lr >= 0 and head_lr_mult > 0, got {cfg.iters}, "
+                        f"{cfg.min_lr}, {cfg.head_lr_mult}")
+    if cfg.backbone_bn_momentum is not None and not 0 < cfg.backbone_bn_momentum <= 1:
+        raise UserError(f"{where}: backbone_bn_momentum must be in (0, 1] or empty, got {cfg.backbone_bn_momentum}")
     if cfg.base_lr <= 0:
         raise UserError(f"{where}: base_lr must be > 0, got {cfg.base_lr}")
     if not cfg.scales or min(cfg.scales) <= 0:

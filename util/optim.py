@@ -1,7 +1,7 @@
 """Optimizers of the training loop: SGD (the original's), Adam, and SAM on top of SGD.
 
 Parameter groups follow semseg: the backbone at ``base_lr``, the heads (context module, classifiers,
-aux) at 10x; the poly schedule rescales both every iteration.
+aux) at ``head_lr_mult`` x (10; VainF's and SAM-AT's recipe: 1); the poly schedule rescales both every iteration.
 """
 from __future__ import annotations
 
@@ -26,10 +26,12 @@ class SAM:
         adaptive: scale the perturbation by |w| (ASAM).
     """
 
-    def __init__(self, base: torch.optim.Optimizer, rho: float = 0.02, adaptive: bool = False) -> None:
+    def __init__(self, base: torch.optim.Optimizer, rho: float = 0.02, adaptive: bool = False,
+                 warmup: torch.optim.Optimizer | None = None) -> None:
         if rho <= 0:
             raise ValueError(f"SAM needs rho > 0, got {rho}")
         self.base = base
+        self.warmup = warmup  # SAM-AT's separate warm-up optimizer (None: the warm-up steps ``base``)
         self.rho = rho
         self.adaptive = adaptive
         self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parameter, its value w) while at w + e
@@ -73,18 +75,23 @@ class SAM:
             p.copy_(saved)
         self._saved = []
 
-    def step(self) -> None:
-        """A plain base-optimizer step (SAM's warm-up iterations)."""
-        self.base.step()
+    def warmup_optimizer(self) -> torch.optim.Optimizer:
+        """What SAM's warm-up iterations step: the separate warm-up optimizer, else the base optimizer."""
+        return self.warmup or self.base
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict:
-        return self.base.state_dict()
+        state = self.base.state_dict()
+        return state if self.warmup is None else {**state, "warmup": self.warmup.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        warmup = state.pop("warmup", None)
         self.base.load_state_dict(state)
+        if self.warmup is not None and warmup is not None:
+            self.warmup.load_state_dict(warmup)
 
 
 @contextmanager
@@ -102,37 +109,50 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
-def param_groups(model: nn.Module, base_lr: float) -> tuple[list[dict], int]:
-    """semseg's groups: backbone modules at base_lr, head modules at 10x; returns (groups, index of
+def param_groups(model: nn.Module, base_lr: float, head_mult: float = 10.0) -> tuple[list[dict], int]:
+    """semseg's groups: backbone modules at base_lr, head modules at ``head_mult`` x; returns (groups, index of
     the first head group)."""
     groups = [{"params": list(m.parameters()), "lr": base_lr} for m in model.backbone_modules()]
     index_split = len(groups)
-    groups += [{"params": list(m.parameters()), "lr": base_lr * 10} for m in model.head_modules()]
+    groups += [{"params": list(m.parameters()), "lr": base_lr * head_mult} for m in model.head_modules()]
     return groups, index_split
 
 
 def build_optimizer(name: str, model: nn.Module, base_lr: float, momentum: float = 0.9,
                     weight_decay: float = 1e-4, sam_rho: float = 0.02,
-                    sam_adaptive: bool = False) -> tuple[torch.optim.Optimizer | SAM, int]:
+                    sam_adaptive: bool = False, head_mult: float = 10.0,
+                    sam_warmup_separate: bool = False) -> tuple[torch.optim.Optimizer | SAM, int]:
     """``sgd`` (the original), ``adam``, or ``sam`` (SAM around SGD); returns (optimizer, index of the
     first head parameter group)."""
-    groups, index_split = param_groups(model, base_lr)
+    groups, index_split = param_groups(model, base_lr, head_mult)
     if name == "adam":
         return torch.optim.Adam(groups, lr=base_lr, weight_decay=weight_decay), index_split
     sgd = torch.optim.SGD(groups, lr=base_lr, momentum=momentum, weight_decay=weight_decay)
     if name == "sgd":
         return sgd, index_split
     if name == "sam":
-        return SAM(sgd, rho=sam_rho, adaptive=sam_adaptive), index_split
+        warmup = None
+        if sam_warmup_separate:  # SAM-AT: its own momentum, and set_lr never touches its rates
+            warmup = torch.optim.SGD([dict(g) for g in param_groups(model, base_lr, head_mult)[0]], lr=base_lr,
+                                     momentum=momentum, weight_decay=weight_decay)
+        return SAM(sgd, rho=sam_rho, adaptive=sam_adaptive, warmup=warmup), index_split
     raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or sam")
 
 
-def poly_lr(base_lr: float, curr_iter: int, max_iter: int, power: float = 0.9) -> float:
-    """Poly learning-rate schedule."""
-    return base_lr * (1 - float(curr_iter) / max_iter) ** power
+def poly_lr(base_lr: float, curr_iter: int, max_iter: int, power: float = 0.9, min_lr: float = 0.0) -> float:
+    """Poly learning-rate schedule, not below ``min_lr`` (VainF's PolyLR floor)."""
+    return max(base_lr * (1 - float(curr_iter) / max_iter) ** power, min_lr)
 
 
-def set_lr(optimizer: torch.optim.Optimizer | SAM, lr: float, index_split: int) -> None:
-    """Backbone groups at ``lr``, head groups at 10x."""
+def set_lr(optimizer: torch.optim.Optimizer | SAM, lr: float, index_split: int, head_mult: float = 10.0) -> None:
+    """Backbone groups at ``lr``, head groups at ``head_mult`` x."""
     for index, group in enumerate(optimizer.param_groups):
-        group["lr"] = lr if index < index_split else lr * 10
+        group["lr"] = lr if index < index_split else lr * head_mult
+
+
+def set_bn_momentum(modules: list[nn.Module], momentum: float) -> None:
+    """The BN momentum of every BN layer in ``modules`` (VainF sets 0.01 on the backbone)."""
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = momentum

@@ -43,7 +43,7 @@ def _model(arch: str = "psp", ddcat: bool = False, classes: int = 4) -> nn.Modul
 
 
 def _cfg(**kw) -> SimpleNamespace:
-    return SimpleNamespace(save_path="unused", sam_warmup_iters=0, **kw)
+    return SimpleNamespace(**{"save_path": "unused", "sam_warmup_iters": 0, "sam_second_pass_updates_bn": False, **kw})
 
 
 def reference_bim(model: nn.Module, logits_of, images, target) -> torch.Tensor:
@@ -351,3 +351,51 @@ def test_ddcat_model_starts_from_a_plain_checkpoint(tmp_path) -> None:
     x = torch.randn(1, 3, 33, 33)
     with torch.no_grad():
         assert torch.allclose(ddcat(x), plain(x), atol=1e-6)
+
+
+def test_sam_at_separate_warmup_runs_at_the_constant_rate_and_sam_starts_with_fresh_momentum() -> None:
+    """SAM-AT's schedule: the warm-up iterations step their own SGD at base_lr whatever the schedule says; SAM
+    then steps the scheduled optimizer, whose momentum nobody has touched yet."""
+    images, target = _batch(n=2, size=9, classes=3)
+    model, reference = _Tiny().double().train(), _Tiny().double().train()
+    sam, split = build_optimizer("sam", model, 0.1, sam_rho=0.05, head_mult=1.0, sam_warmup_separate=True)
+    plain = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    cfg = _cfg()
+    cfg.sam_warmup_iters = 2
+    for it in (1, 2):
+        set_lr(sam, 0.1 * (1 - it / 10), split, 1.0)  # the schedule moves; the warm-up ignores it
+        train_step(cfg, model, NoDefense(), sam, images, target, curr_iter=it)
+        plain.zero_grad()
+        _tiny_loss(reference, images, target).backward()
+        plain.step()
+    _assert_same_params(model, reference)
+    assert not sam.base.state  # SAM's SGD has no momentum yet
+    train_step(cfg, model, NoDefense(), sam, images, target, curr_iter=3)
+    assert sam.base.state and all(g["lr"] == pytest.approx(0.08) for g in sam.param_groups)
+    restored = build_optimizer("sam", _Tiny(), 0.1, sam_rho=0.05, sam_warmup_separate=True)[0]
+    restored.load_state_dict(sam.state_dict())  # checkpoints carry the warm-up optimizer too
+    assert restored.warmup.state_dict()["state"].keys() == sam.warmup.state_dict()["state"].keys()
+
+
+def test_sam_second_pass_can_update_bn_as_sam_at_does() -> None:
+    """sam_second_pass_updates_bn: the forward at w + e runs in train mode with BN counting that batch again,
+    restated here by hand (rho * g / ||g||, second forward, back to w, SGD step)."""
+    images, target = _batch(n=2, size=9, classes=3)
+    model, reference = _Tiny(bn=True).double().train(), _Tiny(bn=True).double().train()
+    sam, split = build_optimizer("sam", model, 0.1, sam_rho=0.05, momentum=0.0, weight_decay=0.0)
+    set_lr(sam, 0.1, split, 10.0)
+    train_step(_cfg(sam_second_pass_updates_bn=True), model, NoDefense(), sam, images, target, curr_iter=1)
+    params = list(reference.parameters())
+    grads = torch.autograd.grad(_tiny_loss(reference, images, target), params)
+    scale = 0.05 / torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+    with torch.no_grad():
+        saved = [p.clone() for p in params]
+        for p, g in zip(params, grads):
+            p.add_(g * scale)
+    grads = torch.autograd.grad(_tiny_loss(reference, images, target), params)  # BN counts the batch again
+    lrs = [0.1] * len(list(reference.body.parameters())) + [1.0] * len(list(reference.cls.parameters()))
+    with torch.no_grad():
+        for p, w, g, lr in zip(params, saved, grads, lrs):
+            p.copy_(w - lr * g)
+    _assert_same_params(model, reference)
+    assert reference.body[1].num_batches_tracked == 2
