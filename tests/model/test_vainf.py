@@ -233,3 +233,16 @@ def test_a_vainf_model_trains_with_sat_and_is_evaluated(run_cli, tiny_opts, tmp_
     code, _, err = run_cli(train_entry, ["--config", config, *opts, "defense", "ddcat", "save_path",
                                          str(tmp_path / "other")])
     assert code == 2 and "without DDC-AT's heads" in err
+
+
+def test_the_sam_at_recipe_config_trains_by_iterations(run_cli, tiny_opts, tmp_path):
+    """config/voc2012/voc2012_deeplabv3plus_mobilenet_sam.yaml on the tiny set: iters cuts the last epoch (6
+    iterations of 4 per epoch), the warm-up runs its own SGD, then SAM; the checkpoint says where it stopped."""
+    opts = [*tiny_opts, "pretrained", "False", "iters", "6", "sam_warmup_iters", "3", "classes", "5"]
+    config = "config/voc2012/voc2012_deeplabv3plus_mobilenet_sam.yaml"
+    code, out, err = run_cli(train_entry, ["--config", config, *opts])
+    assert code == 0, err
+    assert "Epoch: [2/2][2/4]" in out and "Epoch: [2/2][3/4]" not in out
+    checkpoint = torch.load(tmp_path / "model/train_epoch_2.pth", weights_only=True)
+    assert checkpoint["iteration"] == 6 and "warmup" in checkpoint["optimizer"]
+    assert checkpoint["config"]["head_lr_mult"] == 1.0 and checkpoint["config"]["min_lr"] == 1e-6
