@@ -30,12 +30,12 @@ class PGD(Attack):
     """
 
     name = "pgd"
-    fields = frozenset({"eps", "steps", "alpha", "norm", "restarts", "random_start"})
+    fields = frozenset({"eps", "steps", "alpha", "norm", "restarts", "random_start", "last_iterate"})
     iterative = True
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 10, alpha: float | None = None,
-                 norm: str = "linf", restarts: int = 1, random_start: bool = True, ignore_index: int = 255,
-                 **kwargs) -> None:
+                 norm: str = "linf", restarts: int = 1, random_start: bool = True, last_iterate: bool = False,
+                 ignore_index: int = 255, **kwargs) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
@@ -46,6 +46,9 @@ class PGD(Attack):
         self.alpha = alpha if alpha is not None else 2.5 * eps / steps
         self.restarts = restarts
         self.random_start = random_start
+        if last_iterate and restarts > 1:
+            raise ValueError("last_iterate takes one run: set restarts 1")
+        self.last_iterate = last_iterate  # SAM-AT's and the textbook PGD's result; default: the most fooling iterate
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
         """The objective to ascend at ``step`` (0-based), summed over the batch."""
@@ -82,9 +85,12 @@ class PGD(Attack):
             for step in range(self.steps):
                 x.requires_grad_(True)
                 logits = self.logits(x, size)
-                keep(x, logits)
+                if not self.last_iterate:
+                    keep(x, logits)
                 grad = self.input_grad(self.loss(logits, target, step), x)
                 x = self.project(x.detach() + self.alpha * self.ascent(grad), x0)
+            if self.last_iterate:
+                return x
             with torch.no_grad():
                 keep(x, self.logits(x, size))
         return best

@@ -58,7 +58,10 @@ class Protocol:
                    cfg.batch_size_val, cfg.eval_crop, cfg.attack_protocol, cfg.ignore_as_background, cfg.flip)
 
     def scaled_size(self, h: int, w: int, scale: float) -> tuple[int, int]:
-        """(new_h, new_w): the long side resized to ``base_size * scale``, as semseg rounds it."""
+        """(new_h, new_w): the long side resized to ``base_size * scale``, as semseg rounds it; with base_size 0
+        the image's own size times ``scale`` (native resolution at scale 1, as VainF evaluates)."""
+        if self.base_size == 0:
+            return round(h * scale), round(w * scale)
         long_size = round(scale * self.base_size)
         if h > w:
             return long_size, round(long_size / float(h) * w)

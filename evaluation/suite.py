@@ -183,7 +183,7 @@ def mode_row(mode: str, attack_spec: AttackSpec | None, counts: tuple[np.ndarray
             "series": series_of(mode), "eps": attack_spec.eps if attack_spec else 0.0,
             "steps": attack_spec.steps if kind == "attack" else None,
             "attack": attack_spec.as_dict() if attack_spec else None,
-            **{k: metrics[k] for k in ("mIoU", "fg_mIoU", "image_mIoU", "mAcc", "allAcc")},
+            **{k: metrics[k] for k in ("mIoU", "fg_mIoU", "present_mIoU", "image_mIoU", "mAcc", "allAcc")},
             "classes": [{"name": n, "iou": metrics["iou_class"][i], "acc": metrics["acc_class"][i]}
                         for i, n in enumerate(names)],
             "images": len(counts[0])}
@@ -229,7 +229,8 @@ def evaluate(cfg: DictConfig, data: SemData, attack_spec: AttackSpec | None, nam
     for i, c in enumerate(result["classes"]):
         logger.info(f"Class_{i} result: iou/accuracy {c['iou']:.4f}/{c['acc']:.4f}, name: {c['name']}.")
     logger.info(f"Eval result: mIoU/mAcc/allAcc {result['mIoU']:.4f}/{result['mAcc']:.4f}/{result['allAcc']:.4f}.")
-    logger.info(f"Eval result: fg-mIoU/per-image mIoU {result['fg_mIoU']:.4f}/{result['image_mIoU']:.4f}.")
+    logger.info(f"Eval result: fg-mIoU/per-image mIoU/mIoU over present classes {result['fg_mIoU']:.4f}/"
+                f"{result['image_mIoU']:.4f}/{result['present_mIoU']:.4f}.")
     result.update(median_norm(save_folder / "norms", image_names))
     result.update(model_path=cfg.model_path, seconds=round(time.time() - start, 2),
                   config=OmegaConf.to_container(cfg))

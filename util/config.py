@@ -116,7 +116,7 @@ class TestConfig:
 
     test_list: str = "dataset/synthetic/list/val.txt"  # list evaluated by test.py
     split: str = "val"  # split in [train, val, test]; test lists may hold images only
-    base_size: int = 512  # long side of the image at scale 1.0
+    base_size: int = 512  # long side of the image at scale 1.0; 0: the image's own size (VainF/SAM-AT)
     test_h: int = 473  # sliding-window crop height
     test_w: int = 473  # sliding-window crop width
     scales: list[float] = field(default_factory=lambda: [1.0])  # evaluation scales, ms as [0.5, 0.75, ...]
@@ -234,7 +234,7 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         raise UserError(f"{where}: model {cfg.model} (VainF) predicts at full resolution without DDC-AT's heads; "
                         f"use defense none/sat and zoom_factor 8, or an arch (psp, aspp) for DDC-AT")
     positive = ("classes", "batch_size", "batch_size_val", "epochs", "train_h", "train_w", "test_h", "test_w",
-                "base_size", "save_freq", "print_freq")
+                "save_freq", "print_freq")
     for key in positive:
         if cfg[key] < 1:
             raise UserError(f"{where}: {key} must be >= 1, got {cfg[key]}")
@@ -250,6 +250,8 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         if cfg[key] < 9:  # the 1/8 feature map of a smaller crop is 1 pixel: nothing left to segment
             raise UserError(f"{where}: {key} must be >= 9 (crops are seen by the network at 1/8 size), "
                             f"got {cfg[key]}")
+    if cfg.base_size < 0:
+        raise UserError(f"{where}: base_size must be >= 1, or 0 for the image's own size, got {cfg.base_size}")
     if cfg.iters < 0 or cfg.min_lr < 0 or cfg.head_lr_mult <= 0:
         raise UserError(f"{where}: need iters >= 0, min_lr >= 0 and head_lr_mult > 0, got {cfg.iters}, "
                         f"{cfg.min_lr}, {cfg.head_lr_mult}")

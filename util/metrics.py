@@ -121,7 +121,10 @@ def summarize(intersection: np.ndarray, union: np.ndarray, target: np.ndarray, b
     allAcc, per-class IoU and accuracy, and the per-image mIoU averaged over images."""
     metric = SegMetric(intersection.shape[-1], background=background)
     metric.add_counts(intersection.sum(0), union.sum(0), target.sum(0))
-    return {"mIoU": metric.miou, "fg_mIoU": metric.fg_miou, "image_mIoU": mean_image_miou(intersection, union),
+    present = union.sum(0) > 0  # VainF's Mean IoU: classes in neither prediction nor label are left out
+    present_miou = float(metric.iou_class[present].mean()) if present.any() else 0.0
+    return {"mIoU": metric.miou, "fg_mIoU": metric.fg_miou, "present_mIoU": present_miou,
+            "image_mIoU": mean_image_miou(intersection, union),
             "mAcc": metric.macc, "allAcc": metric.allacc, "iou_class": metric.iou_class.tolist(),
             "acc_class": metric.acc_class.tolist()}
 

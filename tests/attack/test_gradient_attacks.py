@@ -347,3 +347,22 @@ def test_apgd_random_start_escapes_a_flat_clean_point():
         adv = attack(pixels, target)
         results[random_start] = attack.pixel_accuracy(Flat()(adv), target).mean().item()
     assert results[False] == 1.0 and results[True] < 0.1
+
+
+def test_pgd_last_iterate_is_the_plain_loop(trained):
+    """last_iterate: the point after the last step (SAM-AT's PGD), restated here as the textbook loop."""
+    model, x, target = trained
+    torch.manual_seed(3)
+    attack = PGD(model, eps=4 / 255, steps=5, alpha=1 / 255, last_iterate=True)
+    adv = attack.to_pixels(attack(x, target))
+    torch.manual_seed(3)
+    x0 = attack.to_pixels(x)
+    z = (x0 + torch.empty_like(x0).uniform_(-4 / 255, 4 / 255)).clamp(0, 1)
+    for _ in range(5):
+        z.requires_grad_(True)
+        loss = F.cross_entropy(model(attack.normalize(z)), target, ignore_index=255, reduction="sum")
+        grad, = torch.autograd.grad(loss, z)
+        z = torch.min(torch.max(z.detach() + 1 / 255 * grad.sign(), x0 - 4 / 255), x0 + 4 / 255).clamp(0, 1)
+    assert torch.allclose(adv, z, atol=1e-6)
+    with pytest.raises(ValueError, match="last_iterate takes one run"):
+        PGD(model, restarts=2, last_iterate=True)

@@ -5,14 +5,20 @@ names; and VainF/SAM-AT checkpoints load strictly."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from evaluation.inference import Protocol
 from model import build_model, load_checkpoint_weights
 from model.checkpoint import load_vainf_init
 from model.vainf import VAINF_MODELS, VainFDeepLab
+from tests.conftest import ROOT
 from tests.entry import test_entry, train_entry
 from util.errors import UserError
 
@@ -246,3 +252,31 @@ def test_the_sam_at_recipe_config_trains_by_iterations(run_cli, tiny_opts, tmp_p
     checkpoint = torch.load(tmp_path / "model/train_epoch_2.pth", weights_only=True)
     assert checkpoint["iteration"] == 6 and "warmup" in checkpoint["optimizer"]
     assert checkpoint["config"]["head_lr_mult"] == 1.0 and checkpoint["config"]["min_lr"] == 1e-6
+
+
+def test_sam_at_protocol_preset_runs_on_a_vainf_checkpoint(tiny_opts, tmp_path):
+    """tool_test/voc2012/samat_eval.sh on a VainF/SAM-AT checkpoint: native resolution, whole image, the four
+    PGD settings, VainF's mean over present classes in every row."""
+
+    assert Protocol(5, 0, 33, 33).scaled_size(37, 53, 1.0) == (37, 53)
+    _vainf_checkpoint(tmp_path / "best.pth", VainFDeepLab("deeplabv3plus_mobilenet", 5))
+    pairs = dict(zip(tiny_opts[::2], tiny_opts[1::2]))
+    del pairs["base_size"]  # the preset's native resolution
+    pairs.update(classes="5", index_step="2", save_folder=str(tmp_path / "samat"),
+                 model_path=str(tmp_path / "best.pth"), names_path="dataset/synthetic/synthetic_names.txt",
+                 colors_path="dataset/synthetic/synthetic_colors.txt")
+    opts = [v for item in pairs.items() for v in item]
+    exp_name = f"pytest-{os.getpid()}"
+    env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name, "NPROC": "1", "OMP_NUM_THREADS": "1"}
+    try:
+        proc = subprocess.run(["sh", "tool_test/voc2012/samat_eval.sh", *opts], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
+    finally:
+        shutil.rmtree(ROOT / "exp/voc2012" / exp_name, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "samat/results.json").read_text())
+    attacked = [m for m in result["modes"] if m["kind"] == "attack"]
+    assert len(attacked) == 4 and all(m["attack"]["last_iterate"] for m in attacked)
+    assert {m["attack"]["norm"] for m in attacked if "norm" in m["attack"]} == {"l2"}
+    assert all(0 <= m["present_mIoU"] <= 1 and m["present_mIoU"] >= m["mIoU"] for m in result["modes"])
+    assert result["config"]["base_size"] == 0 and result["config"]["eval_crop"] == "whole"
