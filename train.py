@@ -263,8 +263,9 @@ def main() -> None:
         logger.info(f"=> resumed '{cfg.resume}' after iteration {done} (epoch {done // iters}, "
                     f"batch {done % iters} of {iters})")
     model = dist.wrap(model, device)
-    attack = TrainingAttack(cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, cfg.adv_random_start)
-    defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label, attack)
+    attack = TrainingAttack(cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, cfg.adv_random_start, cfg.adv_norm,
+                            cfg.adv_train_mode)
+    defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label, attack, cfg.adv_clean_fraction)
     writer = open_writer(cfg)
 
     def save(name: str, iteration: int, superseded: Iterable[Path] = ()) -> Path:

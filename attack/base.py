@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,8 @@ class Attack:
         std: per-channel std of the model's input normalization, as fractions of 1.
         forward: what to attack instead of ``model(x)`` (normalized input -> logits), e.g. one head
             of a multi-head model; it runs while ``model`` is in eval mode.
+        train_mode: run the model in train mode instead (BN on batch statistics, updating its running ones;
+            dropout on), as SAM-AT's training attack does; evaluation attacks never do.
     """
 
     name = ""  # the config's ``name`` of the attack (attack/registry.py)
@@ -65,11 +67,12 @@ class Attack:
 
     def __init__(self, model: nn.Module, eps: float, ignore_index: int = 255,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None, train_mode: bool = False) -> None:
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.model = model
         self.forward = forward or model
+        self.train_mode = train_mode
         self.eps = eps
         self.ignore_index = ignore_index
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
@@ -91,6 +94,8 @@ class Attack:
     def logits(self, x01: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """Model logits for pixel input, bilinearly resized to the label size when the model zooms."""
         out = self.forward(self.normalize(x01))
+        if isinstance(out, dict):  # a model in train mode (train_mode)
+            out = out["out"]
         if out.shape[-2:] != tuple(size):
             out = F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=True)
         return out
@@ -127,7 +132,7 @@ class Attack:
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Attack a normalized batch; returns the normalized adversarial batch (detached)."""
         x0 = self.to_pixels(x.detach())
-        with eval_mode(self.model), torch.enable_grad():
+        with (nullcontext() if self.train_mode else eval_mode(self.model)), torch.enable_grad():
             adv = self.perturb(x0, target.long()).detach()
         self.check(adv, x0)
         return self.normalize(adv)

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attack.base import Attack
 from attack.bim import BIM
+from attack.pgd import PGD
 from model.base import output_size
 from util import dist
 from util.dist import unwrap
@@ -44,11 +46,16 @@ class TrainingAttack:
     steps: int = 3
     step_size: float | None = None  # None: eps / steps
     random_start: bool = False
+    norm: str = "linf"  # linf (BIM / PGD) | l2 (PGD with normalised-gradient steps, SAM-AT's --norm l2)
+    train_mode: bool = False  # craft with the model in train mode (SAM-AT); default eval mode
 
-    def build(self, model: nn.Module, ignore_label: int, forward=None) -> BIM:
+    def build(self, model: nn.Module, ignore_label: int, forward=None) -> Attack:
         alpha = self.step_size if self.step_size is not None else self.eps / self.steps
+        if self.norm == "l2":
+            return PGD(model, eps=self.eps, steps=self.steps, alpha=alpha, norm="l2", random_start=self.random_start,
+                       last_iterate=True, ignore_index=ignore_label, forward=forward, train_mode=self.train_mode)
         return BIM(model, eps=self.eps, steps=self.steps, alpha=alpha, ignore_index=ignore_label,
-                   random_start=self.random_start, forward=forward)
+                   random_start=self.random_start, forward=forward, train_mode=self.train_mode)
 
 
 def resize_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -43,11 +43,14 @@ class TrainConfig:
     output_stride: int = 8  # backbone output stride: 8 (original) or 16
     pretrained: bool = True  # load ImageNet weights initmodel/resnet{layers}_v2.pth into the backbone
     init_path: str | None = None  # other ImageNet weights file (semseg format); default as above
-    defense: str = "none"  # adversarial training: none | sat | ddcat
-    adv_eps: float = 0.03  # training attack L-inf radius in [0, 1] pixels (original: 0.03)
+    defense: str = "none"  # adversarial training: none | sat | ddcat | pgd_at (every image; SAM-AT's --adv)
+    adv_eps: float = 0.03  # training attack radius in [0, 1] pixels, L-inf or L2 (original: 0.03)
     adv_steps: int = 3  # training attack BIM steps (original: 3)
     adv_step_size: float | None = None  # training attack step; empty: adv_eps / adv_steps (original)
     adv_random_start: bool = False  # start the training attack at a random point of the ball (PGD)
+    adv_norm: str = "linf"  # training attack threat model: linf | l2 (SAM-AT's --norm)
+    adv_train_mode: bool = False  # craft with the model in train mode, BN updating (SAM-AT's --adv); else eval
+    adv_clean_fraction: float = 0.0  # pgd_at: share of each batch kept clean
     optimizer: str = "sgd"  # sgd (original) | adam | sam (SAM around SGD)
     sam_rho: float = 0.02  # SAM neighbourhood radius
     sam_adaptive: bool = False  # adaptive SAM (ASAM): perturbation scaled by |w|
@@ -153,7 +156,8 @@ CHOICES = {
     "backbone": ("resnet", "mobilenetv2"),
     "layers": (18, 34, 50, 101, 152),
     "output_stride": (8, 16),
-    "defense": ("none", "sat", "ddcat"),
+    "defense": ("none", "sat", "ddcat", "pgd_at"),
+    "adv_norm": ("linf", "l2"),
     "optimizer": ("sgd", "adam", "sam"),
     "amp": ("off", "bf16", "fp16"),
     "zoom_factor": (1, 2, 4, 8),
@@ -250,6 +254,8 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         if cfg[key] < 9:  # the 1/8 feature map of a smaller crop is 1 pixel: nothing left to segment
             raise UserError(f"{where}: {key} must be >= 9 (crops are seen by the network at 1/8 size), "
                             f"got {cfg[key]}")
+    if not 0 <= cfg.adv_clean_fraction < 1:
+        raise UserError(f"{where}: adv_clean_fraction must be in [0, 1), got {cfg.adv_clean_fraction}")
     if cfg.base_size < 0:
         raise UserError(f"{where}: base_size must be >= 1, or 0 for the image's own size, got {cfg.base_size}")
     if cfg.iters < 0 or cfg.min_lr < 0 or cfg.head_lr_mult <= 0:

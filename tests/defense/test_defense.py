@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defense import DDCAT, SAT, NoDefense, TrainingAttack, train_step
+from defense import DDCAT, PGDAT, SAT, NoDefense, TrainingAttack, train_step
 from model import build_model, load_checkpoint_weights
 from model.export import export
 from util.dataset import IMAGENET_MEAN, IMAGENET_STD
@@ -399,3 +399,34 @@ def test_sam_second_pass_can_update_bn_as_sam_at_does() -> None:
             p.copy_(w - lr * g)
     _assert_same_params(model, reference)
     assert reference.body[1].num_batches_tracked == 2
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_at_as_sam_at_adv_matches_a_restatement(norm: str) -> None:
+    """SAM-AT's --adv (train_step 1, alpha = eps, no random start, model in train mode so BN counts the crafting
+    forward too), restated: one step on delta, clamp to the ball and to [0, 1], then SGD on the whole batch."""
+    images, target = _batch(n=2, size=9, classes=3)
+    model, reference = _Tiny(bn=True).double().train(), _Tiny(bn=True).double().train()
+    eps = 0.03 if norm == "linf" else 0.5
+    attack = TrainingAttack(eps, 1, eps, False, norm, train_mode=True)
+    sgd, split = build_optimizer("sgd", model, 0.1, momentum=0.0, weight_decay=0.0)
+    set_lr(sgd, 0.1, split, 1.0)
+    train_step(_cfg(), model, PGDAT(attack=attack), sgd, images, target, curr_iter=1)
+
+    x = (images * STD + MEAN).requires_grad_(True)
+    loss = F.cross_entropy(reference((x - MEAN) / STD)["out"], target, ignore_index=255)
+    grad, = torch.autograd.grad(loss, x)
+    if norm == "linf":
+        delta = (eps * grad.sign()).clamp(-eps, eps)
+    else:
+        step = eps * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        norms = step.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        delta = step * (eps / norms).clamp(max=1)  # SAM-AT's renorm to eps (torch's adds 1e-7 to the norm)
+    adv = (x.detach() + delta).clamp(0, 1)
+    reference.zero_grad()
+    _tiny_loss(reference, (adv - MEAN) / STD, target).backward()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.sub_(0.1 * p.grad)
+    _assert_same_params(model, reference)
+    assert reference.body[1].num_batches_tracked == 2  # the crafting forward counted in train mode

@@ -225,12 +225,15 @@ def test_torchvision_imagenet_files_initialise_the_backbone(tmp_path):
         load_vainf_init(resnet, str(tmp_path / "broken.pth"))
 
 
-def test_a_vainf_model_trains_with_sat_and_is_evaluated(run_cli, tiny_opts, tmp_path):
+def test_a_vainf_model_trains_with_sam_at_adv_and_is_evaluated(run_cli, tiny_opts, tmp_path):
+    """SAM-AT's --adv on VainF's model through train.py: every image, one L2 step of eps, crafted in train mode."""
     opts = [*tiny_opts, "model", "deeplabv3plus_mobilenet", "pretrained", "False", "epochs", "1",
             "model_path", str(tmp_path / "model/train_epoch_1.pth")]
     config = "config/synthetic/synthetic_pspnet18_sat.yaml"
-    code, _, err = run_cli(train_entry, ["--config", config, *opts])
+    adv = ["defense", "pgd_at", "adv_steps", "1", "adv_eps", "0.5", "adv_norm", "l2", "adv_train_mode", "True"]
+    code, out, err = run_cli(train_entry, ["--config", config, *opts, *adv])
     assert code == 0, err
+    assert "defense pgd_at" in out
     state = torch.load(tmp_path / "model/train_epoch_1.pth", weights_only=True)["state_dict"]
     assert "classifier.aspp.convs.4.1.weight" in state and "backbone.high_level_features.17.conv.3.bias" in state
     code, _out, err = run_cli(test_entry, ["--config", config, "--attack", *opts])
