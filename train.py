@@ -264,7 +264,7 @@ def main() -> None:
                     f"batch {done % iters} of {iters})")
     model = dist.wrap(model, device)
     attack = TrainingAttack(cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, cfg.adv_random_start, cfg.adv_norm,
-                            cfg.adv_train_mode)
+                            cfg.adv_train_mode, cfg.adv_grad_at_unnormalized)
     defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label, attack, cfg.adv_clean_fraction)
     writer = open_writer(cfg)
 

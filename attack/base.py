@@ -55,6 +55,8 @@ class Attack:
             of a multi-head model; it runs while ``model`` is in eval mode.
         train_mode: run the model in train mode instead (BN on batch statistics, updating its running ones;
             dropout on), as SAM-AT's training attack does; evaluation attacks never do.
+        normalize_input: feed the model normalized pixels (always, except to restate SAM-AT's training attack,
+            which feeds the [0, 1] pixels as they are).
     """
 
     name = ""  # the config's ``name`` of the attack (attack/registry.py)
@@ -67,12 +69,14 @@ class Attack:
 
     def __init__(self, model: nn.Module, eps: float, ignore_index: int = 255,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None, train_mode: bool = False) -> None:
+                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None, train_mode: bool = False,
+                 normalize_input: bool = True) -> None:
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.model = model
         self.forward = forward or model
         self.train_mode = train_mode
+        self.normalize_input = normalize_input
         self.eps = eps
         self.ignore_index = ignore_index
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
@@ -93,7 +97,7 @@ class Attack:
 
     def logits(self, x01: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """Model logits for pixel input, bilinearly resized to the label size when the model zooms."""
-        out = self.forward(self.normalize(x01))
+        out = self.forward(self.normalize(x01) if self.normalize_input else x01)
         if isinstance(out, dict):  # a model in train mode (train_mode)
             out = out["out"]
         if out.shape[-2:] != tuple(size):

@@ -48,14 +48,17 @@ class TrainingAttack:
     random_start: bool = False
     norm: str = "linf"  # linf (BIM / PGD) | l2 (PGD with normalised-gradient steps, SAM-AT's --norm l2)
     train_mode: bool = False  # craft with the model in train mode (SAM-AT); default eval mode
+    unnormalized: bool = False  # feed the model the [0, 1] pixels while crafting (SAM-AT's slip)
 
     def build(self, model: nn.Module, ignore_label: int, forward=None) -> Attack:
         alpha = self.step_size if self.step_size is not None else self.eps / self.steps
         if self.norm == "l2":
             return PGD(model, eps=self.eps, steps=self.steps, alpha=alpha, norm="l2", random_start=self.random_start,
-                       last_iterate=True, ignore_index=ignore_label, forward=forward, train_mode=self.train_mode)
+                       last_iterate=True, ignore_index=ignore_label, forward=forward, train_mode=self.train_mode,
+                       normalize_input=not self.unnormalized)
         return BIM(model, eps=self.eps, steps=self.steps, alpha=alpha, ignore_index=ignore_label,
-                   random_start=self.random_start, forward=forward, train_mode=self.train_mode)
+                   random_start=self.random_start, forward=forward, train_mode=self.train_mode,
+                   normalize_input=not self.unnormalized)
 
 
 def resize_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

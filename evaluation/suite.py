@@ -155,7 +155,7 @@ def prediction_fingerprint(cfg: DictConfig, attack_spec: AttackSpec | None, mode
     values = OmegaConf.to_container(cfg)
     keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
     if cfg.model:  # a VainF model (older fingerprints, made before these keys existed, stay valid)
-        keys += ["model", "separable_conv"]
+        keys += ["model", "separable_conv", "rescale_normalized_input"]
     fingerprint = {"attack": attack_spec.as_dict() if attack_spec else None,
                    "model_sha256": predictions.file_sha256(cfg.model_path), "settings": {k: values[k] for k in keys},
                    "list_sha256": list_sha256}
@@ -360,7 +360,8 @@ def write_summary(rows: list[dict], save_folder: Path) -> None:
 def evaluation_data(cfg: DictConfig) -> tuple[SemData, str]:
     """The images to evaluate (``index_start``, ``index_step`` of ``test_list``) and the SHA-256 of the whole
     list, which every stored prediction's fingerprint holds."""
-    data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label)
+    data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label,
+                   cfg.rescale_normalized_input)
     entries = sorted(f"{image} {label}" for image, label in data.data_list)  # the order changes no prediction
     list_sha256 = hashlib.sha256("\n".join(entries).encode()).hexdigest()
     index_end = len(data.data_list) if cfg.index_step == 0 else min(cfg.index_start + cfg.index_step,

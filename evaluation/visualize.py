@@ -26,6 +26,7 @@ from util.dataset import (
     make_dataset,
     read_image,
     read_label,
+    rescale_normalized,
 )
 from util.device import select_device
 from util.errors import UserError, run_main
@@ -93,6 +94,8 @@ def main() -> None:
     forward = WholeImageForward(model, protocol) if protocol.attack_protocol == "whole_image" else None
     attack = BIM(model, ignore_index=cfg.ignore_label, forward=forward)  # BIM's defaults: the original protocol
     image, label = read_image(image_path), protocol.scored_label(read_label(label_path))
+    if cfg.rescale_normalized_input:
+        image = rescale_normalized(image)
     attacked_pred, attacked = predict(model, image, label, protocol, device, attack, return_image=True)
     clean = predict(model, image, label, protocol, device)
     save_panel(args.out, image, attacked, clean, attacked_pred, label, colors, f"BIM (eps {attack.eps})", args.scale)

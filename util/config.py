@@ -37,6 +37,8 @@ class TrainConfig:
 
     model: str | None = None  # a VainF/SAM-AT model by VainF's name (deeplabv3plus_mobilenet, ...); replaces arch
     separable_conv: bool = False  # VainF's --separable_conv: depthwise-separable 3x3 convs in the V3+ head
+    rescale_normalized_input: bool = False  # SAM-AT's input: each image normalised, then rescaled to [0, 1] by its
+    # own min and max (what SAM-AT's checkpoints were trained on; see docs/sam_at.md)
     arch: str = "psp"  # psp (PSPNet) | aspp (DeepLabV3) | deeplabv3plus (DeepLabV3+)
     backbone: str = "resnet"  # resnet | mobilenetv2 (layers is then unused)
     layers: int = 50  # ResNet depth: 18, 34, 50, 101, 152
@@ -51,6 +53,8 @@ class TrainConfig:
     adv_norm: str = "linf"  # training attack threat model: linf | l2 (SAM-AT's --norm)
     adv_train_mode: bool = False  # craft with the model in train mode, BN updating (SAM-AT's --adv); else eval
     adv_clean_fraction: float = 0.0  # pgd_at: share of each batch kept clean
+    adv_grad_at_unnormalized: bool = False  # SAM-AT's slip: its training attack feeds the model the [0, 1] image
+    # without normalising it while crafting (training then normalises); off: the model sees what it is trained on
     optimizer: str = "sgd"  # sgd (original) | adam | sam (SAM around SGD)
     sam_rho: float = 0.02  # SAM neighbourhood radius
     sam_adaptive: bool = False  # adaptive SAM (ASAM): perturbation scaled by |w|

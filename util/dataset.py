@@ -164,6 +164,16 @@ def read_label(path: str) -> np.ndarray:
                     "palette PNGs of class indices")
 
 
+def rescale_normalized(image: np.ndarray) -> np.ndarray:
+    """SAM-AT's input: the image normalised with the ImageNet mean and std, then rescaled to [0, 1] by its own
+    minimum and maximum (its VOC loader does this; its models then normalise once more), returned in 0..255 so
+    that the rest of the pipeline, attacks included, treats it as the image."""
+    mean, std = (np.array(v, dtype=np.float64) for v in mean_std_255())
+    normalized = (image - mean) / std
+    low, high = normalized.min(), normalized.max()
+    return np.float32(255.0 * (normalized - low) / max(high - low, 1e-12))
+
+
 class SemData(torch.utils.data.Dataset):
     """Image/label pairs from a list file, loaded and checked lazily, then transformed.
 
@@ -179,6 +189,7 @@ class SemData(torch.utils.data.Dataset):
         transform: Callable | None = None,
         classes: int | None = None,
         ignore_label: int = 255,
+        rescale_normalized: bool = False,
     ) -> None:
         """Read the list (checking that every file exists).
 
@@ -189,6 +200,7 @@ class SemData(torch.utils.data.Dataset):
             transform: paired transform, e.g. a :class:`util.transform.Compose`.
             classes: number of classes; when given, label values are checked against it.
             ignore_label: label value excluded from the loss and metrics (0..255).
+            rescale_normalized: feed :func:`rescale_normalized` images (SAM-AT's input).
         """
         if not isinstance(ignore_label, int) or not 0 <= ignore_label <= 255:
             raise ValueError(f"ignore_label must be an int in 0..255, got {ignore_label!r}")
@@ -199,6 +211,7 @@ class SemData(torch.utils.data.Dataset):
         self.transform = transform
         self.classes = classes
         self.ignore_label = ignore_label
+        self.rescale_normalized = rescale_normalized
 
     def __len__(self) -> int:
         return len(self.data_list)
@@ -206,6 +219,8 @@ class SemData(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         image_path, label_path = self.data_list[index]
         image = read_image(image_path)
+        if self.rescale_normalized:
+            image = rescale_normalized(image)
         if label_path is None:
             label = np.full(image.shape[:2], self.ignore_label, dtype=np.uint8)
         else:

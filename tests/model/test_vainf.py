@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -283,3 +284,39 @@ def test_sam_at_protocol_preset_runs_on_a_vainf_checkpoint(tiny_opts, tmp_path):
     assert {m["attack"]["norm"] for m in attacked if "norm" in m["attack"]} == {"l2"}
     assert all(0 <= m["present_mIoU"] <= 1 and m["present_mIoU"] >= m["mIoU"] for m in result["modes"])
     assert result["config"]["base_size"] == 0 and result["config"]["eval_crop"] == "whole"
+
+
+def test_a_sam_at_checkpoint_sees_the_input_sam_at_feeds_it(tmp_path):
+    """rescale_normalized_input with SAM-AT's protocol (native resolution, whole image, no flip): our prediction of
+    an image equals SAM-AT's pipeline restated (ToTensor, normalise, rescale by the image's min and max, normalise
+    again, the model, argmax)."""
+    from evaluation.inference import predict
+    from util.dataset import rescale_normalized
+    model = randomised(VainFDeepLab("deeplabv3plus_mobilenet", 5)).float()
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (37, 53, 3)).astype(np.float32)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (torch.from_numpy(image).permute(2, 0, 1)[None] / 255 - mean) / std
+    x = (x - x.min()) / (x.max() - x.min())
+    with torch.no_grad():
+        expected = model((x - mean) / std).argmax(1)[0].numpy()
+    rescaled = rescale_normalized(image)
+    assert rescaled.min() == 0 and abs(rescaled.max() - 255) < 1e-3
+    protocol = Protocol(5, 0, 33, 33, eval_crop="whole", flip=False)
+    ours = predict(model, rescaled, np.zeros((37, 53), np.uint8), protocol, torch.device("cpu"))
+    assert (ours == expected).mean() > 0.999
+
+
+def test_sam_at_training_attack_can_see_the_unnormalized_image():
+    """adv_grad_at_unnormalized restates SAM-AT's slip: the gradient is taken at model(x + delta), x in [0, 1]."""
+    from defense import TrainingAttack
+    model = randomised(VainFDeepLab("deeplabv3_mobilenet", 3))
+    torch.manual_seed(0)
+    x01 = torch.rand(2, 3, 17, 17, dtype=torch.float64)
+    target = torch.randint(0, 3, (2, 17, 17))
+    attack = TrainingAttack(0.03, 1, 0.03, False, "linf", unnormalized=True).build(model, 255)
+    adv = attack.to_pixels(attack(attack.normalize(x01), target))
+    z = x01.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(F.cross_entropy(model(z), target), z)
+    assert torch.allclose(adv, (x01 + 0.03 * grad.sign()).clamp(0, 1), atol=1e-9)
