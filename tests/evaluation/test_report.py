@@ -377,3 +377,27 @@ def test_apgd_predictions_of_the_code_before_its_revision_are_not_reused(run_cli
     path.write_text(json.dumps(stored))
     code, _, err = run_cli(test_entry, opts)
     assert code == 2 and "another 'attack_revision'" in err.strip().splitlines()[-1], err
+
+
+def test_compare_puts_the_sam_at_protocol_beside_ours(tmp_path, capsys):
+    """evaluation.compare: one row per mode of each run, the threat model and eps as SAM-AT states them, both
+    mIoU conventions; a missing run is one line naming the command that makes it."""
+    from evaluation import compare
+
+    def run(folder, modes):
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({"mIoU": modes[0]["mIoU"], "modes": modes}))
+
+    row = {"kind": "clean", "mode": "clean", "eps": 0.0, "mIoU": 0.7, "present_mIoU": 0.75, "images": 3}
+    pgd = {"kind": "attack", "mode": "pgd_eps0.5", "eps": 0.5, "mIoU": 0.4, "present_mIoU": 0.45, "images": 3,
+           "attack": {"name": "pgd", "norm": "l2", "last_iterate": True}}
+    sea = {"kind": "ensemble", "mode": "sea_eps4", "eps": 4 / 255, "mIoU": 0.1, "present_mIoU": 0.2, "images": 3,
+           "attack": {"name": "sea"}}
+    run(tmp_path / "samat", [row, pgd])
+    run(tmp_path / "robust", [row, sea])
+    compare.main([str(tmp_path / "samat"), str(tmp_path / "robust")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3] == "| SAM-AT | pgd_eps0.5 | l2 | 0.5 | 0.4000 | 0.4500 | 3 |"
+    assert lines[5] == "| ours | sea_eps4 | linf | 4/255 | 0.1000 | 0.2000 | 3 |"
+    with pytest.raises(UserError, match="run tool_test/voc2012/samat_eval.sh into"):
+        compare.main([str(tmp_path / "none"), str(tmp_path / "robust")])
