@@ -34,7 +34,7 @@ from util.amp import MixedPrecision, build_amp
 from util.config import load_config, save_config
 from util.device import select_device
 from util.dist import unwrap
-from util.errors import UserError, run_main
+from util.errors import UserError, check_creatable, run_main
 from util.loaders import build_loaders
 from util.log import format_seconds, setup_logging
 from util.metrics import AverageMeter, SegMetric, reduced
@@ -167,7 +167,12 @@ def build_training(cfg: DictConfig, device: torch.device, amp: MixedPrecision) -
         checkpoint = load_checkpoint_weights(model, cfg.resume)
         if "optimizer" not in checkpoint or "epoch" not in checkpoint:
             raise UserError(f"resume checkpoint '{cfg.resume}' has no optimizer/epoch; use it as weight instead")
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise UserError(f"resume checkpoint '{cfg.resume}' holds the optimizer of another run ({err}); resume "
+                            f"with that run's defense, model and optimizer, or start from it with weight instead of "
+                            f"resume") from None
         if amp.scaler.is_enabled() and checkpoint.get("scaler"):
             amp.scaler.load_state_dict(checkpoint["scaler"])
     return model, optimizer, index_split, checkpoint
@@ -244,6 +249,7 @@ def main() -> None:
     cv2.ocl.setUseOpenCL(False)
     args = get_parser().parse_args()
     cfg = load_config(args.config, args.opts)
+    check_creatable(cfg.save_path, "save_path")
     device = setup_process(cfg)
     folder = CheckpointFolder(cfg.save_path, stale_checkpoints(cfg.save_path, cfg.resume, cfg.overwrite))
     amp = build_amp(cfg, device)

@@ -72,8 +72,11 @@ def resize_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Pixel cross-entropy averaged over the valid pixels of the global batch: F.cross_entropy's mean with one
     process; with several, this process's share of the mean over all processes' pixels (util.dist.global_mean),
-    so processes holding different numbers of ignored pixels still compute the one-process loss."""
+    so processes holding different numbers of ignored pixels still compute the one-process loss. A batch without
+    a valid pixel contributes 0 (not F.cross_entropy's 0 / 0)."""
     if dist.world_size() == 1:
+        if not (target != ignore_index).any():
+            return logits.sum() * 0.0
         return F.cross_entropy(logits, target, ignore_index=ignore_index)
     total = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
     return dist.global_mean(total, (target != ignore_index).sum())

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from tqdm import tqdm
 
 from attack.base import Attack, MinNormAttack
@@ -42,7 +43,7 @@ from util import dist
 from util.config import TestConfig, load_config
 from util.dataset import SemData, colorize, load_names_colors
 from util.device import select_device
-from util.errors import UserError
+from util.errors import UserError, check_creatable
 from util.metrics import summarize
 from util.sampler import derived_seed
 
@@ -372,14 +373,28 @@ def evaluation_data(cfg: DictConfig) -> tuple[SemData, str]:
     return data, list_sha256
 
 
+def check_before_writing(cfg: DictConfig, runs: list[AttackSpec | None], model_loader, list_sha256: str) -> None:
+    """Every attack's values and every mode folder's stored predictions, checked before anything is written (an
+    invalid entry or a folder of another run must not leave the clean mode re-scored and its results rewritten)."""
+    for spec in filter(None, runs):
+        build_attack(spec, nn.Identity(), cfg.ignore_label)  # the constructors' checks (steps: 0, ...)
+    if cfg.has_prediction or cfg.overwrite or not dist.is_main_process():
+        return
+    for spec in runs:
+        folder = Path(cfg.save_folder) / spec.label if spec else Path(cfg.save_folder)
+        predictions.check_fingerprint(folder, prediction_fingerprint(cfg, spec, model_loader, list_sha256))
+
+
 def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.device) -> None:
     """Evaluate each spec (None: clean) and, for more than one mode, their worst cases and the report."""
+    check_creatable(cfg.save_folder, "save_folder")
     if any(specs) and cfg.split == "test":
         raise UserError("an attack needs labels, but split is 'test'; evaluate a labelled split (val)")
     names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
     data, list_sha256 = evaluation_data(cfg)
     runs, ensembles = expand_sea(specs)
     model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
+    check_before_writing(cfg, runs, model_loader, list_sha256)
     evaluated = [evaluate(cfg, data, spec, names, colors, model_loader, list_sha256) for spec in runs]
     if len(evaluated) > 1 and all(evaluated):
         save_folder = Path(cfg.save_folder)

@@ -205,3 +205,26 @@ def test_gpu_lists_are_hints(monkeypatch, caplog):
     with caplog.at_level("INFO"):
         assert select_device("auto", [0, 1, 2, 3]) == torch.device("cuda", 0)
     assert "lists 4 GPUs, this machine has 2: using those present" in caplog.text
+
+
+def test_resuming_another_runs_optimizer_is_one_line_before_anything_is_written(run_cli, tiny_opts, tmp_path):
+    """A checkpoint of a plain run resumed as DDC-AT (other head parameter groups): one line, no traceback, and
+    the new save_path is not even created."""
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "1"])
+    assert code == 0, err
+    other = tmp_path / "ddcat"
+    code, _, err = run_cli(train_entry, ["--config", "config/synthetic/synthetic_pspnet18_ddcat.yaml", *tiny_opts,
+                                         "resume", str(tmp_path / "model/train_epoch_1.pth"),
+                                         "save_path", str(other)])
+    assert code == 2 and "holds the optimizer of another run" in one_line(err)
+    assert not other.exists()
+
+
+def test_an_output_folder_below_a_file_is_one_line(run_cli, tiny_opts, tmp_path):
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "save_path", str(tmp_path / "file/model")])
+    assert code == 2 and "save_path" in one_line(err) and "cannot be created" in one_line(err)
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "file"),
+                                        "save_folder", str(tmp_path / "file/result")])
+    assert code == 2 and "save_folder" in one_line(err) and "cannot be created" in one_line(err)
+    assert (tmp_path / "file").read_text() == "x"

@@ -196,10 +196,23 @@ def _merge(cfg: DictConfig, values: dict, where: str) -> DictConfig:
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not 'the later wins'."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _flatten(raw: Any, path: str) -> dict:
     """Turn the sectioned YAML into one flat dict, like semseg's load_cfg_from_cfg_file."""
     if raw is None:
-        return {}
+        raise UserError(f"config file '{path}' is empty; give its sections (DATA, TRAIN, ...), see config/synthetic/")
     if not isinstance(raw, dict):
         raise UserError(f"config file '{path}' is not a mapping of sections/keys; see config/synthetic/*.yaml")
     flat: dict = {}
@@ -301,9 +314,13 @@ def load_config(path: str | None, opts: Sequence[str] = ()) -> DictConfig:
         if not file.is_file():
             raise UserError(f"config file '{path}' not found; pass an existing file with --config (see config/)")
         try:
-            raw = yaml.safe_load(file.read_text())
+            raw = yaml.load(file.read_text(), Loader=_UniqueKeyLoader)
         except (OSError, UnicodeDecodeError) as err:
             raise UserError(f"config file '{path}' cannot be read ({err}); check the file") from None
+        except yaml.constructor.ConstructorError as err:
+            line = err.problem_mark.line + 1
+            advice = "keep one" if "given twice" in str(err.problem) else "fix the file"
+            raise UserError(f"config file '{path}', line {line}: {err.problem}; {advice}") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             line = f" at line {mark.line + 1}" if mark is not None else ""

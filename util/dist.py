@@ -149,7 +149,7 @@ def global_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     the mean one process with the whole batch computes, also when processes hold different numbers of
     valid (non-ignored) pixels. The mean of these values over processes is that global mean.
     """
-    return total * world_size() / all_reduce_sum(count.to(total.dtype))
+    return total * world_size() / all_reduce_sum(count.to(total.dtype)).clamp_min(1)
 
 
 class _SumOverProcesses(torch.autograd.Function):

@@ -6,6 +6,7 @@ which prints that single line to stderr and exits non-zero instead of a tracebac
 """
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -35,3 +36,17 @@ def run_main(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def check_creatable(path: str, key: str) -> None:
+    """UserError (before anything is written) when folder ``path``, config key ``key``, cannot be created: a
+    regular file on its way, or no permission to write in its nearest existing folder."""
+    folder = os.path.abspath(path)
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"{key} '{path}' cannot be created: '{existing}' is a file; choose another {key}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{key} '{path}' cannot be created: no permission to write in '{existing}'; choose "
+                        f"another {key}")

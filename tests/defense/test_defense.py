@@ -430,3 +430,27 @@ def test_pgd_at_as_sam_at_adv_matches_a_restatement(norm: str) -> None:
             p.sub_(0.1 * p.grad)
     _assert_same_params(model, reference)
     assert reference.body[1].num_batches_tracked == 2  # the crafting forward counted in train mode
+
+
+@pytest.mark.parametrize("defense", [NoDefense(), SAT(attack=TrainingAttack(EPS, STEPS))])
+def test_a_batch_without_labelled_pixels_contributes_no_loss(defense) -> None:
+    """All pixels ignore_label: loss 0 (not 0 / 0 = nan that stopped training with advice to lower base_lr), no
+    gradient, so only momentum and weight decay move the weights; training goes on."""
+    images, target = _batch(n=2, size=9, classes=3)
+    model = _Tiny().double().train()
+    sgd, _ = build_optimizer("sgd", model, 0.1, momentum=0.0, weight_decay=0.0)
+    before = [p.clone() for p in model.parameters()]
+    step = train_step(_cfg(), model, defense, sgd, images, torch.full_like(target, 255), curr_iter=1)
+    assert step.loss.item() == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert torch.isfinite(train_step(_cfg(), model, defense, sgd, images, target, curr_iter=2).loss)
+
+
+def test_a_diverged_loss_names_its_likely_causes() -> None:
+    images, target = _batch(n=2, size=9, classes=3)
+    model = _Tiny().double().train()
+    with torch.no_grad():
+        model.cls.weight.fill_(float("inf"))
+    sgd, _ = build_optimizer("sgd", model, 0.1)
+    with pytest.raises(UserError, match=r"became nan at iteration 1: the weights diverged \(lower base_lr.*fp16"):
+        train_step(_cfg(), model, NoDefense(), sgd, images, target, curr_iter=1)

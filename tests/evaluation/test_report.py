@@ -206,10 +206,14 @@ def test_report_resumes_and_refuses_mixing(run_cli, tiny_opts, tiny_data, tmp_pa
     assert "bim_eps4: 100%" in err and "| 2/2 [" in err
     assert (result / "results.csv").read_text() == csv
 
-    # another attack setting or another checkpoint for the same folder: refused, nothing mixed
+    # another attack setting or another checkpoint for the same folder: refused before anything is written
+    before = {p: p.is_file() and p.read_bytes() for p in sorted(result.rglob("*"))}  # folders too
     code, _, err = run_cli(test_entry, [*opts, "attacks", "[{name: bim, eps: 4, steps: 3}]"])
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: ")
     assert "bim_eps4' holds 4 predictions made with another 'attack.steps'" in err
+    code, _, err = run_cli(test_entry, [*opts, "attacks", "[{name: pgd, eps: 4, steps: 0}]"])
+    assert code == 2 and "attack 'pgd_eps4'" in err.strip().splitlines()[-1]
+    assert {p: p.is_file() and p.read_bytes() for p in sorted(result.rglob("*"))} == before
     torch.save({"state_dict": build_model("psp", 18, 5).state_dict()}, checkpoint)
     code, _, err = run_cli(test_entry, opts)
     assert code == 2 and "another 'model_sha256'" in err.strip().splitlines()[-1]

@@ -153,3 +153,17 @@ def test_missing_and_malformed_files(tmp_path):
     section.write_text("TRAINING:\n  epochs: 2\n")
     with pytest.raises(UserError, match="unknown section 'TRAINING'"):
         load_config(str(section))
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("", "is empty; give its sections"),
+    ("- DATA\n- TRAIN\n", "is not a mapping of sections/keys"),
+    ("TRAIN:\n  base_lr: 0.01\n  epochs: 2\n  base_lr: 0.02\n", "line 4: key 'base_lr' is given twice; keep one"),
+    ("TRAIN:\n  epochs: 2\nTRAIN:\n  epochs: 3\n", "line 3: key 'TRAIN' is given twice"),
+])
+def test_empty_list_and_duplicate_key_configs_are_refused(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=needle) as err:
+        load_config(str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
