@@ -121,8 +121,8 @@ def image_counts(gray_folder: Path, names: Sequence[str], label_paths: Sequence[
         path = gray_folder / f"{name}.png"
         prediction = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if is_complete(path) else None
         if prediction is None:
-            raise UserError(f"prediction '{path}' is missing or cut off; run test.py without has_prediction "
-                            f"to compute it")
+            raise UserError(f"prediction '{path}' is missing or cut off; run test.py with has_prediction False, "
+                            f"which recomputes it (or delete it and its folder's other predictions to redo them)")
         label = read_label(label_path)
         label = scored_label(label) if scored_label else label
         if prediction.shape != label.shape:

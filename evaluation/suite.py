@@ -363,6 +363,13 @@ def evaluation_data(cfg: DictConfig) -> tuple[SemData, str]:
     list, which every stored prediction's fingerprint holds."""
     data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label,
                    cfg.rescale_normalized_input)
+    first: dict[str, str] = {}
+    for image, _ in data.data_list:  # predictions are stored by file name: two images may not share one
+        other = first.setdefault(image_name(image), image)
+        if other != image:
+            raise UserError(f"test_list '{cfg.test_list}' holds two images named '{image_name(image)}' ('{other}' "
+                            f"and '{image}'), whose predictions would overwrite each other; rename one or "
+                            f"evaluate them in separate lists")
     entries = sorted(f"{image} {label}" for image, label in data.data_list)  # the order changes no prediction
     list_sha256 = hashlib.sha256("\n".join(entries).encode()).hexdigest()
     index_end = len(data.data_list) if cfg.index_step == 0 else min(cfg.index_start + cfg.index_step,

@@ -228,3 +228,18 @@ def test_an_output_folder_below_a_file_is_one_line(run_cli, tiny_opts, tmp_path)
                                         "save_folder", str(tmp_path / "file/result")])
     assert code == 2 and "save_folder" in one_line(err) and "cannot be created" in one_line(err)
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_two_images_with_one_file_name_are_refused_before_evaluation(run_cli, tiny_opts, data, tmp_path):
+    """Predictions are stored by file name: a list naming two images 'x' in different folders would score one
+    prediction against both labels. Refused up front, naming both."""
+    lines = (data / "list/val.txt").read_text().splitlines()
+    image, label = lines[0].split()
+    (data / "copy").mkdir()
+    shutil.copy(data / image, data / "copy" / image.split("/")[-1])
+    (data / "list/val.txt").write_text("\n".join([*lines, f"copy/{image.split('/')[-1]} {label}"]) + "\n")
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *opts_for(tiny_opts, data), "model_path",
+                                        str(tmp_path / "none.pth")])
+    line = one_line(err)
+    assert code == 2 and "holds two images named" in line and "copy/" in line
+    assert not (tmp_path / "result").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 
 import cv2
@@ -41,10 +42,20 @@ def _read_lines(path: str, what: str, hint: str) -> list[str]:
     if not os.path.isfile(path):
         raise UserError(f"{what} '{path}' not found; {hint}")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is not part of the first path
             return f.read().splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read {what} '{path}' ({err}); {hint}") from err
+
+
+def _split_with_spaces(line: str, data_root: str) -> list[str] | None:
+    """[image, label] of a list line whose paths hold spaces: the only split at a run of blanks where both sides
+    name existing files; None when there is no such split, or more than one."""
+    gaps = [m.span() for m in re.finditer(r"\s+", line.strip())]
+    text = line.strip()
+    found = [[text[:start], text[end:]] for start, end in gaps
+             if all(os.path.isfile(os.path.join(data_root, part)) for part in (text[:start], text[end:]))]
+    return found[0] if len(found) == 1 else None
 
 
 def make_dataset(split: str, data_root: str, data_list: str) -> list[tuple[str, str | None]]:
@@ -84,6 +95,8 @@ def make_dataset(split: str, data_root: str, data_list: str) -> list[tuple[str, 
         fields = line.split()
         if not fields:
             continue
+        if len(fields) > 2:  # paths with spaces: the one split at which both files exist
+            fields = _split_with_spaces(line, data_root) or fields
         if len(fields) > 2 or (len(fields) == 1 and split != "test"):
             raise UserError(f"list file '{data_list}' line {line_no}: expected {expected} "
                             f"separated by a space, got {len(fields)} field(s): {line.strip()!r}")

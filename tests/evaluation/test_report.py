@@ -162,7 +162,11 @@ def test_cut_off_prediction_counts_as_missing(tmp_path):
     for name in ("a", "b"):
         cv2.imwrite(str(tmp_path / f"{name}.png"), np.zeros((8, 8), np.uint8))
     (tmp_path / "b.png").write_bytes((tmp_path / "b.png").read_bytes()[:-5])
-    assert predictions.missing(tmp_path, ["a", "b", "c"]) == [1, 2]
+    assert predictions.missing(tmp_path, ["a", "b", "c"]) == [1, 2]  # so a run recomputes them
+    cv2.imwrite(str(tmp_path / "label.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(UserError, match="b.png' is missing or cut off; run test.py with has_prediction False, which "
+                                        "recomputes it"):
+        predictions.image_counts(tmp_path, ["a", "b"], [str(tmp_path / "label.png")] * 2, 2)
 
 
 @pytest.fixture

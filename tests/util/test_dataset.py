@@ -281,3 +281,20 @@ def test_names_colors_errors(tmp_path):
         load_names_colors(str(tmp_path / "nope.txt"), str(colors), 4)
     with pytest.raises(UserError, match=r"colors file '.*nope.txt' not found"):
         load_names_colors(str(names), str(tmp_path / "nope.txt"), 4)
+
+
+def test_lists_with_a_bom_crlf_blanks_and_spaces_in_paths(tmp_path):
+    """Lists researchers really write: a UTF-8 byte-order mark, Windows line ends, trailing blanks, and folder
+    names with spaces (the one split where both files exist)."""
+    from util.dataset import make_dataset
+    (tmp_path / "my images").mkdir()
+    for name in ("my images/a 1.png", "my images/a 1 label.png", "b.png", "b_label.png"):
+        (tmp_path / name).write_bytes(b"")
+    text = "\ufeffmy images/a 1.png  my images/a 1 label.png \r\nb.png b_label.png\t\r\n\r\n"
+    (tmp_path / "list.txt").write_bytes(text.encode("utf-8"))
+    items = make_dataset("train", str(tmp_path), str(tmp_path / "list.txt"))
+    assert items == [(str(tmp_path / "my images/a 1.png"), str(tmp_path / "my images/a 1 label.png")),
+                     (str(tmp_path / "b.png"), str(tmp_path / "b_label.png"))]
+    (tmp_path / "list.txt").write_text("b.png b_label.png extra\n")
+    with pytest.raises(UserError, match="line 1: expected 'image_path label_path' separated by a space, got 3"):
+        make_dataset("train", str(tmp_path), str(tmp_path / "list.txt"))
