@@ -36,6 +36,7 @@ from util.device import select_device
 from util.dist import unwrap
 from util.errors import UserError, check_creatable, run_main
 from util.loaders import build_loaders
+from util.lock import owned
 from util.log import format_seconds, setup_logging
 from util.metrics import AverageMeter, SegMetric, reduced
 from util.optim import build_optimizer, poly_lr, set_bn_momentum, set_lr
@@ -272,18 +273,19 @@ def main() -> None:
     attack = TrainingAttack(cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, cfg.adv_random_start, cfg.adv_norm,
                             cfg.adv_train_mode, cfg.adv_grad_at_unnormalized)
     defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label, attack, cfg.adv_clean_fraction)
-    writer = open_writer(cfg)
 
     def save(name: str, iteration: int, superseded: Iterable[Path] = ()) -> Path:
         state = training_state(model, optimizer, amp.scaler, iteration, iters, data_seed,
                                OmegaConf.to_container(cfg))
         return folder.save(state, name, superseded)
 
-    run = Run(model, defense, optimizer, index_split, device, amp, writer, train_loader, val_loader)
-    stopped = run_epochs(cfg, run, save, done)
-    if writer is not None:
-        writer.close()
-    dist.barrier()  # the last checkpoint is on disk before any process reports success
+    with owned(cfg.save_path, "save_path", dist.is_main_process()):  # a second run on save_path is refused
+        writer = open_writer(cfg)
+        run = Run(model, defense, optimizer, index_split, device, amp, writer, train_loader, val_loader)
+        stopped = run_epochs(cfg, run, save, done)
+        if writer is not None:
+            writer.close()
+        dist.barrier()  # the last checkpoint is on disk before any process reports success
     dist.cleanup()
     if not stopped:
         logger.info("==> Training done.")

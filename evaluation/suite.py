@@ -44,6 +44,7 @@ from util.config import TestConfig, load_config
 from util.dataset import SemData, colorize, load_names_colors
 from util.device import select_device
 from util.errors import UserError, check_creatable
+from util.lock import owned
 from util.metrics import summarize
 from util.sampler import derived_seed
 
@@ -402,9 +403,11 @@ def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.dev
     runs, ensembles = expand_sea(specs)
     model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
     check_before_writing(cfg, runs, model_loader, list_sha256)
-    evaluated = [evaluate(cfg, data, spec, names, colors, model_loader, list_sha256) for spec in runs]
-    if len(evaluated) > 1 and all(evaluated):
-        save_folder = Path(cfg.save_folder)
-        rows = [row for row, _ in evaluated] + worst_cases(evaluated, ensembles, names, save_folder,
-                                                           cfg.background_class)
-        write_summary(rows, save_folder)
+    with owned(cfg.save_folder, "save_folder", dist.is_main_process()):  # a second run on save_folder is refused
+        evaluated = [evaluate(cfg, data, spec, names, colors, model_loader, list_sha256) for spec in runs]
+        if len(evaluated) > 1 and all(evaluated):
+            save_folder = Path(cfg.save_folder)
+            rows = [row for row, _ in evaluated] + worst_cases(evaluated, ensembles, names, save_folder,
+                                                               cfg.background_class)
+            write_summary(rows, save_folder)
+        dist.barrier()

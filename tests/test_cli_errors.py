@@ -243,3 +243,30 @@ def test_two_images_with_one_file_name_are_refused_before_evaluation(run_cli, ti
     line = one_line(err)
     assert code == 2 and "holds two images named" in line and "copy/" in line
     assert not (tmp_path / "result").exists()
+
+
+def _lock(folder, pid):
+    import json
+    import socket
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "since": "earlier"}))
+    return (folder / ".lock").read_bytes()
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_and_a_dead_runs_lock_taken_over(run_cli, tiny_opts, tmp_path):
+    import os
+    import subprocess
+    held = _lock(tmp_path / "model", os.getpid())  # a live process holds save_path
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "1"])
+    assert code == 2 and f"is in use by another run (pid {os.getpid()} on" in one_line(err)
+    assert (tmp_path / "model/.lock").read_bytes() == held and not list((tmp_path / "model").glob("*.pth"))
+    _lock(tmp_path / "result", os.getpid())
+    torch.save({"state_dict": build_model("psp", 18, 5).state_dict()}, tmp_path / "m.pth")
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "m.pth")])
+    assert code == 2 and "save_folder" in one_line(err) and "is in use by another run" in one_line(err)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    _lock(tmp_path / "model", gone.pid)  # a run that crashed: its pid is gone
+    code, out, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "1"])
+    assert code == 0, err
+    assert "is gone; taking the folder over" in out and not (tmp_path / "model/.lock").exists()
