@@ -191,7 +191,7 @@ def scale_process(model: nn.Module, image: np.ndarray, label: np.ndarray, protoc
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().to(device)
     label_t = torch.from_numpy(np.ascontiguousarray(label)).long().to(device)
-    prediction = torch.zeros(p.classes, new_h, new_w, device=device)
+    prediction = torch.zeros(p.classes, new_h, new_w, device=device, dtype=torch.float64)  # summed as the original
     count = torch.zeros(1, new_h, new_w, device=device)
     delta = torch.zeros_like(image_t) if keep_image else None
     for start in range(0, len(windows), p.crop_batch):
@@ -205,7 +205,7 @@ def scale_process(model: nn.Module, image: np.ndarray, label: np.ndarray, protoc
         for (s_h, e_h, s_w, e_w), prob, crop in zip(batch, probs, crops):
             if delta is not None:
                 delta[:, s_h:e_h, s_w:e_w] += crop * std_t[0] + mean_t[0] - image_t[:, s_h:e_h, s_w:e_w]
-            prediction[:, s_h:e_h, s_w:e_w] += prob
+            prediction[:, s_h:e_h, s_w:e_w] += prob.double()
             count[:, s_h:e_h, s_w:e_w] += 1
     prediction = (prediction / count.clamp_min(1))[:, top:top + ori_h, left:left + ori_w]
     prediction = prediction.permute(1, 2, 0).cpu().numpy().astype(np.float64)
