@@ -6,8 +6,9 @@ import string
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import nn
 
-from attack.registry import parse_specs
+from attack.registry import build_attack, parse_specs
 from util.config import load_config
 from util.dataset import make_dataset
 from util.errors import UserError
@@ -59,6 +60,7 @@ ENTRY = st.dictionaries(st.sampled_from(["name", "eps", "steps", "alpha", "unit"
 @given(st.lists(ENTRY, max_size=3))
 def test_random_attack_entries_give_specs_or_one_line(entries):
     try:
-        parse_specs(entries)
+        for spec in parse_specs(entries):
+            build_attack(spec, nn.Identity())  # the constructors' checks too
     except UserError as err:
         assert "\n" not in str(err).strip()
