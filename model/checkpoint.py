@@ -324,8 +324,8 @@ def read_state_file(path: str, what: str, missing_hint: str,
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types for a file it cannot read
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{what} '{path}' is not a loadable torch checkpoint "
-                        f"(torch.load with weights_only=True failed: {reason})") from err
+        raise UserError(f"{what} '{path}' is not a loadable torch checkpoint (torch.load with weights_only=True "
+                        f"failed: {_fit(reason, 120)}); check the path, or re-save it as a state dict") from err
     state, content, found = _state_of(content)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{what} '{path}' holds no state dict of tensors; {expected}")

@@ -171,10 +171,15 @@ def test_bad_attack_specs(run_cli, tiny_opts, tmp_path, attacks, needle):
 
 def test_truncated_or_foreign_checkpoint(run_cli, tiny_opts, tmp_path):
     whole = checkpoint(tmp_path, 5).read_bytes()
-    for name, content in (("truncated.pth", whole[:len(whole) // 2]), ("notes.pth", b"not a checkpoint\n")):
+    import argparse
+    torch.save({"state_dict": {}, "args": argparse.Namespace(arch="psp")}, tmp_path / "pickled.pth")  # long torch text
+    pickled = (tmp_path / "pickled.pth").read_bytes()
+    for name, content in (("truncated.pth", whole[:len(whole) // 2]), ("notes.pth", b"not a checkpoint\n"),
+                          ("pickled.pth", pickled)):
         (tmp_path / name).write_bytes(content)
         code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / name)])
         assert code == 2 and f"{name}' is not a loadable torch checkpoint" in one_line(err)
+        assert len(one_line(err)) - len(str(tmp_path)) <= 300, one_line(err)
     torch.save({"epoch": 1, "state_dict": [1, 2]}, tmp_path / "list.pth")
     code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "list.pth")])
     assert code == 2 and "holds no state dict of tensors" in one_line(err)
