@@ -272,7 +272,8 @@ def main() -> None:
     model = dist.wrap(model, device)
     attack = TrainingAttack(cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, cfg.adv_random_start, cfg.adv_norm,
                             cfg.adv_train_mode, cfg.adv_grad_at_unnormalized)
-    defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label, attack, cfg.adv_clean_fraction)
+    defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label, attack, cfg.adv_clean_fraction,
+                            cfg.trades_beta)
 
     def save(name: str, iteration: int, superseded: Iterable[Path] = ()) -> Path:
         state = training_state(model, optimizer, amp.scaler, iteration, iters, data_seed,

@@ -33,6 +33,7 @@ class UpdateBatch:
     images: torch.Tensor  # normalized images, clean and/or adversarial
     target: torch.Tensor  # labels at the model's output size
     mask_target: torch.Tensor | None = None  # DDC-AT router labels (1: send the pixel to cls2)
+    adversarial: torch.Tensor | None = None  # TRADES: the adversarial images beside the clean ones
 
 
 @dataclass

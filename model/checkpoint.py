@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 MOBILENETV2_SKIPPED = ("features.18.", "classifier.")
 LATEST = "latest"
 # Where each code base keeps the weights in its checkpoint files (with or without DataParallel's ``module.``).
-FORMATS = {"state_dict": "semseg/DDC-AT format", "model_state": "VainF/SAM-AT format"}
+FORMATS = {"state_dict": "semseg/DDC-AT format", "model_state": "VainF/SAM-AT format",
+           "model": "robustness-library format"}
 FORMAT_KEY = "format"  # added to a read checkpoint's dict: which of FORMATS (or a bare state dict) was found
 VAINF_INIT = {"resnet50": "initmodel/resnet50_torchvision.pth", "resnet101": "initmodel/resnet101_torchvision.pth",
               "mobilenet": "initmodel/mobilenet_v2.pth"}
@@ -395,6 +396,17 @@ def load_mobilenetv2_init(module: nn.Module, path: str) -> None:
     logger.info("loaded ImageNet init weights from %s", path)
 
 
+def robust_init_keys(state: dict[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
+    """The torchvision keys of an adversarially trained ImageNet model (PIR-AT's robust initialisation): the
+    robustness library's ``model.*`` (its ``attacker.model.*`` copy and ``normalizer.*`` dropped) and
+    RobustBench's ``model.*`` beside ``normalize.*``; other files are returned as they are."""
+    if not any(k.startswith("model.") for k in state):
+        return state
+    release = "robustness library" if any(k.startswith(("attacker.", "normalizer.")) for k in state) else "RobustBench"
+    logger.info("ImageNet init '%s': a %s release (model.* kept; attacker/normaliser entries dropped)", path, release)
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
 def load_vainf_init(model: nn.Module, path: str | None) -> None:
     """torchvision's ImageNet ResNet-50/101 or MobileNetV2 file into a VainF model's ``backbone``, strictly
     (``fc``, ``features.18`` and ``classifier`` are not built; MobileNetV2's ``features.i`` go to
@@ -405,7 +417,7 @@ def load_vainf_init(model: nn.Module, path: str | None) -> None:
     """
     kind = model.name.split("_")[1]
     path = path or VAINF_INIT[kind]
-    state = read_init_state(path, f"torchvision's {kind} ImageNet weights")
+    state = robust_init_keys(read_init_state(path, f"torchvision's {kind} ImageNet weights"), path)
     if kind == "mobilenet":
         state = {f"{'low' if int(k.split('.')[1]) < 4 else 'high'}_level_{k}": v for k, v in state.items()
                  if not k.startswith(MOBILENETV2_SKIPPED)}

@@ -45,7 +45,7 @@ class TrainConfig:
     output_stride: int = 8  # backbone output stride: 8 (original) or 16
     pretrained: bool = True  # load ImageNet weights initmodel/resnet{layers}_v2.pth into the backbone
     init_path: str | None = None  # other ImageNet weights file (semseg format); default as above
-    defense: str = "none"  # adversarial training: none | sat | ddcat | pgd_at (every image; SAM-AT's --adv)
+    defense: str = "none"  # adversarial training: none | sat | ddcat | pgd_at (every image; SAM-AT's --adv) | trades
     adv_eps: float = 0.03  # training attack radius in [0, 1] pixels, L-inf or L2 (original: 0.03)
     adv_steps: int = 3  # training attack BIM steps (original: 3)
     adv_step_size: float | None = None  # training attack step; empty: adv_eps / adv_steps (original)
@@ -53,6 +53,7 @@ class TrainConfig:
     adv_norm: str = "linf"  # training attack threat model: linf | l2 (SAM-AT's --norm)
     adv_train_mode: bool = False  # craft with the model in train mode, BN updating (SAM-AT's --adv); else eval
     adv_clean_fraction: float = 0.0  # pgd_at: share of each batch kept clean
+    trades_beta: float = 6.0  # trades: weight of the KL(clean || adversarial) term (TRADES' 1/lambda)
     adv_grad_at_unnormalized: bool = False  # SAM-AT's slip: its training attack feeds the model the [0, 1] image
     # without normalising it while crafting (training then normalises); off: the model sees what it is trained on
     optimizer: str = "sgd"  # sgd (original) | adam | sam (SAM around SGD)
@@ -160,7 +161,7 @@ CHOICES = {
     "backbone": ("resnet", "mobilenetv2"),
     "layers": (18, 34, 50, 101, 152),
     "output_stride": (8, 16),
-    "defense": ("none", "sat", "ddcat", "pgd_at"),
+    "defense": ("none", "sat", "ddcat", "pgd_at", "trades"),
     "adv_norm": ("linf", "l2"),
     "optimizer": ("sgd", "adam", "sam"),
     "amp": ("off", "bf16", "fp16"),

@@ -454,3 +454,38 @@ def test_a_diverged_loss_names_its_likely_causes() -> None:
     sgd, _ = build_optimizer("sgd", model, 0.1)
     with pytest.raises(UserError, match=r"became nan at iteration 1: the weights diverged \(lower base_lr.*fp16"):
         train_step(_cfg(), model, NoDefense(), sgd, images, target, curr_iter=1)
+
+
+def test_trades_step_matches_a_restatement() -> None:
+    """TRADES per pixel, restated: from x + 0.001 N(0, 1), sign steps on KL(p(x) || p(x')) in eval mode, then
+    CE(clean) + beta * mean over valid pixels of KL(p(x) || p(x')) in train mode, one SGD step (float64)."""
+    from defense import TRADES
+    images, target = _batch(n=2, size=9, classes=3)
+    model, reference = _Tiny(bn=True).double().train(), _Tiny(bn=True).double().train()
+    sgd, split = build_optimizer("sgd", model, 0.1, momentum=0.0, weight_decay=0.0)
+    set_lr(sgd, 0.1, split, 1.0)
+    torch.manual_seed(5)
+    train_step(_cfg(), model, TRADES(attack=TrainingAttack(EPS, STEPS), beta=2.0), sgd, images, target, curr_iter=1)
+
+    torch.manual_seed(5)
+    valid = (target != 255).double()
+    x0 = images * STD + MEAN
+    reference.eval()
+    with torch.no_grad():
+        p = reference(images).softmax(1)
+    x = (x0 + 0.001 * torch.randn_like(x0)).clamp(0, 1)
+    for _ in range(STEPS):
+        x.requires_grad_(True)
+        kl = (F.kl_div(reference((x - MEAN) / STD).log_softmax(1), p, reduction="none").sum(1) * valid).sum()
+        grad, = torch.autograd.grad(kl, x)
+        x = torch.min(torch.max(x.detach() + EPS / STEPS * grad.sign(), x0 - EPS), x0 + EPS).clamp(0, 1)
+    reference.train()
+    clean = reference(images)["out"]
+    kl = F.kl_div(reference((x - MEAN) / STD)["out"].log_softmax(1), clean.softmax(1), reduction="none").sum(1)
+    loss = F.cross_entropy(clean, target, ignore_index=255) + 2.0 * (kl * valid).sum() / valid.sum()
+    reference.zero_grad()
+    loss.backward()
+    with torch.no_grad():
+        for p_ in reference.parameters():
+            p_.sub_(0.1 * p_.grad)
+    _assert_same_params(model, reference)

@@ -320,3 +320,31 @@ def test_sam_at_training_attack_can_see_the_unnormalized_image():
     z = x01.clone().requires_grad_(True)
     grad, = torch.autograd.grad(F.cross_entropy(model(z), target), z)
     assert torch.allclose(adv, (x01 + 0.03 * grad.sign()).clamp(0, 1), atol=1e-9)
+
+
+@pytest.mark.parametrize("layout", ["robustness", "robustbench", "torchvision"])
+def test_robust_imagenet_releases_initialise_the_resnet50_backbone(tmp_path, caplog, layout):
+    """PIR-AT's robust initialisation: the robustness library's checkpoint ({'model': module.model.*, with
+    module.attacker.model.* and module.normalizer.*}), RobustBench's (model.* beside normalize.*) and torchvision's
+    plain file all load strictly into the ResNet-50 backbone, saying which release they are."""
+    import logging
+    net = VainFDeepLab("deeplabv3plus_resnet50", 3)
+    torch.manual_seed(0)
+    weights = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in net.backbone.state_dict().items()}
+    weights.update({"fc.weight": torch.randn(1000, 2048), "fc.bias": torch.randn(1000)})
+    norm = {"new_mean": torch.rand(3, 1, 1), "new_std": torch.rand(3, 1, 1)}
+    if layout == "robustness":
+        state = {**{f"module.model.{k}": v for k, v in weights.items()},
+                 **{f"module.attacker.model.{k}": v + 1 for k, v in weights.items() if v.is_floating_point()},
+                 **{f"module.normalizer.{k}": v for k, v in norm.items()}}
+        torch.save({"model": state, "epoch": 90, "schedule": None}, tmp_path / "init.pt")
+    elif layout == "robustbench":
+        torch.save({**{f"model.{k}": v for k, v in weights.items()}, "normalize.mean": norm["new_mean"],
+                    "normalize.std": norm["new_std"]}, tmp_path / "init.pt")
+    else:
+        torch.save(weights, tmp_path / "init.pt")
+    with caplog.at_level(logging.INFO):
+        load_vainf_init(net, str(tmp_path / "init.pt"))
+    assert torch.equal(net.backbone.layer3[5].conv2.weight, weights["layer3.5.conv2.weight"])
+    if layout != "torchvision":
+        assert f"a {'robustness library' if layout == 'robustness' else 'RobustBench'} release" in caplog.text
