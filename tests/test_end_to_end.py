@@ -111,10 +111,10 @@ def test_deeplabv3_trains_and_evaluates(run_cli, tiny_opts, tmp_path):
     assert 0 <= json.loads((tmp_path / "result/bim/results.json").read_text())["mIoU"] <= 1
 
 
-@pytest.mark.parametrize("defense,optimizer", [("sat", "sgd"), ("ddcat", "sam")])
+@pytest.mark.parametrize("defense,optimizer", [("sat", "sgd"), ("ddcat", "sam"), ("pgd_at", "sgd"), ("trades", "sam")])
 def test_adversarial_training_then_test(run_cli, tiny_opts, tiny_data, tmp_path, defense, optimizer):
-    """SAT and DDC-AT (with SAM) train through the one train.py; test.py evaluates the checkpoint,
-    a DDC-AT one through its cls1 head."""
+    """SAT, DDC-AT, PGD-AT and TRADES (with SGD or SAM) train through the one train.py from their synthetic
+    configs; test.py evaluates the checkpoint, a DDC-AT one through its cls1 head."""
     config = f"config/synthetic/synthetic_pspnet18_{defense}.yaml"
     code, out, err = run_cli(train_entry, ["--config", config, *tiny_opts, "epochs", "1",
                                             "optimizer", optimizer, "sam_warmup_iters", "1"])
