@@ -247,7 +247,7 @@ def mismatch_summary(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, 
     unexpected = [k for k in loaded if k not in expected]
     shapes = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in loaded.items()
               if k in expected and v.shape != expected[k].shape]
-    parts = [f"{len(keys)} {kind} (e.g. {_fit(keys[0], 60)})" for kind, keys in
+    parts = [f"{len(keys)} {kind} ({_fit(keys[0], 60)}, ...)" for kind, keys in
              (("missing", missing), ("unexpected", unexpected), ("of other shape", shapes)) if keys]
     return "keys " + ", ".join(parts) if parts else ""
 
@@ -259,6 +259,12 @@ def _fit(text: str, limit: int) -> str:
 
 def _blocks(state: Mapping[str, torch.Tensor], prefix: str) -> int:
     return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+
+def _classes(state: Mapping[str, torch.Tensor], prefix: str) -> str:
+    """' classes N' from the last conv of the classifier (``cls.4`` / ``cls1.4``, VainF's ``classifier...``)."""
+    heads = [v for k, v in state.items() if k.startswith(prefix) and k.endswith(".weight") and v.dim() == 4]
+    return f" classes {heads[-1].shape[0]}" if heads else ""
 
 
 def _resnet_depth(state: Mapping[str, torch.Tensor]) -> int | str:
@@ -276,14 +282,14 @@ def guess_model(state: Mapping[str, torch.Tensor]) -> str:
         backbone = "mobilenet" if "backbone.low_level_features.0.0.weight" in state else \
             {23: "resnet101", 6: "resnet50"}.get(_blocks(state, "backbone.layer3."), "resnet?")
         separable = " separable_conv True" if any(".body.0.weight" in k for k in state) else ""
-        return f"VainF {head}_{backbone}: set model {head}_{backbone}{separable}"
+        return f"VainF {head}_{backbone}: set model {head}_{backbone}{separable}{_classes(state, 'classifier.')}"
     if "layer0.0.weight" in state or "backbone.features.0.0.weight" in state:
         arch = next((a for key, a in (("ppm.", "psp"), ("aspp.", "aspp"), ("decoder.", "deeplabv3plus"))
                      if any(k.startswith(key) for k in state)), "?")
         backbone = " backbone mobilenetv2" if "backbone.features.0.0.weight" in state else \
             f" layers {_resnet_depth(state)}"
         ddcat = " defense ddcat" if any(k.startswith("cls1.") for k in state) else ""
-        return f"semseg/DDC-AT {arch}: set model empty, arch {arch}{backbone}{ddcat}"
+        return f"semseg/DDC-AT {arch}: set model empty, arch {arch}{backbone}{ddcat}{_classes(state, 'cls')}"
     return ""
 
 
@@ -470,7 +476,7 @@ def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) ->
         guess = guess_model(as_read)
         advice = f"looks like {guess}" if guess else "check model/arch/layers/classes/defense in the config"
         name = path if len(path) <= 40 else "..." + path[-37:]
-        raise UserError(f"checkpoint '{name}' ({checkpoint[FORMAT_KEY]}) does not fit this model: "
+        raise UserError(f"checkpoint '{name}' ({checkpoint[FORMAT_KEY]}) does not fit: "
                         f"{mismatch_summary(state, expected)}; {advice}")
     if not strict:
         ignored = state_dict_mismatch(state, expected, strict=True)

@@ -134,7 +134,7 @@ def test_attack_on_unlabelled_split(run_cli, tiny_opts):
 @pytest.mark.parametrize("override,needle", [
     (["adv_eps", "-0.03"], "adv_eps > 0"),
     (["adv_step_size", "0"], "adv_step_size must be > 0"),
-    (["defense", "trades"], "defense must be one of ['none', 'sat', 'ddcat']"),
+    (["defense", "madry"], "defense must be one of ['none', 'sat', 'ddcat', 'pgd_at', 'trades']"),
     (["optimizer", "sgdd"], "optimizer must be one of ['sgd', 'adam', 'sam']"),
     (["sam_rho", "0"], "sam_rho > 0"),
     (["backbone", "vgg"], "backbone must be one of"),
