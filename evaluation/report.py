@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from util.errors import UserError, run_main
+from util.errors import UserError, check_creatable, run_main
 
 RUN_TEST = "run test.py (clean and --attack)"
 RUN_SUITE = "run the attack suite (tool_test/<dataset>/robust_eval.sh)"
@@ -84,8 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON file to create or update")
     parser.add_argument("--strong", type=Path, default=None, help="save_folder of an attack-suite run")
     args = parser.parse_args(argv)
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    try:
+        results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        results = None
+    if not isinstance(results, dict):
+        raise UserError(f"--out '{args.out}' exists and is not this command's JSON; choose another --out")
     results[args.defense] = collect(args.result_dir, args.strong)
+    check_creatable(str(args.out.parent), "--out's folder")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

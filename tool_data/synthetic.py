@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from util.errors import UserError, run_main
+from util.errors import UserError, check_creatable, run_main
 
 logger = logging.getLogger(__name__)
 
@@ -369,6 +369,7 @@ def generate(root: str | Path, seed: int = 0, num_train: int = 400, num_val: int
     """
     _check_params(num_train, num_val, size, texture_strength, min_objects, max_objects, max_aspect, colour_hint,
                   hue_spread, background_chroma, contrast)
+    check_creatable(str(root), "--root")
     root = Path(root)
     knobs = {'size': size, 'texture_strength': texture_strength, 'min_objects': min_objects,
              'max_objects': max_objects, 'min_contrast': min_contrast, 'max_aspect': max_aspect,

@@ -409,3 +409,17 @@ def test_compare_puts_the_sam_at_protocol_beside_ours(tmp_path, capsys):
     assert lines[5] == "| ours | sea_eps4 | linf | 4/255 | 0.1000 | 0.2000 | 3 |"
     with pytest.raises(UserError, match="run tool_test/voc2012/samat_eval.sh into"):
         compare.main([str(tmp_path / "none"), str(tmp_path / "robust")])
+
+
+def test_report_refuses_an_out_file_it_did_not_write_and_a_folder_below_a_file(tmp_path, run_cli, tiny_opts,
+                                                                                checkpoint):
+    from evaluation import report
+    (tmp_path / "notes.json").write_text("my notes\n")
+    opts = [*tiny_opts, "model_path", str(checkpoint), "index_step", "1"]
+    assert run_cli(test_entry, ["--config", CONFIG, *opts])[0] == 0
+    assert run_cli(test_entry, ["--config", CONFIG, "--attack", *opts])[0] == 0
+    for out, needle in ((tmp_path / "notes.json", "is not this command's JSON"),
+                        (tmp_path / "notes.json/results.json", "is a file")):
+        with pytest.raises(UserError, match=needle):
+            report.main([str(tmp_path / "result"), "--defense", "none", "--out", str(out)])
+    assert (tmp_path / "notes.json").read_text() == "my notes\n"

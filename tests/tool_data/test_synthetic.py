@@ -227,3 +227,10 @@ def test_names_and_colors_files_match_classes() -> None:
     assert colors[0] == (0, 0, 0)
     assert len(set(colors)) == len(colors)
     assert all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in colors)
+
+
+def test_a_root_below_a_file_is_one_line(tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="--root '.*file/data' cannot be created: '.*file' is a file"):
+        generate(tmp_path / "file" / "data", num_train=1, num_val=1)
+    assert (tmp_path / "file").read_text() == "x"
