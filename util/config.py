@@ -272,6 +272,8 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         if cfg[key] < 9:  # the 1/8 feature map of a smaller crop is 1 pixel: nothing left to segment
             raise UserError(f"{where}: {key} must be >= 9 (crops are seen by the network at 1/8 size), "
                             f"got {cfg[key]}")
+    if cfg.trades_beta < 0:
+        raise UserError(f"{where}: trades_beta must be >= 0, got {cfg.trades_beta}")
     if not 0 <= cfg.adv_clean_fraction < 1:
         raise UserError(f"{where}: adv_clean_fraction must be in [0, 1), got {cfg.adv_clean_fraction}")
     if cfg.base_size < 0:
