@@ -190,7 +190,7 @@ def _merge(cfg: DictConfig, values: dict, where: str) -> DictConfig:
             raise _unknown_key(key, where)
         try:
             cfg = OmegaConf.merge(cfg, {key: value})
-        except OmegaConfBaseException:
+        except (OmegaConfBaseException, TypeError):  # TypeError: a mapping for a list key, or the reverse
             raise UserError(
                 f"{where}: config key '{key}' expects {_type_name(key)}, got {value!r}"
             ) from None

@@ -167,3 +167,10 @@ def test_empty_list_and_duplicate_key_configs_are_refused(tmp_path, text, needle
     with pytest.raises(UserError, match=needle) as err:
         load_config(str(path))
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key,value", [("scales", "{a: 1}"), ("train_gpu", "{x: 2}"), ("attacks", "{name: pgd}")])
+def test_a_mapping_for_a_list_key_is_one_line(key, value):
+    """Found by tests/util/test_fuzz.py: OmegaConf raised a bare TypeError for a mapping given to a list key."""
+    with pytest.raises(UserError, match=f"config key '{key}' expects"):
+        load_config("config/synthetic/synthetic_pspnet18.yaml", [key, value])

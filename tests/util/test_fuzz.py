@@ -13,7 +13,9 @@ from util.config import load_config
 from util.dataset import make_dataset
 from util.errors import UserError
 
-FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same examples on every run, so CI cannot fail by chance; widen max_examples locally to search.
+FAST = settings(max_examples=30, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 KEYS = ["base_lr", "epochs", "classes", "train_h", "scales", "attacks", "amp", "model", "iters", "base_size",
         "adv_norm", "defense", "ignore_label", "sam_rho", "head_lr_mult", "base_lrr", "", "TRAIN"]
 WORDS = st.one_of(st.sampled_from(["0", "-1", "1e9", "nan", "True", "[1, 2]", "{a: 1}", "[", "", "~", "l2", "ddcat",
