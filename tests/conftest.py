@@ -17,6 +17,19 @@ if str(ROOT) not in sys.path:
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _on_cuda_when_present(request):
+    """Tests marked ``device`` create their tensors and modules on CUDA when it exists (tool_bench/gpu_check.sh)."""
+    if request.node.get_closest_marker("device") is None or not torch.cuda.is_available():
+        yield
+        return
+    torch.set_default_device("cuda")
+    try:
+        yield
+    finally:
+        torch.set_default_device("cpu")
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A 16 + 4 image synthetic dataset, 48 px high, in full contrast with colourful backgrounds and hue

@@ -113,6 +113,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attack", action="append", choices=["clean", "bim"], help="repeatable; default both")
     parser.add_argument("--size", type=int, default=96, help="synthetic image height (without --config)")
     parser.add_argument("--base_size", type=int, default=128, help="without --config: long side at scale 1")
+    parser.add_argument("--layers", type=int, default=18, help="without --config: PSPNet's ResNet depth")
     parser.add_argument("--crop", type=int, default=65, help="without --config: square sliding-window crop")
     parser.add_argument("--batch_size_val", type=int, default=8, help="without --config: crops per forward")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -131,7 +132,7 @@ def main() -> None:
     else:
         from tool_data.synthetic import generate
         generate(tmp.name, seed=0, num_train=1, num_val=args.images, size=args.size)
-        opts = {"data_root": tmp.name, "test_list": f"{tmp.name}/list/val.txt", "classes": 5, "layers": 18,
+        opts = {"data_root": tmp.name, "test_list": f"{tmp.name}/list/val.txt", "classes": 5, "layers": args.layers,
                 "base_size": args.base_size, "test_h": args.crop, "test_w": args.crop,
                 "batch_size_val": args.batch_size_val, "device": args.device}
         cfg = load_config(None, [str(v) for item in opts.items() for v in item])
@@ -173,7 +174,9 @@ def main() -> None:
                           "original_s_per_image": round(seconds["original"], 4),
                           "ours_s_per_image": round(seconds["ours"], 4),
                           "speedup": round(seconds["original"] / seconds["ours"], 2),
-                          "differing_pixels": differ, "pixels": pixels}),
+                          "differing_pixels": differ, "pixels": pixels,
+                          **({"peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+                             if device.type == "cuda" else {})}),
               flush=True)
     tmp.cleanup()
 

@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from defense import TrainingAttack, build_defense, train_step
 from model import build_model
+from util.amp import MixedPrecision
 from util.device import select_device
 from util.optim import build_optimizer
 
@@ -50,6 +51,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--original", action="store_true", help="also time the original code's iteration")
     parser.add_argument("--flops", action="store_true", help="also count the FLOPs of one step")
+    parser.add_argument("--amp", default="off", choices=["off", "bf16"],
+                        help="autocast the step (ours: util.amp; the original: around its iteration)")
     parser.add_argument("--impl", default="ours", choices=["ours", "original"], help=argparse.SUPPRESS)
     return parser
 
@@ -69,13 +72,16 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
         defense = build_defense(defense_name, 0.4, 255, TrainingAttack())
         cfg = SimpleNamespace(save_path="-", sam_warmup_iters=0, sam_second_pass_updates_bn=False)
 
+        amp = MixedPrecision(device.type, args.amp)
+
         def step() -> None:
-            train_step(cfg, net, defense, optimizer, images, target, curr_iter=1)
+            train_step(cfg, net, defense, optimizer, images, target, curr_iter=1, amp=amp)
     else:
         from tool_bench.original import original_step
 
         def step() -> None:
-            original_step(defense_name, net, optimizer, images, target)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+                original_step(defense_name, net, optimizer, images, target)
 
     step()  # warm-up
     if device.type == "cuda":
@@ -96,6 +102,8 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
         result["gflop_per_step"] = round(counter.get_total_flops() / 1e9, 1)
     if args.backbone != "resnet":
         result["backbone"] = args.backbone
+    if args.amp != "off":
+        result["amp"] = args.amp
     if args.impl != "ours":
         result["impl"] = args.impl
     if device.type == "cuda":

@@ -24,15 +24,18 @@ from util.dataset import IMAGENET_MEAN, IMAGENET_STD
 from util.errors import UserError
 from util.optim import SAM, build_optimizer, set_lr
 
-MEAN = torch.tensor(IMAGENET_MEAN).double().view(1, 3, 1, 1)  # the float32 constants, as the attack uses
-STD = torch.tensor(IMAGENET_STD).double().view(1, 3, 1, 1)
+pytestmark = pytest.mark.device  # on CUDA when present (tests/conftest.py)
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+MEAN = torch.tensor(IMAGENET_MEAN).double().view(1, 3, 1, 1).to(DEVICE)  # the float32 constants, as the attack uses
+STD = torch.tensor(IMAGENET_STD).double().view(1, 3, 1, 1).to(DEVICE)
 EPS, STEPS, LR = 0.03, 3, 0.01
 
 
 def _batch(seed: int = 0, n: int = 4, size: int = 33, classes: int = 4):
     g = torch.Generator().manual_seed(seed)
-    pixels = torch.rand(n, 3, size, size, generator=g, dtype=torch.float64)
-    target = torch.randint(0, classes, (n, size, size), generator=g)
+    pixels = torch.rand(n, 3, size, size, generator=g, dtype=torch.float64, device="cpu").to(DEVICE)
+    target = torch.randint(0, classes, (n, size, size), generator=g, device="cpu").to(DEVICE)
     target[:, :3] = 255
     return (pixels - MEAN) / STD, target
 
