@@ -67,6 +67,8 @@ class TrainConfig:
     sync_bn: bool = True  # adopt syncbn or not (multi-process training)
     train_h: int = 473  # training crop height
     train_w: int = 473  # training crop width
+    augmentation: str = "semseg"  # semseg (scale, rotate, blur, flip, crop padded with mean/ignore) | vainf
+    # (VainF/SAM-AT: scale, crop padded as VainF's, flip; the rotate keys unused; see docs/sam_at.md)
     scale_min: float = 0.5  # minimum random scale
     scale_max: float = 2.0  # maximum random scale
     rotate_min: float = -10.0  # minimum random rotate
@@ -164,6 +166,7 @@ CHOICES = {
     "defense": ("none", "sat", "ddcat", "pgd_at", "trades"),
     "adv_norm": ("linf", "l2"),
     "optimizer": ("sgd", "adam", "sam"),
+    "augmentation": ("semseg", "vainf"),
     "amp": ("off", "bf16", "fp16"),
     "zoom_factor": (1, 2, 4, 8),
     "split": ("train", "val", "test"),

@@ -22,8 +22,23 @@ def per_process(cfg: DictConfig) -> tuple[int, int]:
     return math.ceil(cfg.batch_size_val / world), math.ceil(cfg.workers / world)
 
 
+def augmentation(cfg: DictConfig) -> list:
+    """The training augmentation: semseg's (scale, rotate, blur, flip, crop padded with the mean / ignore_label)
+    or VainF's (scale, crop padded as VainF's, flip; SAM-AT's)."""
+    crop = [cfg.train_h, cfg.train_w]
+    if cfg.augmentation == "vainf":
+        return [transform.VainFRandomScale([cfg.scale_min, cfg.scale_max]), transform.VainFRandomCrop(crop),
+                transform.RandomHorizontalFlip()]
+    mean, _ = mean_std_255()
+    return [transform.RandScale([cfg.scale_min, cfg.scale_max]),
+            transform.RandRotate([cfg.rotate_min, cfg.rotate_max], padding=mean, ignore_label=cfg.ignore_label),
+            transform.RandomGaussianBlur(),
+            transform.RandomHorizontalFlip(),
+            transform.Crop(crop, crop_type="rand", padding=mean, ignore_label=cfg.ignore_label)]
+
+
 def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tuple:
-    """semseg's training augmentation and the center-crop validation loader, this process's share of each.
+    """The training augmentation and the center-crop validation loader, this process's share of each.
 
     Training batches depend only on (data_seed, epoch, position) (util/sampler.py): each epoch's permutation
     is cut into global batches, of which rank r takes the images r, r + N, ..., and every image's random
@@ -33,14 +48,7 @@ def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tupl
     mean, std = mean_std_255()
     crop = [cfg.train_h, cfg.train_w]
     batch_size_val, workers = per_process(cfg)
-    train_transform = transform.Compose([
-        transform.RandScale([cfg.scale_min, cfg.scale_max]),
-        transform.RandRotate([cfg.rotate_min, cfg.rotate_max], padding=mean, ignore_label=cfg.ignore_label),
-        transform.RandomGaussianBlur(),
-        transform.RandomHorizontalFlip(),
-        transform.Crop(crop, crop_type="rand", padding=mean, ignore_label=cfg.ignore_label),
-        transform.ToTensor(),
-        transform.Normalize(mean=mean, std=std)])
+    train_transform = transform.Compose([*augmentation(cfg), transform.ToTensor(), transform.Normalize(mean, std)])
     train_data = SemData("train", cfg.data_root, cfg.train_list, train_transform, cfg.classes, cfg.ignore_label,
                          cfg.rescale_normalized_input)
     if len(train_data) < cfg.batch_size:

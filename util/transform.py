@@ -355,6 +355,49 @@ class RandomVerticalFlip(_RandomFlip):
     axis = 0
 
 
+class VainFRandomScale:
+    """VainF's ``ExtRandomScale``: s = random.uniform(low, high); PIL bilinear (image) and nearest (label) resizing
+    to height int(W * s) and width int(H * s). VainF hands torchvision PIL's (W, H) order where it expects
+    (h, w), so a non-square image's aspect ratio is swapped; kept, so that a run sees the crops SAM-AT's saw.
+    The image is taken as 8-bit (as VainF's PIL images are): use it first in the pipeline."""
+
+    def __init__(self, scale: Sequence[float]) -> None:
+        self.scale = _number_pair(scale, "VainFRandomScale scale", positive=True)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> Pair:
+        from PIL import Image
+        _check_pair(image, label, "VainFRandomScale")
+        s = random.uniform(*self.scale)
+        h, w = label.shape
+        size = (int(h * s), int(w * s))  # PIL's (width, height)
+        pixels = Image.fromarray(np.clip(image, 0, 255).round().astype(np.uint8)).resize(size, Image.BILINEAR)
+        label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+        return np.asarray(pixels, dtype=np.float32), label
+
+
+class VainFRandomCrop:
+    """VainF's ``ExtRandomCrop(size, pad_if_needed=True)``: when the width is short, every side padded by
+    int((1 + crop_w - w) / 2), then likewise for the height; image and label both filled with 0 (black, and
+    class 0 for the label, as torchvision's pad does for VainF); then a random crop (random.randint per axis)."""
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.crop_h, self.crop_w = (size, size) if _is_number(size) else (int(size[0]), int(size[1]))
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> Pair:
+        _check_pair(image, label, "VainFRandomCrop")
+        for short, target in ((1, self.crop_w), (0, self.crop_h)):
+            if label.shape[short] < target:
+                pad = int((1 + target - label.shape[short]) / 2)
+                image = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+                label = np.pad(label, pad)
+        h, w = label.shape
+        top = left = 0
+        if (h, w) != (self.crop_h, self.crop_w):
+            top, left = random.randint(0, h - self.crop_h), random.randint(0, w - self.crop_w)
+        return (image[top:top + self.crop_h, left:left + self.crop_w],
+                label[top:top + self.crop_h, left:left + self.crop_w])
+
+
 class RandomGaussianBlur:
     """With probability 0.5, blur the image (not the label) with a ``radius x radius`` kernel."""
 

@@ -256,6 +256,7 @@ def test_the_sam_at_recipe_config_trains_by_iterations(run_cli, tiny_opts, tmp_p
     checkpoint = torch.load(tmp_path / "model/train_epoch_2.pth", weights_only=True)
     assert checkpoint["iteration"] == 6 and "warmup" in checkpoint["optimizer"]
     assert checkpoint["config"]["head_lr_mult"] == 1.0 and checkpoint["config"]["min_lr"] == 1e-6
+    assert checkpoint["config"]["augmentation"] == "vainf"  # VainF's crops fed the run
 
 
 def test_sam_at_protocol_preset_runs_on_a_vainf_checkpoint(tiny_opts, tmp_path):

@@ -272,3 +272,43 @@ def test_alignment_check_detects_misalignment():
         assert_aligned(image, np.roll(label, 4, axis=1))
     with pytest.raises(AssertionError):
         assert_aligned(image, label[:, ::-1])
+
+
+def test_vainf_augmentation_matches_a_restatement_of_vainfs_transforms():
+    """VainF's ExtRandomScale, ExtRandomCrop(pad_if_needed) and flip restated on PIL images as torchvision applies
+    them: the (W * s, H * s) target read as (h, w), all four sides padded with 0 when short, the crop offsets
+    drawn with random.randint; ours gives the same arrays for the same random state."""
+    from PIL import Image
+
+    from util.transform import Compose, RandomHorizontalFlip, VainFRandomCrop, VainFRandomScale
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 50, 3)).astype(np.float32)
+    label = rng.integers(0, 21, (37, 50)).astype(np.uint8)
+
+    def pad(picture: Image.Image, p: int) -> Image.Image:
+        out = Image.new(picture.mode, (picture.size[0] + 2 * p, picture.size[1] + 2 * p), 0)
+        out.paste(picture, (p, p))
+        return out
+
+    padded = flipped = 0
+    for seed in range(30):
+        random.seed(seed)
+        ours = Compose([VainFRandomScale([0.5, 2.0]), VainFRandomCrop(45), RandomHorizontalFlip()])(image, label)
+        random.seed(seed)
+        img, lbl = Image.fromarray(image.astype(np.uint8)), Image.fromarray(label)
+        s = random.uniform(0.5, 2.0)
+        th, tw = int(img.size[0] * s), int(img.size[1] * s)
+        img, lbl = img.resize((tw, th), Image.BILINEAR), lbl.resize((tw, th), Image.NEAREST)
+        for axis in (0, 1):
+            if img.size[axis] < 45:
+                p = int((1 + 45 - img.size[axis]) / 2)
+                img, lbl, padded = pad(img, p), pad(lbl, p), padded + 1
+        w, h = img.size
+        i, j = (0, 0) if (w, h) == (45, 45) else (random.randint(0, h - 45), random.randint(0, w - 45))
+        img, lbl = img.crop((j, i, j + 45, i + 45)), lbl.crop((j, i, j + 45, i + 45))
+        if random.random() < 0.5:
+            img, lbl, flipped = img.transpose(Image.FLIP_LEFT_RIGHT), lbl.transpose(Image.FLIP_LEFT_RIGHT), flipped + 1
+        assert np.array_equal(ours[0], np.asarray(img, dtype=np.float32)), seed
+        assert np.array_equal(ours[1], np.asarray(lbl)), seed
+    assert 0 < padded < 30 and 0 < flipped < 30
