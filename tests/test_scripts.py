@@ -10,18 +10,44 @@ import pytest
 from tests.conftest import ROOT
 
 
-@pytest.mark.parametrize("script", ["tool_train/synthetic/psp_train.sh", "tool_test/synthetic/aspp_test.sh"])
+@pytest.mark.parametrize("script", ["tool_train/synthetic/psp_train.sh", "tool_test/synthetic/aspp_test.sh",
+                                    "tool_test/synthetic/robust_eval.sh"])
 def test_script_fails_with_the_entry_points_message_and_code(script):
+    """A refused run (exit 2) leaves the experiment folder as it was: the record of the previous run's config
+    is not overwritten."""
     exp_name = f"pytest-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name}
+    exp_dir = ROOT / "exp/synthetic" / exp_name
+    config_name = "synthetic_aspp18.yaml" if "aspp" in script else "synthetic_pspnet18.yaml"
     try:
+        exp_dir.mkdir(parents=True)
+        (exp_dir / config_name).write_text("the previous run's config\n")
         proc = subprocess.run(["sh", script, "base_lrr", "1"], cwd=ROOT, env=env, capture_output=True, text=True,
                               check=False, timeout=120)
+        kept = (exp_dir / config_name).read_text()
+        copies = {p.name for p in exp_dir.glob("*.py")}
     finally:
-        shutil.rmtree(ROOT / "exp/synthetic" / exp_name, ignore_errors=True)
+        shutil.rmtree(exp_dir, ignore_errors=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == ("error: command line: unknown config key 'base_lrr'; "
                                                     "did you mean 'base_lr'?")
+    assert kept == "the previous run's config\n" and not copies
+
+
+@pytest.mark.parametrize("script", ["tool_train/synthetic/psp_train.sh", "tool_test/synthetic/psp_test.sh",
+                                    "tool_test/synthetic/robust_eval.sh"])
+def test_an_experiment_folder_below_a_file_is_one_line(script, tmp_path):
+    blocker = f"pytest-{uuid.uuid4().hex[:8]}"
+    (ROOT / "exp/synthetic").mkdir(parents=True, exist_ok=True)
+    (ROOT / "exp/synthetic" / blocker).write_text("a file\n")
+    env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": f"{blocker}/run"}
+    try:
+        proc = subprocess.run(["sh", script], cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+                              timeout=120)
+    finally:
+        (ROOT / "exp/synthetic" / blocker).unlink()
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: cannot create 'exp/synthetic/{blocker}/run/") and "EXP_NAME" in proc.stderr
 
 
 @pytest.mark.parametrize("dataset", ["synthetic", "voc2012", "cityscapes"])

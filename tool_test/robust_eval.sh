@@ -23,8 +23,8 @@ attacks="[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: bim, ep
   {name: padam, eps: [4, 8]}, {name: sea, eps: [4, 8]}]"
 GPU_KEY=test_gpu
 . tool_train/launch.sh
-mkdir -p "${result_dir}"
-cp "${config}" tool_test/robust_eval.sh test.py "${exp_dir}/"
+mkdir -p "${result_dir}" 2>/dev/null || {
+  echo "error: cannot create '${result_dir}' (a path below a file, or no permission); choose another EXP_NAME" >&2; exit 2; }
 status_file=$(mktemp)
 echo 0 > "${status_file}"
 # sh has no pipefail: the exit code of test.py travels through a file past tee.
@@ -33,4 +33,6 @@ echo 0 > "${status_file}"
     attacks "${attacks}" "$@" 2>&1 || echo $? > "${status_file}"; } | tee -a "${result_dir}/robust_eval-${now}.log"
 status=$(cat "${status_file}")
 rm -f "${status_file}"
+# A record of what ran, once test.py accepted its inputs (a refused run, exit 2, leaves the folder as it was).
+[ "${status}" -eq 2 ] || cp "${config}" tool_test/robust_eval.sh test.py "${exp_dir}/" || :
 exit "${status}"

@@ -14,8 +14,8 @@ now=$(date +"%Y%m%d_%H%M%S")
 model=${MODEL_PATH:-$(ls "${exp_dir}"/model/train_epoch_*.pth 2>/dev/null | sort -V | tail -n 1)}
 GPU_KEY=test_gpu
 . tool_train/launch.sh
-mkdir -p "${result_dir}"
-cp "${config}" tool_test/test.sh test.py "${exp_dir}/"
+mkdir -p "${result_dir}" 2>/dev/null || {
+  echo "error: cannot create '${result_dir}' (a path below a file, or no permission); choose another EXP_NAME" >&2; exit 2; }
 status_file=$(mktemp)
 for mode in "" "--attack"; do
   echo 0 > "${status_file}"
@@ -27,3 +27,4 @@ for mode in "" "--attack"; do
   [ "${status}" -eq 0 ] || { rm -f "${status_file}"; exit "${status}"; }
 done
 rm -f "${status_file}"
+cp "${config}" tool_test/test.sh test.py "${exp_dir}/"  # a record of what ran
