@@ -4,15 +4,19 @@
         [--strong exp/synthetic/demo/robust]
 
 ``result_dir`` is the save_folder of the original protocol (clean, then ``--attack``: BIM-2). ``--strong``
-adds an attack-suite run (``tool_test/<dataset>/robust_eval.sh``, possibly on fewer images): every attack's
-mIoU and the worst case over them, printed in a second table beside BIM on the same images.
+adds an attack-suite run (``tool_test/<dataset>/robust_eval.sh``, possibly on fewer images): its clean mIoU,
+every attack's mIoU and the worst case over them, printed in a second table beside BIM on the same images.
+Without ``result_dir`` a row holds the suite run alone (``make demo-strong``). ``--curve PNG`` draws, per
+defense, the lowest mIoU measured at each eps of its suite run (the worst case), from its clean mIoU at eps 0.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
+from evaluation.summary import draw_series
 from util.errors import UserError, check_creatable, run_main
 
 RUN_TEST = "run test.py (clean and --attack)"
@@ -40,21 +44,30 @@ def mode_label(mode: dict) -> str:
 
 
 def collect_strong(folder: Path) -> dict:
-    """Images and mIoU per attack mode (clean left out) of an attack-suite run."""
+    """Images, clean mIoU, mIoU per attack mode and the worst-case curve ((eps /255, lowest mIoU at that eps),
+    from (0, clean)) of an attack-suite run."""
     result = read_result(folder / "results.json", f"{RUN_SUITE} into '{folder}'")
-    modes = {mode_label(m): m["mIoU"] for m in result.get("modes", []) if m["kind"] != "clean"}
-    if not modes:
+    attacked = [m for m in result.get("modes", []) if m["kind"] != "clean"]
+    if not attacked:
         raise UserError(f"'{folder / 'results.json'}' holds no attack modes; {RUN_SUITE} into it")
-    return {"images": result["images"], "miou": modes}
+    lowest: dict[float, float] = {}
+    for m in attacked:
+        if math.isfinite(m["eps"]):
+            lowest[m["eps"]] = min(lowest.get(m["eps"], 1.0), m["mIoU"])
+    curve = [(0.0, result["mIoU"])] + [(eps * 255, miou) for eps, miou in sorted(lowest.items())]
+    return {"images": result["images"], "clean": result["mIoU"], "miou": {mode_label(m): m["mIoU"] for m in attacked},
+            "curve": curve}
 
 
-def collect(result_dir: Path, strong_dir: Path | None = None) -> dict:
+def collect(result_dir: Path | None, strong_dir: Path | None = None) -> dict:
     """Clean and BIM metrics of one evaluated model (save_folder with results.json and bim/results.json),
     and with ``strong_dir`` the attack suite's mIoU per attack."""
-    clean = read_result(result_dir / "results.json")
-    bim = read_result(result_dir / "bim" / "results.json")
-    out = {"clean_miou": clean["mIoU"], "clean_macc": clean["mAcc"], "clean_allacc": clean["allAcc"],
-           "bim_miou": bim["mIoU"], "bim_macc": bim["mAcc"], "bim_allacc": bim["allAcc"]}
+    out = {}
+    if result_dir is not None:
+        clean = read_result(result_dir / "results.json")
+        bim = read_result(result_dir / "bim" / "results.json")
+        out = {"clean_miou": clean["mIoU"], "clean_macc": clean["mAcc"], "clean_allacc": clean["allAcc"],
+               "bim_miou": bim["mIoU"], "bim_macc": bim["mAcc"], "bim_allacc": bim["allAcc"]}
     if strong_dir is not None:
         out["strong"] = collect_strong(strong_dir)
     return out
@@ -64,26 +77,33 @@ def table(results: dict) -> str:
     """Markdown table, one row per defense; a second one for the defenses with an attack-suite run."""
     lines = ["| defense | clean mIoU | BIM mIoU | clean allAcc | BIM allAcc |", "|---|---|---|---|---|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['clean_miou']:.4f} | {r['bim_miou']:.4f} | {r['clean_allacc']:.4f} | "
-                     f"{r['bim_allacc']:.4f} |")
+        if "clean_miou" in r:
+            lines.append(f"| {name} | {r['clean_miou']:.4f} | {r['bim_miou']:.4f} | {r['clean_allacc']:.4f} | "
+                         f"{r['bim_allacc']:.4f} |")
     strong = {name: r["strong"] for name, r in results.items() if "strong" in r}
     if strong:
         columns = list(dict.fromkeys(label for s in strong.values() for label in s["miou"]))
         lines += ["", "Attacked mIoU, the original BIM-2 beside stronger attacks (same images):",
-                  "| defense | images | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+                  "| defense | images | clean | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
         for name, s in strong.items():
             cells = [f"{s['miou'][c]:.4f}" if c in s["miou"] else "-" for c in columns]
-            lines.append(f"| {name} | {s['images']} | " + " | ".join(cells) + " |")
+            clean = f"{s['clean']:.4f}" if "clean" in s else "-"
+            lines.append(f"| {name} | {s['images']} | {clean} | " + " | ".join(cells) + " |")
+    if lines[2:] and not lines[2]:
+        lines = lines[3:]  # no row with the original protocol: the suite table alone
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("result_dir", type=Path, help="test.py save_folder (clean and --attack)")
+    parser.add_argument("result_dir", type=Path, nargs="?", help="test.py save_folder (clean and --attack)")
     parser.add_argument("--defense", required=True, help="row name (the model's defense)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to create or update")
     parser.add_argument("--strong", type=Path, default=None, help="save_folder of an attack-suite run")
+    parser.add_argument("--curve", type=Path, default=None, help="PNG: worst-case mIoU against eps per defense")
     args = parser.parse_args(argv)
+    if args.result_dir is None and args.strong is None:
+        raise UserError("give a test.py save_folder, an attack-suite run (--strong), or both")
     try:
         results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -94,6 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     check_creatable(str(args.out.parent), "--out's folder")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.curve is not None:
+        check_creatable(str(args.curve.parent), "--curve's folder")
+        draw_series({name: r["strong"]["curve"] for name, r in results.items() if "strong" in r}, args.curve,
+                    "worst case over the attacks run")
     print(table(results))
     print(f"written to {args.out}")
 

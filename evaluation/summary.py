@@ -87,19 +87,25 @@ def curve_series(rows: list[dict]) -> dict[str, list[tuple[float, float]]]:
 def draw_curve(rows: list[dict], path: Path) -> None:
     """robustness_curve.png: mIoU against eps (/255), one line per series (see :func:`curve_series`), the
     clean mIoU as a dashed grey line."""
+    clean = next((r for r in rows if r["kind"] == "clean"), None)
+    draw_series(curve_series(rows), path, clean=None if clean is None else clean["mIoU"])
+
+
+def draw_series(series: dict[str, list[tuple[float, float]]], path: Path, title: str = "",
+                clean: float | None = None) -> None:
+    """mIoU against eps (/255), one line per series of (eps, mIoU) points; ``clean`` as a dashed grey line."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    clean = next((r for r in rows if r["kind"] == "clean"), None)
     figure, axes = plt.subplots(figsize=(9, 5.6), dpi=100)
     if clean is not None:
-        axes.axhline(clean["mIoU"], color="0.5", linestyle="--", linewidth=1, label="clean")
-    for k, (name, points) in enumerate(curve_series(rows).items()):
+        axes.axhline(clean, color="0.5", linestyle="--", linewidth=1, label="clean")
+    for k, (name, points) in enumerate(series.items()):
         axes.plot(*zip(*points, strict=True), color=f"C{k % 10}", marker=MARKERS[k % len(MARKERS)],
                   linestyle=DASHES[k % len(DASHES)], linewidth=max(4.0 - 0.8 * k, 1.0),
                   markersize=max(10 - 1.5 * k, 4), label=name[:40])
-    axes.set(xlabel="eps (/255)", ylabel="mIoU", ylim=(0, 1.02), xlim=(0, None))
+    axes.set(xlabel="eps (/255)", ylabel="mIoU", ylim=(0, 1.02), xlim=(0, None), title=title)
     axes.grid(True, color="0.9")
     axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", frameon=False)
     figure.tight_layout()

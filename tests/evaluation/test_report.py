@@ -335,13 +335,26 @@ def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tm
     bim = json.loads((tmp_path / "result/bim/results.json").read_text())
     suite = {m["mode"]: m["mIoU"] for m in json.loads((tmp_path / "robust/results.json").read_text())["modes"]}
     assert results["sat"]["bim_miou"] == results["none"]["bim_miou"] == bim["mIoU"]
-    assert results["sat"]["strong"] == {"images": 2, "miou": {"bim-2": suite["bim_eps0.03"],
-                                                               "pgd-5": suite["pgd_eps0.03"],
-                                                               "worst case": suite["worst_case_eps7.65"]}}
+    assert results["sat"]["strong"] == {"images": 2, "clean": suite["clean"],
+                                        "miou": {"bim-2": suite["bim_eps0.03"], "pgd-5": suite["pgd_eps0.03"],
+                                                 "worst case": suite["worst_case_eps7.65"]},
+                                        "curve": [[0.0, suite["clean"]], [0.03 * 255, suite["worst_case_eps7.65"]]]}
     assert "strong" not in results["none"]
     assert suite["worst_case_eps7.65"] <= min(suite["bim_eps0.03"], suite["pgd_eps0.03"])
-    assert "| defense | images | bim-2 | pgd-5 | worst case |" in printed
-    assert f"| sat | 2 | {suite['bim_eps0.03']:.4f} | {suite['pgd_eps0.03']:.4f} |" in printed
+    assert "| defense | images | clean | bim-2 | pgd-5 | worst case |" in printed
+    assert f"| sat | 2 | {suite['clean']:.4f} | {suite['bim_eps0.03']:.4f} | {suite['pgd_eps0.03']:.4f} |" in printed
+
+    # make demo-strong: suite runs alone, one row each, and the worst-case curve of every defense
+    strong_json, curve = tmp_path / "strong/results.json", tmp_path / "strong/curve.png"
+    for name in ("pgd_at", "trades"):
+        report.main(["--strong", str(tmp_path / "robust"), "--defense", name, "--out", str(strong_json),
+                     "--curve", str(curve)])
+    printed = capsys.readouterr().out
+    assert list(json.loads(strong_json.read_text())) == ["pgd_at", "trades"]
+    assert "| defense | clean mIoU |" not in printed and f"| trades | 2 | {suite['clean']:.4f} |" in printed
+    assert cv2.imread(str(curve)) is not None
+    with pytest.raises(UserError, match="give a test.py save_folder, an attack-suite run"):
+        report.main(["--defense", "x", "--out", str(strong_json)])
     with pytest.raises(UserError, match="holds no attack modes"):
         report.collect(tmp_path / "result", tmp_path / "result")
     with pytest.raises(UserError, match="robust_eval.sh"):
