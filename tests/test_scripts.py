@@ -64,3 +64,21 @@ def test_every_defense_has_scripts_and_a_config(dataset, defense, arch):
     assert len(configs) == 1
     cfg = load_config(str(ROOT / configs.pop()))
     assert cfg.defense == (defense.lstrip("_") or "none") and cfg.arch == arch
+
+
+@pytest.mark.parametrize("target", ["demo", "demo-strong"])
+def test_every_demo_defense_has_its_scripts_and_config(target):
+    """The defenses the demos loop over each have a synthetic config and train/test scripts with that defense
+    (or SAM's optimizer), so `make demo` / `make demo-strong` cannot stop half-way on a missing file."""
+    from util.config import load_config
+    dry = subprocess.run(["make", "-n", target, "PYTHON=python"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    loop = next(line for line in dry.splitlines() if line.lstrip().startswith("for defense in"))
+    defenses = loop.split(" in ", 1)[1].split(";")[0].split()
+    assert {"none", "sat", "ddcat", "sam"} <= set(defenses)
+    for defense in defenses:
+        suffix = "" if defense == "none" else f"_{defense}"
+        for kind in ("train", "test"):
+            assert (ROOT / f"tool_{kind}/synthetic/psp_{kind}{suffix}.sh").is_file()
+        cfg = load_config(str(ROOT / f"config/synthetic/synthetic_pspnet18{suffix}.yaml"))
+        assert (cfg.optimizer == "sam") if defense == "sam" else (cfg.defense == defense)
