@@ -34,10 +34,13 @@ def read_result(path: Path, how: str = RUN_TEST) -> dict:
 
 
 def mode_label(mode: dict) -> str:
-    """Column name of one attack-suite mode: ``segpgd-20``, ``worst case`` (eps added when not 0.03)."""
-    label = "worst case" if mode["kind"] == "ensemble" else mode["name"]
+    """Column name of one attack-suite mode: ``segpgd-20``, ``apgd-20 js`` (a SEA member), ``sea``, ``worst case``
+    (eps added when not 0.03)."""
+    label = "worst case" if mode["name"] == "worst_case" else mode["name"]
     if mode["kind"] == "attack" and mode.get("steps"):
         label += f"-{mode['steps']}"
+    if "/" in mode["mode"]:  # an ensemble's member, e.g. SEA's APGD with the JS loss
+        label += " " + mode["mode"].rsplit("/", 1)[1]
     if abs(mode["eps"] - 0.03) > 1e-9:
         label += f" @{mode['eps'] * 255:.3g}/255"
     return label
