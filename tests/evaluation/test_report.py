@@ -436,3 +436,15 @@ def test_report_refuses_an_out_file_it_did_not_write_and_a_folder_below_a_file(t
         with pytest.raises(UserError, match=needle):
             report.main([str(tmp_path / "result"), "--defense", "none", "--out", str(out)])
     assert (tmp_path / "notes.json").read_text() == "my notes\n"
+
+
+def test_report_columns_keep_sea_members_and_sea_apart():
+    """SEA's three APGD members and SEA itself are columns of their own (they once shared 'apgd-20' and
+    'worst case' and overwrote one another)."""
+    from evaluation.report import mode_label
+    modes = [{"mode": f"sea_eps0.03/{loss}", "kind": "attack", "name": "apgd", "steps": 20, "eps": 0.03}
+             for loss in ("balanced_masked_ce", "masked_ce", "js")]
+    modes += [{"mode": "sea_eps0.03", "kind": "ensemble", "name": "sea", "eps": 0.03},
+              {"mode": "worst_case_eps7.65", "kind": "ensemble", "name": "worst_case", "eps": 0.03}]
+    assert [mode_label(m) for m in modes] == ["apgd-20 balanced_masked_ce", "apgd-20 masked_ce", "apgd-20 js", "sea",
+                                              "worst case"]
