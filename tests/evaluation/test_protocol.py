@@ -261,7 +261,7 @@ def test_bench_restates_the_original_protocol(target):
 def test_bim_agrees_with_the_original_on_a_saturated_model(target):
     """Saturated softmaxes make near-ties between windows that float rounding decides; the attacked predictions
     still agree with the restated original on at least 99.9 % of pixels (clean: all). (On this small model the
-    agreement was as high before the window sums went to float64; the first-step test below pins that fix.)"""
+    agreement was as high before the window sums went to float64: the two tests below pin both fixes.)"""
     import copy
 
     from tool_bench.eval import original_predict
@@ -296,3 +296,27 @@ def test_the_first_attack_step_sees_the_crop_as_given(target):
     assert torch.equal(seen[0], x)
     attack = BIM(target)
     assert not torch.equal(attack.normalize(attack.to_pixels(x)), x)  # what the round trip would have fed
+
+
+def test_window_probabilities_are_summed_in_float64(monkeypatch):
+    """Two windows overlap; their float32 probabilities sum to a tie in float32 (1 - 2^-25 and 1 + 2^-24 both
+    round to 1.0, so argmax takes class 0) but not in float64, where class 1 wins, as in the original's float64
+    numpy sum. A float32 accumulation fails this."""
+    import evaluation.inference as inference
+
+    first = torch.tensor([0.5, 0.5])
+    second = torch.tensor([0.5 - 2.0 ** -25, 0.5 + 2.0 ** -24])
+    assert (first + second)[0] == (first + second)[1]  # the float32 tie
+    calls = []
+
+    def crafted(model, crops, flip):
+        rows = [(first if len(calls) + i == 0 else second) for i in range(len(crops))]
+        calls.append(len(crops))
+        return torch.stack(rows)[:, :, None, None].expand(-1, -1, *crops.shape[-2:]).float()
+
+    monkeypatch.setattr(inference, "window_probs", crafted)
+    protocol = Protocol(2, 30, 20, 20, crop_batch=1)
+    image = np.zeros((20, 30, 3), np.float32)
+    prediction = predict(nn.Identity(), image, np.zeros((20, 30), np.uint8), protocol, CPU)
+    assert protocol.layout(20, 30)[1] == [(0, 20, 0, 20), (0, 20, 10, 30)]
+    assert (prediction[:, :10] == 0).all() and (prediction[:, 10:] == 1).all()
