@@ -48,7 +48,8 @@ demo: $(STAMP)
 
 ## Every defense at one training budget, judged by the strong attacks: the demo's undefended model (trained
 ## first when missing) fine-tuned for STRONG_EPOCHS epochs with each defense, the adversarial ones at the
-## demo's eps 0.03 (BIM-3 / PGD-3 with random start / TRADES' KL with 3 steps); each evaluated on the first
+## demo's eps 0.03 (BIM-3 / PGD-3 with random start / TRADES' KL with 3 steps, beta 1: beta 6 collapses at this
+## budget, see docs/demo.md); each evaluated on the first
 ## STRONG_IMAGES val images clean, under the original BIM-2, SegPGD-20 at 0.01 and 0.03, and SEA (APGD with
 ## its three losses, STRONG_SEA_STEPS iterations each) at 0.03, with the worst case per eps; one table and one
 ## curve in exp/synthetic/strong/. The measured table and its time: docs/demo.md.
@@ -66,7 +67,8 @@ demo-strong: $(STAMP)
 	rm -f exp/synthetic/strong/results.json
 	for defense in $(STRONG_DEFENSES); do \
 	  suffix=_$$defense; extra="weight exp/synthetic/demo/model/train_epoch_$(DEMO_NONE_EPOCHS).pth"; \
-	  case $$defense in none) suffix=;; pgd_at|trades) extra="$$extra $(STRONG_ADV)";; esac; \
+	  case $$defense in none) suffix=;; pgd_at) extra="$$extra $(STRONG_ADV)";; \
+	    trades) extra="$$extra $(STRONG_ADV) trades_beta 1";; esac; \
 	  PYTHON=$(PYTHON) EXP_NAME=strong_$$defense sh tool_train/synthetic/psp_train$$suffix.sh overwrite True \
 	    $$extra epochs $(STRONG_EPOCHS) save_freq $(STRONG_EPOCHS) base_lr 0.01 || exit 1; \
 	  PYTHON=$(PYTHON) EXP_NAME=strong_$$defense CONFIG=config/synthetic/synthetic_pspnet18$$suffix.yaml \
