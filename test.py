@@ -14,14 +14,14 @@ from evaluation.suite import ORIGINAL_BIM, distinct_labels, run_suite
 from util import dist
 from util.config import load_config
 from util.device import select_device
-from util.errors import run_main
+from util.errors import ArgumentParser, run_main
 from util.log import setup_logging
 
 logger = setup_logging()
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Robust semantic segmentation: evaluation")
+    parser = ArgumentParser(description="Robust semantic segmentation: evaluation")
     parser.add_argument("--config", type=str, required=True, help="YAML config file (see config/)")
     parser.add_argument("--attack", action="store_true", help="evaluate under the original BIM attack "
                                                                "(2 steps, eps 0.03, step 0.01, per crop)")

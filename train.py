@@ -34,7 +34,7 @@ from util.amp import MixedPrecision, build_amp
 from util.config import load_config, save_config
 from util.device import select_device
 from util.dist import unwrap
-from util.errors import UserError, check_creatable, run_main
+from util.errors import ArgumentParser, UserError, check_creatable, run_main
 from util.loaders import build_loaders
 from util.lock import owned
 from util.log import format_seconds, setup_logging
@@ -46,7 +46,7 @@ logger = setup_logging()
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Robust semantic segmentation: training")
+    parser = ArgumentParser(description="Robust semantic segmentation: training")
     parser.add_argument("--config", type=str, required=True, help="YAML config file (see config/)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides as 'key value' pairs")
     return parser

@@ -10,11 +10,10 @@ classes, and the number of images.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from evaluation.report import read_result
-from util.errors import run_main
+from util.errors import ArgumentParser, run_main
 
 PROTOCOLS = (("SAM-AT", "run tool_test/voc2012/samat_eval.sh"), ("ours", "run tool_test/<dataset>/robust_eval.sh"))
 
@@ -42,7 +41,7 @@ def table(samat: Path, ours: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.compare", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m evaluation.compare", description=__doc__.splitlines()[0])
     parser.add_argument("samat", type=Path, help="save_folder of tool_test/voc2012/samat_eval.sh")
     parser.add_argument("ours", type=Path, help="save_folder of tool_test/<dataset>/robust_eval.sh")
     args = parser.parse_args(argv)

@@ -11,26 +11,36 @@ defense, the lowest mIoU measured at each eps of its suite run (the worst case),
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 
 from evaluation.summary import draw_series
-from util.errors import UserError, check_creatable, run_main
+from util.errors import ArgumentParser, UserError, check_creatable, run_main
 
 RUN_TEST = "run test.py (clean and --attack)"
 RUN_SUITE = "run the attack suite (tool_test/<dataset>/robust_eval.sh)"
 
 
-def read_result(path: Path, how: str = RUN_TEST) -> dict:
-    """One test.py results.json; ``how``: what the user runs to make it."""
+def read_result(path: Path, how: str = RUN_TEST, keys: tuple[str, ...] = ("mIoU",),
+                mode_keys: tuple[str, ...] = ("mIoU",)) -> dict:
+    """One test.py results.json holding ``keys`` and, in each of its 'modes', ``mode_keys``; ``how``: what the
+    user runs to make it."""
     if not path.is_file():
         raise UserError(f"result file '{path}' not found; {how} first")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        result = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"result file '{path}' is not valid JSON; re-run test.py") from None
+    modes = result.get("modes", []) if isinstance(result, dict) else None
+    if not isinstance(modes, list) or not _has(result, keys) or not all(_has(m, mode_keys) for m in modes):
+        raise UserError(f"result file '{path}' is not a test.py results.json (it lacks {', '.join(keys)} or a "
+                        f"mode's {', '.join(mode_keys)}); {how} again")
+    return result
+
+
+def _has(value, keys: tuple[str, ...]) -> bool:
+    return isinstance(value, dict) and all(key in value for key in keys)
 
 
 def mode_label(mode: dict) -> str:
@@ -49,7 +59,8 @@ def mode_label(mode: dict) -> str:
 def collect_strong(folder: Path) -> dict:
     """Images, clean mIoU, mIoU per attack mode and the worst-case curve ((eps /255, lowest mIoU at that eps),
     from (0, clean)) of an attack-suite run."""
-    result = read_result(folder / "results.json", f"{RUN_SUITE} into '{folder}'")
+    result = read_result(folder / "results.json", f"{RUN_SUITE} into '{folder}'", ("mIoU", "images"),
+                         ("mode", "kind", "name", "eps", "mIoU"))
     attacked = [m for m in result.get("modes", []) if m["kind"] != "clean"]
     if not attacked:
         raise UserError(f"'{folder / 'results.json'}' holds no attack modes; {RUN_SUITE} into it")
@@ -67,8 +78,8 @@ def collect(result_dir: Path | None, strong_dir: Path | None = None) -> dict:
     and with ``strong_dir`` the attack suite's mIoU per attack."""
     out = {}
     if result_dir is not None:
-        clean = read_result(result_dir / "results.json")
-        bim = read_result(result_dir / "bim" / "results.json")
+        clean, bim = (read_result(folder / "results.json", keys=("mIoU", "mAcc", "allAcc"))
+                      for folder in (result_dir, result_dir / "bim"))
         out = {"clean_miou": clean["mIoU"], "clean_macc": clean["mAcc"], "clean_allacc": clean["allAcc"],
                "bim_miou": bim["mIoU"], "bim_macc": bim["mAcc"], "bim_allacc": bim["allAcc"]}
     if strong_dir is not None:
@@ -97,8 +108,26 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def existing_rows(out: Path) -> dict:
+    """The rows already in ``out`` ({} when it does not exist), once it is known that ``out`` can be written.
+
+    Raises:
+        UserError: ``out`` is a folder, another file than this command's JSON, or cannot be created.
+    """
+    if out.is_dir():
+        raise UserError(f"--out '{out}' is a folder; name a JSON file, e.g. --out results.json")
+    try:
+        results = json.loads(out.read_text()) if out.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        results = None
+    if not isinstance(results, dict) or not all(isinstance(row, dict) for row in results.values()):
+        raise UserError(f"--out '{out}' exists and is not this command's JSON; choose another --out")
+    check_creatable(str(out.parent), "--out's folder")
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("result_dir", type=Path, nargs="?", help="test.py save_folder (clean and --attack)")
     parser.add_argument("--defense", required=True, help="row name (the model's defense)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to create or update")
@@ -107,18 +136,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.result_dir is None and args.strong is None:
         raise UserError("give a test.py save_folder, an attack-suite run (--strong), or both")
-    try:
-        results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        results = None
-    if not isinstance(results, dict):
-        raise UserError(f"--out '{args.out}' exists and is not this command's JSON; choose another --out")
+    results = existing_rows(args.out)
+    if args.curve is not None:
+        if args.curve.suffix.lower() != ".png" or args.curve.is_dir():
+            raise UserError(f"--curve '{args.curve}' must name a .png file to write, e.g. --curve curve.png")
+        if args.strong is None and not any("strong" in row for row in results.values()):
+            raise UserError("--curve draws attack-suite runs, and there is none: add --strong (robust_eval.sh's "
+                            "folder) or leave --curve out")
+        check_creatable(str(args.curve.parent), "--curve's folder")
     results[args.defense] = collect(args.result_dir, args.strong)
-    check_creatable(str(args.out.parent), "--out's folder")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     if args.curve is not None:
-        check_creatable(str(args.curve.parent), "--curve's folder")
         draw_series({name: r["strong"]["curve"] for name, r in results.items() if "strong" in r}, args.curve,
                     "worst case over the attacks run")
     print(table(results))

@@ -378,19 +378,32 @@ def evaluation_data(cfg: DictConfig) -> tuple[SemData, str]:
     data.data_list = data.data_list[cfg.index_start:index_end]
     if not data.data_list:
         raise UserError(f"no images to evaluate in '{cfg.test_list}' with index_start {cfg.index_start}")
+    data.check_samples()
     return data, list_sha256
 
 
-def check_before_writing(cfg: DictConfig, runs: list[AttackSpec | None], model_loader, list_sha256: str) -> None:
-    """Every attack's values and every mode folder's stored predictions, checked before anything is written (an
-    invalid entry or a folder of another run must not leave the clean mode re-scored and its results rewritten)."""
+def check_before_writing(cfg: DictConfig, runs: list[AttackSpec | None], model_loader, list_sha256: str,
+                         image_names: list[str]) -> None:
+    """Every attack's values, every mode folder's stored predictions and, when a prediction is to be computed,
+    the checkpoint, checked before anything is written (an invalid entry, a folder of another run or a checkpoint
+    that does not load must not leave the clean mode re-scored, its results rewritten, or a new empty folder)."""
     for spec in filter(None, runs):
         build_attack(spec, nn.Identity(), cfg.ignore_label)  # the constructors' checks (steps: 0, ...)
-    if cfg.has_prediction or cfg.overwrite or not dist.is_main_process():
+    folders = [Path(cfg.save_folder) / spec.label if spec else Path(cfg.save_folder) for spec in runs]
+    missing = {folder: predictions.missing(folder / "gray", image_names) for folder in folders}
+    if cfg.has_prediction:  # only stored predictions are scored: each must be there
+        lacking = [(folder, todo) for folder, todo in missing.items() if todo and cfg.split != "test"]
+        if lacking:
+            folder, todo = lacking[0]
+            raise UserError(f"has_prediction is True, but '{folder / 'gray'}' lacks {len(todo)} of the "
+                            f"{len(image_names)} predictions (first: {image_names[todo[0]]}.png); set has_prediction "
+                            f"False to compute them")
         return
-    for spec in runs:
-        folder = Path(cfg.save_folder) / spec.label if spec else Path(cfg.save_folder)
-        predictions.check_fingerprint(folder, prediction_fingerprint(cfg, spec, model_loader, list_sha256))
+    if not cfg.overwrite and dist.is_main_process():
+        for spec, folder in zip(runs, folders):
+            predictions.check_fingerprint(folder, prediction_fingerprint(cfg, spec, model_loader, list_sha256))
+    if cfg.overwrite or any(missing.values()):
+        model_loader()  # a checkpoint that does not load or fit is refused here, not once save_folder exists
 
 
 def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.device) -> None:
@@ -402,7 +415,7 @@ def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.dev
     data, list_sha256 = evaluation_data(cfg)
     runs, ensembles = expand_sea(specs)
     model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
-    check_before_writing(cfg, runs, model_loader, list_sha256)
+    check_before_writing(cfg, runs, model_loader, list_sha256, [image_name(path) for path, _ in data.data_list])
     with owned(cfg.save_folder, "save_folder", dist.is_main_process()):  # a second run on save_folder is refused
         evaluated = [evaluate(cfg, data, spec, names, colors, model_loader, list_sha256) for spec in runs]
         if len(evaluated) > 1 and all(evaluated):

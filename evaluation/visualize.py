@@ -20,16 +20,9 @@ from attack import BIM
 from evaluation.inference import Protocol, WholeImageForward, predict
 from model import eval_model_from_config
 from util.config import load_config
-from util.dataset import (
-    colorize,
-    load_names_colors,
-    make_dataset,
-    read_image,
-    read_label,
-    rescale_normalized,
-)
+from util.dataset import SemData, colorize, load_names_colors
 from util.device import select_device
-from util.errors import UserError, run_main
+from util.errors import ArgumentParser, UserError, check_creatable, run_main
 from util.log import setup_logging
 
 logger = setup_logging()
@@ -73,7 +66,7 @@ def compose(images: list[np.ndarray], titles: list[str], scale: int) -> np.ndarr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Picture a model under the original BIM attack")
+    parser = ArgumentParser(description="Picture a model under the original BIM attack")
     parser.add_argument("--config", required=True, help="YAML config (model_path: the checkpoint)")
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--index", type=int, default=0, help="image index in test_list")
@@ -83,19 +76,23 @@ def main() -> None:
     cfg = load_config(args.config, args.opts)
     if not cfg.model_path:
         raise UserError("config key 'model_path' is empty; set it to the checkpoint to picture")
-    items = make_dataset("val", cfg.data_root, cfg.test_list)
-    if not 0 <= args.index < len(items):
-        raise UserError(f"--index {args.index} is outside test_list '{cfg.test_list}' ({len(items)} images)")
-    image_path, label_path = items[args.index]
+    if Path(args.out).suffix.lower() != ".png" or Path(args.out).is_dir():
+        raise UserError(f"--out '{args.out}' must name a .png file to write, e.g. --out picture.png")
+    check_creatable(str(Path(args.out).parent), "--out's folder")
+    if args.scale < 1:
+        raise UserError(f"--scale must be >= 1 (screen pixels per image pixel), got {args.scale}")
+    data = SemData("val", cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label,
+                   cfg.rescale_normalized_input)
+    if not 0 <= args.index < len(data):
+        raise UserError(f"--index {args.index} is outside test_list '{cfg.test_list}' ({len(data)} images)")
+    image, label = data.sample(args.index)  # checked: readable, one size, label values in range
     _, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
     device = select_device(cfg.device, cfg.test_gpu)
     model = eval_model_from_config(cfg, device, cfg.model_path)
     protocol = Protocol.from_config(cfg)
     forward = WholeImageForward(model, protocol) if protocol.attack_protocol == "whole_image" else None
     attack = BIM(model, ignore_index=cfg.ignore_label, forward=forward)  # BIM's defaults: the original protocol
-    image, label = read_image(image_path), protocol.scored_label(read_label(label_path))
-    if cfg.rescale_normalized_input:
-        image = rescale_normalized(image)
+    label = protocol.scored_label(label)
     attacked_pred, attacked = predict(model, image, label, protocol, device, attack, return_image=True)
     clean = predict(model, image, label, protocol, device)
     save_panel(args.out, image, attacked, clean, attacked_pred, label, colors, f"BIM (eps {attack.eps})", args.scale)

@@ -8,7 +8,6 @@ test.py loads either form.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 
 from model import read_checkpoint
 from model.ddcat import is_ddcat_state, to_plain_state_dict
-from util.errors import UserError, run_main
+from util.errors import ArgumentParser, UserError, run_main
 from util.log import setup_logging
 
 logger = setup_logging()
@@ -41,7 +40,7 @@ def export(src: str, dst: str) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Export an inference checkpoint (DDC-AT heads dropped)")
+    parser = ArgumentParser(description="Export an inference checkpoint (DDC-AT heads dropped)")
     parser.add_argument("checkpoint", help="training checkpoint (train_epoch_N.pth)")
     parser.add_argument("out", help="output file; must not exist")
     args = parser.parse_args()

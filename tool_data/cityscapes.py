@@ -11,7 +11,6 @@ cityscapesScripts' ``createTrainIdLabelImgs.py``) and the semseg list files
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import logging
 import os
@@ -22,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from util.dataset import read_label
-from util.errors import UserError, run_main
+from util.errors import ArgumentParser, UserError, run_main
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +179,7 @@ def write_list(path: str, lines: Sequence[str], overwrite: bool = False) -> None
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Convert labelIds to trainIds and write ``fine_<split>.txt`` lists (see module docstring)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m tool_data.cityscapes",
         description="Write Cityscapes *_gtFine_labelTrainIds.png and fine_<split>.txt lists.")
     parser.add_argument("--root", required=True,

@@ -27,7 +27,6 @@ already exist with the same content are kept; different ones are replaced only w
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import logging
@@ -38,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from util.errors import UserError, run_main
+from util.errors import ArgumentParser, UserError, run_main
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +289,7 @@ def convert(root: str, val_fraction: float = VAL_FRACTION, seed: int = SEED,
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Convert regions.txt to label PNGs and write the train/val lists (see module docstring)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m tool_data.iccv09",
         description="Write Stanford Background (iccv09Data) label/<id>.png and "
                     "list/{train,val}.txt.")

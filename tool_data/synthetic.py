@@ -26,7 +26,6 @@ Usage: ``python -m tool_data.synthetic --root dataset/synthetic [--seed 0] [--nu
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from util.errors import UserError, check_creatable, run_main
+from util.errors import ArgumentParser, UserError, check_creatable, run_main
 
 logger = logging.getLogger(__name__)
 
@@ -295,13 +294,17 @@ def _remove_stale(root: Path, keep: set[str]) -> None:
                     (root / rel).unlink(missing_ok=True)
 
 
+MAX_SIZE = 2048  # image height in pixels; the memory drawing takes grows with its square
+
+
 def _check_params(num_train, num_val, size, texture_strength, min_objects, max_objects, max_aspect, colour_hint,
                   hue_spread, background_chroma, contrast) -> None:
     """UserError naming the first of :func:`generate`'s parameters that is out of range."""
     if num_train < 1 or num_val < 1:
         raise UserError(f'--num-train and --num-val must be at least 1 (got {num_train}, {num_val})')
-    if size < 32:
-        raise UserError(f'--size must be at least 32 so the smallest shapes stay recognisable (got {size})')
+    if not 32 <= size <= MAX_SIZE:
+        raise UserError(f'--size must be in [32, {MAX_SIZE}]: at least 32 so the smallest shapes stay recognisable, at '
+                        f'most {MAX_SIZE} so an image fits in memory (got {size})')
     if not 0.0 <= texture_strength <= 1.0:
         raise UserError(f'--texture-strength must be in [0, 1] (got {texture_strength})')
     if not 1 <= min_objects <= max_objects:
@@ -393,7 +396,7 @@ def generate(root: str | Path, seed: int = 0, num_train: int = 400, num_val: int
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command-line entry point; prints one summary line."""
-    parser = argparse.ArgumentParser(description='Generate the built-in synthetic segmentation dataset.')
+    parser = ArgumentParser(description='Generate the built-in synthetic segmentation dataset.')
     parser.add_argument('--root', default='dataset/synthetic', help='output folder (default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='dataset seed (default: %(default)s)')
     parser.add_argument('--num-train', type=int, default=400, help='training images (default: %(default)s)')

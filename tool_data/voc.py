@@ -12,13 +12,12 @@ written.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from util.errors import UserError, run_main
+from util.errors import ArgumentParser, UserError, run_main
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def write_lists(root: str | Path, overwrite: bool = False) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tool_data.voc",
+    parser = ArgumentParser(prog="python -m tool_data.voc",
                                      description="Write list files for a VainF/SAM-AT VOC 2012 folder.")
     parser.add_argument("--root", required=True, help="the folder holding VOCdevkit/ (VainF's --data_root)")
     parser.add_argument("--overwrite", action="store_true", help="replace list files whose content differs")

@@ -8,6 +8,7 @@ dataclass schema below; this module only adds readable one-line errors and range
 from __future__ import annotations
 
 import difflib
+import math
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -258,7 +259,7 @@ def check(cfg: DictConfig, where: str = "config") -> None:
     if cfg.model is not None and (cfg.defense == "ddcat" or cfg.zoom_factor != 8):
         raise UserError(f"{where}: model {cfg.model} (VainF) predicts at full resolution without DDC-AT's heads; "
                         f"use defense none/sat and zoom_factor 8, or an arch (psp, aspp) for DDC-AT")
-    positive = ("classes", "batch_size", "batch_size_val", "epochs", "train_h", "train_w", "test_h", "test_w",
+    positive = ("batch_size", "batch_size_val", "epochs", "train_h", "train_w", "test_h", "test_w",
                 "save_freq", "print_freq")
     for key in positive:
         if cfg[key] < 1:
@@ -305,6 +306,27 @@ def check(cfg: DictConfig, where: str = "config") -> None:
     if cfg.sam_rho <= 0 or cfg.sam_warmup_iters < 0:
         raise UserError(f"{where}: need sam_rho > 0 and sam_warmup_iters >= 0, "
                         f"got {cfg.sam_rho}, {cfg.sam_warmup_iters}")
+    _check_more(cfg, where)
+
+
+def _check_more(cfg: DictConfig, where: str) -> None:
+    """The checks of :func:`check` that keep a run from training or scoring silently wrong: numbers that are
+    not finite, signs that turn the optimizer or the loss around, a background class that is no class."""
+    for key, value in cfg.items():
+        numbers = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise UserError(f"{where}: {key} must be finite, got {value}")
+    for key in ("power", "momentum", "weight_decay", "aux_weight", "start_epoch"):
+        if cfg[key] < 0:
+            raise UserError(f"{where}: {key} must be >= 0, got {cfg[key]}")
+    if cfg.world_size < 1:
+        raise UserError(f"{where}: world_size must be >= 1 (processes), got {cfg.world_size}")
+    if cfg.adv_norm == "linf" and cfg.adv_eps > 1:
+        raise UserError(f"{where}: adv_eps must be <= 1 under linf (pixels are in [0, 1]; 8/255 is 0.0314), "
+                        f"got {cfg.adv_eps}")
+    if cfg.background_class is not None and not 0 <= cfg.background_class < cfg.classes:
+        raise UserError(f"{where}: background_class must be a class in [0, {cfg.classes - 1}] or empty (none), "
+                        f"got {cfg.background_class}")
 
 
 def load_config(path: str | None, opts: Sequence[str] = ()) -> DictConfig:

@@ -2,8 +2,9 @@
 
 A list file holds one ``image_rel label_rel`` pair per line, relative to ``data_root`` (test lists
 may give only the image). Everything that can be checked before training starts is checked when
-the list is read (every file exists) or when a sample is loaded (readable images, class-index
-labels, matching sizes, label values in range), and reported as a one-line
+the list is read (every file exists) and, before a run writes anything, by
+:meth:`SemData.check_samples` (readable images and class-index labels, matching sizes, label values
+in range; a loaded sample is checked again), and reported as a one-line
 :class:`~util.errors.UserError` that names the file.
 
 Labels are read with PIL rather than ``cv2.imread(..., IMREAD_GRAYSCALE)``: VOC
@@ -15,7 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -188,7 +191,8 @@ def rescale_normalized(image: np.ndarray) -> np.ndarray:
 
 
 class SemData(torch.utils.data.Dataset):
-    """Image/label pairs from a list file, loaded and checked lazily, then transformed.
+    """Image/label pairs from a list file, loaded and checked lazily (all at once: :meth:`check_samples`), then
+    transformed.
 
     Returns ``(image, label)`` as produced by ``transform`` (numpy arrays when it is None). A
     test-split item without a label gets an all-``ignore_label`` label of the image's size.
@@ -230,6 +234,13 @@ class SemData(torch.utils.data.Dataset):
         return len(self.data_list)
 
     def __getitem__(self, index: int):
+        image, label = self.sample(index)
+        if self.transform is not None:
+            image, label = self.transform(image, label)
+        return image, label
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The checked, untransformed ``(image, label)`` of item ``index``: HxWx3 float32 RGB, HxW uint8."""
         image_path, label_path = self.data_list[index]
         image = read_image(image_path)
         if self.rescale_normalized:
@@ -243,9 +254,36 @@ class SemData(torch.utils.data.Dataset):
                                 f"label '{label_path}' is {label.shape[0]}x{label.shape[1]} "
                                 "(HxW); they must have the same size")
             self._check_values(label, label_path)
-        if self.transform is not None:
-            image, label = self.transform(image, label)
         return image, label
+
+    def check_samples(self) -> None:
+        """Check every item before a run writes anything (not when an epoch reaches it): each image's header
+        and each label in full (readable, the size of its image, values in range), a few at a time.
+
+        Raises:
+            UserError: the first broken item in list order, named as :meth:`sample` names it.
+        """
+        start = time.perf_counter()
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+            for _ in pool.map(self._check_sample, range(len(self))):
+                pass
+        logger.info("checked %d images and labels in %.1f s", len(self), time.perf_counter() - start)
+
+    def _check_sample(self, index: int) -> None:
+        image_path, label_path = self.data_list[index]
+        try:
+            with Image.open(image_path) as img:
+                height_width = img.size[::-1]
+        except (OSError, SyntaxError, ValueError):
+            height_width = None  # what PIL cannot open, cv2 may still decode; sample() names the problem if not
+        if label_path is None or height_width is None:
+            self.sample(index)
+            return
+        label = read_label(label_path)
+        if label.shape != height_width:
+            self.sample(index)  # the decoded image decides (cv2 applies a JPEG's EXIF orientation)
+            return
+        self._check_values(label, label_path)
 
     def _check_values(self, label: np.ndarray, label_path: str) -> None:
         """Raise if the label holds values outside [0, classes) and not ignore_label."""

@@ -6,9 +6,11 @@ which prints that single line to stderr and exits non-zero instead of a tracebac
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 EXIT_USER_ERROR = 2
 
@@ -24,6 +26,14 @@ def _one_line(message: str) -> str:
         prefix = f"{UserError.__module__}.{UserError.__name__}: "
         message = last.removeprefix(prefix)
     return " ".join(message.split())
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors (a missing or mistyped argument) are a :class:`UserError`: one line
+    through :func:`run_main` instead of the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message}; run it with --help for its arguments")
 
 
 def run_main(main: Callable[[], object]) -> None:

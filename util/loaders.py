@@ -51,6 +51,7 @@ def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tupl
     train_transform = transform.Compose([*augmentation(cfg), transform.ToTensor(), transform.Normalize(mean, std)])
     train_data = SemData("train", cfg.data_root, cfg.train_list, train_transform, cfg.classes, cfg.ignore_label,
                          cfg.rescale_normalized_input)
+    train_data.check_samples()
     if len(train_data) < cfg.batch_size:
         raise UserError(f"train_list '{cfg.train_list}' has {len(train_data)} images, fewer than "
                         f"batch_size {cfg.batch_size}; lower batch_size")
@@ -68,6 +69,7 @@ def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tupl
             transform.Normalize(mean=mean, std=std)])
         val_data = SemData("val", cfg.data_root, cfg.val_list, val_transform, cfg.classes, cfg.ignore_label,
                            cfg.rescale_normalized_input)
+        val_data.check_samples()
         if dist.world_size() > 1:  # no padding: every image is scored once
             val_data = torch.utils.data.Subset(val_data, range(dist.rank(), len(val_data), dist.world_size()))
         val_loader = torch.utils.data.DataLoader(val_data, batch_size=batch_size_val, shuffle=False,

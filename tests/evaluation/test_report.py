@@ -286,7 +286,9 @@ def test_random_start_attacks_give_the_same_predictions_after_a_resume(run_cli, 
     lines = (tiny_data / "list/val.txt").read_text().splitlines()
     reordered, relabelled = tmp_path / "reordered.txt", tmp_path / "relabelled.txt"
     reordered.write_text("\n".join(lines[::-1]) + "\n")
-    relabelled.write_text("\n".join([f"{lines[0].split()[0]} {lines[1].split()[1]}", *lines[1:]]) + "\n")
+    other_label = tmp_path / "other_label.png"  # a label of the image's size (test.py checks sizes first)
+    other_label.write_bytes((tiny_data / lines[0].split()[1]).read_bytes())
+    relabelled.write_text("\n".join([f"{lines[0].split()[0]} {other_label}", *lines[1:]]) + "\n")
     code, out, err = run_cli(test_entry, [*opts, "test_list", str(reordered)])
     assert code == 0 and "4 of 4 predictions already stored" in out, err
     code, _, err = run_cli(test_entry, [*opts, "test_list", str(relabelled)])  # an image's name, another label
