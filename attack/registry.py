@@ -29,6 +29,7 @@ FIELDS = {name: cls.fields for name, cls in ATTACKS.items()}
 # Minimum-norm attacks: without eps (or with eps .inf) they report the unclipped result.
 MIN_NORM = {name for name, cls in ATTACKS.items() if issubclass(cls, MinNormAttack)}
 _PIXEL_UNITS = ("alpha", "gamma")  # step sizes given in 1/unit like eps
+_COUNTS = ("steps", "restarts", "search_steps")  # whole numbers >= 1
 _SPEC_ONLY = {"name", "unit", "source"}  # entry fields that are not constructor arguments
 
 
@@ -99,9 +100,12 @@ def parse_specs(raw: Sequence[Any], where: str = "config key 'attacks'") -> list
         unknown = sorted(set(entry) - allowed)
         if unknown:
             raise UserError(f"{at}: {name} has no field '{unknown[0]}'; it takes {', '.join(sorted(allowed))}")
-        unit = float(entry.get("unit", 255))
+        unit = _unit(entry, at)
         eps_list = entry.get("eps", float("inf") if name in MIN_NORM else None)
         eps_list = list(eps_list) if isinstance(eps_list, Sequence) and not isinstance(eps_list, str) else [eps_list]
+        if not eps_list:
+            raise UserError(f"{at}: eps is an empty list; give at least one radius")
+        _check_values(entry, at)
         for eps in eps_list:
             if not isinstance(eps, (int, float)) or not eps >= 0:
                 raise UserError(f"{at}: eps must be numbers >= 0 (in 1/{unit:g} units), got {eps!r}")
@@ -118,6 +122,26 @@ def parse_specs(raw: Sequence[Any], where: str = "config key 'attacks'") -> list
                 spec = spec.replace(source=source, label=f"{spec.label}_from_{Path(source['config']).stem}")
             specs.append(spec)
     return specs
+
+
+def _unit(entry: Mapping[str, Any], at: str) -> float:
+    unit = entry.get("unit", 255)
+    if isinstance(unit, bool) or not isinstance(unit, (int, float)) or not 0 < unit < float("inf"):
+        raise UserError(f"{at}: unit must be a number > 0 (255: eps 8 means 8/255; 1: fractions), got {unit!r}")
+    return float(unit)
+
+
+def _check_values(entry: Mapping[str, Any], at: str) -> None:
+    """Counts are whole numbers >= 1 and step sizes numbers > 0 (checked before anything runs or is written)."""
+    for key in _COUNTS:
+        value = entry.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"{at}: {key} must be a whole number >= 1, got {value!r}")
+    for key in _PIXEL_UNITS:
+        value = entry.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 < value < float("inf")):
+            raise UserError(f"{at}: {key} must be a number > 0, got {value!r}")
 
 
 def build_attack(spec: AttackSpec, model: nn.Module, ignore_index: int = 255, **extra: Any) -> Attack:

@@ -216,7 +216,7 @@ def test_report_resumes_and_refuses_mixing(run_cli, tiny_opts, tiny_data, tmp_pa
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: ")
     assert "bim_eps4' holds 4 predictions made with another 'attack.steps'" in err
     code, _, err = run_cli(test_entry, [*opts, "attacks", "[{name: pgd, eps: 4, steps: 0}]"])
-    assert code == 2 and "attack 'pgd_eps4'" in err.strip().splitlines()[-1]
+    assert code == 2 and "steps must be a whole number >= 1, got 0" in err.strip().splitlines()[-1]
     assert {p: p.is_file() and p.read_bytes() for p in sorted(result.rglob("*"))} == before
     torch.save({"state_dict": build_model("psp", 18, 5).state_dict()}, checkpoint)
     code, _, err = run_cli(test_entry, opts)
