@@ -153,3 +153,13 @@ def test_synthetic_refuses_a_size_that_does_not_fit_in_memory(run_cli, tmp_path)
     code, _, err = run_cli(synthetic, ["--root", str(tmp_path / "s"), "--size", "100000"])
     assert code == 2 and "--size must be in [32, 2048]" in only_line(err)
     assert not (tmp_path / "s").exists()
+
+
+def test_synthetic_refuses_a_folder_of_other_files(run_cli, tmp_path):
+    root = tmp_path / "mine"
+    (root / "image" / "train").mkdir(parents=True)
+    (root / "image" / "train" / "00000.png").write_bytes(b"someone's image")
+    code, _, err = run_cli(synthetic, ["--root", str(root), "--num-train", "1", "--num-val", "1"])
+    assert code == 2 and err.count("\n") == 1 and "not empty and holds no synthetic dataset" in err
+    assert sorted(p.name for p in root.rglob("*")) == ["00000.png", "image", "train"]
+    assert (root / "image" / "train" / "00000.png").read_bytes() == b"someone's image"

@@ -264,6 +264,9 @@ def _up_to_date(root: Path, params: dict) -> bool:
         if any(p.exists() for p in lists):
             raise UserError(f'{root} already has list files but no {PARAMS_FILE}; pass --overwrite to '
                             f'regenerate the synthetic dataset there, or choose another --root')
+        if root.is_dir() and any(root.iterdir()):
+            raise UserError(f'{root} is not empty and holds no synthetic dataset ({PARAMS_FILE}); choose an empty or '
+                            f'new --root, or pass --overwrite to write the dataset among its files')
         return False
     try:
         old = json.loads(params_path.read_text())
