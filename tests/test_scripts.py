@@ -14,7 +14,7 @@ from tests.conftest import ROOT
                                     "tool_test/synthetic/robust_eval.sh"])
 def test_script_fails_with_the_entry_points_message_and_code(script):
     """A refused run (exit 2) leaves the experiment folder as it was: the record of the previous run's config
-    is not overwritten."""
+    is not overwritten, and neither its log nor the folders it made stay."""
     exp_name = f"pytest-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name}
     exp_dir = ROOT / "exp/synthetic" / exp_name
@@ -25,13 +25,13 @@ def test_script_fails_with_the_entry_points_message_and_code(script):
         proc = subprocess.run(["sh", script, "base_lrr", "1"], cwd=ROOT, env=env, capture_output=True, text=True,
                               check=False, timeout=120)
         kept = (exp_dir / config_name).read_text()
-        copies = {p.name for p in exp_dir.glob("*.py")}
+        left = sorted(p.relative_to(exp_dir).as_posix() for p in exp_dir.rglob("*"))
     finally:
         shutil.rmtree(exp_dir, ignore_errors=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == ("error: command line: unknown config key 'base_lrr'; "
                                                     "did you mean 'base_lr'?")
-    assert kept == "the previous run's config\n" and not copies
+    assert kept == "the previous run's config\n" and left == [config_name]  # no log, no new folder, no copies
 
 
 @pytest.mark.parametrize("script", ["tool_train/synthetic/psp_train.sh", "tool_test/synthetic/psp_test.sh",

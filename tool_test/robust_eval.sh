@@ -23,7 +23,7 @@ attacks="[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: bim, ep
   {name: padam, eps: [4, 8]}, {name: sea, eps: [4, 8]}]"
 GPU_KEY=test_gpu
 . tool_train/launch.sh
-mkdir -p "${result_dir}" 2>/dev/null || {
+make_run_dirs "${result_dir}" || {
   echo "error: cannot create '${result_dir}' (a path below a file, or no permission); choose another EXP_NAME" >&2; exit 2; }
 status_file=$(mktemp)
 echo 0 > "${status_file}"
@@ -34,5 +34,6 @@ echo 0 > "${status_file}"
 status=$(cat "${status_file}")
 rm -f "${status_file}"
 # A record of what ran, once test.py accepted its inputs (a refused run, exit 2, leaves the folder as it was).
-[ "${status}" -eq 2 ] || cp "${config}" tool_test/robust_eval.sh test.py "${exp_dir}/" || :
+if [ "${status}" -eq 2 ]; then forget_refused_run "${result_dir}/robust_eval-${now}.log"
+else cp "${config}" tool_test/robust_eval.sh test.py "${exp_dir}/" || :; fi
 exit "${status}"

@@ -14,7 +14,7 @@ now=$(date +"%Y%m%d_%H%M%S")
 model=${MODEL_PATH:-$(ls "${exp_dir}"/model/train_epoch_*.pth 2>/dev/null | sort -V | tail -n 1)}
 GPU_KEY=test_gpu
 . tool_train/launch.sh
-mkdir -p "${result_dir}" 2>/dev/null || {
+make_run_dirs "${result_dir}" || {
   echo "error: cannot create '${result_dir}' (a path below a file, or no permission); choose another EXP_NAME" >&2; exit 2; }
 status_file=$(mktemp)
 for mode in "" "--attack"; do
@@ -24,7 +24,12 @@ for mode in "" "--attack"; do
   { "${PYTHON}" -u ${launch} test.py --config "${config}" ${mode} save_folder "${result_dir}" \
       ${model:+model_path "${model}"} "$@" 2>&1 || echo $? > "${status_file}"; } | tee -a "${result_dir}/test-${now}.log"
   status=$(cat "${status_file}")
-  [ "${status}" -eq 0 ] || { rm -f "${status_file}"; exit "${status}"; }
+  if [ "${status}" -ne 0 ]; then
+    rm -f "${status_file}"
+    # Refused before the clean pass wrote anything: no trace (the attacked pass's refusal keeps the clean results).
+    [ "${status}" -ne 2 ] || [ -n "${mode}" ] || forget_refused_run "${result_dir}/test-${now}.log"
+    exit "${status}"
+  fi
 done
 rm -f "${status_file}"
 cp "${config}" tool_test/test.sh test.py "${exp_dir}/"  # a record of what ran

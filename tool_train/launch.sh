@@ -12,3 +12,27 @@ if [ "${nproc}" -gt 1 ]; then
   launch="-m torch.distributed.run ${TORCHRUN_ARGS:---standalone} --nproc_per_node=${nproc}"
   export PYTHONUNBUFFERED=1
 fi
+
+# mkdir -p each folder, remembering (deepest first, one per line) the ones this run creates, for forget_refused_run.
+make_run_dirs() {
+  created=""
+  for dir in "$@"; do
+    path=$dir
+    while [ "${path}" != . ] && [ "${path}" != / ] && [ ! -e "${path}" ]; do
+      created="${created}${path}
+"
+      path=$(dirname "${path}")
+    done
+  done
+  mkdir -p "$@" 2>/dev/null
+}
+
+# A refused run (exit 2) leaves no trace: its log file ($1) and the folders it created (once empty) go.
+forget_refused_run() {
+  rm -f "$1"
+  old_ifs=$IFS
+  IFS='
+'
+  for dir in ${created}; do rmdir "${dir}" 2>/dev/null || :; done
+  IFS=$old_ifs
+}

@@ -12,7 +12,7 @@ model_dir=${exp_dir}/model
 now=$(date +"%Y%m%d_%H%M%S")
 GPU_KEY=train_gpu
 . tool_train/launch.sh
-mkdir -p "${model_dir}" "${exp_dir}/result" 2>/dev/null || {
+make_run_dirs "${model_dir}" "${exp_dir}/result" || {
   echo "error: cannot create '${model_dir}' (a path below a file, or no permission); choose another EXP_NAME" >&2; exit 2; }
 status_file=$(mktemp)
 echo 0 > "${status_file}"
@@ -22,5 +22,6 @@ echo 0 > "${status_file}"
     || echo $? > "${status_file}"; } | tee "${model_dir}/train-${now}.log"
 status=$(cat "${status_file}"); rm -f "${status_file}"
 # A record of what ran, once train.py accepted its inputs (a refused run, exit 2, leaves the folder as it was).
-[ "${status}" -eq 2 ] || cp "${config}" tool_train/train.sh train.py "${exp_dir}/" || :
+if [ "${status}" -eq 2 ]; then forget_refused_run "${model_dir}/train-${now}.log"
+else cp "${config}" tool_train/train.sh train.py "${exp_dir}/" || :; fi
 exit "${status}"
