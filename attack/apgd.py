@@ -1,6 +1,8 @@
 """APGD with segmentation losses and the multi-radius schedule of SEA, as Croce et al.'s code runs them."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,11 +26,12 @@ def checkpoints(iterations: int) -> list[int]:
 
 
 def pixel_losses(name: str, logits: torch.Tensor, target: torch.Tensor, ignore_index: int,
-                 step: int = 0, steps: int = 1) -> torch.Tensor:
+                 step: int = 0, steps: int = 1, class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image loss (N,) averaged over the image's pixels; ignored pixels contribute 0.
 
     ce: cross-entropy. masked_ce: CE on still-correct pixels only. balanced_masked_ce: masked CE with
-    each class weighted by 1 / its pixel count in the image. js: Jensen-Shannon divergence between
+    each pixel weighted by ``class_weights`` of its class (C,), or without them by 1 / its class's pixel
+    count in the image. js: Jensen-Shannon divergence between
     softmax and one-hot. masked_spherical: -z_y / ||z||_2 on still-correct pixels. segpgd: SegPGD's
     (1 - l) * CE on correct + l * CE on wrong pixels, l = step / (2 * steps).
     """
@@ -41,6 +44,8 @@ def pixel_losses(name: str, logits: torch.Tensor, target: torch.Tensor, ignore_i
         per_pixel = ce
     elif name == "masked_ce":
         per_pixel = ce * correct
+    elif name == "balanced_masked_ce" and class_weights is not None:
+        per_pixel = ce * correct * class_weights.to(ce)[safe]
     elif name == "balanced_masked_ce":
         classes = logits.shape[1]
         onehot = F.one_hot(safe, classes) * valid[..., None]  # (N, H, W, C)
@@ -94,10 +99,12 @@ class APGD(Attack):
         rho: fraction of tracked-loss increases at or below which the step is halved.
         track: the loss that controls the step size, one of :data:`LOSSES`.
         random_start: start from a random point of the first ball instead of the clean image.
+        class_weights: per-class weights (C,) of ``balanced_masked_ce``, as the official code's fixed dataset
+            table; None weights each class by 1 / its pixel count in the image.
     """
 
     name = "apgd"
-    fields = frozenset({"eps", "steps", "loss", "momentum", "rho", "track", "random_start"})
+    fields = frozenset({"eps", "steps", "loss", "momentum", "rho", "track", "random_start", "class_weights"})
     iterative = True
 
     revision = 2  # 2: the official schedule (docs/attack_fidelity.md)
@@ -105,11 +112,16 @@ class APGD(Attack):
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 300, loss: str = "masked_ce",
                  stages: tuple[tuple[float, float], ...] = ((0.3, 2.0), (0.3, 1.5), (0.4, 1.0)),
                  momentum: float = 0.75, rho: float = 0.75, track: str = "ce", random_start: bool = True,
-                 ignore_index: int = 255, **kwargs) -> None:
+                 class_weights: Sequence[float] | None = None, ignore_index: int = 255, **kwargs) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
         for name, value in (("loss", loss), ("track", track)):
             if value not in LOSSES:
                 raise ValueError(f"{name} must be one of {LOSSES}, got {value!r}")
+        if class_weights is not None and (isinstance(class_weights, (str, bytes)) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < float("inf")
+                for w in class_weights) or not any(class_weights)):
+            raise ValueError(f"class_weights must be a list of numbers >= 0 (one per class), got {class_weights!r}")
+        self.class_weights = None if class_weights is None else torch.tensor([float(w) for w in class_weights])
         if steps < len(stages):
             raise ValueError(f"APGD needs at least one step per stage, got steps={steps}")
         self.steps = steps
@@ -152,7 +164,8 @@ class APGD(Attack):
             logits = self.logits(x, target.shape[-2:])
             grad = None
             if need_grad:
-                attacked = pixel_losses(self.loss_name, logits, target, self.ignore_index, step, self.steps)
+                attacked = pixel_losses(self.loss_name, logits, target, self.ignore_index, step, self.steps,
+                                        self.class_weights)
                 grad = self.input_grad(attacked.sum(), x)
         logits = logits.detach()
         tracked = pixel_losses(self.track, logits, target, self.ignore_index, step, self.steps)

@@ -316,8 +316,12 @@ def expand_sea(specs: list[AttackSpec | None]) -> tuple[list[AttackSpec | None],
         if spec is None or spec.name != "sea":
             runs.append(spec)
             continue
-        members = [spec.replace(name="apgd", label=f"{spec.label}/{loss}", params={**spec.params, "loss": loss})
-                   for loss in SEA.default("losses")]
+        members = []
+        for loss in SEA.default("losses"):
+            params = {**spec.params, "loss": loss}
+            if loss != "balanced_masked_ce":  # the class weights are the balanced member's only
+                params.pop("class_weights", None)
+            members.append(spec.replace(name="apgd", label=f"{spec.label}/{loss}", params=params))
         runs += members
         ensembles.append((spec, [m.label for m in members]))
     return runs, ensembles

@@ -207,6 +207,35 @@ def test_balanced_masked_ce_weights_classes_by_their_share_of_the_image():
         assert balanced.item() > 1
 
 
+def test_balanced_masked_ce_with_a_class_table_weights_each_pixel_by_its_class():
+    """Given class_weights (the official code's fixed dataset table), each still-correct pixel's CE is multiplied
+    by its class's weight; wrong and ignored pixels give 0; the mean is over all pixels of the image."""
+    from attack.apgd import pixel_losses
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5, 6)
+    target = torch.randint(0, 3, (2, 5, 6))
+    target[0, 0] = 255
+    table = torch.tensor([0.1, 0.5, 0.4])
+    expected = []
+    for n in range(2):
+        total = 0.0
+        for i in range(5):
+            for j in range(6):
+                y = int(target[n, i, j])
+                if y != 255 and int(logits[n, :, i, j].argmax()) == y:
+                    total += float(table[y] * -logits[n, :, i, j].log_softmax(0)[y])
+        expected.append(total / 30)
+    got = pixel_losses("balanced_masked_ce", logits, target, 255, class_weights=table)
+    assert got.tolist() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("weights", ["abc", [1, -1], [0, 0], [1, "x"]])
+def test_apgd_refuses_bad_class_weights(weights):
+    from attack.apgd import APGD
+    with pytest.raises(ValueError, match="class_weights"):
+        APGD(nn.Identity(), class_weights=weights)
+
+
 def test_fgsm_with_eps_0_returns_the_clean_image(trained):
     model, x, target = trained
     assert torch.allclose(FGSM(model, eps=0.0)(x, target), x, atol=1e-6)  # up to un- and re-normalizing

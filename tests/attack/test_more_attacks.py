@@ -256,3 +256,14 @@ def test_registry_rejects_bad_fields_and_values(entry, needle):
         for spec in parse_specs([entry]):
             build_attack(spec, nn.Conv2d(3, 2, 1))
     assert "\n" not in str(err.value)
+
+
+def test_sea_gives_its_class_weights_to_the_balanced_member_only():
+    from evaluation.suite import expand_sea
+    specs = parse_specs([{"name": "sea", "eps": 8, "steps": 3, "class_weights": [0.2, 0.8]}])
+    runs, ((sea, members),) = expand_sea(specs)
+    weights = {run.params["loss"]: run.params.get("class_weights") for run in runs}
+    assert weights == {"balanced_masked_ce": [0.2, 0.8], "masked_ce": None, "js": None}
+    assert members == [f"sea_eps8/{loss}" for loss in weights]
+    attack = build_attack(sea, nn.Conv2d(3, 2, 1))
+    assert attack.members[0].class_weights.tolist() == pytest.approx([0.2, 0.8])
