@@ -30,7 +30,8 @@ class SEA(Attack):
                  losses: Sequence[str] = ("balanced_masked_ce", "masked_ce", "js"),
                  class_weights: Sequence[float] | None = None, ignore_index: int = 255, **kwargs) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
-        self.members = [APGD(model, eps, steps, loss, class_weights=class_weights, ignore_index=ignore_index, **kwargs)
+        self.members = [APGD(model, eps, steps, loss, ignore_index=ignore_index, **kwargs,
+                             class_weights=class_weights if loss == "balanced_masked_ce" else None)
                         for loss in losses]
 
     def perturb(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -72,3 +72,12 @@ def check_attack(make, trained, name: str, tol: float = 1e-4) -> tuple:
     assert accuracy(model, adv, target) < clean - 0.1, name
     assert all(p.grad is None for p in model.parameters()) and not model.training
     return attack, x01, adv01
+
+
+def opts_for(tiny_opts: list[str], root) -> list[str]:
+    """``tiny_opts`` with the data paths moved to a copy of the tiny dataset at ``root``."""
+    out = list(tiny_opts)
+    for key, value in (("data_root", root), ("train_list", root / "list/train.txt"),
+                       ("test_list", root / "list/val.txt"), ("val_list", root / "list/val.txt")):
+        out[out.index(key) + 1] = str(value)
+    return out

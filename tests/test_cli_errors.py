@@ -9,6 +9,7 @@ import torch
 
 from model import build_model
 from tests.entry import test_entry, train_entry
+from tests.helpers import opts_for
 
 CONFIG = "config/synthetic/synthetic_pspnet18.yaml"
 
@@ -19,14 +20,6 @@ def data(tiny_data, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(tiny_data, root)
     return root
-
-
-def opts_for(tiny_opts, root):
-    out = list(tiny_opts)
-    for key, value in (("data_root", root), ("train_list", root / "list/train.txt"),
-                       ("test_list", root / "list/val.txt"), ("val_list", root / "list/val.txt")):
-        out[out.index(key) + 1] = str(value)
-    return out
 
 
 def one_line(err: str) -> str:

@@ -10,6 +10,7 @@ import torch
 from evaluation import compare, report, visualize
 from model import build_model
 from tests.entry import test_entry, train_entry
+from tests.helpers import opts_for
 from tool_data import synthetic
 from tool_train import nproc
 
@@ -21,14 +22,6 @@ def only_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     return lines[0]
-
-
-def with_data(opts, root):
-    out = list(opts)
-    for key, value in (("data_root", root), ("train_list", root / "list/train.txt"),
-                       ("test_list", root / "list/val.txt"), ("val_list", root / "list/val.txt")):
-        out[out.index(key) + 1] = str(value)
-    return out
 
 
 @pytest.fixture
@@ -78,7 +71,7 @@ def test_config_values_that_would_train_or_score_wrongly_are_refused(run_cli, ti
 
 def test_a_bad_label_is_refused_before_training_or_evaluation_writes(run_cli, tiny_opts, broken_label, tmp_path):
     """The label is checked before the run starts, not when an epoch or the evaluation reaches it."""
-    opts = with_data(tiny_opts, broken_label)
+    opts = opts_for(tiny_opts, broken_label)
     code, _, err = run_cli(train_entry, ["--config", CONFIG, *opts, "evaluate", "True"])
     assert code == 2 and "has values 7 outside 0..4" in only_line(err)
     assert not (tmp_path / "model").exists()
@@ -116,7 +109,7 @@ def test_visualize_checks_its_arguments_before_the_model(run_cli, tiny_opts, tmp
 
 def test_visualize_checks_the_label(run_cli, tiny_opts, broken_label, tmp_path):
     code, _, err = run_cli(visualize, ["--config", CONFIG, "--out", str(tmp_path / "p.png"), "--index", "3",
-                                       *with_data(tiny_opts, broken_label)])
+                                       *opts_for(tiny_opts, broken_label)])
     assert code == 2 and "has values 7 outside 0..4" in only_line(err)
     assert not (tmp_path / "p.png").exists()
 
