@@ -85,8 +85,13 @@ class Attack:
 
     @classmethod
     def default(cls, argument: str):
-        """The constructor's default of ``argument`` (e.g. the steps of a spec that sets none)."""
-        return inspect.signature(cls).parameters[argument].default
+        """The constructor's default of ``argument`` (e.g. the steps of a spec that sets none), from the nearest
+        class that names it (SegPGD passes ``norm`` on to PGD through ``**kwargs``)."""
+        for klass in cls.__mro__:
+            parameter = inspect.signature(klass).parameters.get(argument) if issubclass(klass, Attack) else None
+            if parameter is not None:
+                return parameter.default
+        raise KeyError(f"{cls.__name__} takes no argument {argument!r}")
 
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized input -> [0, 1] pixels."""

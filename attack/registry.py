@@ -60,6 +60,14 @@ class AttackSpec:
             return None
         return self.params.get("steps") or self.attack_class.default("steps")
 
+    @property
+    def norm(self) -> str:
+        """The threat model, 'linf' or 'l2': the entry's ``norm``, else its attack's default."""
+        if "norm" in self.params:
+            return self.params["norm"]
+        cls = self.attack_class
+        return cls.default("norm") if "norm" in cls.fields else cls.norm
+
     def replace(self, **changes: Any) -> AttackSpec:
         return dataclasses.replace(self, **changes)
 

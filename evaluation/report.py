@@ -7,7 +7,7 @@
 adds an attack-suite run (``tool_test/<dataset>/robust_eval.sh``, possibly on fewer images): its clean mIoU,
 every attack's mIoU and the worst case over them, printed in a second table beside BIM on the same images.
 Without ``result_dir`` a row holds the suite run alone (``make demo-strong``). ``--curve PNG`` draws, per
-defense, the lowest mIoU measured at each eps of its suite run (the worst case), from its clean mIoU at eps 0.
+defense, the lowest mIoU measured at each L-inf eps of its suite run (the worst case), from its clean mIoU at eps 0.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from evaluation.summary import draw_series
+from evaluation.summary import draw_series, norm_of
 from util.errors import ArgumentParser, UserError, check_creatable, run_main
 
 RUN_TEST = "run test.py (clean and --attack)"
@@ -66,7 +66,7 @@ def collect_strong(folder: Path) -> dict:
         raise UserError(f"'{folder / 'results.json'}' holds no attack modes; {RUN_SUITE} into it")
     lowest: dict[float, float] = {}
     for m in attacked:
-        if math.isfinite(m["eps"]):
+        if math.isfinite(m["eps"]) and norm_of(m) == "linf":  # the curve's axis is L-inf eps
             lowest[m["eps"]] = min(lowest.get(m["eps"], 1.0), m["mIoU"])
     curve = [(0.0, result["mIoU"])] + [(eps * 255, miou) for eps, miou in sorted(lowest.items())]
     return {"images": result["images"], "clean": result["mIoU"], "miou": {mode_label(m): m["mIoU"] for m in attacked},

@@ -183,7 +183,7 @@ def mode_row(mode: str, attack_spec: AttackSpec | None, counts: tuple[np.ndarray
     kind = "clean" if attack_spec is None else "transfer" if attack_spec.source else "attack"
     return {"mode": mode, "kind": kind, "name": attack_spec.name if attack_spec else "clean",
             "series": series_of(mode), "eps": attack_spec.eps if attack_spec else 0.0,
-            "steps": attack_spec.steps if kind == "attack" else None,
+            "steps": attack_spec.steps if kind == "attack" else None, "norm": attack_spec.norm if attack_spec else None,
             "attack": attack_spec.as_dict() if attack_spec else None,
             **{k: metrics[k] for k in ("mIoU", "fg_mIoU", "present_mIoU", "image_mIoU", "mAcc", "allAcc")},
             "classes": [{"name": n, "iou": metrics["iou_class"][i], "acc": metrics["acc_class"][i]}
@@ -266,10 +266,11 @@ def ensemble_row(mode: str, name: str, eps: float, members: list[tuple[dict, tup
     def chosen(selection: np.ndarray) -> dict:
         return summarize(inter[selection, images], union[selection, images], target, background)
 
-    spec = {"name": name, "eps": eps, "members": [row["mode"] for row, _ in members]}
+    norm = summary.norm_of(members[0][0])
+    spec = {"name": name, "eps": eps, "norm": norm, "members": [row["mode"] for row, _ in members]}
     counts = (inter[choice.miou, images], union[choice.miou, images], target)
     row = {**mode_row(mode, None, counts, names, background), "kind": "ensemble", "name": name, "eps": eps,
-           "attack": spec}
+           "norm": norm, "attack": spec}
     for key, selection in (("fg_mIoU", choice.fg_miou), ("image_mIoU", choice.image_miou), ("mAcc", choice.macc),
                            ("allAcc", choice.allacc)):
         row[key] = chosen(selection)[key]
@@ -281,6 +282,11 @@ def ensemble_row(mode: str, name: str, eps: float, members: list[tuple[dict, tup
     logger.info(f"{mode}: worst case over {', '.join(spec['members'])}: mIoU {row['mIoU']:.4f} (SEA greedy search), "
                 f"aAcc {row['allAcc']:.4f}")
     return row
+
+
+def _short(value) -> str:
+    """A setting as a label shows it: floats to 4 significant digits (a step of 0.25/255 is 0.0009804)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def distinct_labels(specs: list[AttackSpec | None]) -> list[AttackSpec | None]:
@@ -302,8 +308,8 @@ def distinct_labels(specs: list[AttackSpec | None]) -> list[AttackSpec | None]:
             out.append(spec)
             continue
         keys = sorted({k for v in variants for k in v if any(w.get(k) != v.get(k) for w in variants)})
-        fields = settings_of(spec)
-        suffix = "_".join(re.sub(r"[^A-Za-z0-9.+-]", "-", f"{k}{fields.get(k, 'default')}") for k in keys)
+        fields = {**settings_of(spec), "norm": spec.norm}
+        suffix = "_".join(re.sub(r"[^A-Za-z0-9.+-]", "-", f"{k}{_short(fields.get(k, 'default'))}") for k in keys)
         out.append(spec.replace(label=spec.label.replace(f"{spec.name}_eps", f"{spec.name}_{suffix}_eps", 1)))
     return out
 
@@ -329,8 +335,9 @@ def expand_sea(specs: list[AttackSpec | None]) -> tuple[list[AttackSpec | None],
 
 def worst_cases(evaluated: list[tuple[dict, tuple]], ensembles: list[tuple[AttackSpec, list[str]]], names: list[str],
                 save_folder: Path, background: int | None = 0) -> list[dict]:
-    """SEA's rows (worst case over its members) and, per eps shared by two or more attack entries, a
-    worst_case row over every attack evaluated at that eps."""
+    """SEA's rows (worst case over its members) and, per threat model and eps shared by two or more attack
+    entries, a worst_case row over every attack evaluated there (an L2 ball is not an L-inf one of the same
+    radius: their attacks are not mixed)."""
     by_mode = {row["mode"]: (row, counts) for row, counts in evaluated}
     rows = [ensemble_row(spec.label, "sea", spec.eps, [by_mode[m] for m in members], names,
                          save_folder / spec.label, background) for spec, members in ensembles]
@@ -338,10 +345,10 @@ def worst_cases(evaluated: list[tuple[dict, tuple]], ensembles: list[tuple[Attac
     by_eps = defaultdict(list)
     for row, counts in evaluated:
         if row["kind"] in ("attack", "transfer") and math.isfinite(row["eps"]):
-            by_eps[round(row["eps"], 9)].append((row, counts))
-    for eps, members in sorted(by_eps.items()):
+            by_eps[summary.norm_of(row), round(row["eps"], 9)].append((row, counts))
+    for (norm, eps), members in sorted(by_eps.items()):
         if len({entry.get(row["mode"], row["mode"]) for row, _ in members}) >= 2:
-            mode = f"worst_case_eps{round(eps * 255, 4):g}"
+            mode = f"worst_case_eps{round(eps * 255, 4):g}" if norm == "linf" else f"worst_case_{norm}_eps{eps:g}"
             rows.append(ensemble_row(mode, "worst_case", eps, members, names, save_folder / mode, background))
     return rows
 

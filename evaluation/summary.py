@@ -3,8 +3,10 @@ robustness_curve.png.
 
 A row is one mode's result dict with ``mode``, ``kind`` (clean | attack | transfer | ensemble), ``name``
 (the attack: bim, pgd, sea, worst_case, ...), ``series`` (the mode label without its eps: one attack
-setting over eps), ``eps`` in [0, 1] pixel units, ``steps`` (None where not iterative or unknown) and the
-metrics ``mIoU``, ``fg_mIoU``, ``image_mIoU``, ``mAcc``, ``allAcc``.
+setting over eps), ``eps`` in [0, 1] pixel units, ``norm`` (the threat model: linf, l2; None when clean, absent
+in older results: linf), ``steps`` (None where not iterative or unknown) and the metrics ``mIoU``, ``fg_mIoU``,
+``image_mIoU``, ``mAcc``, ``allAcc``. L-inf eps are shown in /255, L2 eps as they are; the curve of each threat
+model is its own picture.
 """
 from __future__ import annotations
 
@@ -17,11 +19,22 @@ TOLERANCE = 0.01
 CSV_COLUMNS = ("mode", "eps", "mIoU", "mAcc", "allAcc", "fg_mIoU", "image_mIoU", "attack", "series")
 
 
+def norm_of(row: dict) -> str:
+    """A row's threat model: 'linf' (also for clean rows) or 'l2'; results written before rows named it give
+    their attack entry's ``norm``, else linf."""
+    return row.get("norm") or (row.get("attack") or {}).get("norm") or "linf"
+
+
+def eps_text(row: dict) -> str:
+    """eps as the tables show it: L-inf in /255, L2 as it is."""
+    return f"{row['eps'] * 255:.2f}/255" if norm_of(row) == "linf" else f"{row['eps']:.3g} ({norm_of(row).upper()})"
+
+
 def table(rows: list[dict]) -> list[str]:
-    """The human table, one line per mode; eps in /255."""
+    """The human table, one line per mode."""
     lines = ["| mode | eps | mIoU | fg-mIoU | per-image mIoU | mAcc | aAcc |"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['eps'] * 255:.2f}/255 | {r['mIoU']:.4f} | {r['fg_mIoU']:.4f} | "
+        lines.append(f"| {r['mode']} | {eps_text(r)} | {r['mIoU']:.4f} | {r['fg_mIoU']:.4f} | "
                      f"{r['image_mIoU']:.4f} | {r['mAcc']:.4f} | {r['allAcc']:.4f} |")
     return lines
 
@@ -51,18 +64,17 @@ def sanity_warnings(rows: list[dict], tolerance: float = TOLERANCE) -> list[str]
             low = min(previous, key=lambda p: p["mIoU"], default=None)
             if low is not None and r["mIoU"] > low["mIoU"] + tolerance:
                 warnings.append(f"possible gradient masking: {name} mIoU rises with eps, {low['mIoU']:.4f} at "
-                                f"{low['eps'] * 255:.2f}/255 ({low['mode']}) -> {r['mIoU']:.4f} at "
-                                f"{r['eps'] * 255:.2f}/255 ({r['mode']})")
+                                f"{eps_text(low)} ({low['mode']}) -> {r['mIoU']:.4f} at {eps_text(r)} ({r['mode']})")
             previous.append(r)
     for bim in (r for r in attacked if r["name"] == "bim" and r["kind"] == "attack"):
         for r in attacked:
             stronger = r["kind"] == "ensemble" or (r["kind"] == "attack" and r["steps"] is not None
                                                    and bim["steps"] is not None and r["steps"] > bim["steps"])
-            if stronger and math.isclose(r["eps"], bim["eps"], abs_tol=1e-9) \
+            if stronger and norm_of(r) == norm_of(bim) and math.isclose(r["eps"], bim["eps"], abs_tol=1e-9) \
                     and r["mIoU"] > bim["mIoU"] + tolerance:
                 what = "ensemble" if r["kind"] == "ensemble" else f"{r['steps']} steps"
                 warnings.append(f"possible gradient masking: {r['mode']} ({what}) is weaker than {bim['mode']} "
-                                f"({bim['steps']} steps) at {r['eps'] * 255:.2f}/255, mIoU {r['mIoU']:.4f} > "
+                                f"({bim['steps']} steps) at {eps_text(r)}, mIoU {r['mIoU']:.4f} > "
                                 f"{bim['mIoU']:.4f}")
     return warnings
 
@@ -73,27 +85,35 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 DASHES = ("-", "--", "-.", ":")
 
 
-def curve_series(rows: list[dict]) -> dict[str, list[tuple[float, float]]]:
-    """The curve's lines: per series, (eps in /255, mIoU) by rising eps, from the clean point at eps 0."""
+def curve_series(rows: list[dict], norm: str = "linf") -> dict[str, list[tuple[float, float]]]:
+    """The curve's lines for one threat model: per series, (eps, mIoU) by rising eps (L-inf eps in /255), from
+    the clean point at eps 0."""
     clean = next((r for r in rows if r["kind"] == "clean"), None)
     start = [(0.0, clean["mIoU"])] if clean is not None else []
+    scale = 255 if norm == "linf" else 1
     series = defaultdict(list)
     for r in sorted(rows, key=lambda r: r["eps"]):
-        if r["kind"] != "clean" and math.isfinite(r["eps"]):
-            series[r["series"]].append((r["eps"] * 255, r["mIoU"]))
+        if r["kind"] != "clean" and math.isfinite(r["eps"]) and norm_of(r) == norm:
+            series[r["series"]].append((r["eps"] * scale, r["mIoU"]))
     return {name: start + points for name, points in series.items()}
 
 
 def draw_curve(rows: list[dict], path: Path) -> None:
-    """robustness_curve.png: mIoU against eps (/255), one line per series (see :func:`curve_series`), the
-    clean mIoU as a dashed grey line."""
+    """``path``: mIoU against L-inf eps (/255), one line per series (see :func:`curve_series`), the clean mIoU
+    as a dashed grey line; the L2 attacks, when there are any, beside it in ``<stem>_l2.png``."""
     clean = next((r for r in rows if r["kind"] == "clean"), None)
-    draw_series(curve_series(rows), path, clean=None if clean is None else clean["mIoU"])
+    clean = None if clean is None else clean["mIoU"]
+    draw_series(curve_series(rows), path, clean=clean)
+    l2, l2_path = curve_series(rows, "l2"), path.with_name(f"{path.stem}_l2{path.suffix}")
+    if l2:
+        draw_series(l2, l2_path, clean=clean, xlabel="eps (L2)")
+    else:
+        l2_path.unlink(missing_ok=True)  # an earlier run's, no longer this folder's
 
 
 def draw_series(series: dict[str, list[tuple[float, float]]], path: Path, title: str = "",
-                clean: float | None = None) -> None:
-    """mIoU against eps (/255), one line per series of (eps, mIoU) points; ``clean`` as a dashed grey line."""
+                clean: float | None = None, xlabel: str = "eps (/255)") -> None:
+    """mIoU against eps, one line per series of (eps, mIoU) points; ``clean`` as a dashed grey line."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -105,7 +125,7 @@ def draw_series(series: dict[str, list[tuple[float, float]]], path: Path, title:
         axes.plot(*zip(*points, strict=True), color=f"C{k % 10}", marker=MARKERS[k % len(MARKERS)],
                   linestyle=DASHES[k % len(DASHES)], linewidth=max(4.0 - 0.8 * k, 1.0),
                   markersize=max(10 - 1.5 * k, 4), label=name[:40])
-    axes.set(xlabel="eps (/255)", ylabel="mIoU", ylim=(0, 1.02), xlim=(0, None), title=title)
+    axes.set(xlabel=xlabel, ylabel="mIoU", ylim=(0, 1.02), xlim=(0, None), title=title)
     axes.grid(True, color="0.9")
     axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", frameon=False)
     figure.tight_layout()

@@ -127,6 +127,43 @@ def test_csv_keeps_the_old_columns_first_and_the_curve_is_a_png(tmp_path):
     assert cv2.imread(str(tmp_path / "curve.png")).shape == (560, 900, 3)
 
 
+def test_l2_attacks_are_their_own_threat_model(tmp_path):
+    """An L2 ball of radius 0.5 is not the L-inf ball of 0.5 (127.5/255): SAM-AT's protocol runs both in one
+    test.py run. The table shows L2 eps as it is, the worst case and the BIM comparison never mix the two, and
+    the L2 series get their own curve (removed again when a later run has none)."""
+    from attack.registry import parse_specs
+    specs = suite.distinct_labels(parse_specs([
+        {"name": "bim", "eps": 0.5, "alpha": 0.25, "steps": 2, "unit": 1},
+        {"name": "pgd", "eps": 0.5, "alpha": 0.25, "steps": 10, "norm": "l2", "unit": 1},
+        {"name": "segpgd", "eps": 0.5, "steps": 20, "unit": 1}]))
+    assert [s.norm for s in specs] == ["linf", "l2", "linf"]
+    assert specs[1].label == "pgd_eps0.5"
+    pairs = {"bim": [([1, 1], [1, 0])], "pgd": [([0, 1], [1, 0])], "segpgd": [([1, 0], [1, 0])]}
+    evaluated = [(suite.mode_row(s.label, s, tuple(c[0] for c in counts_of([pairs[s.name]])), ["a", "b"]),
+                  tuple(c[0] for c in counts_of([pairs[s.name]]))) for s in specs]
+    miou = {row["mode"]: row["mIoU"] for row, _ in evaluated}
+    (worst,) = suite.worst_cases(evaluated, [], ["a", "b"], tmp_path)
+    assert worst["mode"] == "worst_case_eps127.5" and worst["attack"]["members"] == ["bim_eps0.5", "segpgd_eps0.5"]
+    assert worst["mIoU"] == min(miou["bim_eps0.5"], miou["segpgd_eps0.5"]) > miou["pgd_eps0.5"]
+    rows = [row for row, _ in evaluated]
+    assert summary.table(rows)[2].startswith("| pgd_eps0.5 | 0.5 (L2) | ")
+    assert summary.table(rows)[1].startswith("| bim_eps0.5 | 127.50/255 | ")
+    weak_l2 = [{**rows[0], "mIoU": 0.1}, {**rows[1], "mIoU": 0.9}]  # a 10-step L2 PGD above L-inf BIM-2
+    assert summary.sanity_warnings(weak_l2) == []
+    assert list(summary.curve_series(rows, "l2")) == ["pgd"] and "pgd" not in summary.curve_series(rows)
+    summary.draw_curve(rows, tmp_path / "curve.png")
+    assert (tmp_path / "curve_l2.png").is_file()
+    summary.draw_curve(rows[:1], tmp_path / "curve.png")
+    assert not (tmp_path / "curve_l2.png").exists()
+
+
+def test_labels_show_float_settings_short():
+    from attack.registry import parse_specs
+    specs = suite.distinct_labels(parse_specs([{"name": "pgd", "eps": 1, "alpha": 0.25, "steps": 10},
+                                               {"name": "pgd", "eps": 2, "alpha": 0.5, "steps": 10}]))
+    assert [s.label for s in specs] == ["pgd_alpha0.0009804_eps1", "pgd_alpha0.001961_eps2"]
+
+
 def test_curves_start_at_the_clean_point_and_coinciding_series_stay_visible(tmp_path):
     """Each attack's line starts at (0, clean mIoU); a series equal to another (SegPGD under the worst case)
     is still drawn where the two overlap: the earlier, thicker line shows around the later one."""
