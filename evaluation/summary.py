@@ -101,12 +101,11 @@ def curve_series(rows: list[dict], norm: str = "linf") -> dict[str, list[tuple[f
 def draw_curve(rows: list[dict], path: Path) -> None:
     """``path``: mIoU against L-inf eps (/255), one line per series (see :func:`curve_series`), the clean mIoU
     as a dashed grey line; the L2 attacks, when there are any, beside it in ``<stem>_l2.png``."""
-    clean = next((r for r in rows if r["kind"] == "clean"), None)
-    clean = None if clean is None else clean["mIoU"]
-    draw_series(curve_series(rows), path, clean=clean)
+    clean_miou = next((r["mIoU"] for r in rows if r["kind"] == "clean"), None)
+    draw_series(curve_series(rows), path, clean=clean_miou)
     l2, l2_path = curve_series(rows, "l2"), path.with_name(f"{path.stem}_l2{path.suffix}")
     if l2:
-        draw_series(l2, l2_path, clean=clean, xlabel="eps (L2)")
+        draw_series(l2, l2_path, clean=clean_miou, xlabel="eps (L2)")
     else:
         l2_path.unlink(missing_ok=True)  # an earlier run's, no longer this folder's
 

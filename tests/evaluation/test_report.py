@@ -139,8 +139,8 @@ def test_l2_attacks_are_their_own_threat_model(tmp_path):
     assert [s.norm for s in specs] == ["linf", "l2", "linf"]
     assert specs[1].label == "pgd_eps0.5"
     pairs = {"bim": [([1, 1], [1, 0])], "pgd": [([0, 1], [1, 0])], "segpgd": [([1, 0], [1, 0])]}
-    evaluated = [(suite.mode_row(s.label, s, tuple(c[0] for c in counts_of([pairs[s.name]])), ["a", "b"]),
-                  tuple(c[0] for c in counts_of([pairs[s.name]]))) for s in specs]
+    counts = {name: tuple(c[0] for c in counts_of([pair])) for name, pair in pairs.items()}
+    evaluated = [(suite.mode_row(s.label, s, counts[s.name], ["a", "b"]), counts[s.name]) for s in specs]
     miou = {row["mode"]: row["mIoU"] for row, _ in evaluated}
     (worst,) = suite.worst_cases(evaluated, [], ["a", "b"], tmp_path)
     assert worst["mode"] == "worst_case_eps127.5" and worst["attack"]["members"] == ["bim_eps0.5", "segpgd_eps0.5"]
