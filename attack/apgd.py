@@ -71,6 +71,16 @@ def pixel_losses(name: str, logits: torch.Tensor, target: torch.Tensor, ignore_i
     return per_pixel.flatten(1).sum(1) / hw
 
 
+def inverse_frequency_weights(counts: Sequence[int]) -> list[float]:
+    """The official code's class table of ``balanced_masked_ce`` (its ``VOC_WTS``) from the pixels per class of
+    a dataset's labels: 1 / each class's pixel count, normalised to sum 1 (a class without pixels counts one).
+
+    Pooled mIoU loses about 1 / (a class's pixels in the evaluated set) per pixel flipped, so a dataset table
+    weights what the attack flips as the metric does; per-image counts do not (docs/attack_fidelity.md)."""
+    inverse = [1.0 / max(int(c), 1) for c in counts]
+    return [round(w / sum(inverse), 8) for w in inverse]
+
+
 class APGD(Attack):
     """Auto-PGD (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
     parameter-free attacks", ICML 2020), L-inf, with segmentation losses and the radius schedule of SEA
@@ -100,7 +110,8 @@ class APGD(Attack):
         track: the loss that controls the step size, one of :data:`LOSSES`.
         random_start: start from a random point of the first ball instead of the clean image.
         class_weights: per-class weights (C,) of ``balanced_masked_ce``, as the official code's fixed dataset
-            table; None weights each class by 1 / its pixel count in the image.
+            table (:func:`inverse_frequency_weights` of the training labels; test.py computes it for ``train``,
+            its default); None or ``'image'`` weights each class by 1 / its pixel count in the image.
     """
 
     name = "apgd"
@@ -117,10 +128,13 @@ class APGD(Attack):
         for name, value in (("loss", loss), ("track", track)):
             if value not in LOSSES:
                 raise ValueError(f"{name} must be one of {LOSSES}, got {value!r}")
+        if class_weights == "image":
+            class_weights = None
         if class_weights is not None and (isinstance(class_weights, (str, bytes)) or not all(
                 isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < float("inf")
                 for w in class_weights) or not any(class_weights)):
-            raise ValueError(f"class_weights must be a list of numbers >= 0 (one per class), got {class_weights!r}")
+            raise ValueError(f"class_weights must be a list of numbers >= 0 (one per class), 'image', or 'train' "
+                             f"(test.py: the training labels' table), got {class_weights!r}")
         self.class_weights = None if class_weights is None else torch.tensor([float(w) for w in class_weights])
         if steps < len(stages):
             raise ValueError(f"APGD needs at least one step per stage, got steps={steps}")

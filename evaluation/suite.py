@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
+from attack.apgd import inverse_frequency_weights
 from attack.base import Attack, MinNormAttack
 from attack.registry import AttackSpec, build_attack
 from attack.sea import SEA
@@ -314,6 +315,50 @@ def distinct_labels(specs: list[AttackSpec | None]) -> list[AttackSpec | None]:
     return out
 
 
+def resolve_class_weights(cfg: DictConfig, specs: list[AttackSpec | None]) -> list[AttackSpec | None]:
+    """The class table of every balanced masked CE (SEA's balanced member, APGD with that loss): ``train`` (the
+    default where ``train_list`` exists) becomes :func:`~attack.apgd.inverse_frequency_weights` of the training
+    labels, as the official code's fixed table; ``image`` (the default without a train_list) weights by each
+    image's own counts. The resolved table is part of the spec, so stored predictions carry it.
+
+    Raises:
+        UserError: ``train`` without a readable train_list or with a broken label, naming what to do.
+    """
+    def balanced(spec: AttackSpec | None) -> bool:
+        return spec is not None and (spec.name == "sea" or spec.name == "apgd" and (
+            spec.params.get("loss") == "balanced_masked_ce" or "class_weights" in spec.params))
+
+    @functools.cache
+    def train_table() -> tuple[float, ...]:
+        hint = "; give class_weights: image (per-image weights) or a list to evaluate without training labels"
+        if not os.path.isfile(cfg.train_list):
+            raise UserError(f"class_weights 'train' needs the training labels, but train_list '{cfg.train_list}' "
+                            f"is not a file{hint}")
+        try:
+            counts = SemData("train", cfg.data_root, cfg.train_list, None, cfg.classes, cfg.ignore_label)
+            counts = counts.class_pixel_counts()
+        except UserError as err:
+            raise UserError(f"{err} (class_weights 'train' reads every training label){hint}") from None
+        table = tuple(inverse_frequency_weights(counts))
+        logger.info(f"balanced masked CE: class weights from the {int(counts.sum())} labelled pixels of "
+                    f"'{cfg.train_list}' (1 / pixels per class, summing to 1): {list(table)}")
+        return table
+
+    out = []
+    for spec in specs:
+        if balanced(spec):
+            default = "train" if os.path.isfile(cfg.train_list) else "image"
+            weights = spec.params.get("class_weights", default)
+            if weights == "train":
+                spec = spec.replace(params={**spec.params, "class_weights": list(train_table())})
+            elif "class_weights" not in spec.params:
+                logger.info(f"{spec.label}: no train_list '{cfg.train_list}': balanced masked CE weights each "
+                            f"class by its pixels in each image")
+                spec = spec.replace(params={**spec.params, "class_weights": weights})
+        out.append(spec)
+    return out
+
+
 def expand_sea(specs: list[AttackSpec | None]) -> tuple[list[AttackSpec | None], list[tuple[AttackSpec, list[str]]]]:
     """SEA entries become their APGD members (one stored mode each, label <sea label>/<loss>), so SEA's
     worst case is computed over stored predictions; returns the specs to run and (SEA spec, member labels)."""
@@ -424,7 +469,7 @@ def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.dev
         raise UserError("an attack needs labels, but split is 'test'; evaluate a labelled split (val)")
     names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
     data, list_sha256 = evaluation_data(cfg)
-    runs, ensembles = expand_sea(specs)
+    runs, ensembles = expand_sea(resolve_class_weights(cfg, specs))
     model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
     check_before_writing(cfg, runs, model_loader, list_sha256, [image_name(path) for path, _ in data.data_list])
     with owned(cfg.save_folder, "save_folder", dist.is_main_process()):  # a second run on save_folder is refused

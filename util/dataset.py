@@ -269,6 +269,27 @@ class SemData(torch.utils.data.Dataset):
                 pass
         logger.info("checked %d images and labels in %.1f s", len(self), time.perf_counter() - start)
 
+    def class_pixel_counts(self) -> np.ndarray:
+        """Labelled pixels per class (classes,) over every label of the list (ignore_label not counted), read a
+        few at a time: the dataset statistics that class-balanced losses weight by.
+
+        Raises:
+            UserError: a label that cannot be read or holds a value out of range, named as :meth:`sample` does.
+        """
+        if self.classes is None:
+            raise ValueError("class_pixel_counts needs the number of classes")
+
+        def count(index: int) -> np.ndarray:
+            label_path = self.data_list[index][1]
+            if label_path is None:
+                return np.zeros(self.classes, dtype=np.int64)
+            label = read_label(label_path)
+            self._check_values(label, label_path)
+            return np.bincount(label.ravel(), minlength=256)[:self.classes].astype(np.int64)
+
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            return np.sum(list(pool.map(count, range(len(self)))), axis=0, dtype=np.int64).reshape(self.classes)
+
     def _check_sample(self, index: int) -> None:
         image_path, label_path = self.data_list[index]
         try:

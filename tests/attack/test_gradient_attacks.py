@@ -229,11 +229,26 @@ def test_balanced_masked_ce_with_a_class_table_weights_each_pixel_by_its_class()
     assert got.tolist() == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("weights", ["abc", [1, -1], [0, 0], [1, "x"]])
+@pytest.mark.parametrize("weights", ["abc", "train", [1, -1], [0, 0], [1, "x"]])
 def test_apgd_refuses_bad_class_weights(weights):
     from attack.apgd import APGD
-    with pytest.raises(ValueError, match="class_weights"):
+    with pytest.raises(ValueError, match="class_weights must be a list .* 'image', or 'train' \\(test.py"):
         APGD(nn.Identity(), class_weights=weights)
+    assert APGD(nn.Identity(), class_weights="image").class_weights is None  # per image, as None
+
+
+def test_inverse_frequency_weights_are_the_official_table():
+    """1 / pixels per class, summing to 1 (the official VOC_WTS recipe); a class without pixels counts one pixel
+    (the largest weight) rather than dividing by zero. The synthetic training labels give the table that
+    docs/attack_fidelity.md compares with."""
+    from attack.apgd import inverse_frequency_weights
+    counts = [3213770, 185849, 155119, 136348, 141558]
+    inverse = [1 / c for c in counts]
+    expected = [w / sum(inverse) for w in inverse]
+    got = inverse_frequency_weights(counts)
+    assert got == pytest.approx(expected, abs=1e-8) and sum(got) == pytest.approx(1.0)
+    assert [round(w, 4) for w in got] == [0.0117, 0.2028, 0.2429, 0.2764, 0.2662]
+    assert inverse_frequency_weights([4, 0]) == pytest.approx([0.2, 0.8])
 
 
 def test_fgsm_with_eps_0_returns_the_clean_image(trained):

@@ -277,6 +277,43 @@ def test_sea_is_evaluated_as_its_members_and_their_worst_case(run_cli, tiny_opts
     assert (tmp_path / "result/sea_eps8/js/gray").is_dir()
 
 
+def test_seas_balanced_member_weights_classes_by_the_training_labels(run_cli, tiny_opts, tiny_data, tmp_path,
+                                                                     checkpoint):
+    """SEA's balanced masked CE takes the official code's table by default: 1 / the training labels' pixels per
+    class, summing to 1 (restated here from the label files). Without a train_list it weights by each image's
+    own counts ('image'); asked for 'train' without one it stops in one line before writing anything."""
+    from PIL import Image
+    counts = np.zeros(5)
+    for line in (tiny_data / "list/train.txt").read_text().split():
+        if line.startswith("label"):
+            label = np.array(Image.open(tiny_data / line))
+            counts += [(label == c).sum() for c in range(5)]
+    expected = (1 / counts) / (1 / counts).sum()
+    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "index_step", "1",
+            "attacks", "[{name: sea, eps: 8, steps: 3}]"]
+    assert run_cli(test_entry, opts)[0] == 0
+
+    def weights(folder):
+        return json.loads((tmp_path / folder / "sea_eps8/balanced_masked_ce/results.json").read_text())["attack"].get(
+            "class_weights")
+    assert weights("result") == pytest.approx(expected.tolist(), abs=1e-8)
+    assert "class_weights" not in json.loads((tmp_path / "result/sea_eps8/js/results.json").read_text())["attack"]
+    no_list = [*opts, "train_list", str(tmp_path / "absent.txt"), "save_folder", str(tmp_path / "image")]
+    assert run_cli(test_entry, no_list)[0] == 0 and weights("image") == "image"
+    explicit = [*no_list[:-2], "save_folder", str(tmp_path / "train"), "attacks",
+                "[{name: sea, eps: 8, steps: 3, class_weights: train}]"]
+    code, _, err = run_cli(test_entry, explicit)
+    assert code == 2 and "class_weights 'train' needs the training labels, but train_list" in err.strip().splitlines()[-1]
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "train").exists()
+    Image.fromarray(np.full((4, 4), 40, np.uint8)).save(tmp_path / "bad.png")
+    (tmp_path / "bad.txt").write_text(f"{tiny_data / 'image/train/00000.png'} {tmp_path / 'bad.png'}\n")
+    bad = [*opts, "train_list", str(tmp_path / "bad.txt"), "save_folder", str(tmp_path / "bad")]
+    code, _, err = run_cli(test_entry, bad)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "bad.png' has values 40" in line and "give class_weights: image" in line
+    assert not (tmp_path / "bad").exists()
+
+
 def test_robust_eval_script_runs_the_suite_end_to_end(tiny_opts, checkpoint):
     exp_name = f"pytest-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name, "MODEL_PATH": str(checkpoint),

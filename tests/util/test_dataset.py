@@ -298,3 +298,22 @@ def test_lists_with_a_bom_crlf_blanks_and_spaces_in_paths(tmp_path):
     (tmp_path / "list.txt").write_text("b.png b_label.png extra\n")
     with pytest.raises(UserError, match="line 1: expected 'image_path label_path' separated by a space, got 3"):
         make_dataset("train", str(tmp_path), str(tmp_path / "list.txt"))
+
+
+def test_class_pixel_counts_pools_every_label_without_the_ignored(voc_root):
+    """The pixels per class of all the list's labels (the dataset table of a balanced loss); ignore_label is not
+    a class, and a value out of range is the same one-line error as when a sample is loaded."""
+    label = label_map()
+    label[0, :3] = 255
+    Image.fromarray(label).save(voc_root / "SegmentationClass" / "a.png")
+    data = SemData("train", str(voc_root), str(voc_root / "train.txt"), classes=21)
+    expected = np.zeros(21, dtype=np.int64)
+    for pixels in (label, label_map()):
+        for value in pixels.ravel():
+            if value != 255:
+                expected[value] += 1
+    np.testing.assert_array_equal(data.class_pixel_counts(), expected)
+    label[1, 1] = 40
+    Image.fromarray(label).save(voc_root / "SegmentationClass" / "a.png")
+    with pytest.raises(UserError, match=r"a.png' has values 40 outside 0..20"):
+        data.class_pixel_counts()
