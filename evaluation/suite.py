@@ -325,9 +325,9 @@ def resolve_class_weights(cfg: DictConfig, specs: list[AttackSpec | None]) -> li
         UserError: ``train`` without a readable train_list or with a broken label, naming what to do.
     """
     def balanced(spec: AttackSpec | None) -> bool:
-        apgd = spec is not None and spec.name == "apgd"
-        return spec is not None and (spec.name == "sea" or (apgd and (
-            spec.params.get("loss") == "balanced_masked_ce" or "class_weights" in spec.params)))
+        if spec is None or spec.name not in ("sea", "apgd"):
+            return False
+        return spec.name == "sea" or spec.params.get("loss") == "balanced_masked_ce" or "class_weights" in spec.params
 
     @functools.cache
     def train_table() -> tuple[float, ...]:

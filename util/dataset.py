@@ -283,9 +283,7 @@ class SemData(torch.utils.data.Dataset):
             label_path = self.data_list[index][1]
             if label_path is None:
                 return np.zeros(self.classes, dtype=np.int64)
-            label = read_label(label_path)
-            self._check_values(label, label_path)
-            return np.bincount(label.ravel(), minlength=256)[:self.classes].astype(np.int64)
+            return self._check_values(read_label(label_path), label_path)[:self.classes].astype(np.int64)
 
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
             return np.sum(list(pool.map(count, range(len(self)))), axis=0, dtype=np.int64).reshape(self.classes)
@@ -306,11 +304,13 @@ class SemData(torch.utils.data.Dataset):
             return
         self._check_values(label, label_path)
 
-    def _check_values(self, label: np.ndarray, label_path: str) -> None:
-        """Raise if the label holds values outside [0, classes) and not ignore_label."""
+    def _check_values(self, label: np.ndarray, label_path: str) -> np.ndarray | None:
+        """Raise if the label holds values outside [0, classes) and not ignore_label; else its pixels per value
+        (256,), or None without classes (nothing checked)."""
         if self.classes is None:
-            return
-        present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+            return None
+        histogram = np.bincount(label.ravel(), minlength=256)
+        present = np.flatnonzero(histogram)
         bad = [int(v) for v in present if v >= self.classes and v != self.ignore_label]
         if bad:
             shown = ", ".join(str(v) for v in bad[:10]) + (", ..." if len(bad) > 10 else "")
@@ -318,6 +318,7 @@ class SemData(torch.utils.data.Dataset):
                             f" (classes={self.classes}) and not ignore_label={self.ignore_label}; "
                             "check classes/ignore_label in the config or convert the labels "
                             "(Cityscapes: python -m tool_data.cityscapes)")
+        return histogram
 
 
 def colorize(gray: np.ndarray, palette: np.ndarray) -> Image.Image:
