@@ -378,7 +378,6 @@ def test_apgd_equals_the_official_schedule_restated(trained, loss):
     assert accuracy(model, ours, target) < accuracy(model, pixels, target)
 
 
-
 def test_apgd_keeps_what_it_reached_on_a_padded_crop_where_the_officials_bookkeeping_keeps_the_start(trained):
     """The official counts ignored pixels as wrong at a stage's start and as right afterwards, so on a crop with
     padding (here 2 of 12 rows) a later iterate must beat the start by the padding's share (17 %) to be kept;
@@ -396,6 +395,7 @@ def test_apgd_keeps_what_it_reached_on_a_padded_crop_where_the_officials_bookkee
     clean = accuracy(model, pixels, target)
     assert ours < clean - 0.02
     assert official > ours + 0.02
+
 
 def test_apgd_random_start_escapes_a_flat_clean_point():
     """A model whose logits are flat within 0.01 of the clean pixels (a zero gradient there, as gradient
