@@ -4,10 +4,11 @@
     python tool_bench/attack.py --config config/synthetic/synthetic_pspnet18_sat.yaml \\
         --model_path exp/synthetic/demo_sat/model/train_epoch_6.pth --images 10
 
-Default model: a random-init PSPNet-18 on freshly generated synthetic images (an undefended random model is
-fooled at once, so early stopping makes it cheap: give a trained checkpoint for realistic figures). One JSON
-line per attack: seconds per image, and the crops that went through the model (forward passes x crops) per
-image beside the budget (crops x iterations): the share that early stopping saved.
+SEA and APGD with balanced masked CE take the class table as test.py does (the training labels' where train_list
+exists, per-image weights otherwise). Default model: a random-init PSPNet-18 on freshly generated synthetic images
+(an undefended random model is fooled at once, so early stopping makes it cheap: give a trained checkpoint for
+realistic figures). One JSON line per attack: seconds per image, and the crops that went through the model
+(forward passes x crops) per image beside the budget (crops x iterations): the share that early stopping saved.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import torch
 
 from attack.registry import build_attack, parse_specs
 from evaluation.inference import Protocol, predict
+from evaluation.suite import resolve_class_weights
 from model import eval_model_from_config
 from util.config import load_config
 from util.dataset import SemData
@@ -54,8 +56,9 @@ def main() -> None:
         cfg = load_config(args.config, ["model_path", args.model_path] if args.model_path else [])
     else:
         from tool_data.synthetic import generate
-        generate(tmp.name, seed=0, num_train=1, num_val=args.images, size=96)
-        opts = {"data_root": tmp.name, "test_list": f"{tmp.name}/list/val.txt", "classes": 5, "layers": 18,
+        generate(tmp.name, seed=0, num_train=20, num_val=args.images, size=96)
+        opts = {"data_root": tmp.name, "train_list": f"{tmp.name}/list/train.txt",
+                "test_list": f"{tmp.name}/list/val.txt", "classes": 5, "layers": 18,
                 "base_size": 120, "test_h": 97, "test_w": 97, "device": args.device}
         cfg = load_config(None, [str(v) for item in opts.items() for v in item])
     device = select_device(cfg.device, cfg.test_gpu)
@@ -67,7 +70,7 @@ def main() -> None:
     samples = [data[i] for i in range(min(args.images, len(data)))]
     protocol = Protocol.from_config(cfg)
     for name in args.attack or ["apgd", "sea"]:
-        (spec,) = parse_specs([{"name": name, "eps": args.eps, "steps": args.steps}])
+        (spec,) = resolve_class_weights(cfg, parse_specs([{"name": name, "eps": args.eps, "steps": args.steps}]))
         attack = build_attack(spec, model, cfg.ignore_label)
         torch.manual_seed(0)
         crops_seen[0], crops = 0, 0
