@@ -17,8 +17,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import cv2
 import numpy as np
@@ -264,9 +265,8 @@ class SemData(torch.utils.data.Dataset):
             UserError: the first broken item in list order, named as :meth:`sample` names it.
         """
         start = time.perf_counter()
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
-            for _ in pool.map(self._check_sample, range(len(self))):
-                pass
+        for _ in self._each_item(self._check_sample):
+            pass
         logger.info("checked %d images and labels in %.1f s", len(self), time.perf_counter() - start)
 
     def class_pixel_counts(self) -> np.ndarray:
@@ -285,8 +285,12 @@ class SemData(torch.utils.data.Dataset):
                 return np.zeros(self.classes, dtype=np.int64)
             return self._check_values(read_label(label_path), label_path)[:self.classes].astype(np.int64)
 
+        return sum(self._each_item(count), np.zeros(self.classes, dtype=np.int64))
+
+    def _each_item(self, fn: Callable[[int], Any]) -> Iterator[Any]:
+        """``fn`` of every item index, a few at a time (PIL decodes without the GIL), results in list order."""
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-            return np.sum(list(pool.map(count, range(len(self)))), axis=0, dtype=np.int64).reshape(self.classes)
+            yield from pool.map(fn, range(len(self)))
 
     def _check_sample(self, index: int) -> None:
         image_path, label_path = self.data_list[index]
