@@ -4,6 +4,7 @@ every attack of the config's ``attacks`` list (the engine: evaluation/suite.py).
     python test.py --config config/synthetic/synthetic_pspnet18.yaml [--attack] [key value ...]
     torchrun --nproc_per_node=N test.py --config ... [key value ...]   # the images sharded over N processes
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,11 @@ logger = setup_logging()
 def get_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description="Robust semantic segmentation: evaluation")
     parser.add_argument("--config", type=str, required=True, help="YAML config file (see config/)")
-    parser.add_argument("--attack", action="store_true", help="evaluate under the original BIM attack "
-                                                               "(2 steps, eps 0.03, step 0.01, per crop)")
+    parser.add_argument(
+        "--attack",
+        action="store_true",
+        help="evaluate under the original BIM attack (2 steps, eps 0.03, step 0.01, per crop)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides as 'key value' pairs")
     return parser
 
@@ -32,8 +36,14 @@ def get_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = get_parser().parse_args()
     cfg = load_config(args.config, args.opts)
-    device = dist.setup(select_device(cfg.device, cfg.test_gpu), cfg.dist_url, cfg.world_size, cfg.rank,
-                        cfg.dist_backend, cfg.multiprocessing_distributed)
+    device = dist.setup(
+        select_device(cfg.device, cfg.test_gpu),
+        cfg.dist_url,
+        cfg.world_size,
+        cfg.rank,
+        cfg.dist_backend,
+        cfg.multiprocessing_distributed,
+    )
     if not dist.is_main_process():
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs and writes the results
     specs = [ORIGINAL_BIM] if args.attack else [None, *distinct_labels(parse_specs(cfg.attacks))]

@@ -1,8 +1,9 @@
 """Train a segmentation network (PSPNet / DeepLabV3), optionally with an adversarial-training defense.
 
-    python train.py --config config/synthetic/synthetic_pspnet18.yaml [key value ...]
-    torchrun --nproc_per_node=N train.py --config ... [key value ...]   # N processes (see util/dist.py)
+python train.py --config config/synthetic/synthetic_pspnet18.yaml [key value ...]
+torchrun --nproc_per_node=N train.py --config ... [key value ...]   # N processes (see util/dist.py)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,20 @@ def prepare_model(cfg, model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, device, writer=None,
-                amp: MixedPrecision | None = None, start: int = 0, after_step=None) -> tuple:
+def train_epoch(
+    cfg,
+    loader,
+    model,
+    defense,
+    optimizer,
+    index_split,
+    epoch,
+    device,
+    writer=None,
+    amp: MixedPrecision | None = None,
+    start: int = 0,
+    after_step=None,
+) -> tuple:
     """One epoch of the single training loop from batch ``start`` on; returns (loss, mIoU, mAcc, allAcc) over
     all processes and whether ``after_step(curr_iter)`` asked to stop early."""
     model.train()
@@ -97,11 +110,13 @@ def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, devi
         if (i + 1) % cfg.print_freq == 0 or i + 1 == len(loader):
             remain = (max_iter - curr_iter) * batch_time.avg
             acc = reduced(metric).allacc
-            logger.info(f"Epoch: [{epoch + 1}/{cfg.epochs}][{i + 1}/{len(loader)}] "
-                        f"Data {data_time.val:.3f} ({data_time.avg:.3f}) Batch {batch_time.val:.3f} "
-                        f"({batch_time.avg:.3f}) Remain {format_seconds(remain)} LR {lr:.5f} "
-                        f"MainLoss {main_meter.val:.4f} AuxLoss {aux_meter.val:.4f} Loss {loss_meter.val:.4f} "
-                        f"Accuracy {acc:.4f}.")
+            logger.info(
+                f"Epoch: [{epoch + 1}/{cfg.epochs}][{i + 1}/{len(loader)}] "
+                f"Data {data_time.val:.3f} ({data_time.avg:.3f}) Batch {batch_time.val:.3f} "
+                f"({batch_time.avg:.3f}) Remain {format_seconds(remain)} LR {lr:.5f} "
+                f"MainLoss {main_meter.val:.4f} AuxLoss {aux_meter.val:.4f} Loss {loss_meter.val:.4f} "
+                f"Accuracy {acc:.4f}."
+            )
         if writer is not None:
             writer.add_scalar("loss_train_batch", main_meter.val, curr_iter)
         if after_step is not None and after_step(curr_iter):
@@ -110,8 +125,10 @@ def train_epoch(cfg, loader, model, defense, optimizer, index_split, epoch, devi
         if curr_iter >= max_iter:  # iters: the last epoch is cut
             break
     metric = reduced(metric)
-    logger.info(f"Train result at epoch [{epoch + 1}/{cfg.epochs}]: "
-                f"mIoU/mAcc/allAcc {metric.miou:.4f}/{metric.macc:.4f}/{metric.allacc:.4f}.")
+    logger.info(
+        f"Train result at epoch [{epoch + 1}/{cfg.epochs}]: "
+        f"mIoU/mAcc/allAcc {metric.miou:.4f}/{metric.macc:.4f}/{metric.allacc:.4f}."
+    )
     return main_meter.avg, metric.miou, metric.macc, metric.allacc, stopped
 
 
@@ -140,8 +157,14 @@ def validate(cfg, loader, model, device, amp: MixedPrecision | None = None) -> t
 
 def setup_process(cfg: DictConfig) -> torch.device:
     """Join the process group, pick the checkpoint to resume (rank 0's pick for all), quiet non-zero ranks, seed."""
-    device = dist.setup(select_device(cfg.device, cfg.train_gpu), cfg.dist_url, cfg.world_size, cfg.rank,
-                        cfg.dist_backend, cfg.multiprocessing_distributed)
+    device = dist.setup(
+        select_device(cfg.device, cfg.train_gpu),
+        cfg.dist_url,
+        cfg.world_size,
+        cfg.rank,
+        cfg.dist_backend,
+        cfg.multiprocessing_distributed,
+    )
     if cfg.auto_resume and not cfg.resume:  # a restart or a preempted job
         latest = latest_checkpoint(cfg.save_path) if dist.is_main_process() else None
         cfg.resume = dist.broadcast_object(str(latest) if latest else None)
@@ -153,16 +176,26 @@ def setup_process(cfg: DictConfig) -> torch.device:
 
 def build_training(cfg: DictConfig, device: torch.device, amp: MixedPrecision) -> tuple:
     """The model (initial weights, or a resumed checkpoint's), its optimizer and the checkpoint resumed ({} if none)."""
-    model = model_from_config(cfg, pretrained=cfg.pretrained and not (cfg.resume or cfg.weight),
-                              ddcat=cfg.defense == "ddcat")
+    model = model_from_config(
+        cfg, pretrained=cfg.pretrained and not (cfg.resume or cfg.weight), ddcat=cfg.defense == "ddcat"
+    )
     if cfg.weight:
         load_checkpoint_weights(model, cfg.weight)
         logger.info(f"=> loaded weight '{cfg.weight}'")
     model = prepare_model(cfg, model, device)
     if cfg.backbone_bn_momentum is not None:
         set_bn_momentum(model.backbone_modules(), cfg.backbone_bn_momentum)
-    optimizer, index_split = build_optimizer(cfg.optimizer, model, cfg.base_lr, cfg.momentum, cfg.weight_decay,
-                                             cfg.sam_rho, cfg.sam_adaptive, cfg.head_lr_mult, cfg.sam_warmup_separate)
+    optimizer, index_split = build_optimizer(
+        cfg.optimizer,
+        model,
+        cfg.base_lr,
+        cfg.momentum,
+        cfg.weight_decay,
+        cfg.sam_rho,
+        cfg.sam_adaptive,
+        cfg.head_lr_mult,
+        cfg.sam_warmup_separate,
+    )
     checkpoint = {}
     if cfg.resume:  # every process loads the same checkpoint
         checkpoint = load_checkpoint_weights(model, cfg.resume)
@@ -171,9 +204,11 @@ def build_training(cfg: DictConfig, device: torch.device, amp: MixedPrecision) -
         try:
             optimizer.load_state_dict(checkpoint["optimizer"])
         except (ValueError, KeyError) as err:
-            raise UserError(f"resume checkpoint '{cfg.resume}' holds the optimizer of another run ({err}); resume "
-                            f"with that run's defense, model and optimizer, or start from it with weight instead of "
-                            f"resume") from None
+            raise UserError(
+                f"resume checkpoint '{cfg.resume}' holds the optimizer of another run ({err}); resume "
+                f"with that run's defense, model and optimizer, or start from it with weight instead of "
+                f"resume"
+            ) from None
         if amp.scaler.is_enabled() and checkpoint.get("scaler"):
             amp.scaler.load_state_dict(checkpoint["scaler"])
     return model, optimizer, index_split, checkpoint
@@ -186,6 +221,7 @@ def open_writer(cfg: DictConfig):
     Path(cfg.save_path).mkdir(parents=True, exist_ok=True)
     save_config(cfg, Path(cfg.save_path) / "config.yaml")
     from tensorboardX import SummaryWriter
+
     return SummaryWriter(str(cfg.save_path))
 
 
@@ -214,15 +250,18 @@ def run_epochs(cfg, run: Run, save, done: int) -> bool:
     """Train from iteration ``done`` to the last epoch with checkpoints and validation; True when stopped early."""
     iters, save_path = len(run.train_loader), Path(cfg.save_path)
     with StopSignal() as stop:
+
         def after_step(curr_iter: int) -> bool:
             """Iteration checkpoints (the newest kept), and a clean stop on SIGTERM / SIGINT."""
             requested = stop.requested()
             if requested or (cfg.save_every_iters and curr_iter % cfg.save_every_iters == 0):
                 save(f"train_iter_{curr_iter}.pth", curr_iter, superseded=save_path.glob("train_iter_*.pth"))
             if requested:
-                logger.info(f"stopped by {stop.received or 'another process'} after iteration {curr_iter}: "
-                            f"run the same command with auto_resume True (or resume "
-                            f"{save_path / f'train_iter_{curr_iter}.pth'}) to continue exactly")
+                logger.info(
+                    f"stopped by {stop.received or 'another process'} after iteration {curr_iter}: "
+                    f"run the same command with auto_resume True (or resume "
+                    f"{save_path / f'train_iter_{curr_iter}.pth'}) to continue exactly"
+                )
             return requested
 
         max_iter = cfg.iters or cfg.epochs * iters
@@ -231,17 +270,26 @@ def run_epochs(cfg, run: Run, save, done: int) -> bool:
             return False
         for epoch in range(done // iters, cfg.epochs):
             *train_values, stopped = train_epoch(
-                cfg, run.train_loader, run.model, run.defense, run.optimizer, run.index_split, epoch,
-                run.device, run.writer, run.amp, start=done % iters if epoch == done // iters else 0,
-                after_step=after_step)
+                cfg,
+                run.train_loader,
+                run.model,
+                run.defense,
+                run.optimizer,
+                run.index_split,
+                epoch,
+                run.device,
+                run.writer,
+                run.amp,
+                start=done % iters if epoch == done // iters else 0,
+                after_step=after_step,
+            )
             if stopped:
                 return True
             log_scalars(run.writer, "train", train_values, epoch + 1)
             if (epoch + 1) % cfg.save_freq == 0 or epoch + 1 == cfg.epochs:
                 save(f"train_epoch_{epoch + 1}.pth", min((epoch + 1) * iters, max_iter))
             if run.val_loader is not None:
-                log_scalars(run.writer, "val", validate(cfg, run.val_loader, run.model, run.device,
-                                                           run.amp), epoch + 1)
+                log_scalars(run.writer, "val", validate(cfg, run.val_loader, run.model, run.device, run.amp), epoch + 1)
     return False
 
 
@@ -254,12 +302,14 @@ def main() -> None:
     device = setup_process(cfg)
     folder = CheckpointFolder(cfg.save_path, stale_checkpoints(cfg.save_path, cfg.resume, cfg.overwrite))
     amp = build_amp(cfg, device)
-    logger.info(f"device {device} x {dist.world_size()} processes; arch {cfg.arch}, layers {cfg.layers}, "
-                f"classes {cfg.classes}, defense {cfg.defense}, optimizer {cfg.optimizer}, amp {amp.mode}")
+    logger.info(
+        f"device {device} x {dist.world_size()} processes; arch {cfg.arch}, layers {cfg.layers}, "
+        f"classes {cfg.classes}, defense {cfg.defense}, optimizer {cfg.optimizer}, amp {amp.mode}"
+    )
     model, optimizer, index_split, checkpoint = build_training(cfg, device, amp)
     data_seed = checkpoint.get("data_seed", cfg.manual_seed)
     if data_seed is None:
-        data_seed = dist.broadcast_object(random.randrange(2 ** 31))
+        data_seed = dist.broadcast_object(random.randrange(2**31))
     train_loader, val_loader = build_loaders(cfg, device, data_seed)
     iters = len(train_loader)
     if cfg.iters:  # VainF's total_itrs: as many epochs as it takes
@@ -267,17 +317,25 @@ def main() -> None:
     done = int(checkpoint.get("iteration", checkpoint.get("epoch", cfg.start_epoch) * iters))
     if cfg.resume:
         restore_rng(checkpoint, cfg.resume)
-        logger.info(f"=> resumed '{cfg.resume}' after iteration {done} (epoch {done // iters}, "
-                    f"batch {done % iters} of {iters})")
+        logger.info(
+            f"=> resumed '{cfg.resume}' after iteration {done} (epoch {done // iters}, batch {done % iters} of {iters})"
+        )
     model = dist.wrap(model, device)
-    attack = TrainingAttack(cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, cfg.adv_random_start, cfg.adv_norm,
-                            cfg.adv_train_mode, cfg.adv_grad_at_unnormalized)
-    defense = build_defense(cfg.defense, cfg.aux_weight, cfg.ignore_label, attack, cfg.adv_clean_fraction,
-                            cfg.trades_beta)
+    attack = TrainingAttack(
+        cfg.adv_eps,
+        cfg.adv_steps,
+        cfg.adv_step_size,
+        cfg.adv_random_start,
+        cfg.adv_norm,
+        cfg.adv_train_mode,
+        cfg.adv_grad_at_unnormalized,
+    )
+    defense = build_defense(
+        cfg.defense, cfg.aux_weight, cfg.ignore_label, attack, cfg.adv_clean_fraction, cfg.trades_beta
+    )
 
     def save(name: str, iteration: int, superseded: Iterable[Path] = ()) -> Path:
-        state = training_state(model, optimizer, amp.scaler, iteration, iters, data_seed,
-                               OmegaConf.to_container(cfg))
+        state = training_state(model, optimizer, amp.scaler, iteration, iters, data_seed, OmegaConf.to_container(cfg))
         return folder.save(state, name, superseded)
 
     with owned(cfg.save_path, "save_path", dist.is_main_process()):  # a second run on save_path is refused

@@ -1,4 +1,5 @@
 """APGD with segmentation losses and the multi-radius schedule of SEA, as Croce et al.'s code runs them."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -25,8 +26,15 @@ def checkpoints(iterations: int) -> list[int]:
         marks.append(marks[-1] + interval)
 
 
-def pixel_losses(name: str, logits: torch.Tensor, target: torch.Tensor, ignore_index: int,
-                 step: int = 0, steps: int = 1, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+def pixel_losses(
+    name: str,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    step: int = 0,
+    steps: int = 1,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-image loss (N,) averaged over the image's pixels; ignored pixels contribute 0.
 
     ce: cross-entropy. masked_ce: CE on still-correct pixels only. balanced_masked_ce: masked CE with
@@ -120,21 +128,38 @@ class APGD(Attack):
 
     revision = 2  # 2: the official schedule (docs/attack_fidelity.md)
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 300, loss: str = "masked_ce",
-                 stages: tuple[tuple[float, float], ...] = ((0.3, 2.0), (0.3, 1.5), (0.4, 1.0)),
-                 momentum: float = 0.75, rho: float = 0.75, track: str = "ce", random_start: bool = True,
-                 class_weights: Sequence[float] | None = None, ignore_index: int = 255, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        steps: int = 300,
+        loss: str = "masked_ce",
+        stages: tuple[tuple[float, float], ...] = ((0.3, 2.0), (0.3, 1.5), (0.4, 1.0)),
+        momentum: float = 0.75,
+        rho: float = 0.75,
+        track: str = "ce",
+        random_start: bool = True,
+        class_weights: Sequence[float] | None = None,
+        ignore_index: int = 255,
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
         for name, value in (("loss", loss), ("track", track)):
             if value not in LOSSES:
                 raise ValueError(f"{name} must be one of {LOSSES}, got {value!r}")
         if class_weights == "image":
             class_weights = None
-        if class_weights is not None and (isinstance(class_weights, (str, bytes)) or not all(
-                isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < float("inf")
-                for w in class_weights) or not any(class_weights)):
-            raise ValueError(f"class_weights must be a list of numbers >= 0 (one per class), 'image', or 'train' "
-                             f"(test.py: the training labels' table), got {class_weights!r}")
+        if class_weights is not None and (
+            isinstance(class_weights, (str, bytes))
+            or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < float("inf") for w in class_weights
+            )
+            or not any(class_weights)
+        ):
+            raise ValueError(
+                f"class_weights must be a list of numbers >= 0 (one per class), 'image', or 'train' "
+                f"(test.py: the training labels' table), got {class_weights!r}"
+            )
         self.class_weights = None if class_weights is None else torch.tensor([float(w) for w in class_weights])
         if steps < len(stages):
             raise ValueError(f"APGD needs at least one step per stage, got steps={steps}")
@@ -178,8 +203,9 @@ class APGD(Attack):
             logits = self.logits(x, target.shape[-2:])
             grad = None
             if need_grad:
-                attacked = pixel_losses(self.loss_name, logits, target, self.ignore_index, step, self.steps,
-                                        self.class_weights)
+                attacked = pixel_losses(
+                    self.loss_name, logits, target, self.ignore_index, step, self.steps, self.class_weights
+                )
                 grad = self.input_grad(attacked.sum(), x)
         logits = logits.detach()
         tracked = pixel_losses(self.track, logits, target, self.ignore_index, step, self.steps)
@@ -198,11 +224,21 @@ class APGD(Attack):
 
         tracked, grad, acc = self._evaluate(x, target, offset)
         record(x, acc)
-        s = {"x0": x0, "target": target, "x": x, "x_prev": x, "grad": grad, "loss": tracked,
-             "x_max": x.clone(), "grad_max": grad.clone(), "loss_max": tracked.clone(),
-             "step": torch.full((n, 1, 1, 1), 2 * radius, device=x0.device, dtype=x0.dtype),
-             "increases": torch.zeros(n, device=x0.device), "loss_at_mark": tracked.clone(),
-             "reduced": torch.ones(n, dtype=torch.bool, device=x0.device)}  # no condition 2 at the first mark
+        s = {
+            "x0": x0,
+            "target": target,
+            "x": x,
+            "x_prev": x,
+            "grad": grad,
+            "loss": tracked,
+            "x_max": x.clone(),
+            "grad_max": grad.clone(),
+            "loss_max": tracked.clone(),
+            "step": torch.full((n, 1, 1, 1), 2 * radius, device=x0.device, dtype=x0.dtype),
+            "increases": torch.zeros(n, device=x0.device),
+            "loss_at_mark": tracked.clone(),
+            "reduced": torch.ones(n, dtype=torch.bool, device=x0.device),
+        }  # no condition 2 at the first mark
         marks, last_mark = set(checkpoints(iterations)), 0
         for k in range(iterations):
             keep = out_acc[ids] > 0

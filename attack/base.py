@@ -5,6 +5,7 @@ eval mode (BN running statistics untouched, no dropout), restores its train/eval
 input-only gradients (``torch.autograd.grad``: parameter gradients are neither computed nor accumulated),
 and checks the result: finite, in [0, 1], inside the eps-ball.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -67,10 +68,17 @@ class Attack:
     # code are not reused (test.py's prediction fingerprint).
     revision = 1
 
-    def __init__(self, model: nn.Module, eps: float, ignore_index: int = 255,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None, train_mode: bool = False,
-                 normalize_input: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float,
+        ignore_index: int = 255,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        train_mode: bool = False,
+        normalize_input: bool = True,
+    ) -> None:
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.model = model
@@ -105,8 +113,12 @@ class Attack:
         """Model logits for pixel input, bilinearly resized to the label size when the model zooms."""
         inp = self.normalize(x01) if self.normalize_input else x01
         given = self._given
-        if given is not None and self.normalize_input and x01.shape == given[0].shape and torch.equal(x01.detach(),
-                                                                                                       given[0]):
+        if (
+            given is not None
+            and self.normalize_input
+            and x01.shape == given[0].shape
+            and torch.equal(x01.detach(), given[0])
+        ):
             inp = given[1] + (inp - inp.detach())  # the caller's input bit for bit, as the original's first step
         out = self.forward(inp)
         if isinstance(out, dict):  # a model in train mode (train_mode)
@@ -149,7 +161,7 @@ class Attack:
         x0 = self.to_pixels(x.detach())
         self._given = (x0, x.detach())
         try:
-            with (nullcontext() if self.train_mode else eval_mode(self.model)), torch.enable_grad():
+            with nullcontext() if self.train_mode else eval_mode(self.model), torch.enable_grad():
                 adv = self.perturb(x0, target.long()).detach()
         finally:
             self._given = None
@@ -172,8 +184,9 @@ class Attack:
         else:
             dist = delta.abs().max().item()
         if dist > self.eps + tol:
-            raise RuntimeError(f"{type(self).__name__} left the eps-ball: "
-                               f"|delta|_{self.norm} = {dist:.5f} > {self.eps}")
+            raise RuntimeError(
+                f"{type(self).__name__} left the eps-ball: |delta|_{self.norm} = {dist:.5f} > {self.eps}"
+            )
 
 
 class MinNormAttack(Attack):

@@ -1,4 +1,5 @@
 """BIM, the iterative sign-gradient attack of the DDC-AT evaluation."""
+
 from __future__ import annotations
 
 import torch
@@ -30,12 +31,21 @@ class BIM(Attack):
     fields = frozenset({"eps", "steps", "alpha", "random_start"})
     iterative = True
 
-    def __init__(self, model: nn.Module, eps: float = 0.03, steps: int = 2, alpha: float = 0.01,
-                 ignore_index: int = 255, random_start: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 0.03,
+        steps: int = 2,
+        alpha: float = 0.01,
+        ignore_index: int = 255,
+        random_start: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
         if steps < 1 or alpha < 0 or (alpha == 0 and eps > 0):
-            raise ValueError(f"BIM needs steps >= 1 and alpha > 0 (0 only with eps 0), got steps={steps}, "
-                             f"alpha={alpha}")
+            raise ValueError(
+                f"BIM needs steps >= 1 and alpha > 0 (0 only with eps 0), got steps={steps}, alpha={alpha}"
+            )
         self.steps = steps
         self.alpha = alpha
         self.random_start = random_start

@@ -1,4 +1,5 @@
 """Carlini-Wagner L2 for segmentation: per-pixel margin loss, Adam in tanh space, binary search over c."""
+
 from __future__ import annotations
 
 import torch
@@ -34,15 +35,27 @@ class CW(MinNormAttack):
 
     norm = "l2"
 
-    def __init__(self, model: nn.Module, eps: float = float("inf"), steps: int = 100, search_steps: int = 5,
-                 c: float = 1.0, lr: float = 0.01, kappa: float = 0.0, success_acc: float = 0.1,
-                 ignore_index: int = 255, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = float("inf"),
+        steps: int = 100,
+        search_steps: int = 5,
+        c: float = 1.0,
+        lr: float = 0.01,
+        kappa: float = 0.0,
+        success_acc: float = 0.1,
+        ignore_index: int = 255,
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
         if steps < 1 or search_steps < 1:
             raise ValueError(f"C&W needs steps >= 1 and search_steps >= 1, got {steps}, {search_steps}")
         if c <= 0 or lr <= 0 or kappa < 0 or not 0 <= success_acc <= 1:
-            raise ValueError(f"C&W needs c > 0, lr > 0, kappa >= 0 and 0 <= success_acc <= 1, got c={c}, "
-                             f"lr={lr}, kappa={kappa}, success_acc={success_acc}")
+            raise ValueError(
+                f"C&W needs c > 0, lr > 0, kappa >= 0 and 0 <= success_acc <= 1, got c={c}, "
+                f"lr={lr}, kappa={kappa}, success_acc={success_acc}"
+            )
         self.steps = steps
         self.search_steps = search_steps
         self.c = c

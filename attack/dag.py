@@ -1,4 +1,5 @@
 """DAG, dense adversary generation: push every still-correct pixel towards its own adversarial label."""
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,15 @@ class DAG(MinNormAttack):
     fields = frozenset({"eps", "steps", "gamma"})
     iterative = False
 
-    def __init__(self, model: nn.Module, eps: float = float("inf"), steps: int = 200, gamma: float = 0.5 / 255,
-                 ignore_index: int = 255, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = float("inf"),
+        steps: int = 200,
+        gamma: float = 0.5 / 255,
+        ignore_index: int = 255,
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
         if steps < 1 or gamma <= 0:
             raise ValueError(f"DAG needs steps >= 1 and gamma > 0, got steps={steps}, gamma={gamma}")

@@ -1,4 +1,5 @@
 """DeepFool for segmentation: linearise every still-correct pixel's nearest class boundary at once."""
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,16 @@ class DeepFool(MinNormAttack):
     fields = frozenset({"eps", "steps", "overshoot", "norm"})
     iterative = False
 
-    def __init__(self, model: nn.Module, eps: float = float("inf"), steps: int = 50, overshoot: float = 0.02,
-                 norm: str = "l2", ignore_index: int = 255, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = float("inf"),
+        steps: int = 50,
+        overshoot: float = 0.02,
+        norm: str = "l2",
+        ignore_index: int = 255,
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")

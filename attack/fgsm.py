@@ -1,4 +1,5 @@
 """FGSM, the one-step sign-gradient attack."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -1,4 +1,5 @@
 """PAdam: PGD whose step is Adam's (AMSGrad) instead of the gradient's sign."""
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,15 @@ class PAdam(PGD):
     betas = (0.9, 0.999)
     adam_eps = 1e-8
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 200, alpha: float = 2 / 255,
-                 loss: str = "ce", **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        steps: int = 200,
+        alpha: float = 2 / 255,
+        loss: str = "ce",
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, steps, alpha=alpha, norm="linf", **kwargs)
         if loss not in PADAM_LOSSES:
             raise ValueError(f"loss must be one of {PADAM_LOSSES}, got {loss!r}")
@@ -61,4 +69,4 @@ class PAdam(PGD):
         v = b2 * v + (1 - b2) * grad * grad
         v_max = torch.maximum(v_max, v)
         self._moments = (m, v, v_max, t)
-        return (m / (1 - b1 ** t)) / ((v_max / (1 - b2 ** t)).sqrt() + self.adam_eps)
+        return (m / (1 - b1**t)) / ((v_max / (1 - b2**t)).sqrt() + self.adam_eps)

@@ -1,4 +1,5 @@
 """PGD and its segmentation variants share one loop: random start, steps, best iterate per image."""
+
 from __future__ import annotations
 
 import torch
@@ -33,9 +34,19 @@ class PGD(Attack):
     fields = frozenset({"eps", "steps", "alpha", "norm", "restarts", "random_start", "last_iterate"})
     iterative = True
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 10, alpha: float | None = None,
-                 norm: str = "linf", restarts: int = 1, random_start: bool = True, last_iterate: bool = False,
-                 ignore_index: int = 255, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        steps: int = 10,
+        alpha: float | None = None,
+        norm: str = "linf",
+        restarts: int = 1,
+        random_start: bool = True,
+        last_iterate: bool = False,
+        ignore_index: int = 255,
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
@@ -146,8 +157,9 @@ class CosPGD(PGD):
     name = "cospgd"
     fields = PGD.fields | {"targeted"}
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, targeted: bool = False,
-                 **kwargs) -> None:
+    def __init__(
+        self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, targeted: bool = False, **kwargs
+    ) -> None:
         super().__init__(model, eps, steps, **kwargs)
         if not isinstance(targeted, bool):
             raise ValueError(f"targeted must be true or false, got {targeted!r}")

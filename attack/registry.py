@@ -1,4 +1,5 @@
 """Attack specs of the config (``TEST.attacks``) -> attack objects, one per (attack, eps)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,9 @@ from attack.sea import SEA
 from attack.transfer import parse_source
 from util.errors import UserError
 
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (FGSM, BIM, PGD, SegPGD, CosPGD, APGD, SEA, PAdam, DAG,
-                                                                CW, DeepFool)}
+ATTACKS: dict[str, type[Attack]] = {
+    cls.name: cls for cls in (FGSM, BIM, PGD, SegPGD, CosPGD, APGD, SEA, PAdam, DAG, CW, DeepFool)
+}
 # Constructor arguments a spec may set, per attack.
 FIELDS = {name: cls.fields for name, cls in ATTACKS.items()}
 # Minimum-norm attacks: without eps (or with eps .inf) they report the unclipped result.
@@ -147,8 +149,9 @@ def _check_values(entry: Mapping[str, Any], at: str) -> None:
             raise UserError(f"{at}: {key} must be a whole number >= 1, got {value!r}")
     for key in _PIXEL_UNITS:
         value = entry.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0 < value < float("inf")):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")
+        ):
             raise UserError(f"{at}: {key} must be a number > 0, got {value!r}")
 
 

@@ -1,4 +1,5 @@
 """SEA: the segmentation ensemble attack, per image the worst case over APGD with three losses."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,13 +27,29 @@ class SEA(Attack):
 
     revision = APGD.revision
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 300,
-                 losses: Sequence[str] = ("balanced_masked_ce", "masked_ce", "js"),
-                 class_weights: Sequence[float] | None = None, ignore_index: int = 255, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        steps: int = 300,
+        losses: Sequence[str] = ("balanced_masked_ce", "masked_ce", "js"),
+        class_weights: Sequence[float] | None = None,
+        ignore_index: int = 255,
+        **kwargs,
+    ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
-        self.members = [APGD(model, eps, steps, loss, ignore_index=ignore_index, **kwargs,
-                             class_weights=class_weights if loss == "balanced_masked_ce" else None)
-                        for loss in losses]
+        self.members = [
+            APGD(
+                model,
+                eps,
+                steps,
+                loss,
+                ignore_index=ignore_index,
+                **kwargs,
+                class_weights=class_weights if loss == "balanced_masked_ce" else None,
+            )
+            for loss in losses
+        ]
 
     def perturb(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         size = target.shape[-2:]

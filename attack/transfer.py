@@ -1,4 +1,5 @@
 """Transfer (black-box) attacks: adversarial examples crafted on a source model, evaluated on the target."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -25,8 +26,9 @@ class Transfer(Attack):
     """
 
     def __init__(self, model: nn.Module, source: Attack, ignore_index: int = 255) -> None:
-        super().__init__(model, source.eps, ignore_index, mean=source.mean.flatten().tolist(),
-                         std=source.std.flatten().tolist())
+        super().__init__(
+            model, source.eps, ignore_index, mean=source.mean.flatten().tolist(), std=source.std.flatten().tolist()
+        )
         self.source = source
         self.norm = source.norm
 
@@ -49,6 +51,8 @@ def parse_source(value: Any, at: str) -> dict:
     source = {"config": str(value["config"]), "model_path": value.get("model_path")}
     for key, path in source.items():
         if path is not None and not Path(path).is_file():
-            raise UserError(f"{at}: source {key} '{path}' not found; set source.{key} to the source model's "
-                            f"{'YAML config' if key == 'config' else 'checkpoint'}")
+            raise UserError(
+                f"{at}: source {key} '{path}' not found; set source.{key} to the source model's "
+                f"{'YAML config' if key == 'config' else 'checkpoint'}"
+            )
     return source

@@ -16,6 +16,7 @@ code (DDC-AT, ICCV 2021), which the tests check against a plain restatement:
 * PGD-AT attacks every image (but a ``clean_fraction``); with ``adv_train_mode`` it crafts in train mode,
   as SAM-AT's ``--adv`` does.
 """
+
 from __future__ import annotations
 
 from defense.base import NoDefense, StepResult, TrainingAttack, UpdateBatch, cross_entropy, resize_target, unwrap
@@ -25,14 +26,35 @@ from defense.sat import SAT
 from defense.step import check_finite, train_step
 from defense.trades import TRADES
 
-__all__ = ["DDCAT", "DEFENSES", "PGDAT", "SAT", "TRADES", "NoDefense", "StepResult", "TrainingAttack", "UpdateBatch",
-           "build_defense", "check_finite", "cross_entropy", "resize_target", "train_step", "unwrap"]
+__all__ = [
+    "DDCAT",
+    "DEFENSES",
+    "PGDAT",
+    "SAT",
+    "TRADES",
+    "NoDefense",
+    "StepResult",
+    "TrainingAttack",
+    "UpdateBatch",
+    "build_defense",
+    "check_finite",
+    "cross_entropy",
+    "resize_target",
+    "train_step",
+    "unwrap",
+]
 
 DEFENSES = {cls.name: cls for cls in (NoDefense, SAT, DDCAT, PGDAT, TRADES)}
 
 
-def build_defense(name: str, aux_weight: float, ignore_label: int, attack: TrainingAttack | None = None,
-                  clean_fraction: float = 0.0, trades_beta: float = 6.0) -> NoDefense:
+def build_defense(
+    name: str,
+    aux_weight: float,
+    ignore_label: int,
+    attack: TrainingAttack | None = None,
+    clean_fraction: float = 0.0,
+    trades_beta: float = 6.0,
+) -> NoDefense:
     """The strategy named by the config key ``defense``."""
     if name not in DEFENSES:
         raise ValueError(f"unknown defense {name!r}; expected one of {sorted(DEFENSES)}")

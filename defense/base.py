@@ -1,4 +1,5 @@
 """What every training strategy shares: the update batch, the training attack, the plain loss (:class:`NoDefense`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,20 +55,37 @@ class TrainingAttack:
     def build(self, model: nn.Module, ignore_label: int, forward=None) -> Attack:
         alpha = self.step_size if self.step_size is not None else self.eps / self.steps
         if self.norm == "l2":
-            return PGD(model, eps=self.eps, steps=self.steps, alpha=alpha, norm="l2", random_start=self.random_start,
-                       last_iterate=True, ignore_index=ignore_label, forward=forward, train_mode=self.train_mode,
-                       normalize_input=not self.unnormalized)
-        return BIM(model, eps=self.eps, steps=self.steps, alpha=alpha, ignore_index=ignore_label,
-                   random_start=self.random_start, forward=forward, train_mode=self.train_mode,
-                   normalize_input=not self.unnormalized)
+            return PGD(
+                model,
+                eps=self.eps,
+                steps=self.steps,
+                alpha=alpha,
+                norm="l2",
+                random_start=self.random_start,
+                last_iterate=True,
+                ignore_index=ignore_label,
+                forward=forward,
+                train_mode=self.train_mode,
+                normalize_input=not self.unnormalized,
+            )
+        return BIM(
+            model,
+            eps=self.eps,
+            steps=self.steps,
+            alpha=alpha,
+            ignore_index=ignore_label,
+            random_start=self.random_start,
+            forward=forward,
+            train_mode=self.train_mode,
+            normalize_input=not self.unnormalized,
+        )
 
 
 def resize_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Labels at the model's output size when zoom_factor != 8 (semseg resizes targets bilinearly)."""
     if target.shape[-2:] == size:
         return target
-    return F.interpolate(target.unsqueeze(1).float(), size=size, mode="bilinear",
-                         align_corners=True).squeeze(1).long()
+    return F.interpolate(target.unsqueeze(1).float(), size=size, mode="bilinear", align_corners=True).squeeze(1).long()
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -88,8 +106,7 @@ class NoDefense:
 
     name = "none"
 
-    def __init__(self, aux_weight: float = 0.4, ignore_label: int = 255,
-                 attack: TrainingAttack | None = None) -> None:
+    def __init__(self, aux_weight: float = 0.4, ignore_label: int = 255, attack: TrainingAttack | None = None) -> None:
         self.aux_weight = aux_weight
         self.ignore_label = ignore_label
         self.attack = attack or TrainingAttack()

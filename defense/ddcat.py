@@ -1,4 +1,5 @@
 """DDC-AT: dynamic divide-and-conquer adversarial training."""
+
 from __future__ import annotations
 
 import torch

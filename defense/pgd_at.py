@@ -1,4 +1,5 @@
 """PGD-AT: adversarial training on every image of the batch (Madry et al., ICLR 2018), as SAM-AT's ``--adv``."""
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,13 @@ class PGDAT(NoDefense):
 
     name = "pgd_at"
 
-    def __init__(self, aux_weight: float = 0.4, ignore_label: int = 255, attack: TrainingAttack | None = None,
-                 clean_fraction: float = 0.0) -> None:
+    def __init__(
+        self,
+        aux_weight: float = 0.4,
+        ignore_label: int = 255,
+        attack: TrainingAttack | None = None,
+        clean_fraction: float = 0.0,
+    ) -> None:
         super().__init__(aux_weight, ignore_label, attack)
         self.clean_fraction = clean_fraction
 

@@ -1,4 +1,5 @@
 """SAT: standard adversarial training as DDC-AT's code runs it."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """One parameter update of the single training loop: the strategy's batch, then the optimizer's step (SAM's two)."""
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -16,13 +17,16 @@ from util.optim import SAM, frozen_bn_stats
 def check_finite(cfg, loss: torch.Tensor, curr_iter: int, where: str = "") -> None:
     """Stop before a non-finite loss reaches the weights (and so a checkpoint)."""
     if not torch.isfinite(loss):
-        raise UserError(f"loss{where} became {loss.item()} at iteration {curr_iter}: the weights diverged (lower "
-                        f"base_lr, or sam_rho with SAM), fp16 overflowed (amp bf16 or off) or an image holds "
-                        f"non-finite values; the last checkpoint in '{cfg.save_path}' is intact")
+        raise UserError(
+            f"loss{where} became {loss.item()} at iteration {curr_iter}: the weights diverged (lower "
+            f"base_lr, or sam_rho with SAM), fp16 overflowed (amp bf16 or off) or an image holds "
+            f"non-finite values; the last checkpoint in '{cfg.save_path}' is intact"
+        )
 
 
-def train_step(cfg, model, defense, optimizer, images, target, curr_iter: int,
-               amp: MixedPrecision | None = None) -> StepResult:
+def train_step(
+    cfg, model, defense, optimizer, images, target, curr_iter: int, amp: MixedPrecision | None = None
+) -> StepResult:
     """One update: the defense builds the batch, then SGD/Adam step, or SAM's two passes on that batch.
 
     The returned losses are means over all processes (for logs). Under DDP both SAM passes average the

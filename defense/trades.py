@@ -1,5 +1,6 @@
 """TRADES (Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy", ICML 2019), per
 pixel as the segmentation variants apply it."""
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,9 @@ class TRADES(NoDefense):
 
     name = "trades"
 
-    def __init__(self, aux_weight: float = 0.4, ignore_label: int = 255, attack: TrainingAttack | None = None,
-                 beta: float = 6.0) -> None:
+    def __init__(
+        self, aux_weight: float = 0.4, ignore_label: int = 255, attack: TrainingAttack | None = None, beta: float = 6.0
+    ) -> None:
         super().__init__(aux_weight, ignore_label, attack)
         self.beta = beta
 

@@ -8,6 +8,7 @@ second a ``robust_eval.sh`` run (the strong suite, SEA and the worst case); both
 row: the protocol, the mode, its threat model and eps, mIoU (semseg's convention) and VainF's mean over present
 classes, and the number of images.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,14 +28,18 @@ def rows(folder: Path, protocol: str, how: str) -> list[str]:
         eps = mode.get("eps", 0.0)
         shown = f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}" if norm == "l2" else "0"
         present = mode.get("present_mIoU")
-        out.append(f"| {protocol} | {mode.get('mode', 'clean')} | {norm} | {shown} | {mode['mIoU']:.4f} | "
-                   f"{'-' if present is None else f'{present:.4f}'} | {mode.get('images', '-')} |")
+        out.append(
+            f"| {protocol} | {mode.get('mode', 'clean')} | {norm} | {shown} | {mode['mIoU']:.4f} | "
+            f"{'-' if present is None else f'{present:.4f}'} | {mode.get('images', '-')} |"
+        )
     return out
 
 
 def table(samat: Path, ours: Path) -> str:
-    lines = ["| protocol | mode | norm | eps | mIoU | mIoU (present classes) | images |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| protocol | mode | norm | eps | mIoU | mIoU (present classes) | images |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for folder, (protocol, how) in zip((samat, ours), PROTOCOLS, strict=True):
         lines += rows(folder, protocol, how)
     return "\n".join(lines)

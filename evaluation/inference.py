@@ -20,6 +20,7 @@ near-zero gradient components, a few pixels (``tool_bench/eval.py`` checks both 
 starts and restarts are drawn per batch of crops, so those results depend on ``crop_batch``
 (``batch_size_val``, part of the stored predictions' fingerprint).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -54,8 +55,19 @@ class Protocol:
 
     @classmethod
     def from_config(cls, cfg) -> Protocol:
-        return cls(cfg.classes, cfg.base_size, cfg.test_h, cfg.test_w, tuple(cfg.scales), cfg.ignore_label,
-                   cfg.batch_size_val, cfg.eval_crop, cfg.attack_protocol, cfg.ignore_as_background, cfg.flip)
+        return cls(
+            cfg.classes,
+            cfg.base_size,
+            cfg.test_h,
+            cfg.test_w,
+            tuple(cfg.scales),
+            cfg.ignore_label,
+            cfg.batch_size_val,
+            cfg.eval_crop,
+            cfg.attack_protocol,
+            cfg.ignore_as_background,
+            cfg.flip,
+        )
 
     def scaled_size(self, h: int, w: int, scale: float) -> tuple[int, int]:
         """(new_h, new_w): the long side resized to ``base_size * scale``, as semseg rounds it; with base_size 0
@@ -89,7 +101,7 @@ class Protocol:
             (top, _, left, _), [(s_h, e_h, s_w, e_w)] = self.layout(new_h, new_w)
             inside = np.zeros((new_h + 2 * self.crop_h, new_w + 2 * self.crop_w), dtype=np.float32)
             inside[s_h:e_h, s_w:e_w] = 1
-            inside = inside[top:top + new_h, left:left + new_w]
+            inside = inside[top : top + new_h, left : left + new_w]
             mask &= cv2.resize(inside, (w, h), interpolation=cv2.INTER_LINEAR) > 1 - 1e-4
         return mask
 
@@ -154,29 +166,40 @@ class WholeImageForward:
         total = x.new_zeros(n, p.classes, h, w)
         for scale in p.scales:
             new_h, new_w = p.scaled_size(h, w, scale)
-            xs = x if (new_h, new_w) == (h, w) else F.interpolate(x, (new_h, new_w), mode="bilinear",
-                                                                    align_corners=False)
+            xs = (
+                x
+                if (new_h, new_w) == (h, w)
+                else F.interpolate(x, (new_h, new_w), mode="bilinear", align_corners=False)
+            )
             (top, bottom, left, right), windows = p.layout(new_h, new_w)
             xs = F.pad(xs, (left, right, top, bottom))
             prob = xs.new_zeros(n, p.classes, *xs.shape[-2:])
             count = xs.new_zeros(1, 1, *xs.shape[-2:])
             for start in range(0, len(windows), p.crop_batch):
-                batch = windows[start:start + p.crop_batch]
+                batch = windows[start : start + p.crop_batch]
                 crops = torch.cat([xs[..., s_h:e_h, s_w:e_w] for s_h, e_h, s_w, e_w in batch])
                 probs = window_probs(self.model, crops, p.flip).split(n)
                 for (s_h, e_h, s_w, e_w), prob_window in zip(batch, probs):
                     prob[..., s_h:e_h, s_w:e_w] += prob_window
                     count[..., s_h:e_h, s_w:e_w] += 1
-            prob = (prob / count.clamp_min(1))[..., top:top + new_h, left:left + new_w]
+            prob = (prob / count.clamp_min(1))[..., top : top + new_h, left : left + new_w]
             if (new_h, new_w) != (h, w):
                 prob = F.interpolate(prob, (h, w), mode="bilinear", align_corners=False)
             total = total + prob
         return (total / len(p.scales)).clamp_min(torch.finfo(total.dtype).tiny).log()
 
 
-def scale_process(model: nn.Module, image: np.ndarray, label: np.ndarray, protocol: Protocol, h: int, w: int,
-                  device: torch.device, attack: AttackFn | None = None,
-                  keep_image: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def scale_process(
+    model: nn.Module,
+    image: np.ndarray,
+    label: np.ndarray,
+    protocol: Protocol,
+    h: int,
+    w: int,
+    device: torch.device,
+    attack: AttackFn | None = None,
+    keep_image: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities (h, w, classes) of one resized image by window inference; with ``keep_image``
     also the perturbations of the attacked crops assembled (overlaps averaged) and resized to (h, w, 3)."""
     p = protocol
@@ -195,7 +218,7 @@ def scale_process(model: nn.Module, image: np.ndarray, label: np.ndarray, protoc
     count = torch.zeros(1, new_h, new_w, device=device)
     delta = torch.zeros_like(image_t) if keep_image else None
     for start in range(0, len(windows), p.crop_batch):
-        batch = windows[start:start + p.crop_batch]
+        batch = windows[start : start + p.crop_batch]
         crops = (torch.stack([image_t[:, s_h:e_h, s_w:e_w] for s_h, e_h, s_w, e_w in batch]) - mean_t) / std_t
         if attack is not None:
             targets = torch.stack([label_t[s_h:e_h, s_w:e_w] for s_h, e_h, s_w, e_w in batch])
@@ -207,18 +230,24 @@ def scale_process(model: nn.Module, image: np.ndarray, label: np.ndarray, protoc
                 delta[:, s_h:e_h, s_w:e_w] += crop * std_t[0] + mean_t[0] - image_t[:, s_h:e_h, s_w:e_w]
             prediction[:, s_h:e_h, s_w:e_w] += prob.double()
             count[:, s_h:e_h, s_w:e_w] += 1
-    prediction = (prediction / count.clamp_min(1))[:, top:top + ori_h, left:left + ori_w]
+    prediction = (prediction / count.clamp_min(1))[:, top : top + ori_h, left : left + ori_w]
     prediction = prediction.permute(1, 2, 0).cpu().numpy().astype(np.float64)
     prediction = cv2.resize(prediction, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, p.classes)
     if delta is None:
         return prediction, None
-    delta = (delta / count.clamp_min(1))[:, top:top + ori_h, left:left + ori_w].permute(1, 2, 0).cpu().numpy()
+    delta = (delta / count.clamp_min(1))[:, top : top + ori_h, left : left + ori_w].permute(1, 2, 0).cpu().numpy()
     return prediction, cv2.resize(delta, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def predict(model: nn.Module, image: np.ndarray, label: np.ndarray, protocol: Protocol, device: torch.device,
-            attack: AttackFn | None = None,
-            return_image: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module,
+    image: np.ndarray,
+    label: np.ndarray,
+    protocol: Protocol,
+    device: torch.device,
+    attack: AttackFn | None = None,
+    return_image: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Predicted class indices (h, w) of one RGB image (0-255) under ``protocol``, optionally attacked.
 
     Args:

@@ -7,6 +7,7 @@ holds predictions without one) is refused, never mixed; ``overwrite True`` delet
 redoes it. Metrics and worst cases are computed from the stored predictions, so they can be re-aggregated
 without re-attacking.
 """
+
 from __future__ import annotations
 
 import functools
@@ -74,8 +75,10 @@ def check_fingerprint(folder: Path, fingerprint: dict, overwrite: bool = False) 
         return
     reason = f"no {FINGERPRINT}" if old is None else f"another '{_first_difference(old, _canonical(fingerprint))}'"
     if not overwrite:
-        raise UserError(f"'{folder}' holds {len(stored)} predictions made with {reason} than this run; delete "
-                        f"the folder, choose another save_folder, or set overwrite True to redo them")
+        raise UserError(
+            f"'{folder}' holds {len(stored)} predictions made with {reason} than this run; delete "
+            f"the folder, choose another save_folder, or set overwrite True to redo them"
+        )
     logger.warning(f"{folder}: deleting {len(stored)} predictions made with {reason} (overwrite True)")
     for png in stored + sorted((folder / "color").glob("*.png")):
         png.unlink()
@@ -107,9 +110,14 @@ def missing(gray_folder: Path, names: Sequence[str]) -> list[int]:
     return [i for i, name in enumerate(names) if not is_complete(gray_folder / f"{name}.png")]
 
 
-def image_counts(gray_folder: Path, names: Sequence[str], label_paths: Sequence[str], classes: int,
-                 ignore_index: int = 255, scored_label: Callable[[np.ndarray], np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def image_counts(
+    gray_folder: Path,
+    names: Sequence[str],
+    label_paths: Sequence[str],
+    classes: int,
+    ignore_index: int = 255,
+    scored_label: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-image, per-class intersection / union / target counts (N, C) of the stored predictions against
     the labels (passed through ``scored_label``, the evaluation protocol's view of a label, when given).
 
@@ -121,13 +129,17 @@ def image_counts(gray_folder: Path, names: Sequence[str], label_paths: Sequence[
         path = gray_folder / f"{name}.png"
         prediction = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if is_complete(path) else None
         if prediction is None:
-            raise UserError(f"prediction '{path}' is missing or cut off; run test.py with has_prediction False, "
-                            f"which recomputes it (or delete it and its folder's other predictions to redo them)")
+            raise UserError(
+                f"prediction '{path}' is missing or cut off; run test.py with has_prediction False, "
+                f"which recomputes it (or delete it and its folder's other predictions to redo them)"
+            )
         label = read_label(label_path)
         label = scored_label(label) if scored_label else label
         if prediction.shape != label.shape:
-            raise UserError(f"prediction '{path}' is {prediction.shape}, its label '{label_path}' {label.shape}; "
-                            f"delete the prediction and run again")
+            raise UserError(
+                f"prediction '{path}' is {prediction.shape}, its label '{label_path}' {label.shape}; "
+                f"delete the prediction and run again"
+            )
         for k, count in enumerate(intersection_and_union(prediction, label, classes, ignore_index)):
             counts[k, i] = count.numpy()
     return counts[0], counts[1], counts[2]

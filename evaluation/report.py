@@ -9,6 +9,7 @@ every attack's mIoU and the worst case over them, printed in a second table besi
 Without ``result_dir`` a row holds the suite run alone (``make demo-strong``). ``--curve PNG`` draws, per
 defense, the lowest mIoU measured at each L-inf eps of its suite run (the worst case), from its clean mIoU at eps 0.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ RUN_TEST = "run test.py (clean and --attack)"
 RUN_SUITE = "run the attack suite (tool_test/<dataset>/robust_eval.sh)"
 
 
-def read_result(path: Path, how: str = RUN_TEST, keys: tuple[str, ...] = ("mIoU",),
-                mode_keys: tuple[str, ...] = ("mIoU",)) -> dict:
+def read_result(
+    path: Path, how: str = RUN_TEST, keys: tuple[str, ...] = ("mIoU",), mode_keys: tuple[str, ...] = ("mIoU",)
+) -> dict:
     """One test.py results.json holding ``keys`` and, in each of its 'modes', ``mode_keys``; ``how``: what the
     user runs to make it."""
     if not path.is_file():
@@ -34,8 +36,10 @@ def read_result(path: Path, how: str = RUN_TEST, keys: tuple[str, ...] = ("mIoU"
         raise UserError(f"result file '{path}' is not valid JSON; re-run test.py") from None
     modes = result.get("modes", []) if isinstance(result, dict) else None
     if not isinstance(modes, list) or not _has(result, keys) or not all(_has(m, mode_keys) for m in modes):
-        raise UserError(f"result file '{path}' is not a test.py results.json (it lacks {', '.join(keys)} or a "
-                        f"mode's {', '.join(mode_keys)}); {how} again")
+        raise UserError(
+            f"result file '{path}' is not a test.py results.json (it lacks {', '.join(keys)} or a "
+            f"mode's {', '.join(mode_keys)}); {how} again"
+        )
     return result
 
 
@@ -59,8 +63,12 @@ def mode_label(mode: dict) -> str:
 def collect_strong(folder: Path) -> dict:
     """Images, clean mIoU, mIoU per attack mode and the worst-case curve ((eps /255, lowest mIoU at that eps),
     from (0, clean)) of an attack-suite run."""
-    result = read_result(folder / "results.json", f"{RUN_SUITE} into '{folder}'", ("mIoU", "images"),
-                         ("mode", "kind", "name", "eps", "mIoU"))
+    result = read_result(
+        folder / "results.json",
+        f"{RUN_SUITE} into '{folder}'",
+        ("mIoU", "images"),
+        ("mode", "kind", "name", "eps", "mIoU"),
+    )
     attacked = [m for m in result.get("modes", []) if m["kind"] != "clean"]
     if not attacked:
         raise UserError(f"'{folder / 'results.json'}' holds no attack modes; {RUN_SUITE} into it")
@@ -69,8 +77,12 @@ def collect_strong(folder: Path) -> dict:
         if math.isfinite(m["eps"]) and norm_of(m) == "linf":  # the curve's axis is L-inf eps
             lowest[m["eps"]] = min(lowest.get(m["eps"], 1.0), m["mIoU"])
     curve = [(0.0, result["mIoU"])] + [(eps * 255, miou) for eps, miou in sorted(lowest.items())]
-    return {"images": result["images"], "clean": result["mIoU"], "miou": {mode_label(m): m["mIoU"] for m in attacked},
-            "curve": curve}
+    return {
+        "images": result["images"],
+        "clean": result["mIoU"],
+        "miou": {mode_label(m): m["mIoU"] for m in attacked},
+        "curve": curve,
+    }
 
 
 def collect(result_dir: Path | None, strong_dir: Path | None = None) -> dict:
@@ -78,10 +90,18 @@ def collect(result_dir: Path | None, strong_dir: Path | None = None) -> dict:
     and with ``strong_dir`` the attack suite's mIoU per attack."""
     out = {}
     if result_dir is not None:
-        clean, bim = (read_result(folder / "results.json", keys=("mIoU", "mAcc", "allAcc"))
-                      for folder in (result_dir, result_dir / "bim"))
-        out = {"clean_miou": clean["mIoU"], "clean_macc": clean["mAcc"], "clean_allacc": clean["allAcc"],
-               "bim_miou": bim["mIoU"], "bim_macc": bim["mAcc"], "bim_allacc": bim["allAcc"]}
+        clean, bim = (
+            read_result(folder / "results.json", keys=("mIoU", "mAcc", "allAcc"))
+            for folder in (result_dir, result_dir / "bim")
+        )
+        out = {
+            "clean_miou": clean["mIoU"],
+            "clean_macc": clean["mAcc"],
+            "clean_allacc": clean["allAcc"],
+            "bim_miou": bim["mIoU"],
+            "bim_macc": bim["mAcc"],
+            "bim_allacc": bim["allAcc"],
+        }
     if strong_dir is not None:
         out["strong"] = collect_strong(strong_dir)
     return out
@@ -92,13 +112,19 @@ def table(results: dict) -> str:
     lines = ["| defense | clean mIoU | BIM mIoU | clean allAcc | BIM allAcc |", "|---|---|---|---|---|"]
     for name, r in results.items():
         if "clean_miou" in r:
-            lines.append(f"| {name} | {r['clean_miou']:.4f} | {r['bim_miou']:.4f} | {r['clean_allacc']:.4f} | "
-                         f"{r['bim_allacc']:.4f} |")
+            lines.append(
+                f"| {name} | {r['clean_miou']:.4f} | {r['bim_miou']:.4f} | {r['clean_allacc']:.4f} | "
+                f"{r['bim_allacc']:.4f} |"
+            )
     strong = {name: r["strong"] for name, r in results.items() if "strong" in r}
     if strong:
         columns = list(dict.fromkeys(label for s in strong.values() for label in s["miou"]))
-        lines += ["", "Attacked mIoU, the original BIM-2 beside stronger attacks (same images):",
-                  "| defense | images | clean | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+        lines += [
+            "",
+            "Attacked mIoU, the original BIM-2 beside stronger attacks (same images):",
+            "| defense | images | clean | " + " | ".join(columns) + " |",
+            "|---|---|---|" + "---|" * len(columns),
+        ]
         for name, s in strong.items():
             cells = [f"{s['miou'][c]:.4f}" if c in s["miou"] else "-" for c in columns]
             clean = f"{s['clean']:.4f}" if "clean" in s else "-"
@@ -141,15 +167,20 @@ def main(argv: list[str] | None = None) -> None:
         if args.curve.suffix.lower() != ".png" or args.curve.is_dir():
             raise UserError(f"--curve '{args.curve}' must name a .png file to write, e.g. --curve curve.png")
         if args.strong is None and not any("strong" in row for row in results.values()):
-            raise UserError("--curve draws attack-suite runs, and there is none: add --strong (robust_eval.sh's "
-                            "folder) or leave --curve out")
+            raise UserError(
+                "--curve draws attack-suite runs, and there is none: add --strong (robust_eval.sh's "
+                "folder) or leave --curve out"
+            )
         check_creatable(str(args.curve.parent), "--curve's folder")
     results[args.defense] = collect(args.result_dir, args.strong)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     if args.curve is not None:
-        draw_series({name: r["strong"]["curve"] for name, r in results.items() if "strong" in r}, args.curve,
-                    "worst case over the attacks run")
+        draw_series(
+            {name: r["strong"]["curve"] for name, r in results.items() if "strong" in r},
+            args.curve,
+            "worst case over the attacks run",
+        )
     print(table(results))
     print(f"written to {args.out}")
 

@@ -7,6 +7,7 @@ the report covers every mode plus the worst cases (evaluation/worstcase.py): the
 save_folder/results.csv, results.json, robustness_curve.png and gradient-masking warnings
 (evaluation/summary.py).
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,6 +52,7 @@ from util.sampler import derived_seed
 
 logger = logging.getLogger(__name__)
 
+
 def image_name(path: str) -> str:
     """Prediction file stem, as the original names it."""
     return os.path.basename(path).split(".")[0]
@@ -79,13 +81,16 @@ def load_source_model(cfg: DictConfig, spec: AttackSpec, device: torch.device) -
     source = spec.source
     source_cfg = load_config(source["config"], ["model_path", source["model_path"]] if source["model_path"] else [])
     if source_cfg.classes != cfg.classes:
-        raise UserError(f"attack '{spec.label}': source config '{source['config']}' has classes "
-                        f"{source_cfg.classes}, the evaluated model {cfg.classes}; a source must share the labels")
+        raise UserError(
+            f"attack '{spec.label}': source config '{source['config']}' has classes "
+            f"{source_cfg.classes}, the evaluated model {cfg.classes}; a source must share the labels"
+        )
     return load_model(source_cfg, device)[0]
 
 
-def make_attack(cfg: DictConfig, spec: AttackSpec | None, model: torch.nn.Module, device: torch.device,
-                protocol: Protocol) -> Attack | None:
+def make_attack(
+    cfg: DictConfig, spec: AttackSpec | None, model: torch.nn.Module, device: torch.device, protocol: Protocol
+) -> Attack | None:
     """The attack of one spec: on ``model``, or on the spec's source model wrapped in :class:`Transfer`;
     for ``whole_image`` through the differentiable inference of the model it is crafted on."""
     if spec is None:
@@ -96,9 +101,17 @@ def make_attack(cfg: DictConfig, spec: AttackSpec | None, model: torch.nn.Module
     return Transfer(model, attack, cfg.ignore_label) if source is not model else attack
 
 
-def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device: torch.device,
-                  attack_spec: AttackSpec | None, gray_folder: Path, color_folder: Path, colors: np.ndarray,
-                  panel_names: frozenset[str] = frozenset()) -> None:
+def run_inference(
+    cfg: DictConfig,
+    data: SemData,
+    model: torch.nn.Module,
+    device: torch.device,
+    attack_spec: AttackSpec | None,
+    gray_folder: Path,
+    color_folder: Path,
+    colors: np.ndarray,
+    panel_names: frozenset[str] = frozenset(),
+) -> None:
     """Predict every image and save gray/color maps (and, attacked, a panel for the images in ``panel_names``:
     the first ``panels`` of the evaluated list, whichever process or resume predicts them). A spec's
     ``protocol`` (the original BIM's) overrides the config's.
@@ -117,8 +130,7 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
         norms_folder.mkdir(parents=True, exist_ok=True)
     gray_folder.mkdir(parents=True, exist_ok=True)
     color_folder.mkdir(parents=True, exist_ok=True)
-    loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=cfg.workers,
-                                         collate_fn=_first)
+    loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=cfg.workers, collate_fn=_first)
     desc = attack_spec.label if attack_spec else "clean"
     for i, (image, label) in enumerate(tqdm(loader, desc=desc, unit="img", dynamic_ncols=True)):
         label = protocol.scored_label(label)
@@ -127,13 +139,15 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
         if attack is not None and name in panel_names:
             prediction, attacked = predict(model, image, label, protocol, device, attack, return_image=True)
             clean = predict(model, image, label, protocol, device)
-            save_panel(gray_folder.parent / "panels" / f"{name}.png", image, attacked, clean, prediction, label,
-                       colors, desc)
+            save_panel(
+                gray_folder.parent / "panels" / f"{name}.png", image, attacked, clean, prediction, label, colors, desc
+            )
         else:
             prediction = predict(model, image, label, protocol, device, attack)
         if min_norm is not None:  # stored before the prediction, so a resume never keeps a stale one
             (norms_folder / f"{name}.json").write_text(
-                json.dumps({"norm": min_norm.norm, "values": min_norm.take_norms()}))
+                json.dumps({"norm": min_norm.norm, "values": min_norm.take_norms()})
+            )
         gray = np.uint8(prediction)
         cv2.imwrite(str(gray_folder / f"{name}.png"), gray)
         colorize(gray, colors).save(str(color_folder / f"{name}.png"))
@@ -142,10 +156,32 @@ def run_inference(cfg: DictConfig, data: SemData, model: torch.nn.Module, device
 # What a stored prediction depends on besides the checkpoint and the attack spec: the model's layout, the
 # data, the crops per forward (random starts are drawn per batch of crops) and every TEST key except those
 # that only pick images or outputs.
-_PREDICTION_KEYS = ("arch", "backbone", "layers", "classes", "zoom_factor", "output_stride", "ignore_label",
-                    "data_root", "manual_seed", "batch_size_val")
-_NOT_PREDICTION_KEYS = {"test_list", "split", "has_prediction", "index_start", "index_step", "test_gpu",
-                        "model_path", "save_folder", "colors_path", "names_path", "attacks", "panels"}
+_PREDICTION_KEYS = (
+    "arch",
+    "backbone",
+    "layers",
+    "classes",
+    "zoom_factor",
+    "output_stride",
+    "ignore_label",
+    "data_root",
+    "manual_seed",
+    "batch_size_val",
+)
+_NOT_PREDICTION_KEYS = {
+    "test_list",
+    "split",
+    "has_prediction",
+    "index_start",
+    "index_step",
+    "test_gpu",
+    "model_path",
+    "save_folder",
+    "colors_path",
+    "names_path",
+    "attacks",
+    "panels",
+}
 
 
 def prediction_fingerprint(cfg: DictConfig, attack_spec: AttackSpec | None, model_loader, list_sha256: str) -> dict:
@@ -159,9 +195,12 @@ def prediction_fingerprint(cfg: DictConfig, attack_spec: AttackSpec | None, mode
     keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
     if cfg.model:  # a VainF model (older fingerprints, made before these keys existed, stay valid)
         keys += ["model", "separable_conv", "rescale_normalized_input"]
-    fingerprint = {"attack": attack_spec.as_dict() if attack_spec else None,
-                   "model_sha256": predictions.file_sha256(cfg.model_path), "settings": {k: values[k] for k in keys},
-                   "list_sha256": list_sha256}
+    fingerprint = {
+        "attack": attack_spec.as_dict() if attack_spec else None,
+        "model_sha256": predictions.file_sha256(cfg.model_path),
+        "settings": {k: values[k] for k in keys},
+        "list_sha256": list_sha256,
+    }
     if attack_spec and attack_spec.attack_class.revision > 1:
         fingerprint["attack_revision"] = attack_spec.attack_class.revision
     if attack_spec and attack_spec.source:
@@ -177,23 +216,42 @@ def series_of(mode: str) -> str:
     return re.sub(r"_eps[^_/]*", "", mode)
 
 
-def mode_row(mode: str, attack_spec: AttackSpec | None, counts: tuple[np.ndarray, ...], names: list[str],
-             background: int | None = 0) -> dict:
+def mode_row(
+    mode: str,
+    attack_spec: AttackSpec | None,
+    counts: tuple[np.ndarray, ...],
+    names: list[str],
+    background: int | None = 0,
+) -> dict:
     """A mode's report row (see evaluation/summary.py) with per-class IoU and accuracy, from per-image counts."""
     metrics = summarize(*counts, background=background)
     kind = "clean" if attack_spec is None else "transfer" if attack_spec.source else "attack"
-    return {"mode": mode, "kind": kind, "name": attack_spec.name if attack_spec else "clean",
-            "series": series_of(mode), "eps": attack_spec.eps if attack_spec else 0.0,
-            "steps": attack_spec.steps if kind == "attack" else None, "norm": attack_spec.norm if attack_spec else None,
-            "attack": attack_spec.as_dict() if attack_spec else None,
-            **{k: metrics[k] for k in ("mIoU", "fg_mIoU", "present_mIoU", "image_mIoU", "mAcc", "allAcc")},
-            "classes": [{"name": n, "iou": metrics["iou_class"][i], "acc": metrics["acc_class"][i]}
-                        for i, n in enumerate(names)],
-            "images": len(counts[0])}
+    return {
+        "mode": mode,
+        "kind": kind,
+        "name": attack_spec.name if attack_spec else "clean",
+        "series": series_of(mode),
+        "eps": attack_spec.eps if attack_spec else 0.0,
+        "steps": attack_spec.steps if kind == "attack" else None,
+        "norm": attack_spec.norm if attack_spec else None,
+        "attack": attack_spec.as_dict() if attack_spec else None,
+        **{k: metrics[k] for k in ("mIoU", "fg_mIoU", "present_mIoU", "image_mIoU", "mAcc", "allAcc")},
+        "classes": [
+            {"name": n, "iou": metrics["iou_class"][i], "acc": metrics["acc_class"][i]} for i, n in enumerate(names)
+        ],
+        "images": len(counts[0]),
+    }
 
 
-def evaluate(cfg: DictConfig, data: SemData, attack_spec: AttackSpec | None, names: list[str], colors: np.ndarray,
-             model_loader, list_sha256: str) -> tuple[dict, tuple[np.ndarray, ...]] | None:
+def evaluate(
+    cfg: DictConfig,
+    data: SemData,
+    attack_spec: AttackSpec | None,
+    names: list[str],
+    colors: np.ndarray,
+    model_loader,
+    list_sha256: str,
+) -> tuple[dict, tuple[np.ndarray, ...]] | None:
     """One evaluation mode (clean or one attack): predicts the images without a stored prediction, scores
     all stored predictions, logs them and writes results.json; the result row and the per-image counts
     (intersection, union, target), each (images, classes). None for the unlabelled split 'test'."""
@@ -209,16 +267,27 @@ def evaluate(cfg: DictConfig, data: SemData, attack_spec: AttackSpec | None, nam
             predictions.check_fingerprint(save_folder, fingerprint, cfg.overwrite)
         todo = dist.broadcast_object(predictions.missing(gray_folder, image_names) if dist.is_main_process() else None)
         if len(todo) < len(data):
-            logger.info(f"{len(data) - len(todo)} of {len(data)} predictions already stored in {gray_folder}; "
-                        f"computing the other {len(todo)}")
+            logger.info(
+                f"{len(data) - len(todo)} of {len(data)} predictions already stored in {gray_folder}; "
+                f"computing the other {len(todo)}"
+            )
         if todo:
             model, device = model_loader()
             if dist.is_main_process():
                 predictions.record_fingerprint(save_folder, fingerprint)
             subset = copy.copy(data)
-            subset.data_list = [data.data_list[i] for i in todo[dist.rank()::dist.world_size()]]  # this rank's share
-            run_inference(cfg, subset, model, device, attack_spec, gray_folder, color_folder, colors,
-                          frozenset(image_names[:cfg.panels]))
+            subset.data_list = [data.data_list[i] for i in todo[dist.rank() :: dist.world_size()]]  # this rank's share
+            run_inference(
+                cfg,
+                subset,
+                model,
+                device,
+                attack_spec,
+                gray_folder,
+                color_folder,
+                colors,
+                frozenset(image_names[: cfg.panels]),
+            )
         dist.barrier()  # every prediction is stored before rank 0 scores them
     logger.info("<<<<<<<<<<<<<<<<< End Evaluation <<<<<<<<<<<<<<<<<")
     if not dist.is_main_process():
@@ -226,17 +295,24 @@ def evaluate(cfg: DictConfig, data: SemData, attack_spec: AttackSpec | None, nam
     if cfg.split == "test":
         logger.info(f"predictions written to {gray_folder} (split 'test' has no labels: no metrics)")
         return None
-    counts = predictions.image_counts(gray_folder, image_names, [label_path for _, label_path in data.data_list],
-                                      cfg.classes, cfg.ignore_label, Protocol.from_config(cfg).scored_label)
+    counts = predictions.image_counts(
+        gray_folder,
+        image_names,
+        [label_path for _, label_path in data.data_list],
+        cfg.classes,
+        cfg.ignore_label,
+        Protocol.from_config(cfg).scored_label,
+    )
     result = mode_row(label or "clean", attack_spec, counts, names, cfg.background_class)
     for i, c in enumerate(result["classes"]):
         logger.info(f"Class_{i} result: iou/accuracy {c['iou']:.4f}/{c['acc']:.4f}, name: {c['name']}.")
     logger.info(f"Eval result: mIoU/mAcc/allAcc {result['mIoU']:.4f}/{result['mAcc']:.4f}/{result['allAcc']:.4f}.")
-    logger.info(f"Eval result: fg-mIoU/per-image mIoU/mIoU over present classes {result['fg_mIoU']:.4f}/"
-                f"{result['image_mIoU']:.4f}/{result['present_mIoU']:.4f}.")
+    logger.info(
+        f"Eval result: fg-mIoU/per-image mIoU/mIoU over present classes {result['fg_mIoU']:.4f}/"
+        f"{result['image_mIoU']:.4f}/{result['present_mIoU']:.4f}."
+    )
     result.update(median_norm(save_folder / "norms", image_names))
-    result.update(model_path=cfg.model_path, seconds=round(time.time() - start, 2),
-                  config=OmegaConf.to_container(cfg))
+    result.update(model_path=cfg.model_path, seconds=round(time.time() - start, 2), config=OmegaConf.to_container(cfg))
     (save_folder / "results.json").write_text(json.dumps(result, indent=2))
     return result, counts
 
@@ -249,13 +325,22 @@ def median_norm(folder: Path, image_names: list[str]) -> dict:
     if not values:
         return {}
     norm = stored[0]["norm"]
-    logger.info(f"Median unclipped {norm} norm of the perturbation: {np.median(values):.4f} "
-                f"({np.median(values) * 255:.2f}/255) over {len(values)} attacked crops")
+    logger.info(
+        f"Median unclipped {norm} norm of the perturbation: {np.median(values):.4f} "
+        f"({np.median(values) * 255:.2f}/255) over {len(values)} attacked crops"
+    )
     return {"median_norm": float(np.median(values)), "norm": norm, "norm_count": len(values)}
 
 
-def ensemble_row(mode: str, name: str, eps: float, members: list[tuple[dict, tuple]], names: list[str],
-                 folder: Path, background: int | None = 0) -> dict:
+def ensemble_row(
+    mode: str,
+    name: str,
+    eps: float,
+    members: list[tuple[dict, tuple]],
+    names: list[str],
+    folder: Path,
+    background: int | None = 0,
+) -> dict:
     """The worst case over ``members`` (result row, counts) evaluated at one eps, without re-attacking (see
     evaluation/worstcase.py): each metric minimised over per-image choices of a member's prediction, the pooled
     mIoU (and its per-class IoU) by SEA's greedy search. Writes folder/results.json with the choices."""
@@ -270,18 +355,37 @@ def ensemble_row(mode: str, name: str, eps: float, members: list[tuple[dict, tup
     norm = summary.norm_of(members[0][0])
     spec = {"name": name, "eps": eps, "norm": norm, "members": [row["mode"] for row, _ in members]}
     counts = (inter[choice.miou, images], union[choice.miou, images], target)
-    row = {**mode_row(mode, None, counts, names, background), "kind": "ensemble", "name": name, "eps": eps,
-           "norm": norm, "attack": spec}
-    for key, selection in (("fg_mIoU", choice.fg_miou), ("image_mIoU", choice.image_miou), ("mAcc", choice.macc),
-                           ("allAcc", choice.allacc)):
+    row = {
+        **mode_row(mode, None, counts, names, background),
+        "kind": "ensemble",
+        "name": name,
+        "eps": eps,
+        "norm": norm,
+        "attack": spec,
+    }
+    for key, selection in (
+        ("fg_mIoU", choice.fg_miou),
+        ("image_mIoU", choice.image_miou),
+        ("mAcc", choice.macc),
+        ("allAcc", choice.allacc),
+    ):
         row[key] = chosen(selection)[key]
-    selections = {key: [spec["members"][a] for a in getattr(choice, field)] for key, field in
-                  (("mIoU", "miou"), ("fg_mIoU", "fg_miou"), ("image_mIoU", "image_miou"), ("mAcc", "macc"),
-                   ("allAcc", "allacc"))}
+    selections = {
+        key: [spec["members"][a] for a in getattr(choice, field)]
+        for key, field in (
+            ("mIoU", "miou"),
+            ("fg_mIoU", "fg_miou"),
+            ("image_mIoU", "image_miou"),
+            ("mAcc", "macc"),
+            ("allAcc", "allacc"),
+        )
+    }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps({**row, "chosen_member_per_image": selections}, indent=2))
-    logger.info(f"{mode}: worst case over {', '.join(spec['members'])}: mIoU {row['mIoU']:.4f} (SEA greedy search), "
-                f"aAcc {row['allAcc']:.4f}")
+    logger.info(
+        f"{mode}: worst case over {', '.join(spec['members'])}: mIoU {row['mIoU']:.4f} (SEA greedy search), "
+        f"aAcc {row['allAcc']:.4f}"
+    )
     return row
 
 
@@ -295,6 +399,7 @@ def distinct_labels(specs: list[AttackSpec | None]) -> list[AttackSpec | None]:
     differ in, at every eps: pgd_steps20_eps8, pgd_steps100_eps8. So they never share a mode folder, nor a
     series (a line of the robustness curve, along which mIoU must not rise with eps), even at distinct eps.
     Transfers from a source config are a series of their own already (``..._from_<config>``)."""
+
     def settings_of(spec: AttackSpec) -> dict:
         return {k: v for k, v in spec.as_dict().items() if k not in ("eps", "label")}
 
@@ -324,6 +429,7 @@ def resolve_class_weights(cfg: DictConfig, specs: list[AttackSpec | None]) -> li
     Raises:
         UserError: ``train`` without a readable train_list or with a broken label, naming what to do.
     """
+
     def balanced(spec: AttackSpec | None) -> bool:
         if spec is None or spec.name not in ("sea", "apgd"):
             return False
@@ -333,16 +439,20 @@ def resolve_class_weights(cfg: DictConfig, specs: list[AttackSpec | None]) -> li
     def train_table() -> tuple[float, ...]:
         hint = "; give class_weights: image (per-image weights) or a list to evaluate without training labels"
         if not os.path.isfile(cfg.train_list):
-            raise UserError(f"class_weights 'train' needs the training labels, but train_list '{cfg.train_list}' "
-                            f"is not a file{hint}")
+            raise UserError(
+                f"class_weights 'train' needs the training labels, but train_list '{cfg.train_list}' "
+                f"is not a file{hint}"
+            )
         try:
             counts = SemData("train", cfg.data_root, cfg.train_list, None, cfg.classes, cfg.ignore_label)
             counts = counts.class_pixel_counts()
         except UserError as err:
             raise UserError(f"{err} (class_weights 'train' reads every training label){hint}") from None
         table = tuple(inverse_frequency_weights(counts))
-        logger.info(f"balanced masked CE: class weights from the {int(counts.sum())} labelled pixels of "
-                    f"'{cfg.train_list}' (1 / pixels per class, summing to 1): {list(table)}")
+        logger.info(
+            f"balanced masked CE: class weights from the {int(counts.sum())} labelled pixels of "
+            f"'{cfg.train_list}' (1 / pixels per class, summing to 1): {list(table)}"
+        )
         return table
 
     out = []
@@ -353,8 +463,10 @@ def resolve_class_weights(cfg: DictConfig, specs: list[AttackSpec | None]) -> li
             if weights == "train":
                 spec = spec.replace(params={**spec.params, "class_weights": list(train_table())})
             elif "class_weights" not in spec.params:
-                logger.info(f"{spec.label}: no train_list '{cfg.train_list}': balanced masked CE weights each "
-                            f"class by its pixels in each image")
+                logger.info(
+                    f"{spec.label}: no train_list '{cfg.train_list}': balanced masked CE weights each "
+                    f"class by its pixels in each image"
+                )
                 spec = spec.replace(params={**spec.params, "class_weights": weights})
         out.append(spec)
     return out
@@ -379,14 +491,23 @@ def expand_sea(specs: list[AttackSpec | None]) -> tuple[list[AttackSpec | None],
     return runs, ensembles
 
 
-def worst_cases(evaluated: list[tuple[dict, tuple]], ensembles: list[tuple[AttackSpec, list[str]]], names: list[str],
-                save_folder: Path, background: int | None = 0) -> list[dict]:
+def worst_cases(
+    evaluated: list[tuple[dict, tuple]],
+    ensembles: list[tuple[AttackSpec, list[str]]],
+    names: list[str],
+    save_folder: Path,
+    background: int | None = 0,
+) -> list[dict]:
     """SEA's rows (worst case over its members) and, per threat model and eps shared by two or more attack
     entries, a worst_case row over every attack evaluated there (an L2 ball is not an L-inf one of the same
     radius: their attacks are not mixed)."""
     by_mode = {row["mode"]: (row, counts) for row, counts in evaluated}
-    rows = [ensemble_row(spec.label, "sea", spec.eps, [by_mode[m] for m in members], names,
-                         save_folder / spec.label, background) for spec, members in ensembles]
+    rows = [
+        ensemble_row(
+            spec.label, "sea", spec.eps, [by_mode[m] for m in members], names, save_folder / spec.label, background
+        )
+        for spec, members in ensembles
+    ]
     entry = {m: spec.label for spec, members in ensembles for m in members}  # SEA member -> its entry
     by_eps = defaultdict(list)
     for row, counts in evaluated:
@@ -411,36 +532,44 @@ def write_summary(rows: list[dict], save_folder: Path) -> None:
         logger.warning(warning)
     summary.draw_curve(rows, save_folder / "robustness_curve.png")
     clean = dict(next(row for row in rows if row["kind"] == "clean"))
-    clean.update(modes=[{k: v for k, v in row.items() if k != "config"} for row in rows], warnings=warnings,
-                 curve="robustness_curve.png")
+    clean.update(
+        modes=[{k: v for k, v in row.items() if k != "config"} for row in rows],
+        warnings=warnings,
+        curve="robustness_curve.png",
+    )
     (save_folder / "results.json").write_text(json.dumps(clean, indent=2))
 
 
 def evaluation_data(cfg: DictConfig) -> tuple[SemData, str]:
     """The images to evaluate (``index_start``, ``index_step`` of ``test_list``) and the SHA-256 of the whole
     list, which every stored prediction's fingerprint holds."""
-    data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label,
-                   cfg.rescale_normalized_input)
+    data = SemData(
+        cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label, cfg.rescale_normalized_input
+    )
     first: dict[str, str] = {}
     for image, _ in data.data_list:  # predictions are stored by file name: two images may not share one
         other = first.setdefault(image_name(image), image)
         if other != image:
-            raise UserError(f"test_list '{cfg.test_list}' holds two images named '{image_name(image)}' ('{other}' "
-                            f"and '{image}'), whose predictions would overwrite each other; rename one or "
-                            f"evaluate them in separate lists")
+            raise UserError(
+                f"test_list '{cfg.test_list}' holds two images named '{image_name(image)}' ('{other}' "
+                f"and '{image}'), whose predictions would overwrite each other; rename one or "
+                f"evaluate them in separate lists"
+            )
     entries = sorted(f"{image} {label}" for image, label in data.data_list)  # the order changes no prediction
     list_sha256 = hashlib.sha256("\n".join(entries).encode()).hexdigest()
-    index_end = len(data.data_list) if cfg.index_step == 0 else min(cfg.index_start + cfg.index_step,
-                                                                     len(data.data_list))
-    data.data_list = data.data_list[cfg.index_start:index_end]
+    index_end = (
+        len(data.data_list) if cfg.index_step == 0 else min(cfg.index_start + cfg.index_step, len(data.data_list))
+    )
+    data.data_list = data.data_list[cfg.index_start : index_end]
     if not data.data_list:
         raise UserError(f"no images to evaluate in '{cfg.test_list}' with index_start {cfg.index_start}")
     data.check_samples()
     return data, list_sha256
 
 
-def check_before_writing(cfg: DictConfig, runs: list[AttackSpec | None], model_loader, list_sha256: str,
-                         image_names: list[str]) -> None:
+def check_before_writing(
+    cfg: DictConfig, runs: list[AttackSpec | None], model_loader, list_sha256: str, image_names: list[str]
+) -> None:
     """Every attack's values, every mode folder's stored predictions and, when a prediction is to be computed,
     the checkpoint, checked before anything is written (an invalid entry, a folder of another run or a checkpoint
     that does not load must not leave the clean mode re-scored, its results rewritten, or a new empty folder)."""
@@ -452,9 +581,11 @@ def check_before_writing(cfg: DictConfig, runs: list[AttackSpec | None], model_l
         lacking = [(folder, todo) for folder, todo in missing.items() if todo and cfg.split != "test"]
         if lacking:
             folder, todo = lacking[0]
-            raise UserError(f"has_prediction is True, but '{folder / 'gray'}' lacks {len(todo)} of the "
-                            f"{len(image_names)} predictions (first: {image_names[todo[0]]}.png); set has_prediction "
-                            f"False to compute them")
+            raise UserError(
+                f"has_prediction is True, but '{folder / 'gray'}' lacks {len(todo)} of the "
+                f"{len(image_names)} predictions (first: {image_names[todo[0]]}.png); set has_prediction "
+                f"False to compute them"
+            )
         return
     if not cfg.overwrite and dist.is_main_process():
         for spec, folder in zip(runs, folders):
@@ -477,7 +608,8 @@ def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.dev
         evaluated = [evaluate(cfg, data, spec, names, colors, model_loader, list_sha256) for spec in runs]
         if len(evaluated) > 1 and all(evaluated):
             save_folder = Path(cfg.save_folder)
-            rows = [row for row, _ in evaluated] + worst_cases(evaluated, ensembles, names, save_folder,
-                                                               cfg.background_class)
+            rows = [row for row, _ in evaluated] + worst_cases(
+                evaluated, ensembles, names, save_folder, cfg.background_class
+            )
             write_summary(rows, save_folder)
         dist.barrier()

@@ -8,6 +8,7 @@ in older results: linf), ``steps`` (None where not iterative or unknown) and the
 ``image_mIoU``, ``mAcc``, ``allAcc``. L-inf eps are shown in /255, L2 eps as they are; the curve of each threat
 model is its own picture.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,10 @@ def table(rows: list[dict]) -> list[str]:
     """The human table, one line per mode."""
     lines = ["| mode | eps | mIoU | fg-mIoU | per-image mIoU | mAcc | aAcc |"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {eps_text(r)} | {r['mIoU']:.4f} | {r['fg_mIoU']:.4f} | "
-                     f"{r['image_mIoU']:.4f} | {r['mAcc']:.4f} | {r['allAcc']:.4f} |")
+        lines.append(
+            f"| {r['mode']} | {eps_text(r)} | {r['mIoU']:.4f} | {r['fg_mIoU']:.4f} | "
+            f"{r['image_mIoU']:.4f} | {r['mAcc']:.4f} | {r['allAcc']:.4f} |"
+        )
     return lines
 
 
@@ -44,8 +47,10 @@ def csv_text(rows: list[dict]) -> str:
     fg_mIoU, image_mIoU, the attack name and the series."""
     lines = [",".join(CSV_COLUMNS)]
     for r in rows:
-        lines.append(f"{r['mode']},{r['eps']:.6f},{r['mIoU']:.6f},{r['mAcc']:.6f},{r['allAcc']:.6f},"
-                     f"{r['fg_mIoU']:.6f},{r['image_mIoU']:.6f},{r['name']},{r['series']}")
+        lines.append(
+            f"{r['mode']},{r['eps']:.6f},{r['mIoU']:.6f},{r['mAcc']:.6f},{r['allAcc']:.6f},"
+            f"{r['fg_mIoU']:.6f},{r['image_mIoU']:.6f},{r['name']},{r['series']}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -63,19 +68,31 @@ def sanity_warnings(rows: list[dict], tolerance: float = TOLERANCE) -> list[str]
         for r in sorted(members, key=lambda r: r["eps"]):
             low = min(previous, key=lambda p: p["mIoU"], default=None)
             if low is not None and r["mIoU"] > low["mIoU"] + tolerance:
-                warnings.append(f"possible gradient masking: {name} mIoU rises with eps, {low['mIoU']:.4f} at "
-                                f"{eps_text(low)} ({low['mode']}) -> {r['mIoU']:.4f} at {eps_text(r)} ({r['mode']})")
+                warnings.append(
+                    f"possible gradient masking: {name} mIoU rises with eps, {low['mIoU']:.4f} at "
+                    f"{eps_text(low)} ({low['mode']}) -> {r['mIoU']:.4f} at {eps_text(r)} ({r['mode']})"
+                )
             previous.append(r)
     for bim in (r for r in attacked if r["name"] == "bim" and r["kind"] == "attack"):
         for r in attacked:
-            stronger = r["kind"] == "ensemble" or (r["kind"] == "attack" and r["steps"] is not None
-                                                   and bim["steps"] is not None and r["steps"] > bim["steps"])
-            if stronger and norm_of(r) == norm_of(bim) and math.isclose(r["eps"], bim["eps"], abs_tol=1e-9) \
-                    and r["mIoU"] > bim["mIoU"] + tolerance:
+            stronger = r["kind"] == "ensemble" or (
+                r["kind"] == "attack"
+                and r["steps"] is not None
+                and bim["steps"] is not None
+                and r["steps"] > bim["steps"]
+            )
+            if (
+                stronger
+                and norm_of(r) == norm_of(bim)
+                and math.isclose(r["eps"], bim["eps"], abs_tol=1e-9)
+                and r["mIoU"] > bim["mIoU"] + tolerance
+            ):
                 what = "ensemble" if r["kind"] == "ensemble" else f"{r['steps']} steps"
-                warnings.append(f"possible gradient masking: {r['mode']} ({what}) is weaker than {bim['mode']} "
-                                f"({bim['steps']} steps) at {eps_text(r)}, mIoU {r['mIoU']:.4f} > "
-                                f"{bim['mIoU']:.4f}")
+                warnings.append(
+                    f"possible gradient masking: {r['mode']} ({what}) is weaker than {bim['mode']} "
+                    f"({bim['steps']} steps) at {eps_text(r)}, mIoU {r['mIoU']:.4f} > "
+                    f"{bim['mIoU']:.4f}"
+                )
     return warnings
 
 
@@ -110,10 +127,16 @@ def draw_curve(rows: list[dict], path: Path) -> None:
         l2_path.unlink(missing_ok=True)  # an earlier run's, no longer this folder's
 
 
-def draw_series(series: dict[str, list[tuple[float, float]]], path: Path, title: str = "",
-                clean: float | None = None, xlabel: str = "eps (/255)") -> None:
+def draw_series(
+    series: dict[str, list[tuple[float, float]]],
+    path: Path,
+    title: str = "",
+    clean: float | None = None,
+    xlabel: str = "eps (/255)",
+) -> None:
     """mIoU against eps, one line per series of (eps, mIoU) points; ``clean`` as a dashed grey line."""
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
@@ -121,9 +144,15 @@ def draw_series(series: dict[str, list[tuple[float, float]]], path: Path, title:
     if clean is not None:
         axes.axhline(clean, color="0.5", linestyle="--", linewidth=1, label="clean")
     for k, (name, points) in enumerate(series.items()):
-        axes.plot(*zip(*points, strict=True), color=f"C{k % 10}", marker=MARKERS[k % len(MARKERS)],
-                  linestyle=DASHES[k % len(DASHES)], linewidth=max(4.0 - 0.8 * k, 1.0),
-                  markersize=max(10 - 1.5 * k, 4), label=name[:40])
+        axes.plot(
+            *zip(*points, strict=True),
+            color=f"C{k % 10}",
+            marker=MARKERS[k % len(MARKERS)],
+            linestyle=DASHES[k % len(DASHES)],
+            linewidth=max(4.0 - 0.8 * k, 1.0),
+            markersize=max(10 - 1.5 * k, 4),
+            label=name[:40],
+        )
     axes.set(xlabel=xlabel, ylabel="mIoU", ylim=(0, 1.02), xlim=(0, None), title=title)
     axes.grid(True, color="0.9")
     axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", frameon=False)

@@ -8,6 +8,7 @@ predicted by the config's protocol (``attack_protocol``, ``eval_crop``; see eval
 
 The perturbation is drawn as ``0.5 + delta / (2 max|delta|)`` per channel: mid-grey is no change.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,16 @@ from util.log import setup_logging
 logger = setup_logging()
 
 
-def panel_picture(image: np.ndarray, attacked: np.ndarray, clean: np.ndarray, prediction: np.ndarray,
-                  label: np.ndarray, colors: np.ndarray, attack_name: str, scale: int = 3) -> np.ndarray:
+def panel_picture(
+    image: np.ndarray,
+    attacked: np.ndarray,
+    clean: np.ndarray,
+    prediction: np.ndarray,
+    label: np.ndarray,
+    colors: np.ndarray,
+    attack_name: str,
+    scale: int = 3,
+) -> np.ndarray:
     """The five panels side by side as an RGB uint8 picture (images 0-255 HxWx3, the rest class maps)."""
     delta = attacked.astype(np.float32) - image.astype(np.float32)
     peak = float(np.abs(delta).max()) or 1.0
@@ -38,14 +47,24 @@ def panel_picture(image: np.ndarray, attacked: np.ndarray, clean: np.ndarray, pr
     def rgb(gray: np.ndarray) -> np.ndarray:
         return np.asarray(colorize(np.uint8(gray), colors).convert("RGB"))
 
-    return compose([np.clip(np.round(image), 0, 255).astype(np.uint8), perturbation, rgb(clean), rgb(prediction),
-                    rgb(label)], ["image", f"perturbation (max {peak:.1f}/255)", "clean prediction",
-                                  f"{attack_name} prediction", "label"], scale)
+    return compose(
+        [np.clip(np.round(image), 0, 255).astype(np.uint8), perturbation, rgb(clean), rgb(prediction), rgb(label)],
+        ["image", f"perturbation (max {peak:.1f}/255)", "clean prediction", f"{attack_name} prediction", "label"],
+        scale,
+    )
 
 
-def save_panel(path: str | Path, image: np.ndarray, attacked: np.ndarray, clean: np.ndarray,
-               prediction: np.ndarray, label: np.ndarray, colors: np.ndarray, attack_name: str,
-               scale: int = 3) -> None:
+def save_panel(
+    path: str | Path,
+    image: np.ndarray,
+    attacked: np.ndarray,
+    clean: np.ndarray,
+    prediction: np.ndarray,
+    label: np.ndarray,
+    colors: np.ndarray,
+    attack_name: str,
+    scale: int = 3,
+) -> None:
     """Write :func:`panel_picture` as a PNG (folders created)."""
     picture = panel_picture(image, attacked, clean, prediction, label, colors, attack_name, scale)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -81,8 +100,9 @@ def main() -> None:
     check_creatable(str(Path(args.out).parent), "--out's folder")
     if args.scale < 1:
         raise UserError(f"--scale must be >= 1 (screen pixels per image pixel), got {args.scale}")
-    data = SemData("val", cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label,
-                   cfg.rescale_normalized_input)
+    data = SemData(
+        "val", cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label, cfg.rescale_normalized_input
+    )
     if not 0 <= args.index < len(data):
         raise UserError(f"--index {args.index} is outside test_list '{cfg.test_list}' ({len(data)} images)")
     image, label = data.sample(args.index)  # checked: readable, one size, label values in range

@@ -10,6 +10,7 @@ attack's whenever that lowers the pooled mIoU, until no swap helps. The search h
 in order, each taking the attack that lowers the mIoU most) and is also started from each attack alone, so
 the worst case is never above any single attack's mIoU.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,13 @@ def worst_by_accuracy(intersection: np.ndarray) -> np.ndarray:
     return intersection.sum(-1).argmin(0)
 
 
-def greedy_worst_miou(intersection: np.ndarray, union: np.ndarray, start: np.ndarray,
-                      classes: np.ndarray | None = None, max_rounds: int = 100) -> tuple[np.ndarray, float]:
+def greedy_worst_miou(
+    intersection: np.ndarray,
+    union: np.ndarray,
+    start: np.ndarray,
+    classes: np.ndarray | None = None,
+    max_rounds: int = 100,
+) -> tuple[np.ndarray, float]:
     """SEA's greedy per-image swap search for the selection with the lowest pooled mIoU.
 
     Args:
@@ -67,8 +73,9 @@ def greedy_worst_miou(intersection: np.ndarray, union: np.ndarray, start: np.nda
     return selection, current
 
 
-def search_worst_miou(intersection: np.ndarray, union: np.ndarray,
-                      classes: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+def search_worst_miou(
+    intersection: np.ndarray, union: np.ndarray, classes: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
     """:func:`greedy_worst_miou` from the per-image worst by accuracy and from each attack alone; the lowest."""
     starts = [worst_by_accuracy(intersection)]
     starts += [np.full(intersection.shape[1], a) for a in range(intersection.shape[0])]
@@ -86,8 +93,9 @@ class WorstCase:
     fg_miou: np.ndarray
 
 
-def worst_case(intersection: np.ndarray, union: np.ndarray, target: np.ndarray,
-               background: int | None = 0) -> WorstCase:
+def worst_case(
+    intersection: np.ndarray, union: np.ndarray, target: np.ndarray, background: int | None = 0
+) -> WorstCase:
     """The worst-case selections of an ensemble from counts (A, N, C) of each attack on each image (fg-mIoU
     without class ``background``, see :func:`util.metrics.foreground_mask`)."""
     total_target = target.sum(0) + 1e-10  # (C,): the same for every attack

@@ -1,4 +1,5 @@
 """Segmentation models and the one place that builds them (checkpoints: :mod:`model.checkpoint`)."""
+
 from __future__ import annotations
 
 import logging
@@ -16,17 +17,35 @@ from model.vainf import VainFDeepLab
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DeepLabV3", "DeepLabV3Plus", "PSPNet", "VainFDeepLab", "build_model", "eval_model_from_config",
-           "load_checkpoint_weights", "model_from_config", "read_checkpoint"]
+__all__ = [
+    "DeepLabV3",
+    "DeepLabV3Plus",
+    "PSPNet",
+    "VainFDeepLab",
+    "build_model",
+    "eval_model_from_config",
+    "load_checkpoint_weights",
+    "model_from_config",
+    "read_checkpoint",
+]
 
 ARCHS = {"psp": PSPNet, "aspp": DeepLabV3, "deeplabv3plus": DeepLabV3Plus}
 BACKBONES = ("resnet", "mobilenetv2")
 
 
-def build_model(arch: str, layers: int, classes: int, zoom_factor: int = 8,
-                output_stride: int = 8, pretrained: bool = False, init_path: str | None = None,
-                dropout: float = 0.1, use_aux: bool = True, ddcat: bool = False,
-                backbone: str = "resnet") -> nn.Module:
+def build_model(
+    arch: str,
+    layers: int,
+    classes: int,
+    zoom_factor: int = 8,
+    output_stride: int = 8,
+    pretrained: bool = False,
+    init_path: str | None = None,
+    dropout: float = 0.1,
+    use_aux: bool = True,
+    ddcat: bool = False,
+    backbone: str = "resnet",
+) -> nn.Module:
     """Build ``'psp'`` (:class:`PSPNet`), ``'aspp'`` (:class:`DeepLabV3`) or ``'deeplabv3plus'``
     (:class:`DeepLabV3Plus`) on a ``'resnet'`` of depth ``layers`` or on ``'mobilenetv2'``
     (:mod:`model.mobilenetv2`; ``layers`` ignored); ``ddcat`` adds the DDC-AT heads
@@ -36,9 +55,16 @@ def build_model(arch: str, layers: int, classes: int, zoom_factor: int = 8,
         ValueError: for another ``arch`` or ``backbone`` (the config check gives the user-facing
             message).
     """
-    kwargs = {"layers": layers, "classes": classes, "zoom_factor": zoom_factor,
-              "output_stride": output_stride, "pretrained": pretrained, "init_path": init_path,
-              "dropout": dropout, "use_aux": use_aux}
+    kwargs = {
+        "layers": layers,
+        "classes": classes,
+        "zoom_factor": zoom_factor,
+        "output_stride": output_stride,
+        "pretrained": pretrained,
+        "init_path": init_path,
+        "dropout": dropout,
+        "use_aux": use_aux,
+    }
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
     if backbone not in BACKBONES:
@@ -55,8 +81,17 @@ def model_from_config(cfg, pretrained: bool = False, ddcat: bool = False) -> nn.
         if pretrained:
             load_vainf_init(model, cfg.init_path)
         return model
-    return build_model(cfg.arch, cfg.layers, cfg.classes, backbone=cfg.backbone, zoom_factor=cfg.zoom_factor,
-                       output_stride=cfg.output_stride, pretrained=pretrained, init_path=cfg.init_path, ddcat=ddcat)
+    return build_model(
+        cfg.arch,
+        cfg.layers,
+        cfg.classes,
+        backbone=cfg.backbone,
+        zoom_factor=cfg.zoom_factor,
+        output_stride=cfg.output_stride,
+        pretrained=pretrained,
+        init_path=cfg.init_path,
+        ddcat=ddcat,
+    )
 
 
 def eval_model_from_config(cfg, device: torch.device, path: str | None) -> nn.Module:

@@ -3,6 +3,7 @@
 A subclass adds its context module (``ppm`` / ``aspp``, names kept for the original checkpoints), ``cls``
 and ``aux``, and says which attribute is the context module.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,7 @@ from model.resnet import resnet
 ZOOM_FACTORS = (1, 2, 4, 8)
 
 
-def upsample_logits(logits: torch.Tensor, input_size: tuple[int, int],
-                    zoom_factor: int) -> torch.Tensor:
+def upsample_logits(logits: torch.Tensor, input_size: tuple[int, int], zoom_factor: int) -> torch.Tensor:
     """Resize logits bilinearly (align_corners=True) to the output size for ``zoom_factor``.
 
     With zoom 8 the output is exactly the input size, for any size. Otherwise it is semseg's
@@ -59,8 +59,7 @@ class SegNet(nn.Module):
     arch = ""
     context_name = ""  # attribute holding the context module
 
-    def __init__(self, layers: int, classes: int, zoom_factor: int, output_stride: int,
-                 dropout: float = 0.1) -> None:
+    def __init__(self, layers: int, classes: int, zoom_factor: int, output_stride: int, dropout: float = 0.1) -> None:
         super().__init__()
         if zoom_factor not in ZOOM_FACTORS:
             raise ValueError(f"zoom_factor must be one of {ZOOM_FACTORS}, got {zoom_factor}")
@@ -80,8 +79,9 @@ class SegNet(nn.Module):
         self.channels = backbone.channels  # (layer3, layer4) output channels
         self.low_channels = backbone.channels[0] // 4  # layer1
 
-    def add_heads(self, classes: int, aux_channels: int, aux_kernel: int, use_aux: bool, pretrained: bool,
-                  init_path: str | None) -> None:
+    def add_heads(
+        self, classes: int, aux_channels: int, aux_kernel: int, use_aux: bool, pretrained: bool, init_path: str | None
+    ) -> None:
         """The constructors' common end: ``cls``, ``aux`` on ``aux_channels`` when ``use_aux``, ImageNet weights."""
         self.cls = self.make_head(classes)
         if use_aux:

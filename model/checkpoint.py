@@ -11,6 +11,7 @@ replaced the same way after the checkpoint itself) names the newest complete che
 starts from it. RNG states are stored as tensors and plain numbers, so checkpoints still load with
 ``torch.load(..., weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,11 +37,17 @@ logger = logging.getLogger(__name__)
 MOBILENETV2_SKIPPED = ("features.18.", "classifier.")
 LATEST = "latest"
 # Where each code base keeps the weights in its checkpoint files (with or without DataParallel's ``module.``).
-FORMATS = {"state_dict": "semseg/DDC-AT format", "model_state": "VainF/SAM-AT format",
-           "model": "robustness-library format"}
+FORMATS = {
+    "state_dict": "semseg/DDC-AT format",
+    "model_state": "VainF/SAM-AT format",
+    "model": "robustness-library format",
+}
 FORMAT_KEY = "format"  # added to a read checkpoint's dict: which of FORMATS (or a bare state dict) was found
-VAINF_INIT = {"resnet50": "initmodel/resnet50_torchvision.pth", "resnet101": "initmodel/resnet101_torchvision.pth",
-              "mobilenet": "initmodel/mobilenet_v2.pth"}
+VAINF_INIT = {
+    "resnet50": "initmodel/resnet50_torchvision.pth",
+    "resnet101": "initmodel/resnet101_torchvision.pth",
+    "mobilenet": "initmodel/mobilenet_v2.pth",
+}
 CHECKPOINT_GLOB = "train_*.pth"
 
 
@@ -86,19 +93,28 @@ def stale_checkpoints(save_path: str, resume: str | None, overwrite: bool) -> li
     if not existing or resume:
         return []
     if not overwrite:
-        raise UserError(f"save_path '{save_path}' already holds checkpoints ({existing[0].name}, ...); "
-                        f"set resume (or auto_resume True) to continue, choose another save_path, or set "
-                        f"overwrite True")
+        raise UserError(
+            f"save_path '{save_path}' already holds checkpoints ({existing[0].name}, ...); "
+            f"set resume (or auto_resume True) to continue, choose another save_path, or set "
+            f"overwrite True"
+        )
     return existing
 
 
-def training_state(model: nn.Module, optimizer, scaler, iteration: int, iters_per_epoch: int, data_seed: int,
-                   config: dict) -> dict:
+def training_state(
+    model: nn.Module, optimizer, scaler, iteration: int, iters_per_epoch: int, data_seed: int, config: dict
+) -> dict:
     """Everything needed to continue exactly after ``iteration`` updates (collective: call on every process)."""
-    return {"epoch": iteration // iters_per_epoch, "iteration": iteration,
-            "state_dict": dist.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "rng": dist.gather_objects(rng_state()), "data_seed": data_seed,
-            "config": config}
+    return {
+        "epoch": iteration // iters_per_epoch,
+        "iteration": iteration,
+        "state_dict": dist.unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": dist.gather_objects(rng_state()),
+        "data_seed": data_seed,
+        "config": config,
+    }
 
 
 def restore_rng(checkpoint: dict, path: str) -> None:
@@ -107,8 +123,10 @@ def restore_rng(checkpoint: dict, path: str) -> None:
     if states is not None and len(states) == dist.world_size():
         set_rng_state(states[dist.rank()])
     else:
-        logger.info(f"checkpoint '{path}' holds no RNG states for {dist.world_size()} process(es): random "
-                    f"augmentation, dropout and attack starts continue from fresh seeds, not bitwise as before")
+        logger.info(
+            f"checkpoint '{path}' holds no RNG states for {dist.world_size()} process(es): random "
+            f"augmentation, dropout and attack starts continue from fresh seeds, not bitwise as before"
+        )
 
 
 class CheckpointFolder:
@@ -154,9 +172,11 @@ def rng_state() -> dict[str, Any]:
     """Python, numpy, torch (and CUDA when present) generator states, storable with weights_only."""
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": [version, list(mt), gauss],
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": [version, list(mt), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -213,8 +233,12 @@ def _short(names: Sequence[str], limit: int = 5) -> str:
     return f"[{shown}{more}]"
 
 
-def state_dict_mismatch(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
-                        strict: bool = True, display: Callable[[str], str] = str) -> str:
+def state_dict_mismatch(
+    loaded: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    strict: bool = True,
+    display: Callable[[str], str] = str,
+) -> str:
     """Describe in one line how ``loaded`` fails to fit ``expected``; '' when it fits.
 
     Args:
@@ -226,15 +250,17 @@ def state_dict_mismatch(loaded: Mapping[str, torch.Tensor], expected: Mapping[st
     parts = []
     if strict:
         # BN's num_batches_tracked appeared in PyTorch 0.4.1; older files lack it; BN fills it in.
-        missing = [display(k) for k in expected
-                   if k not in loaded and not k.endswith("num_batches_tracked")]
+        missing = [display(k) for k in expected if k not in loaded and not k.endswith("num_batches_tracked")]
         unexpected = [display(k) for k in loaded if k not in expected]
         if missing:
             parts.append(f"missing keys {_short(missing)}")
         if unexpected:
             parts.append(f"unexpected keys {_short(unexpected)}")
-    shapes = [f"{display(k)}: ckpt {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-              for k, v in loaded.items() if k in expected and v.shape != expected[k].shape]
+    shapes = [
+        f"{display(k)}: ckpt {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in loaded.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
     if shapes:
         more = f" ... +{len(shapes) - 5} more" if len(shapes) > 5 else ""
         parts.append("shape mismatch " + ", ".join(shapes[:5]) + more)
@@ -245,20 +271,26 @@ def mismatch_summary(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, 
     """How ``loaded`` fails to fit ``expected`` in a few words: counts and one example of each kind; '' if it fits."""
     missing = [k for k in expected if k not in loaded and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in loaded if k not in expected]
-    shapes = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in loaded.items()
-              if k in expected and v.shape != expected[k].shape]
-    parts = [f"{len(keys)} {kind} ({_fit(keys[0], 60)}, ...)" for kind, keys in
-             (("missing", missing), ("unexpected", unexpected), ("of other shape", shapes)) if keys]
+    shapes = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in loaded.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    parts = [
+        f"{len(keys)} {kind} ({_fit(keys[0], 60)}, ...)"
+        for kind, keys in (("missing", missing), ("unexpected", unexpected), ("of other shape", shapes))
+        if keys
+    ]
     return "keys " + ", ".join(parts) if parts else ""
 
 
 def _fit(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters (a long list of keys stays one readable line)."""
-    return text if len(text) <= limit else text[:limit - 4] + " ..."
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
 
 
 def _blocks(state: Mapping[str, torch.Tensor], prefix: str) -> int:
-    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+    return len({k[len(prefix) :].split(".")[0] for k in state if k.startswith(prefix)})
 
 
 def _classes(state: Mapping[str, torch.Tensor], prefix: str) -> str:
@@ -279,15 +311,25 @@ def guess_model(state: Mapping[str, torch.Tensor]) -> str:
     """Which model a state dict belongs to, as the config keys that build it ('' when the keys do not say)."""
     if "backbone.low_level_features.0.0.weight" in state or "backbone.conv1.weight" in state:
         head = "deeplabv3plus" if "classifier.project.0.weight" in state else "deeplabv3"
-        backbone = "mobilenet" if "backbone.low_level_features.0.0.weight" in state else \
-            {23: "resnet101", 6: "resnet50"}.get(_blocks(state, "backbone.layer3."), "resnet?")
+        backbone = (
+            "mobilenet"
+            if "backbone.low_level_features.0.0.weight" in state
+            else {23: "resnet101", 6: "resnet50"}.get(_blocks(state, "backbone.layer3."), "resnet?")
+        )
         separable = " separable_conv True" if any(".body.0.weight" in k for k in state) else ""
         return f"VainF {head}_{backbone}: set model {head}_{backbone}{separable}{_classes(state, 'classifier.')}"
     if "layer0.0.weight" in state or "backbone.features.0.0.weight" in state:
-        arch = next((a for key, a in (("ppm.", "psp"), ("aspp.", "aspp"), ("decoder.", "deeplabv3plus"))
-                     if any(k.startswith(key) for k in state)), "?")
-        backbone = " backbone mobilenetv2" if "backbone.features.0.0.weight" in state else \
-            f" layers {_resnet_depth(state)}"
+        arch = next(
+            (
+                a
+                for key, a in (("ppm.", "psp"), ("aspp.", "aspp"), ("decoder.", "deeplabv3plus"))
+                if any(k.startswith(key) for k in state)
+            ),
+            "?",
+        )
+        backbone = (
+            " backbone mobilenetv2" if "backbone.features.0.0.weight" in state else f" layers {_resnet_depth(state)}"
+        )
         ddcat = " defense ddcat" if any(k.startswith("cls1.") for k in state) else ""
         return f"semseg/DDC-AT {arch}: set model empty, arch {arch}{backbone}{ddcat}{_classes(state, 'cls')}"
     return ""
@@ -311,8 +353,7 @@ def _to_stem(key: str) -> str:
     return key
 
 
-def read_state_file(path: str, what: str, missing_hint: str,
-                    expected: str) -> tuple[dict, dict[str, torch.Tensor]]:
+def read_state_file(path: str, what: str, missing_hint: str, expected: str) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read a torch file safely (``weights_only``): (the file's dict, its state dict without ``module.``
     prefixes). A bare state dict comes back as ``({'state_dict': state}, state)``.
 
@@ -331,8 +372,10 @@ def read_state_file(path: str, what: str, missing_hint: str,
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types for a file it cannot read
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{what} '{path}' is not a loadable torch checkpoint (torch.load with weights_only=True "
-                        f"failed: {_fit(reason, 120)}); check the path, or re-save it as a state dict") from err
+        raise UserError(
+            f"{what} '{path}' is not a loadable torch checkpoint (torch.load with weights_only=True "
+            f"failed: {_fit(reason, 120)}); check the path, or re-save it as a state dict"
+        ) from err
     state, content, found = _state_of(content)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{what} '{path}' holds no state dict of tensors; {expected}")
@@ -350,9 +393,12 @@ def _state_of(content: Any) -> tuple[Any, Mapping, str]:
 
 def read_init_state(path: str, wanted: str) -> dict[str, torch.Tensor]:
     """Read an ImageNet weights file; ``wanted`` names the expected file in error messages."""
-    return read_state_file(path, "ImageNet init weights",
-                           f"put {wanted} there (see initmodel/README.md) or set pretrained: False "
-                           f"to train from scratch", f"use {wanted}")[1]
+    return read_state_file(
+        path,
+        "ImageNet init weights",
+        f"put {wanted} there (see initmodel/README.md) or set pretrained: False to train from scratch",
+        f"use {wanted}",
+    )[1]
 
 
 def load_resnet_init(path: str, depth: int = 50) -> dict[str, torch.Tensor]:
@@ -373,12 +419,15 @@ def load_backbone_init(model: nn.Module, path: str, depth: int) -> None:
     expected = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in BACKBONE_NAMES}
     problem = state_dict_mismatch(state, expected, display=_to_stem)
     if problem:
-        raise UserError(f"ImageNet init weights '{path}' do not fit the ResNet-{depth} backbone: "
-                        f"{problem}; use semseg's resnet{depth}_v2.pth for layers: {depth}")
+        raise UserError(
+            f"ImageNet init weights '{path}' do not fit the ResNet-{depth} backbone: "
+            f"{problem}; use semseg's resnet{depth}_v2.pth for layers: {depth}"
+        )
     for name in BACKBONE_NAMES:
         prefix = name + "."
         getattr(model, name).load_state_dict(
-            {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True
+        )
     logger.info("loaded ImageNet init weights from %s", path)
 
 
@@ -396,8 +445,10 @@ def load_mobilenetv2_init(module: nn.Module, path: str) -> None:
     state = {k: v for k, v in state.items() if not k.startswith(MOBILENETV2_SKIPPED)}
     problem = state_dict_mismatch(state, module.state_dict())
     if problem:
-        raise UserError(f"ImageNet init weights '{path}' do not fit the MobileNetV2 backbone: "
-                        f"{problem}; use torchvision's mobilenet_v2 (width 1.0) ImageNet weights")
+        raise UserError(
+            f"ImageNet init weights '{path}' do not fit the MobileNetV2 backbone: "
+            f"{problem}; use torchvision's mobilenet_v2 (width 1.0) ImageNet weights"
+        )
     module.load_state_dict(state, strict=True)
     logger.info("loaded ImageNet init weights from %s", path)
 
@@ -425,14 +476,19 @@ def load_vainf_init(model: nn.Module, path: str | None) -> None:
     path = path or VAINF_INIT[kind]
     state = robust_init_keys(read_init_state(path, f"torchvision's {kind} ImageNet weights"), path)
     if kind == "mobilenet":
-        state = {f"{'low' if int(k.split('.')[1]) < 4 else 'high'}_level_{k}": v for k, v in state.items()
-                 if not k.startswith(MOBILENETV2_SKIPPED)}
+        state = {
+            f"{'low' if int(k.split('.')[1]) < 4 else 'high'}_level_{k}": v
+            for k, v in state.items()
+            if not k.startswith(MOBILENETV2_SKIPPED)
+        }
     else:
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     problem = state_dict_mismatch(state, model.backbone.state_dict())
     if problem:
-        raise UserError(f"ImageNet init weights '{path}' do not fit the {kind} backbone of {model.name}: "
-                        f"{_fit(problem, 180)}; use torchvision's {kind} ImageNet file")
+        raise UserError(
+            f"ImageNet init weights '{path}' do not fit the {kind} backbone of {model.name}: "
+            f"{_fit(problem, 180)}; use torchvision's {kind} ImageNet file"
+        )
     model.backbone.load_state_dict(state, strict=True)
     logger.info("loaded ImageNet init weights from %s", path)
 
@@ -444,8 +500,12 @@ def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
     Raises:
         UserError: the file is missing or not a torch checkpoint of tensors.
     """
-    return read_state_file(path, "checkpoint", "check the path in the config (model_path / resume / weight)",
-                           "expected a dict with 'state_dict' or a bare state dict")
+    return read_state_file(
+        path,
+        "checkpoint",
+        "check the path in the config (model_path / resume / weight)",
+        "expected a dict with 'state_dict' or a bare state dict",
+    )
 
 
 def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:
@@ -476,8 +536,10 @@ def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) ->
         guess = guess_model(as_read)
         advice = f"looks like {guess}" if guess else "check model/arch/layers/classes/defense in the config"
         name = path if len(path) <= 40 else "..." + path[-37:]
-        raise UserError(f"checkpoint '{name}' ({checkpoint[FORMAT_KEY]}) does not fit: "
-                        f"{mismatch_summary(state, expected)}; {advice}")
+        raise UserError(
+            f"checkpoint '{name}' ({checkpoint[FORMAT_KEY]}) does not fit: "
+            f"{mismatch_summary(state, expected)}; {advice}"
+        )
     if not strict:
         ignored = state_dict_mismatch(state, expected, strict=True)
         if ignored:

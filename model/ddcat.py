@@ -7,6 +7,7 @@ layout of ``cls`` on the same features, and renames ``aux`` to ``aux_cls1``: the
 original release. In eval mode only ``cls1`` runs, so the deployed network is the undefended one;
 :func:`to_plain_state_dict` writes it as a plain checkpoint.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -41,8 +42,9 @@ class DDCATMixin:
         heads = [self.context, self.cls1, self.cls2, self.mask1]
         return heads + ([self.aux_cls1] if hasattr(self, "aux_cls1") else [])
 
-    def route(self, feat: torch.Tensor, input_size: tuple[int, int],
-              cls1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def route(
+        self, feat: torch.Tensor, input_size: tuple[int, int], cls1: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(routed logits, router logits) at the output size, from context features (and ``cls1``'s
         upsampled logits when already computed)."""
         if cls1 is None:
@@ -70,8 +72,11 @@ _CLASSES: dict[type, type] = {}
 def ddcat_class(base: type) -> type:
     """The DDC-AT variant of a SegNet class (``PSPNet`` -> ``PSPNetDDCAT``), built once."""
     if base not in _CLASSES:
-        _CLASSES[base] = type(f"{base.__name__}DDCAT", (DDCATMixin, base),
-                              {"__doc__": f"{base.__name__} with the DDC-AT heads (see model.ddcat)."})
+        _CLASSES[base] = type(
+            f"{base.__name__}DDCAT",
+            (DDCATMixin, base),
+            {"__doc__": f"{base.__name__} with the DDC-AT heads (see model.ddcat)."},
+        )
     return _CLASSES[base]
 
 
@@ -87,15 +92,16 @@ def to_plain_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
         for prefix, new in PLAIN_PREFIX.items():
             if key.startswith(prefix):
                 if new is not None:
-                    plain[new + key[len(prefix):]] = value
+                    plain[new + key[len(prefix) :]] = value
                 break
         else:
             plain[key] = value
     return plain
 
 
-def from_plain_state_dict(state: Mapping[str, torch.Tensor],
-                          ddcat_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def from_plain_state_dict(
+    state: Mapping[str, torch.Tensor], ddcat_state: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Start a DDC-AT model from a plain (e.g. undefended) checkpoint: ``cls`` initialises both ``cls1``
     and ``cls2``, ``aux`` becomes ``aux_cls1``, and ``mask1`` keeps its values in ``ddcat_state`` (the
     model's own initialisation)."""

@@ -3,6 +3,7 @@
 The ``aspp`` architecture of the configs: a deep-stem dilated ResNet with an ASPP head, with the
 same ``layer0..layer4`` / ``cls`` / ``aux`` naming and forward conventions as :class:`PSPNet`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,18 +24,27 @@ class ASPP(nn.Module):
         rates: dilation rates of the 3x3 branches.
     """
 
-    def __init__(self, in_dim: int, out_dim: int = 256,
-                 rates: Sequence[int] = (6, 12, 18)) -> None:
+    def __init__(self, in_dim: int, out_dim: int = 256, rates: Sequence[int] = (6, 12, 18)) -> None:
         super().__init__()
-        branches = [nn.Sequential(nn.Conv2d(in_dim, out_dim, 1, bias=False),
-                                  nn.BatchNorm2d(out_dim), nn.ReLU(inplace=True))]
-        branches += [nn.Sequential(nn.Conv2d(in_dim, out_dim, 3, padding=rate, dilation=rate,
-                                             bias=False),
-                                   nn.BatchNorm2d(out_dim), nn.ReLU(inplace=True))
-                     for rate in rates]
-        branches.append(nn.Sequential(nn.AdaptiveAvgPool2d(1),
-                                      nn.Conv2d(in_dim, out_dim, 1, bias=False),
-                                      nn.BatchNorm2d(out_dim), nn.ReLU(inplace=True)))
+        branches = [
+            nn.Sequential(nn.Conv2d(in_dim, out_dim, 1, bias=False), nn.BatchNorm2d(out_dim), nn.ReLU(inplace=True))
+        ]
+        branches += [
+            nn.Sequential(
+                nn.Conv2d(in_dim, out_dim, 3, padding=rate, dilation=rate, bias=False),
+                nn.BatchNorm2d(out_dim),
+                nn.ReLU(inplace=True),
+            )
+            for rate in rates
+        ]
+        branches.append(
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                nn.Conv2d(in_dim, out_dim, 1, bias=False),
+                nn.BatchNorm2d(out_dim),
+                nn.ReLU(inplace=True),
+            )
+        )
         self.convs = nn.ModuleList(branches)
         self.out_channels = out_dim * len(branches)
 
@@ -67,10 +77,18 @@ class DeepLabV3(SegNet):
     arch = "aspp"
     context_name = "aspp"
 
-    def __init__(self, layers: int = 50, dropout: float = 0.1, classes: int = 2,
-                 zoom_factor: int = 8, output_stride: int = 8,
-                 atrous_rates: Sequence[int] = (6, 12, 18), use_aux: bool = True,
-                 pretrained: bool = False, init_path: str | None = None) -> None:
+    def __init__(
+        self,
+        layers: int = 50,
+        dropout: float = 0.1,
+        classes: int = 2,
+        zoom_factor: int = 8,
+        output_stride: int = 8,
+        atrous_rates: Sequence[int] = (6, 12, 18),
+        use_aux: bool = True,
+        pretrained: bool = False,
+        init_path: str | None = None,
+    ) -> None:
         super().__init__(layers, classes, zoom_factor, output_stride, dropout)
         layer3_ch, fea_dim = self.channels
         self.aspp = ASPP(fea_dim, 256, atrous_rates)

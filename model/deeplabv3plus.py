@@ -5,6 +5,7 @@ Segmentation", ECCV 2018) on the dilated ResNet trunk, or on MobileNetV2 through
 The convolutions are plain, not depthwise-separable (like the common PyTorch ports). Keys: the trunk
 (``layer0..4`` or ``backbone.features.N``), ``decoder`` (ASPP, projection, decoder), ``cls``, ``aux``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,8 +37,9 @@ class Decoder(nn.Module):
         low_dim: channels the low-level features are reduced to.
     """
 
-    def __init__(self, high_dim: int, low_dim_in: int, atrous_rates: Sequence[int],
-                 dim: int = 256, low_dim: int = 48) -> None:
+    def __init__(
+        self, high_dim: int, low_dim_in: int, atrous_rates: Sequence[int], dim: int = 256, low_dim: int = 48
+    ) -> None:
         super().__init__()
         self.aspp = ASPP(high_dim, dim, atrous_rates)
         self.project = nn.Sequential(
@@ -88,10 +90,18 @@ class DeepLabV3Plus(SegNet):
     arch = "deeplabv3plus"
     context_name = "decoder"
 
-    def __init__(self, layers: int = 50, dropout: float = 0.1, classes: int = 2,
-                 zoom_factor: int = 8, output_stride: int = 16,
-                 atrous_rates: Sequence[int] | None = None, use_aux: bool = True,
-                 pretrained: bool = False, init_path: str | None = None) -> None:
+    def __init__(
+        self,
+        layers: int = 50,
+        dropout: float = 0.1,
+        classes: int = 2,
+        zoom_factor: int = 8,
+        output_stride: int = 16,
+        atrous_rates: Sequence[int] | None = None,
+        use_aux: bool = True,
+        pretrained: bool = False,
+        init_path: str | None = None,
+    ) -> None:
         super().__init__(layers, classes, zoom_factor, output_stride, dropout)
         mid_dim, high_dim = self.channels
         if atrous_rates is None:

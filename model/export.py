@@ -6,6 +6,7 @@ A DDC-AT checkpoint becomes a plain one (``cls1`` -> ``cls``, ``aux_cls1`` -> ``
 ``mask1`` dropped), with exactly the undefended model's parameters; the optimizer state is left out.
 test.py loads either form.
 """
+
 from __future__ import annotations
 
 import os

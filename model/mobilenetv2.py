@@ -7,6 +7,7 @@ built: like DeepLab's MobileNetV2 (``final_endpoint='layer_18'``) and the PyTorc
 heads sit on the 320-channel output, and the 1280-channel conv would only add 0.4M parameters at
 the lowest resolution.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,13 +22,21 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_INIT = "initmodel/mobilenet_v2.pth"
 # (expansion t, channels c, blocks n, stride s) of each stage, width multiplier 1.0.
-INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                             (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+INVERTED_RESIDUAL_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 LOW_INDEX, MID_INDEX = 3, 13  # last block of the 24-channel (stride 4) and 96-channel stages
 
 
-def conv_bn_relu6(in_dim: int, out_dim: int, kernel_size: int, stride: int = 1,
-                  dilation: int = 1, groups: int = 1) -> nn.Sequential:
+def conv_bn_relu6(
+    in_dim: int, out_dim: int, kernel_size: int, stride: int = 1, dilation: int = 1, groups: int = 1
+) -> nn.Sequential:
     """[conv (no bias), BN, ReLU6]; padding grows with dilation so the size only depends on stride."""
     padding = (kernel_size - 1) // 2 * dilation
     return nn.Sequential(
@@ -41,15 +50,16 @@ class InvertedResidual(nn.Module):
     """1x1 expansion (skipped for t = 1) -> 3x3 depthwise (stride, dilation) -> linear 1x1 projection,
     with the identity added when the input and output shapes agree."""
 
-    def __init__(self, in_dim: int, out_dim: int, stride: int, dilation: int,
-                 expand_ratio: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, stride: int, dilation: int, expand_ratio: int) -> None:
         super().__init__()
         hidden = in_dim * expand_ratio
         self.use_res_connect = stride == 1 and in_dim == out_dim
         layers = [] if expand_ratio == 1 else [conv_bn_relu6(in_dim, hidden, 1)]
-        layers += [conv_bn_relu6(hidden, hidden, 3, stride, dilation, groups=hidden),
-                   nn.Conv2d(hidden, out_dim, 1, bias=False),
-                   nn.BatchNorm2d(out_dim)]
+        layers += [
+            conv_bn_relu6(hidden, hidden, 3, stride, dilation, groups=hidden),
+            nn.Conv2d(hidden, out_dim, 1, bias=False),
+            nn.BatchNorm2d(out_dim),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,9 +98,15 @@ class MobileNetV2(nn.Module):
             else:
                 stride, current_stride = stage_stride, current_stride * stage_stride
             for index in range(blocks):
-                features.append(InvertedResidual(in_dim, out_dim, stride if index == 0 else 1,
-                                                 first_dilation if index == 0 else dilation,
-                                                 expand_ratio))
+                features.append(
+                    InvertedResidual(
+                        in_dim,
+                        out_dim,
+                        stride if index == 0 else 1,
+                        first_dilation if index == 0 else dilation,
+                        expand_ratio,
+                    )
+                )
                 in_dim = out_dim
         self.features = nn.Sequential(*features)
         for m in self.modules():
@@ -148,6 +164,9 @@ def mobilenetv2_class(base: type) -> type:
     """The MobileNetV2 variant of a SegNet class (``DeepLabV3Plus`` -> ``DeepLabV3PlusMobileNetV2``),
     built once."""
     if base not in _CLASSES:
-        _CLASSES[base] = type(f"{base.__name__}MobileNetV2", (base, MobileNetV2Trunk),
-                              {"__doc__": f"{base.__name__} on MobileNetV2 (see model.mobilenetv2)."})
+        _CLASSES[base] = type(
+            f"{base.__name__}MobileNetV2",
+            (base, MobileNetV2Trunk),
+            {"__doc__": f"{base.__name__} on MobileNetV2 (see model.mobilenetv2)."},
+        )
     return _CLASSES[base]

@@ -2,6 +2,7 @@
 
 Module names are those of semseg / DDC-AT checkpoints: ``layer0..4``, ``ppm``, ``cls``, ``aux``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,8 +38,7 @@ class PPM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [F.interpolate(f(x), size=size, mode="bilinear", align_corners=True)
-                  for f in self.features]
+        pooled = [F.interpolate(f(x), size=size, mode="bilinear", align_corners=True) for f in self.features]
         return torch.cat([x, *pooled], dim=1)
 
 
@@ -64,10 +64,18 @@ class PSPNet(SegNet):
     arch = "psp"
     context_name = "ppm"
 
-    def __init__(self, layers: int = 50, bins: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1,
-                 classes: int = 2, zoom_factor: int = 8, output_stride: int = 8,
-                 use_aux: bool = True, pretrained: bool = False,
-                 init_path: str | None = None) -> None:
+    def __init__(
+        self,
+        layers: int = 50,
+        bins: Sequence[int] = (1, 2, 3, 6),
+        dropout: float = 0.1,
+        classes: int = 2,
+        zoom_factor: int = 8,
+        output_stride: int = 8,
+        use_aux: bool = True,
+        pretrained: bool = False,
+        init_path: str | None = None,
+    ) -> None:
         super().__init__(layers, classes, zoom_factor, output_stride, dropout)
         layer3_ch, fea_dim = self.channels
         self.ppm = PPM(fea_dim, fea_dim // len(bins), bins)

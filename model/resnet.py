@@ -4,6 +4,7 @@ Module names match semseg's ``model/resnet.py`` (``deep_base=True``), so its Ima
 (``initmodel/resnet50_v2.pth`` ...) load with a strict key check after the stem is renamed to the
 segmentation models' ``layer0``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,7 @@ _STAGE_DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
     """3x3 convolution without bias; padding equals dilation so the size only depends on stride."""
-    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=dilation, dilation=dilation,
-                     bias=False)
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
 
 class BasicBlock(nn.Module):
@@ -34,8 +34,9 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride, dilation)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -56,8 +57,9 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -87,8 +89,14 @@ class ResNet(nn.Module):
         with_fc: add global pooling and the ImageNet classifier ``fc``.
     """
 
-    def __init__(self, block: type[BasicBlock | Bottleneck], layers: Sequence[int],
-                 output_stride: int = 8, num_classes: int = 1000, with_fc: bool = False) -> None:
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        layers: Sequence[int],
+        output_stride: int = 8,
+        num_classes: int = 1000,
+        with_fc: bool = False,
+    ) -> None:
         super().__init__()
         if output_stride not in _STAGE_DILATIONS:
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
@@ -103,8 +111,7 @@ class ResNet(nn.Module):
         self.inplanes = 128
         dilations = _STAGE_DILATIONS[output_stride]
         stages = []
-        for index, (planes, blocks, dilation) in enumerate(zip((64, 128, 256, 512), layers,
-                                                                dilations)):
+        for index, (planes, blocks, dilation) in enumerate(zip((64, 128, 256, 512), layers, dilations)):
             stride = 1 if index == 0 or dilation > 1 else 2
             stages.append(self._make_layer(block, planes, blocks, stride, dilation))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -120,8 +127,9 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int,
-                    stride: int, dilation: int) -> nn.Sequential:
+    def _make_layer(
+        self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int, dilation: int
+    ) -> nn.Sequential:
         out_planes = planes * block.expansion
         downsample = None
         if stride != 1 or self.inplanes != out_planes:
@@ -136,9 +144,18 @@ class ResNet(nn.Module):
 
     def make_layer0(self) -> nn.Sequential:
         """The stem as the segmentation models' ``layer0`` (keys layer0.0/1/3/4/6/7.*)."""
-        return nn.Sequential(self.conv1, self.bn1, nn.ReLU(inplace=True), self.conv2, self.bn2,
-                             nn.ReLU(inplace=True), self.conv3, self.bn3, nn.ReLU(inplace=True),
-                             self.maxpool)
+        return nn.Sequential(
+            self.conv1,
+            self.bn1,
+            nn.ReLU(inplace=True),
+            self.conv2,
+            self.bn2,
+            nn.ReLU(inplace=True),
+            self.conv3,
+            self.bn3,
+            nn.ReLU(inplace=True),
+            self.maxpool,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Layer4 features, or ImageNet logits when built ``with_fc``."""

@@ -9,6 +9,7 @@ first block of a dilated layer keeps the previous dilation) or VainF's MobileNet
 low-level projection, ASPP, one 3x3 conv, classifier). The logits are upsampled bilinearly to the input size
 with align_corners False; there is no aux head. Model names are VainF's (:data:`VAINF_MODELS`).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -21,13 +22,23 @@ from util.config import VAINF_MODELS
 
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 # MobileNetV2 stages: (expansion t, channels c, blocks n, stride s).
-MOBILENET_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                    (6, 320, 1, 1))
+MOBILENET_STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 def conv_bn_relu(in_dim: int, out_dim: int, kernel: int, padding: int = 0, dilation: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(in_dim, out_dim, kernel, padding=padding, dilation=dilation, bias=False),
-            nn.BatchNorm2d(out_dim), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(in_dim, out_dim, kernel, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_dim),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class Bottleneck(nn.Module):
@@ -35,8 +46,9 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_dim: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self, in_dim: int, planes: int, stride: int = 1, dilation: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         out_dim = planes * self.expansion
         self.conv1 = nn.Conv2d(in_dim, planes, 1, bias=False)
@@ -78,8 +90,10 @@ class ResNetBackbone(nn.Module):
             self.dilation, stride = self.dilation * stride, 1
         downsample = None
         if stride != 1 or self.in_dim != planes * Bottleneck.expansion:
-            downsample = nn.Sequential(nn.Conv2d(self.in_dim, planes * Bottleneck.expansion, 1, stride, bias=False),
-                                       nn.BatchNorm2d(planes * Bottleneck.expansion))
+            downsample = nn.Sequential(
+                nn.Conv2d(self.in_dim, planes * Bottleneck.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * Bottleneck.expansion),
+            )
         layers = [Bottleneck(self.in_dim, planes, stride, previous, downsample)]
         self.in_dim = planes * Bottleneck.expansion
         layers += [Bottleneck(self.in_dim, planes, dilation=self.dilation) for _ in range(1, blocks)]
@@ -93,10 +107,14 @@ class ResNetBackbone(nn.Module):
 class ConvBNReLU6(nn.Sequential):
     """[conv without padding (no bias), BN, ReLU6]: VainF pads before each inverted-residual block instead."""
 
-    def __init__(self, in_dim: int, out_dim: int, kernel: int = 3, stride: int = 1, dilation: int = 1,
-                 groups: int = 1) -> None:
-        super().__init__(nn.Conv2d(in_dim, out_dim, kernel, stride, 0, dilation=dilation, groups=groups, bias=False),
-                         nn.BatchNorm2d(out_dim), nn.ReLU6(inplace=True))
+    def __init__(
+        self, in_dim: int, out_dim: int, kernel: int = 3, stride: int = 1, dilation: int = 1, groups: int = 1
+    ) -> None:
+        super().__init__(
+            nn.Conv2d(in_dim, out_dim, kernel, stride, 0, dilation=dilation, groups=groups, bias=False),
+            nn.BatchNorm2d(out_dim),
+            nn.ReLU6(inplace=True),
+        )
 
 
 class InvertedResidual(nn.Module):
@@ -108,8 +126,11 @@ class InvertedResidual(nn.Module):
         hidden = in_dim * expand_ratio
         self.use_res_connect = stride == 1 and in_dim == out_dim
         layers = [] if expand_ratio == 1 else [ConvBNReLU6(in_dim, hidden, kernel=1)]
-        layers += [ConvBNReLU6(hidden, hidden, stride=stride, dilation=dilation, groups=hidden),
-                   nn.Conv2d(hidden, out_dim, 1, bias=False), nn.BatchNorm2d(out_dim)]
+        layers += [
+            ConvBNReLU6(hidden, hidden, stride=stride, dilation=dilation, groups=hidden),
+            nn.Conv2d(hidden, out_dim, 1, bias=False),
+            nn.BatchNorm2d(out_dim),
+        ]
         self.conv = nn.Sequential(*layers)
         total = 2 * dilation  # effective 3x3 kernel minus 1
         self.input_padding = (total // 2, total - total // 2) * 2
@@ -134,8 +155,9 @@ class MobileNetBackbone(nn.Module):
             else:
                 stride, current_stride = s, current_stride * s
             for i in range(n):
-                features.append(InvertedResidual(in_dim, c, stride if i == 0 else 1, previous if i == 0 else dilation,
-                                                 t))
+                features.append(
+                    InvertedResidual(in_dim, c, stride if i == 0 else 1, previous if i == 0 else dilation, t)
+                )
                 in_dim = c
         self.low_level_features = nn.Sequential(OrderedDict((str(i), m) for i, m in enumerate(features[:4])))
         self.high_level_features = nn.Sequential(OrderedDict((str(i), m) for i, m in enumerate(features) if i >= 4))
@@ -159,9 +181,13 @@ class ASPP(nn.Module):
 
     def __init__(self, in_dim: int, rates: tuple[int, int, int], out_dim: int = 256) -> None:
         super().__init__()
-        self.convs = nn.ModuleList([nn.Sequential(*conv_bn_relu(in_dim, out_dim, 1)),
-                                    *(nn.Sequential(*conv_bn_relu(in_dim, out_dim, 3, rate, rate)) for rate in rates),
-                                    ASPPPooling(in_dim, out_dim)])
+        self.convs = nn.ModuleList(
+            [
+                nn.Sequential(*conv_bn_relu(in_dim, out_dim, 1)),
+                *(nn.Sequential(*conv_bn_relu(in_dim, out_dim, 3, rate, rate)) for rate in rates),
+                ASPPPooling(in_dim, out_dim),
+            ]
+        )
         self.project = nn.Sequential(*conv_bn_relu(5 * out_dim, out_dim, 1), nn.Dropout(0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,9 +228,18 @@ class SeparableConv(nn.Module):
         super().__init__()
         bias = conv.bias is not None
         self.body = nn.Sequential(
-            nn.Conv2d(conv.in_channels, conv.in_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                      groups=conv.in_channels, bias=bias),
-            nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=bias))
+            nn.Conv2d(
+                conv.in_channels,
+                conv.in_channels,
+                conv.kernel_size,
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+                groups=conv.in_channels,
+                bias=bias,
+            ),
+            nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=bias),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -249,8 +284,9 @@ class VainFDeepLab(nn.Module):
             self.classifier = DeepLabHead(in_dim, classes, rates)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        logits = F.interpolate(self.classifier(self.backbone(x)), size=x.shape[-2:], mode="bilinear",
-                               align_corners=False)
+        logits = F.interpolate(
+            self.classifier(self.backbone(x)), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
         return {"out": logits} if self.training else logits
 
     def backbone_modules(self) -> list[nn.Module]:

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthetic dataset and a config pointing at it."""
+
 from __future__ import annotations
 
 import sys
@@ -36,6 +37,7 @@ def tiny_data(tmp_path_factory) -> Path:
     families 30 degrees wide: the pipeline tests' models learn it in a few iterations (the demo's low-contrast
     default is made to be hard for undefended models)."""
     from tool_data.synthetic import generate
+
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, seed=1, num_train=16, num_val=4, size=48, hue_spread=30.0, background_chroma=1.0, contrast=1.0)
     return root
@@ -44,22 +46,59 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_opts(tiny_data, tmp_path) -> list[str]:
     """Overrides that turn the synthetic PSPNet-18 config into a seconds-long run in tmp_path."""
-    return ["data_root", str(tiny_data), "train_list", str(tiny_data / "list/train.txt"),
-            "val_list", str(tiny_data / "list/val.txt"), "test_list", str(tiny_data / "list/val.txt"),
-            "train_h", "33", "train_w", "33", "test_h", "33", "test_w", "33", "base_size", "56",
-            "batch_size", "4", "batch_size_val", "4", "workers", "0", "epochs", "2", "save_freq", "1",
-            "print_freq", "1", "base_lr", "0.02", "manual_seed", "0",
-            "save_path", str(tmp_path / "model"), "save_folder", str(tmp_path / "result"),
-            "model_path", str(tmp_path / "model/train_epoch_2.pth")]
+    return [
+        "data_root",
+        str(tiny_data),
+        "train_list",
+        str(tiny_data / "list/train.txt"),
+        "val_list",
+        str(tiny_data / "list/val.txt"),
+        "test_list",
+        str(tiny_data / "list/val.txt"),
+        "train_h",
+        "33",
+        "train_w",
+        "33",
+        "test_h",
+        "33",
+        "test_w",
+        "33",
+        "base_size",
+        "56",
+        "batch_size",
+        "4",
+        "batch_size_val",
+        "4",
+        "workers",
+        "0",
+        "epochs",
+        "2",
+        "save_freq",
+        "1",
+        "print_freq",
+        "1",
+        "base_lr",
+        "0.02",
+        "manual_seed",
+        "0",
+        "save_path",
+        str(tmp_path / "model"),
+        "save_folder",
+        str(tmp_path / "result"),
+        "model_path",
+        str(tmp_path / "model/train_epoch_2.pth"),
+    ]
 
 
 @pytest.fixture
 def run_cli(monkeypatch, capsys):
     """Run train.py / test.py main in-process; returns (exit code, stdout, stderr)."""
+
     def run(module, argv: list[str]) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", [Path(module.__file__).name, *argv])
         from util.errors import run_main
         from util.log import setup_logging
+
         setup_logging()  # log to the captured stdout
         code = 0
         try:
@@ -68,6 +107,7 @@ def run_cli(monkeypatch, capsys):
             code = exit_.code or 0
         out, err = capsys.readouterr()
         return code, out, err
+
     return run
 
 
@@ -85,6 +125,7 @@ def trained():
     """(model, normalized images, labels): a :class:`tests.helpers.TinySeg` fitted to :func:`attack_data`, the
     network every attack test attacks."""
     from attack.base import Attack
+
     torch.manual_seed(0)
     model = TinySeg()
     pixels, target = attack_data()

@@ -1,4 +1,5 @@
 """train.py and test.py as modules, loaded under names that do not shadow the standard library's ``test``."""
+
 from __future__ import annotations
 
 import importlib.util

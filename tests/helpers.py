@@ -1,4 +1,5 @@
 """The tiny networks the tests train and attack, one way to fit them, and checks shared by the attack tests."""
+
 from __future__ import annotations
 
 import torch
@@ -10,13 +11,19 @@ class TinySeg(nn.Module):
     """conv -> BN -> ReLU [-> Dropout2d] -> conv: a segmenter small enough to train in a test, with ``kernel``
     > 1 giving spatial context (so windows and padding matter) and dropout to check that attacks use eval mode."""
 
-    def __init__(self, classes: int = 3, hidden: int = 16, kernel: int = 1, head_kernel: int | None = None,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, classes: int = 3, hidden: int = 16, kernel: int = 1, head_kernel: int | None = None, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         head_kernel = kernel if head_kernel is None else head_kernel
         drop = [nn.Dropout2d(dropout)] if dropout else []
-        self.body = nn.Sequential(nn.Conv2d(3, hidden, kernel, padding=kernel // 2), nn.BatchNorm2d(hidden),
-                                  nn.ReLU(), *drop, nn.Conv2d(hidden, classes, head_kernel, padding=head_kernel // 2))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, hidden, kernel, padding=kernel // 2),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(),
+            *drop,
+            nn.Conv2d(hidden, classes, head_kernel, padding=head_kernel // 2),
+        )
 
     def forward(self, x):
         return self.body(x)
@@ -77,7 +84,11 @@ def check_attack(make, trained, name: str, tol: float = 1e-4) -> tuple:
 def opts_for(tiny_opts: list[str], root) -> list[str]:
     """``tiny_opts`` with the data paths moved to a copy of the tiny dataset at ``root``."""
     out = list(tiny_opts)
-    for key, value in (("data_root", root), ("train_list", root / "list/train.txt"),
-                       ("test_list", root / "list/val.txt"), ("val_list", root / "list/val.txt")):
+    for key, value in (
+        ("data_root", root),
+        ("train_list", root / "list/train.txt"),
+        ("test_list", root / "list/val.txt"),
+        ("val_list", root / "list/val.txt"),
+    ):
         out[out.index(key) + 1] = str(value)
     return out

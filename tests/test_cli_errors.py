@@ -1,4 +1,5 @@
 """Bad input ends train.py / test.py with one clear line on stderr and exit code 2."""
+
 import re
 import shutil
 
@@ -84,8 +85,9 @@ def test_label_out_of_range_through_a_worker(run_cli, tiny_opts, data):
 
 def test_corrupt_image(run_cli, tiny_opts, data):
     first_image(data, "val").write_bytes(b"\x89PNG not really")
-    code, _, err = run_cli(test_entry, ["--config", CONFIG, *opts_for(tiny_opts, data), "model_path",
-                                         str(checkpoint(data, 5))])
+    code, _, err = run_cli(
+        test_entry, ["--config", CONFIG, *opts_for(tiny_opts, data), "model_path", str(checkpoint(data, 5))]
+    )
     assert code == 2 and "00000.png" in one_line(err)
 
 
@@ -124,17 +126,20 @@ def test_attack_on_unlabelled_split(run_cli, tiny_opts):
     assert code == 2 and "needs labels" in one_line(err)
 
 
-@pytest.mark.parametrize("override,needle", [
-    (["adv_eps", "-0.03"], "adv_eps > 0"),
-    (["adv_step_size", "0"], "adv_step_size must be > 0"),
-    (["defense", "madry"], "defense must be one of ['none', 'sat', 'ddcat', 'pgd_at', 'trades']"),
-    (["trades_beta", "-1"], "trades_beta must be >= 0"),
-    (["adv_clean_fraction", "1"], "adv_clean_fraction must be in [0, 1)"),
-    (["adv_norm", "l3"], "adv_norm must be one of ['linf', 'l2']"),
-    (["optimizer", "sgdd"], "optimizer must be one of ['sgd', 'adam', 'sam']"),
-    (["sam_rho", "0"], "sam_rho > 0"),
-    (["backbone", "vgg"], "backbone must be one of"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        (["adv_eps", "-0.03"], "adv_eps > 0"),
+        (["adv_step_size", "0"], "adv_step_size must be > 0"),
+        (["defense", "madry"], "defense must be one of ['none', 'sat', 'ddcat', 'pgd_at', 'trades']"),
+        (["trades_beta", "-1"], "trades_beta must be >= 0"),
+        (["adv_clean_fraction", "1"], "adv_clean_fraction must be in [0, 1)"),
+        (["adv_norm", "l3"], "adv_norm must be one of ['linf', 'l2']"),
+        (["optimizer", "sgdd"], "optimizer must be one of ['sgd', 'adam', 'sam']"),
+        (["sam_rho", "0"], "sam_rho > 0"),
+        (["backbone", "vgg"], "backbone must be one of"),
+    ],
+)
 def test_bad_defense_and_optimizer_settings(run_cli, tiny_opts, override, needle):
     code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, *override])
     assert code == 2 and needle in one_line(err)
@@ -142,6 +147,7 @@ def test_bad_defense_and_optimizer_settings(run_cli, tiny_opts, override, needle
 
 def test_export_refuses_to_overwrite(run_cli, tmp_path):
     from model import export
+
     src, dst = tmp_path / "ddcat.pth", tmp_path / "deploy.pth"
     torch.save({"state_dict": build_model("psp", 18, 3, ddcat=True).state_dict()}, src)
     dst.write_bytes(b"keep me")
@@ -151,27 +157,35 @@ def test_export_refuses_to_overwrite(run_cli, tmp_path):
     assert code == 2 and "not found" in one_line(err) and not (tmp_path / "new.pth").exists()
 
 
-@pytest.mark.parametrize("attacks,needle", [
-    ("[{name: deepfoool, eps: 8}]", "unknown attack 'deepfoool'"),
-    ("[{name: fgsm, eps: 8, steps: 3}]", "fgsm has no field 'steps'"),
-    ("[{name: pgd, eps: -1}]", "eps must be numbers >= 0"),
-    ("[{name: pgd, eps: 8, norm: l1}]", "norm must be 'linf' or 'l2'"),
-    ("[8]", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "attacks,needle",
+    [
+        ("[{name: deepfoool, eps: 8}]", "unknown attack 'deepfoool'"),
+        ("[{name: fgsm, eps: 8, steps: 3}]", "fgsm has no field 'steps'"),
+        ("[{name: pgd, eps: -1}]", "eps must be numbers >= 0"),
+        ("[{name: pgd, eps: 8, norm: l1}]", "norm must be 'linf' or 'l2'"),
+        ("[8]", "expected a mapping"),
+    ],
+)
 def test_bad_attack_specs(run_cli, tiny_opts, tmp_path, attacks, needle):
     torch.save({"state_dict": build_model("psp", 18, 5).state_dict()}, tmp_path / "m.pth")
-    code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "m.pth"),
-                                         "attacks", attacks])
+    code, _, err = run_cli(
+        test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "m.pth"), "attacks", attacks]
+    )
     assert code == 2 and needle in one_line(err)
 
 
 def test_truncated_or_foreign_checkpoint(run_cli, tiny_opts, tmp_path):
     whole = checkpoint(tmp_path, 5).read_bytes()
     import argparse
+
     torch.save({"state_dict": {}, "args": argparse.Namespace(arch="psp")}, tmp_path / "pickled.pth")  # long torch text
     pickled = (tmp_path / "pickled.pth").read_bytes()
-    for name, content in (("truncated.pth", whole[:len(whole) // 2]), ("notes.pth", b"not a checkpoint\n"),
-                          ("pickled.pth", pickled)):
+    for name, content in (
+        ("truncated.pth", whole[: len(whole) // 2]),
+        ("notes.pth", b"not a checkpoint\n"),
+        ("pickled.pth", pickled),
+    ):
         (tmp_path / name).write_bytes(content)
         code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / name)])
         assert code == 2 and f"{name}' is not a loadable torch checkpoint" in one_line(err)
@@ -196,6 +210,7 @@ def test_gpu_lists_are_hints(monkeypatch, caplog):
     """An original config's train_gpu [0, 1, 2, 3] runs on the CPU without CUDA and on the GPUs present with
     fewer, each with one notice line."""
     from util.device import select_device
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level("INFO"):
         assert select_device("auto", [0, 1, 2, 3]) == torch.device("cpu")
@@ -214,9 +229,18 @@ def test_resuming_another_runs_optimizer_is_one_line_before_anything_is_written(
     code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "1"])
     assert code == 0, err
     other = tmp_path / "ddcat"
-    code, _, err = run_cli(train_entry, ["--config", "config/synthetic/synthetic_pspnet18_ddcat.yaml", *tiny_opts,
-                                         "resume", str(tmp_path / "model/train_epoch_1.pth"),
-                                         "save_path", str(other)])
+    code, _, err = run_cli(
+        train_entry,
+        [
+            "--config",
+            "config/synthetic/synthetic_pspnet18_ddcat.yaml",
+            *tiny_opts,
+            "resume",
+            str(tmp_path / "model/train_epoch_1.pth"),
+            "save_path",
+            str(other),
+        ],
+    )
     assert code == 2 and "holds the optimizer of another run" in one_line(err)
     assert not other.exists()
 
@@ -225,8 +249,18 @@ def test_an_output_folder_below_a_file_is_one_line(run_cli, tiny_opts, tmp_path)
     (tmp_path / "file").write_text("x")
     code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "save_path", str(tmp_path / "file/model")])
     assert code == 2 and "save_path" in one_line(err) and "cannot be created" in one_line(err)
-    code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "file"),
-                                        "save_folder", str(tmp_path / "file/result")])
+    code, _, err = run_cli(
+        test_entry,
+        [
+            "--config",
+            CONFIG,
+            *tiny_opts,
+            "model_path",
+            str(tmp_path / "file"),
+            "save_folder",
+            str(tmp_path / "file/result"),
+        ],
+    )
     assert code == 2 and "save_folder" in one_line(err) and "cannot be created" in one_line(err)
     assert (tmp_path / "file").read_text() == "x"
 
@@ -239,8 +273,9 @@ def test_two_images_with_one_file_name_are_refused_before_evaluation(run_cli, ti
     (data / "copy").mkdir()
     shutil.copy(data / image, data / "copy" / image.split("/")[-1])
     (data / "list/val.txt").write_text("\n".join([*lines, f"copy/{image.split('/')[-1]} {label}"]) + "\n")
-    code, _, err = run_cli(test_entry, ["--config", CONFIG, *opts_for(tiny_opts, data), "model_path",
-                                        str(tmp_path / "none.pth")])
+    code, _, err = run_cli(
+        test_entry, ["--config", CONFIG, *opts_for(tiny_opts, data), "model_path", str(tmp_path / "none.pth")]
+    )
     line = one_line(err)
     assert code == 2 and "holds two images named" in line and "copy/" in line
     assert not (tmp_path / "result").exists()
@@ -249,6 +284,7 @@ def test_two_images_with_one_file_name_are_refused_before_evaluation(run_cli, ti
 def _lock(folder, pid):
     import json
     import socket
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "since": "earlier"}))
     return (folder / ".lock").read_bytes()
@@ -257,6 +293,7 @@ def _lock(folder, pid):
 def test_a_second_run_on_a_folder_in_use_is_refused_and_a_dead_runs_lock_taken_over(run_cli, tiny_opts, tmp_path):
     import os
     import subprocess
+
     held = _lock(tmp_path / "model", os.getpid())  # a live process holds save_path
     code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "1"])
     assert code == 2 and f"is in use by another run (pid {os.getpid()} on" in one_line(err)

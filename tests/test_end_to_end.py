@@ -1,4 +1,5 @@
 """Tiny real runs: train a PSPNet-18 for a few iterations, evaluate it clean and under BIM."""
+
 import json
 import re
 
@@ -17,8 +18,20 @@ def main_losses(log: str) -> list[float]:
 
 
 def test_train_then_test_clean_and_bim(run_cli, tiny_opts, tiny_data, tmp_path):
-    code, out, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "6", "save_freq", "3",
-                                            "model_path", str(tmp_path / "model/train_epoch_6.pth")])
+    code, out, err = run_cli(
+        train_entry,
+        [
+            "--config",
+            CONFIG,
+            *tiny_opts,
+            "epochs",
+            "6",
+            "save_freq",
+            "3",
+            "model_path",
+            str(tmp_path / "model/train_epoch_6.pth"),
+        ],
+    )
     assert code == 0, err
     losses = main_losses(out)
     assert len(losses) == 24
@@ -64,8 +77,9 @@ def test_train_then_test_clean_and_bim(run_cli, tiny_opts, tiny_data, tmp_path):
 def test_resume_continues_from_the_checkpoint(run_cli, tiny_opts, tmp_path):
     code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "1"])
     assert code == 0, err
-    code, out, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts,
-                                            "resume", str(tmp_path / "model/train_epoch_1.pth")])
+    code, out, err = run_cli(
+        train_entry, ["--config", CONFIG, *tiny_opts, "resume", str(tmp_path / "model/train_epoch_1.pth")]
+    )
     assert code == 0, err
     assert "resumed" in out and "Epoch: [2/2]" in out and "Epoch: [1/2]" not in out
     assert torch.load(tmp_path / "model/train_epoch_2.pth", weights_only=True)["epoch"] == 2
@@ -116,8 +130,9 @@ def test_adversarial_training_then_test(run_cli, tiny_opts, tiny_data, tmp_path,
     """SAT, DDC-AT, PGD-AT and TRADES (with SGD or SAM) train through the one train.py from their synthetic
     configs; test.py evaluates the checkpoint, a DDC-AT one through its cls1 head."""
     config = f"config/synthetic/synthetic_pspnet18_{defense}.yaml"
-    code, out, err = run_cli(train_entry, ["--config", config, *tiny_opts, "epochs", "1",
-                                            "optimizer", optimizer, "sam_warmup_iters", "1"])
+    code, out, err = run_cli(
+        train_entry, ["--config", config, *tiny_opts, "epochs", "1", "optimizer", optimizer, "sam_warmup_iters", "1"]
+    )
     assert code == 0, err
     assert f"defense {defense}, optimizer {optimizer}" in out
     assert len(main_losses(out)) == 4 and all(np.isfinite(main_losses(out)))
@@ -132,8 +147,10 @@ def test_adversarial_training_then_test(run_cli, tiny_opts, tiny_data, tmp_path,
     assert 0 <= bim["mIoU"] <= 1
 
     from evaluation import visualize
-    code, out, err = run_cli(visualize, ["--config", config, "--out", str(tmp_path / "picture.png"),
-                                         "--scale", "2", *opts])
+
+    code, out, err = run_cli(
+        visualize, ["--config", config, "--out", str(tmp_path / "picture.png"), "--scale", "2", *opts]
+    )
     assert code == 0, err
     picture = cv2.imread(str(tmp_path / "picture.png"))
     first_label = (tiny_data / "list/val.txt").read_text().split()[1]
@@ -142,12 +159,26 @@ def test_adversarial_training_then_test(run_cli, tiny_opts, tiny_data, tmp_path,
 
 
 def test_attack_list_runs_with_clean_in_one_run(run_cli, tiny_opts, tmp_path):
-    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "6", "save_freq", "6",
-                                          "model_path", str(tmp_path / "model/train_epoch_6.pth")])
+    code, _, err = run_cli(
+        train_entry,
+        [
+            "--config",
+            CONFIG,
+            *tiny_opts,
+            "epochs",
+            "6",
+            "save_freq",
+            "6",
+            "model_path",
+            str(tmp_path / "model/train_epoch_6.pth"),
+        ],
+    )
     assert code == 0, err
     tiny_opts = [*tiny_opts, "model_path", str(tmp_path / "model/train_epoch_6.pth")]
-    attacks = ("[{name: fgsm, eps: 8}, {name: pgd, eps: [2, 8], steps: 3}, "
-               "{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}]")
+    attacks = (
+        "[{name: fgsm, eps: 8}, {name: pgd, eps: [2, 8], steps: 3}, "
+        "{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}]"
+    )
     code, out, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "attacks", attacks])
     assert code == 0, err
     rows = (tmp_path / "result/results.csv").read_text().splitlines()

@@ -1,5 +1,6 @@
 """More bad input, entry point by entry point: each ends with exactly one 'error:' line on stderr, exit code 2, no
 traceback, and nothing written (no new folder, files byte-identical)."""
+
 import json
 import shutil
 
@@ -36,33 +37,39 @@ def broken_label(tiny_data, tmp_path):
     return root
 
 
-@pytest.mark.parametrize("module,argv,needle", [
-    (train_entry, [], "required: --config"),
-    (test_entry, ["--config"], "--config: expected one argument"),
-    (report, ["--defense", "none"], "required: --out"),
-    (compare, [], "required: samat, ours"),
-    (visualize, ["--config", CONFIG, "--out", "x.png", "--index", "x"], "invalid int value: 'x'"),
-    (nproc, ["--config", "no/such.yaml"], "config file 'no/such.yaml' not found"),
-    (synthetic, ["--seed", "x"], "invalid int value: 'x'"),
-])
+@pytest.mark.parametrize(
+    "module,argv,needle",
+    [
+        (train_entry, [], "required: --config"),
+        (test_entry, ["--config"], "--config: expected one argument"),
+        (report, ["--defense", "none"], "required: --out"),
+        (compare, [], "required: samat, ours"),
+        (visualize, ["--config", CONFIG, "--out", "x.png", "--index", "x"], "invalid int value: 'x'"),
+        (nproc, ["--config", "no/such.yaml"], "config file 'no/such.yaml' not found"),
+        (synthetic, ["--seed", "x"], "invalid int value: 'x'"),
+    ],
+)
 def test_a_usage_error_is_one_line(run_cli, module, argv, needle):
     code, out, err = run_cli(module, argv)
     assert code == 2 and needle in only_line(err) and not out
 
 
-@pytest.mark.parametrize("override,needle", [
-    (["base_lr", ".nan"], "base_lr must be finite"),
-    (["scales", "[1.0, .inf]"], "scales must be finite"),
-    (["power", "-0.9"], "power must be >= 0"),
-    (["momentum", "-1"], "momentum must be >= 0"),
-    (["weight_decay", "-1e-4"], "weight_decay must be >= 0"),
-    (["start_epoch", "-1"], "start_epoch must be >= 0"),
-    (["aux_weight", "-0.4"], "aux_weight must be >= 0"),
-    (["world_size", "0"], "world_size must be >= 1"),
-    (["defense", "sat", "adv_eps", "8"], "adv_eps must be <= 1 under linf"),
-    (["background_class", "5"], "background_class must be a class in [0, 4]"),
-    (["classes", "0"], "classes must be >= 2"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        (["base_lr", ".nan"], "base_lr must be finite"),
+        (["scales", "[1.0, .inf]"], "scales must be finite"),
+        (["power", "-0.9"], "power must be >= 0"),
+        (["momentum", "-1"], "momentum must be >= 0"),
+        (["weight_decay", "-1e-4"], "weight_decay must be >= 0"),
+        (["start_epoch", "-1"], "start_epoch must be >= 0"),
+        (["aux_weight", "-0.4"], "aux_weight must be >= 0"),
+        (["world_size", "0"], "world_size must be >= 1"),
+        (["defense", "sat", "adv_eps", "8"], "adv_eps must be <= 1 under linf"),
+        (["background_class", "5"], "background_class must be a class in [0, 4]"),
+        (["classes", "0"], "classes must be >= 2"),
+    ],
+)
 def test_config_values_that_would_train_or_score_wrongly_are_refused(run_cli, tiny_opts, tmp_path, override, needle):
     code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, *override])
     assert code == 2 and needle in only_line(err)
@@ -86,8 +93,9 @@ def test_a_checkpoint_that_does_not_load_leaves_no_save_folder(run_cli, tiny_opt
     (tmp_path / "cut.pth").write_bytes((tmp_path / "whole.pth").read_bytes()[:1000])
     code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "cut.pth")])
     assert code == 2 and "is not a loadable torch checkpoint" in only_line(err)
-    code, _, err = run_cli(test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "whole.pth"),
-                                        "layers", "34"])
+    code, _, err = run_cli(
+        test_entry, ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "whole.pth"), "layers", "34"]
+    )
     assert code == 2 and "does not fit" in only_line(err)
     assert not (tmp_path / "result").exists()
 
@@ -98,18 +106,23 @@ def test_has_prediction_without_predictions_is_refused_before_writing(run_cli, t
     assert not (tmp_path / "result").exists()
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--out", "picture"], "must name a .png file"),
-    (["--out", "x.png", "--scale", "0"], "--scale must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--out", "picture"], "must name a .png file"),
+        (["--out", "x.png", "--scale", "0"], "--scale must be >= 1"),
+    ],
+)
 def test_visualize_checks_its_arguments_before_the_model(run_cli, tiny_opts, tmp_path, extra, needle):
     code, _, err = run_cli(visualize, ["--config", CONFIG, *extra, *tiny_opts])
     assert code == 2 and needle in only_line(err)
 
 
 def test_visualize_checks_the_label(run_cli, tiny_opts, broken_label, tmp_path):
-    code, _, err = run_cli(visualize, ["--config", CONFIG, "--out", str(tmp_path / "p.png"), "--index", "3",
-                                       *opts_for(tiny_opts, broken_label)])
+    code, _, err = run_cli(
+        visualize,
+        ["--config", CONFIG, "--out", str(tmp_path / "p.png"), "--index", "3", *opts_for(tiny_opts, broken_label)],
+    )
     assert code == 2 and "has values 7 outside 0..4" in only_line(err)
     assert not (tmp_path / "p.png").exists()
 
@@ -136,8 +149,9 @@ def test_report_refuses_a_foreign_out_or_curve_before_writing(run_cli, tmp_path)
     assert (tmp_path / "other.json").read_text() == '{"x": 1}'
     code, _, err = run_cli(report, [str(run), "--defense", "none", "--out", str(tmp_path)])
     assert code == 2 and "is a folder" in only_line(err)
-    code, _, err = run_cli(report, [str(run), "--defense", "none", "--out", str(tmp_path / "r.json"), "--curve",
-                                    str(tmp_path / "c.txt")])
+    code, _, err = run_cli(
+        report, [str(run), "--defense", "none", "--out", str(tmp_path / "r.json"), "--curve", str(tmp_path / "c.txt")]
+    )
     assert code == 2 and "must name a .png file" in only_line(err)
     assert not (tmp_path / "r.json").exists()
 

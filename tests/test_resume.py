@@ -1,5 +1,6 @@
 """Crash-proof training: a run killed at any moment (SIGKILL) or stopped (SIGTERM) continues with
 ``auto_resume`` to weights bitwise equal to an uninterrupted run's."""
+
 from __future__ import annotations
 
 import os
@@ -22,18 +23,52 @@ ITERS = 4 * EPOCHS
 
 @pytest.fixture(scope="module")
 def opts(tiny_data) -> list[str]:
-    return ["data_root", str(tiny_data), "train_list", str(tiny_data / "list/train.txt"),
-            "val_list", str(tiny_data / "list/val.txt"), "train_h", "33", "train_w", "33", "batch_size", "4",
-            "workers", "0", "epochs", str(EPOCHS), "save_freq", "2", "print_freq", "1", "base_lr", "0.02",
-            "manual_seed", "3", "adv_random_start", "True", "adv_steps", "2", "evaluate", "True",
-            "batch_size_val", "4"]
+    return [
+        "data_root",
+        str(tiny_data),
+        "train_list",
+        str(tiny_data / "list/train.txt"),
+        "val_list",
+        str(tiny_data / "list/val.txt"),
+        "train_h",
+        "33",
+        "train_w",
+        "33",
+        "batch_size",
+        "4",
+        "workers",
+        "0",
+        "epochs",
+        str(EPOCHS),
+        "save_freq",
+        "2",
+        "print_freq",
+        "1",
+        "base_lr",
+        "0.02",
+        "manual_seed",
+        "3",
+        "adv_random_start",
+        "True",
+        "adv_steps",
+        "2",
+        "evaluate",
+        "True",
+        "batch_size_val",
+        "4",
+    ]
 
 
 def start(opts: list[str], save_path: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "train.py", "--config", CONFIG, *opts, "save_path", str(save_path),
-                             *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "train.py", "--config", CONFIG, *opts, "save_path", str(save_path), *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen) -> str:
@@ -83,7 +118,11 @@ def test_sigkill_mid_epoch_then_auto_resume_is_bitwise(opts, reference, tmp_path
     assert_same_run(torch.load(tmp_path / f"train_epoch_{EPOCHS}.pth", weights_only=True), reference)
     # Only the newest iteration checkpoint is kept beside the epoch checkpoints; latest names the last one.
     assert sorted(p.name for p in tmp_path.glob("train_*.pth")) == [
-        "train_epoch_2.pth", "train_epoch_4.pth", "train_epoch_5.pth", f"train_iter_{ITERS}.pth"]
+        "train_epoch_2.pth",
+        "train_epoch_4.pth",
+        "train_epoch_5.pth",
+        f"train_iter_{ITERS}.pth",
+    ]
     assert (tmp_path / "latest").read_text().strip() == "train_epoch_5.pth"
 
 

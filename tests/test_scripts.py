@@ -1,4 +1,5 @@
 """The tool_train / tool_test shell scripts pass the entry point's exit code through tee."""
+
 import os
 import shutil
 import subprocess
@@ -10,8 +11,10 @@ import pytest
 from tests.conftest import ROOT
 
 
-@pytest.mark.parametrize("script", ["tool_train/synthetic/psp_train.sh", "tool_test/synthetic/aspp_test.sh",
-                                    "tool_test/synthetic/robust_eval.sh"])
+@pytest.mark.parametrize(
+    "script",
+    ["tool_train/synthetic/psp_train.sh", "tool_test/synthetic/aspp_test.sh", "tool_test/synthetic/robust_eval.sh"],
+)
 def test_script_fails_with_the_entry_points_message_and_code(script):
     """A refused run (exit 2) leaves the experiment folder as it was: the record of the previous run's config
     is not overwritten, and neither its log nor the folders it made stay."""
@@ -22,28 +25,33 @@ def test_script_fails_with_the_entry_points_message_and_code(script):
     try:
         exp_dir.mkdir(parents=True)
         (exp_dir / config_name).write_text("the previous run's config\n")
-        proc = subprocess.run(["sh", script, "base_lrr", "1"], cwd=ROOT, env=env, capture_output=True, text=True,
-                              check=False, timeout=120)
+        proc = subprocess.run(
+            ["sh", script, "base_lrr", "1"], cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=120
+        )
         kept = (exp_dir / config_name).read_text()
         left = sorted(p.relative_to(exp_dir).as_posix() for p in exp_dir.rglob("*"))
     finally:
         shutil.rmtree(exp_dir, ignore_errors=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == ("error: command line: unknown config key 'base_lrr'; "
-                                                    "did you mean 'base_lr'?")
+    assert proc.stdout.strip().splitlines()[-1] == (
+        "error: command line: unknown config key 'base_lrr'; did you mean 'base_lr'?"
+    )
     assert kept == "the previous run's config\n" and left == [config_name]  # no log, no new folder, no copies
 
 
-@pytest.mark.parametrize("script", ["tool_train/synthetic/psp_train.sh", "tool_test/synthetic/psp_test.sh",
-                                    "tool_test/synthetic/robust_eval.sh"])
+@pytest.mark.parametrize(
+    "script",
+    ["tool_train/synthetic/psp_train.sh", "tool_test/synthetic/psp_test.sh", "tool_test/synthetic/robust_eval.sh"],
+)
 def test_an_experiment_folder_below_a_file_is_one_line(script, tmp_path):
     blocker = f"pytest-{uuid.uuid4().hex[:8]}"
     (ROOT / "exp/synthetic").mkdir(parents=True, exist_ok=True)
     (ROOT / "exp/synthetic" / blocker).write_text("a file\n")
     env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": f"{blocker}/run"}
     try:
-        proc = subprocess.run(["sh", script], cwd=ROOT, env=env, capture_output=True, text=True, check=False,
-                              timeout=120)
+        proc = subprocess.run(
+            ["sh", script], cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=120
+        )
     finally:
         (ROOT / "exp/synthetic" / blocker).unlink()
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
@@ -57,6 +65,7 @@ def test_every_defense_has_scripts_and_a_config(dataset, defense, arch):
     """tool_train/<dataset>/{psp,aspp}_train{,_sat,_ddcat}.sh and the test twin name a config whose
     defense matches the script's name."""
     from util.config import load_config
+
     configs = set()
     for kind in ("train", "test"):
         text = (ROOT / f"tool_{kind}/{dataset}/{arch}_{kind}{defense}.sh").read_text()
@@ -71,8 +80,10 @@ def test_every_demo_defense_has_its_scripts_and_config(target):
     """The defenses the demos loop over each have a synthetic config and train/test scripts with that defense
     (or SAM's optimizer), so `make demo` / `make demo-strong` cannot stop half-way on a missing file."""
     from util.config import load_config
-    dry = subprocess.run(["make", "-n", target, "PYTHON=python"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
+
+    dry = subprocess.run(
+        ["make", "-n", target, "PYTHON=python"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     loop = next(line for line in dry.splitlines() if line.lstrip().startswith("for defense in"))
     defenses = loop.split(" in ", 1)[1].split(";")[0].split()
     assert {"none", "sat", "ddcat", "sam"} <= set(defenses)

@@ -10,6 +10,7 @@ exists, per-image weights otherwise). Default model: a random-init PSPNet-18 on 
 realistic figures). One JSON line per attack: seconds per image, and the crops that went through the model
 (forward passes x crops) per image beside the budget (crops x iterations): the share that early stopping saved.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,19 @@ def main() -> None:
         cfg = load_config(args.config, ["model_path", args.model_path] if args.model_path else [])
     else:
         from tool_data.synthetic import generate
+
         generate(tmp.name, seed=0, num_train=20, num_val=args.images, size=96)
-        opts = {"data_root": tmp.name, "train_list": f"{tmp.name}/list/train.txt",
-                "test_list": f"{tmp.name}/list/val.txt", "classes": 5, "layers": 18,
-                "base_size": 120, "test_h": 97, "test_w": 97, "device": args.device}
+        opts = {
+            "data_root": tmp.name,
+            "train_list": f"{tmp.name}/list/train.txt",
+            "test_list": f"{tmp.name}/list/val.txt",
+            "classes": 5,
+            "layers": 18,
+            "base_size": 120,
+            "test_h": 97,
+            "test_w": 97,
+            "device": args.device,
+        }
         cfg = load_config(None, [str(v) for item in opts.items() for v in item])
     device = select_device(cfg.device, cfg.test_gpu)
     torch.manual_seed(0)
@@ -83,11 +93,24 @@ def main() -> None:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         budget = crops * args.steps * (len(attack.members) if name == "sea" else 1)
-        print(json.dumps({"attack": name, "eps": args.eps, "steps": args.steps, "images": len(samples),
-                          "arch": cfg.arch, "layers": cfg.layers, "device": str(device),
-                          "threads": torch.get_num_threads(), "s_per_image": round(seconds / len(samples), 3),
-                          "crops_through_model_per_image": round(crops_seen[0] / len(samples), 1),
-                          "budget_per_image": round(budget / len(samples), 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "attack": name,
+                    "eps": args.eps,
+                    "steps": args.steps,
+                    "images": len(samples),
+                    "arch": cfg.arch,
+                    "layers": cfg.layers,
+                    "device": str(device),
+                    "threads": torch.get_num_threads(),
+                    "s_per_image": round(seconds / len(samples), 3),
+                    "crops_through_model_per_image": round(crops_seen[0] / len(samples), 1),
+                    "budget_per_image": round(budget / len(samples), 1),
+                }
+            ),
+            flush=True,
+        )
     tmp.cleanup()
 
 

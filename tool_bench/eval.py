@@ -12,6 +12,7 @@ crop alone (batch 1; batch 2 with the flip when clean), its BIM calling ``loss.b
 attacked ones may differ in at most 0.1 % of the pixels (see MAX_ATTACK_DIFF; the script fails otherwise).
 One JSON line per attack: seconds per image of both, the speed-up and the differing pixels.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ from util.device import select_device
 MAX_ATTACK_DIFF = 1e-3
 
 
-def original_bim(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float = 0.03, steps: int = 2,
-                 alpha: float = 0.01) -> torch.Tensor:
+def original_bim(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float = 0.03, steps: int = 2, alpha: float = 0.01
+) -> torch.Tensor:
     """The original BIM (FGSM steps in normalized space, mean CE, ``loss.backward()`` through the model)."""
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
@@ -64,8 +66,9 @@ def original_bim(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: f
     return adv
 
 
-def original_predict(model: nn.Module, image: np.ndarray, label: np.ndarray, protocol: Protocol,
-                     device: torch.device, attack: bool) -> np.ndarray:
+def original_predict(
+    model: nn.Module, image: np.ndarray, label: np.ndarray, protocol: Protocol, device: torch.device, attack: bool
+) -> np.ndarray:
     """The original test script's ``test`` / ``scale_process`` / ``net_process`` for one image."""
     mean, std = mean_std_255()
     mean_t = torch.tensor(mean, device=device).view(3, 1, 1)
@@ -100,7 +103,7 @@ def original_predict(model: nn.Module, image: np.ndarray, label: np.ndarray, pro
             prob[s_h:e_h, s_w:e_w] += out.cpu().numpy().transpose(1, 2, 0)
             count[s_h:e_h, s_w:e_w] += 1
         prob /= count[..., None]
-        prob = prob[border[0]:border[0] + new_h, border[2]:border[2] + new_w]
+        prob = prob[border[0] : border[0] + new_h, border[2] : border[2] + new_w]
         prediction += cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, protocol.classes)
     return np.argmax(prediction / len(protocol.scales), axis=2)
 
@@ -131,10 +134,19 @@ def main() -> None:
         cfg = load_config(args.config, ["model_path", args.model_path] if args.model_path else [])
     else:
         from tool_data.synthetic import generate
+
         generate(tmp.name, seed=0, num_train=1, num_val=args.images, size=args.size)
-        opts = {"data_root": tmp.name, "test_list": f"{tmp.name}/list/val.txt", "classes": 5, "layers": args.layers,
-                "base_size": args.base_size, "test_h": args.crop, "test_w": args.crop,
-                "batch_size_val": args.batch_size_val, "device": args.device}
+        opts = {
+            "data_root": tmp.name,
+            "test_list": f"{tmp.name}/list/val.txt",
+            "classes": 5,
+            "layers": args.layers,
+            "base_size": args.base_size,
+            "test_h": args.crop,
+            "test_w": args.crop,
+            "batch_size_val": args.batch_size_val,
+            "device": args.device,
+        }
         cfg = load_config(None, [str(v) for item in opts.items() for v in item])
     device = select_device(cfg.device, cfg.test_gpu)
     model = eval_model_from_config(cfg, device, cfg.model_path)
@@ -148,9 +160,12 @@ def main() -> None:
 
     for name in args.attack or ["clean", "bim"]:
         attack = build_attack(ORIGINAL_BIM, model, cfg.ignore_label) if name == "bim" else None
-        runs = {"ours": lambda image, label, attack=attack: predict(model, image, label, protocol, device, attack),
-                "original": lambda image, label, attack=attack: original_predict(model, image, label, protocol,
-                                                                                 device, attack is not None)}
+        runs = {
+            "ours": lambda image, label, attack=attack: predict(model, image, label, protocol, device, attack),
+            "original": lambda image, label, attack=attack: original_predict(
+                model, image, label, protocol, device, attack is not None
+            ),
+        }
         seconds, predictions = dict.fromkeys(runs, 0.0), {impl: [] for impl in runs}
         for run in runs.values():
             run(*samples[0])  # warm-up
@@ -168,16 +183,31 @@ def main() -> None:
         h, w, _ = samples[0][0].shape
         new_h, new_w = protocol.scaled_size(h, w, protocol.scales[0])
         crops = len(protocol.layout(new_h, new_w)[1])
-        print(json.dumps({"attack": name, "images": len(samples), "crops_first_image": crops,
-                          "crop_batch": protocol.crop_batch, "arch": cfg.arch, "layers": cfg.layers,
-                          "device": str(device), "threads": torch.get_num_threads(),
-                          "original_s_per_image": round(seconds["original"], 4),
-                          "ours_s_per_image": round(seconds["ours"], 4),
-                          "speedup": round(seconds["original"] / seconds["ours"], 2),
-                          "differing_pixels": differ, "pixels": pixels,
-                          **({"peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
-                             if device.type == "cuda" else {})}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "attack": name,
+                    "images": len(samples),
+                    "crops_first_image": crops,
+                    "crop_batch": protocol.crop_batch,
+                    "arch": cfg.arch,
+                    "layers": cfg.layers,
+                    "device": str(device),
+                    "threads": torch.get_num_threads(),
+                    "original_s_per_image": round(seconds["original"], 4),
+                    "ours_s_per_image": round(seconds["ours"], 4),
+                    "speedup": round(seconds["original"] / seconds["ours"], 2),
+                    "differing_pixels": differ,
+                    "pixels": pixels,
+                    **(
+                        {"peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+                        if device.type == "cuda"
+                        else {}
+                    ),
+                }
+            ),
+            flush=True,
+        )
     tmp.cleanup()
 
 

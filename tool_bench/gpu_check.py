@@ -14,6 +14,7 @@ Phases, each recorded in ``OUT_DIR/gpu_check.json`` (and logged by the shell wra
 ``--dry-run`` runs every phase on the CPU at toy sizes (ResNet-18 models, 33x33 crops, batch 2) so that the
 test suite keeps the script from rotting; its timings mean nothing. Exit code 1 when any check failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,18 @@ class Plan:
     @classmethod
     def for_run(cls, dry_run: bool) -> Plan:
         if dry_run:
-            return cls(torch.device("cpu"), 33, 2, 1, ("psp18", "deeplabv3plus_mobilenet"), 18, ("sat",), ("off",),
-                       5, dry_run=True)
+            return cls(
+                torch.device("cpu"),
+                33,
+                2,
+                1,
+                ("psp18", "deeplabv3plus_mobilenet"),
+                18,
+                ("sat",),
+                ("off",),
+                5,
+                dry_run=True,
+            )
         models = ("psp50", "aspp50", "deeplabv3plus_mobilenet", "deeplabv3_resnet50")
         return cls(torch.device("cuda"), 473, 8, 3, models, 50, ("none", "sat", "ddcat"), ("off", "bf16"), 20)
 
@@ -73,13 +84,21 @@ class Plan:
         """(model, defense, precision, channels_last): every combination (DDC-AT on our models only); the dry run
         keeps fp32 for every defense of the first model and one step of each other setting (bf16 and fp16 are slow
         on CPUs)."""
-        every = [(name, defense, precision, channels_last) for name in self.models for defense in DEFENSES
-                 for precision in PRECISIONS for channels_last in (False, True)
-                 if defense != "ddcat" or name[:3] in ("psp", "asp")]
+        every = [
+            (name, defense, precision, channels_last)
+            for name in self.models
+            for defense in DEFENSES
+            for precision in PRECISIONS
+            for channels_last in (False, True)
+            if defense != "ddcat" or name[:3] in ("psp", "asp")
+        ]
         if not self.dry_run:
             return every
-        return [case for case in every if (case[0] == self.models[0] and case[2] == "fp32")
-                or (case[1] == "none" and not case[3])]
+        return [
+            case
+            for case in every
+            if (case[0] == self.models[0] and case[2] == "fp32") or (case[1] == "none" and not case[3])
+        ]
 
 
 def build(name: str, ddcat: bool, classes: int = 21) -> torch.nn.Module:
@@ -107,8 +126,10 @@ def run_steps(net, defense_name: str, precision: str, channels_last: bool, image
     for step in range(steps):
         losses.append(float(train_step(cfg, net, defense, optimizer, images, target, step + 2, amp).loss))
     sync(device)
-    return {"losses": [round(v, 5) for v in losses],
-            "ms_per_step": round((time.perf_counter() - start) / max(steps, 1) * 1000, 1)}
+    return {
+        "losses": [round(v, 5) for v in losses],
+        "ms_per_step": round((time.perf_counter() - start) / max(steps, 1) * 1000, 1),
+    }
 
 
 def sync(device: torch.device) -> None:
@@ -140,8 +161,9 @@ def matrix(plan: Plan) -> tuple[list[dict], list[str]]:
             case.update(finite=False, error=f"{type(error).__name__}: {error}"[:300])
         case.update(peak_memory(plan.device))
         if not case["finite"]:
-            failures.append(f"matrix {name} {defense_name} {precision} cl={channels_last}: "
-                            f"{case.get('error', case.get('losses'))}")
+            failures.append(
+                f"matrix {name} {defense_name} {precision} cl={channels_last}: {case.get('error', case.get('losses'))}"
+            )
         print(json.dumps(case), flush=True)
         rows.append(case)
     return rows, failures
@@ -173,8 +195,10 @@ def first_step_against_cpu(plan: Plan, tolerance: float = 1e-3) -> tuple[list[di
         cpu = run_steps(cpu_net, "none", "fp32", False, images, target, 0)["losses"][0]
         cuda = run_steps(cuda_net, "none", "fp32", False, images.to(plan.device), target.to(plan.device), 0)
         loss_diff = abs(cuda["losses"][0] - cpu) / max(abs(cpu), 1e-12)
-        param_diff = max(float((a.detach().cpu() - b.detach()).abs().max() / b.detach().abs().max().clamp_min(1e-12))
-                         for a, b in zip(cuda_net.parameters(), cpu_net.parameters()))
+        param_diff = max(
+            float((a.detach().cpu() - b.detach()).abs().max() / b.detach().abs().max().clamp_min(1e-12))
+            for a, b in zip(cuda_net.parameters(), cpu_net.parameters())
+        )
         row = {"model": name, "loss_rel_diff": loss_diff, "param_rel_diff": param_diff}
         rows.append(row)
         if loss_diff > tolerance or param_diff > tolerance:
@@ -187,8 +211,9 @@ def command(args: list[str], log: list[dict], timeout: int = 600) -> subprocess.
     started = time.perf_counter()
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
     sys.stdout.write(done.stdout[-4000:] + done.stderr[-4000:])
-    log.append({"command": " ".join(args)[:300], "rc": done.returncode,
-                "seconds": round(time.perf_counter() - started, 1)})
+    log.append(
+        {"command": " ".join(args)[:300], "rc": done.returncode, "seconds": round(time.perf_counter() - started, 1)}
+    )
     return done
 
 
@@ -196,8 +221,11 @@ def tests(dry_run: bool, pytest_args: list[str]) -> tuple[dict, list[str]]:
     """The device-marked tests; in the dry run only their collection (the suite runs them itself)."""
     log: list[dict] = []
     extra = ["--collect-only"] if dry_run else []
-    done = command([sys.executable, "-m", "pytest", "-q", "-m", "device", "-p", "no:cacheprovider", *extra,
-                    *pytest_args, "tests"], log, timeout=480)
+    done = command(
+        [sys.executable, "-m", "pytest", "-q", "-m", "device", "-p", "no:cacheprovider", *extra, *pytest_args, "tests"],
+        log,
+        timeout=480,
+    )
     summary = (done.stdout.strip().splitlines() or [""])[-1]
     failures = [] if done.returncode == 0 else [f"device tests: {summary}"]
     return {"summary": summary, **log[0]}, failures
@@ -206,33 +234,106 @@ def tests(dry_run: bool, pytest_args: list[str]) -> tuple[dict, list[str]]:
 def torchrun(plan: Plan, work: Path) -> tuple[list[dict], list[str]]:
     """train.py under torchrun (one process, nccl on CUDA), then test.py clean, BIM-2 and a short SEA."""
     from tool_data.synthetic import generate
+
     data = work / "synthetic"
     generate(data, seed=0, num_train=16, num_val=4, size=48)
     device = "cuda" if plan.device.type == "cuda" else "cpu"
-    common = ["data_root", str(data), "train_list", str(data / "list/train.txt"), "val_list",
-              str(data / "list/val.txt"), "test_list", str(data / "list/val.txt"), "device", device,
-              "train_h", "33", "train_w", "33", "test_h", "33", "test_w", "33", "base_size", "56",
-              "batch_size", "4", "workers", "2", "epochs", "1", "save_freq", "1", "save_path", str(work / "model"),
-              "model_path", str(work / "model/train_epoch_1.pth"), "index_step", "2"]
+    common = [
+        "data_root",
+        str(data),
+        "train_list",
+        str(data / "list/train.txt"),
+        "val_list",
+        str(data / "list/val.txt"),
+        "test_list",
+        str(data / "list/val.txt"),
+        "device",
+        device,
+        "train_h",
+        "33",
+        "train_w",
+        "33",
+        "test_h",
+        "33",
+        "test_w",
+        "33",
+        "base_size",
+        "56",
+        "batch_size",
+        "4",
+        "workers",
+        "2",
+        "epochs",
+        "1",
+        "save_freq",
+        "1",
+        "save_path",
+        str(work / "model"),
+        "model_path",
+        str(work / "model/train_epoch_1.pth"),
+        "index_step",
+        "2",
+    ]
     log: list[dict] = []
-    command([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "train.py",
-             "--config", SYNTHETIC, *common, "dist_backend", "nccl", "sync_bn", "True"], log)
-    attacks = ("[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, "
-               f"{{name: sea, eps: 8, steps: {plan.sea_steps}}}]")
-    command([sys.executable, "test.py", "--config", SYNTHETIC, *common, "save_folder", str(work / "result"),
-             "attacks", attacks], log)
+    command(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "1",
+            "train.py",
+            "--config",
+            SYNTHETIC,
+            *common,
+            "dist_backend",
+            "nccl",
+            "sync_bn",
+            "True",
+        ],
+        log,
+    )
+    attacks = (
+        f"[{{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}}, {{name: sea, eps: 8, steps: {plan.sea_steps}}}]"
+    )
+    command(
+        [
+            sys.executable,
+            "test.py",
+            "--config",
+            SYNTHETIC,
+            *common,
+            "save_folder",
+            str(work / "result"),
+            "attacks",
+            attacks,
+        ],
+        log,
+    )
     results = work / "result" / "results.json"
     if results.is_file():
         log.append({"results": json.loads(results.read_text())})
-    failures = [f"torchrun phase: {entry['command'][:120]} exited {entry['rc']}" for entry in log
-                if entry.get("rc", 0) != 0]
+    failures = [
+        f"torchrun phase: {entry['command'][:120]} exited {entry['rc']}" for entry in log if entry.get("rc", 0) != 0
+    ]
     return log, failures
 
 
 def bench(plan: Plan) -> tuple[list[dict], list[str]]:
     """Ours against the original iteration (fp32 and bf16) and evaluation, as JSON lines of the bench tools."""
-    size = ["--crop", str(plan.crop), "--batch", str(plan.batch), "--steps", str(plan.steps),
-            "--layers", str(plan.bench_layers), "--device", plan.device.type]
+    size = [
+        "--crop",
+        str(plan.crop),
+        "--batch",
+        str(plan.batch),
+        "--steps",
+        str(plan.steps),
+        "--layers",
+        str(plan.bench_layers),
+        "--device",
+        plan.device.type,
+    ]
     defenses = [arg for name in plan.bench_defenses for arg in ("--defense", name)]
     runs = [[*size, "--original", *defenses, "--amp", amp] for amp in plan.bench_amps]
     log: list[dict] = []
@@ -240,8 +341,20 @@ def bench(plan: Plan) -> tuple[list[dict], list[str]]:
     for extra in runs:
         done = command([sys.executable, "tool_bench/train_step.py", *extra], log)
         rows += [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    eval_size = ["--layers", str(plan.bench_layers), "--size", str(plan.crop), "--crop", str(plan.crop),
-                 "--base_size", str(plan.crop + 39), "--images", "2", "--device", plan.device.type]
+    eval_size = [
+        "--layers",
+        str(plan.bench_layers),
+        "--size",
+        str(plan.crop),
+        "--crop",
+        str(plan.crop),
+        "--base_size",
+        str(plan.crop + 39),
+        "--images",
+        "2",
+        "--device",
+        plan.device.type,
+    ]
     done = command([sys.executable, "tool_bench/eval.py", *eval_size], log)
     rows += [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     failures = [f"bench: {entry['command'][:120]} exited {entry['rc']}" for entry in log if entry["rc"] != 0]
@@ -260,15 +373,22 @@ def get_parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = get_parser().parse_args()
     if not args.dry_run and not torch.cuda.is_available():
-        print("error: no CUDA device is visible; run on a GPU machine, or add --dry-run to check the script "
-              "on the CPU", file=sys.stderr)
+        print(
+            "error: no CUDA device is visible; run on a GPU machine, or add --dry-run to check the script on the CPU",
+            file=sys.stderr,
+        )
         return 2
     plan = Plan.for_run(args.dry_run)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"device": torch.cuda.get_device_name(0) if plan.device.type == "cuda" else "cpu",
-               "torch": torch.__version__, "dry_run": args.dry_run, "plan": {**vars(plan), "device": str(plan.device)},
-               "phases": {}, "failures": []}
+    summary = {
+        "device": torch.cuda.get_device_name(0) if plan.device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "dry_run": args.dry_run,
+        "plan": {**vars(plan), "device": str(plan.device)},
+        "phases": {},
+        "failures": [],
+    }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for phase in args.phases.split(","):

@@ -8,6 +8,7 @@ parameter gradients; DDC-AT runs one more full forward per step for the routed p
 the whole batch and uses half. The numbers it produces are those of :mod:`defense` (the tests
 check the crafted examples and updates against such a restatement); only the cost differs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,8 @@ def full_forward(net: nn.Module, x: torch.Tensor, target: torch.Tensor) -> dict[
         out["cls1"] = net.upsample(net.cls1(feat), size)
         out["main"], out["mask"] = net.route(feat, size, out["cls1"])
         out["loss"] = F.cross_entropy(out["main"], target, ignore_index=255) + F.cross_entropy(
-            out["mask"], torch.zeros_like(target))
+            out["mask"], torch.zeros_like(target)
+        )
     else:
         out["main"] = net.upsample(net.cls(feat), size)
         out["loss"] = F.cross_entropy(out["main"], target, ignore_index=255)
@@ -36,8 +38,14 @@ def full_forward(net: nn.Module, x: torch.Tensor, target: torch.Tensor) -> dict[
     return out
 
 
-def original_bim(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                 target: torch.Tensor, eps: float = 0.03, steps: int = 3) -> torch.Tensor:
+def original_bim(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    eps: float = 0.03,
+    steps: int = 3,
+) -> torch.Tensor:
     """BIM as the original crafts it (parameter gradients included)."""
     mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
@@ -61,8 +69,14 @@ def original_bim(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch
     return adv.detach()
 
 
-def original_step(defense: str, net: nn.Module, optimizer: torch.optim.Optimizer,
-                  images: torch.Tensor, target: torch.Tensor, aux_weight: float = 0.4) -> torch.Tensor:
+def original_step(
+    defense: str,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    aux_weight: float = 0.4,
+) -> torch.Tensor:
     """One training iteration of the original code for ``defense`` in none | sat | ddcat."""
     batch = images
     if defense != "none":

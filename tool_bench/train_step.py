@@ -10,6 +10,7 @@ on the same model, data and device, and adds ``"impl": "original"`` lines and a 
 ``gflop_per_step`` (and, with ``--original``, ``flop_ratio``: the speed-up that equal FLOP throughput
 would give, i.e. what the work removed is worth).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,15 +45,20 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
     parser.add_argument("--classes", type=int, default=21)
-    parser.add_argument("--defense", action="append", choices=["none", "sat", "ddcat"],
-                        help="repeatable; default: none, sat, ddcat")
+    parser.add_argument(
+        "--defense", action="append", choices=["none", "sat", "ddcat"], help="repeatable; default: none, sat, ddcat"
+    )
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "sam"])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--original", action="store_true", help="also time the original code's iteration")
     parser.add_argument("--flops", action="store_true", help="also count the FLOPs of one step")
-    parser.add_argument("--amp", default="off", choices=["off", "bf16"],
-                        help="autocast the step (ours: util.amp; the original: around its iteration)")
+    parser.add_argument(
+        "--amp",
+        default="off",
+        choices=["off", "bf16"],
+        help="autocast the step (ours: util.amp; the original: around its iteration)",
+    )
     parser.add_argument("--impl", default="ours", choices=["ours", "original"], help=argparse.SUPPRESS)
     return parser
 
@@ -63,8 +69,11 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = select_device(args.device, [0])
-    net = build_model(args.arch, args.layers, args.classes, backbone=args.backbone,
-                      ddcat=defense_name == "ddcat").to(device).train()
+    net = (
+        build_model(args.arch, args.layers, args.classes, backbone=args.backbone, ddcat=defense_name == "ddcat")
+        .to(device)
+        .train()
+    )
     optimizer, _ = build_optimizer(args.optimizer if args.impl == "ours" else "sgd", net, 0.01)
     images = torch.randn(args.batch, 3, args.crop, args.crop, device=device)
     target = torch.randint(0, args.classes, (args.batch, args.crop, args.crop), device=device)
@@ -92,10 +101,16 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / args.steps
-    result = {"defense": defense_name, "arch": args.arch, "layers": args.layers, "crop": args.crop,
-              "batch": args.batch, "ms_per_step": round(seconds * 1000, 1),
-              "images_per_s": round(args.batch / seconds, 2),
-              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    result = {
+        "defense": defense_name,
+        "arch": args.arch,
+        "layers": args.layers,
+        "crop": args.crop,
+        "batch": args.batch,
+        "ms_per_step": round(seconds * 1000, 1),
+        "images_per_s": round(args.batch / seconds, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
     if args.flops:
         with FlopCounterMode(display=False) as counter:
             step()
@@ -118,21 +133,27 @@ def main() -> None:
         print(json.dumps(measure(args, defenses[0])), flush=True)
         return
     passthrough = [a for a in sys.argv[1:] if a != "--original"]
-    passthrough = [a for i, a in enumerate(passthrough)
-                   if a != "--defense" and (i == 0 or passthrough[i - 1] != "--defense")]
+    passthrough = [
+        a for i, a in enumerate(passthrough) if a != "--defense" and (i == 0 or passthrough[i - 1] != "--defense")
+    ]
     for name in defenses:
         results = {}
-        for impl in (["ours", "original"] if args.original else ["ours"]):
-            child = subprocess.run([sys.executable, __file__, *passthrough, "--defense", name, "--impl", impl],
-                                   capture_output=True, text=True, check=False)
+        for impl in ["ours", "original"] if args.original else ["ours"]:
+            child = subprocess.run(
+                [sys.executable, __file__, *passthrough, "--defense", name, "--impl", impl],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if child.returncode != 0:
                 sys.exit(f"error: measuring {name} ({impl}) failed: {child.stderr.strip().splitlines()[-1:]}")
             results[impl] = json.loads(child.stdout.strip().splitlines()[-1])
         if "original" in results:
             results["ours"]["speedup"] = round(results["original"]["ms_per_step"] / results["ours"]["ms_per_step"], 2)
             if args.flops:
-                results["ours"]["flop_ratio"] = round(results["original"]["gflop_per_step"]
-                                                      / results["ours"]["gflop_per_step"], 2)
+                results["ours"]["flop_ratio"] = round(
+                    results["original"]["gflop_per_step"] / results["ours"]["gflop_per_step"], 2
+                )
             print(json.dumps(results["original"]), flush=True)
         print(json.dumps(results["ours"]), flush=True)
 

@@ -9,6 +9,7 @@ It writes ``*_gtFine_labelTrainIds.png`` next to each ``*_gtFine_labelIds.png`` 
 cityscapesScripts' ``createTrainIdLabelImgs.py``) and the semseg list files
 ``list/fine_train.txt`` and ``list/fine_val.txt``.
 """
+
 from __future__ import annotations
 
 import glob
@@ -106,8 +107,7 @@ def _save_png(array: np.ndarray, path: str) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
         os.replace(tmp, path)
     except OSError as err:
-        raise UserError(f"cannot write '{path}' ({err}); check that the dataset folder is "
-                        "writable") from err
+        raise UserError(f"cannot write '{path}' ({err}); check that the dataset folder is writable") from err
 
 
 def convert_split(root: str, split: str, overwrite: bool = False) -> list[str]:
@@ -120,8 +120,9 @@ def convert_split(root: str, split: str, overwrite: bool = False) -> list[str]:
     """
     split_dir = os.path.join(root, "gtFine", split)
     if not os.path.isdir(split_dir):
-        raise UserError(f"'{split_dir}' not found; unpack gtFine_trainvaltest.zip into "
-                        f"'{root}' or choose other --splits")
+        raise UserError(
+            f"'{split_dir}' not found; unpack gtFine_trainvaltest.zip into '{root}' or choose other --splits"
+        )
     suffix = "_gtFine_labelIds.png"
     label_paths = sorted(glob.glob(os.path.join(split_dir, "*", "*" + suffix)))
     if not label_paths:
@@ -145,11 +146,18 @@ def convert_split(root: str, split: str, overwrite: bool = False) -> list[str]:
             missing_images.append(image_rel)
         lines.append(f"{image_rel} {train_rel}")
 
-    logger.info("%s: wrote %d trainIds maps, kept %d existing%s", split, written, skipped,
-                " (pass --overwrite to regenerate them)" if skipped else "")
+    logger.info(
+        "%s: wrote %d trainIds maps, kept %d existing%s",
+        split,
+        written,
+        skipped,
+        " (pass --overwrite to regenerate them)" if skipped else "",
+    )
     if missing_images:
-        raise UserError(f"{len(missing_images)} '{split}' image(s) missing under '{root}', e.g. "
-                        f"'{missing_images[0]}'; unpack leftImg8bit_trainvaltest.zip into the root")
+        raise UserError(
+            f"{len(missing_images)} '{split}' image(s) missing under '{root}', e.g. "
+            f"'{missing_images[0]}'; unpack leftImg8bit_trainvaltest.zip into the root"
+        )
     return sorted(lines)
 
 
@@ -166,14 +174,15 @@ def write_list(path: str, lines: Sequence[str], overwrite: bool = False) -> None
             logger.info("list %s is up to date (%d lines)", path, len(lines))
             return
         if not overwrite:
-            raise UserError(f"list file '{path}' already exists with different content; pass "
-                            "--overwrite to replace it or choose another --list-dir")
+            raise UserError(
+                f"list file '{path}' already exists with different content; pass "
+                "--overwrite to replace it or choose another --list-dir"
+            )
     try:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
     except OSError as err:
-        raise UserError(f"cannot write list file '{path}' ({err}); choose another "
-                        "--list-dir") from err
+        raise UserError(f"cannot write list file '{path}' ({err}); choose another --list-dir") from err
     logger.info("wrote %s (%d lines)", path, len(lines))
 
 
@@ -181,29 +190,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Convert labelIds to trainIds and write ``fine_<split>.txt`` lists (see module docstring)."""
     parser = ArgumentParser(
         prog="python -m tool_data.cityscapes",
-        description="Write Cityscapes *_gtFine_labelTrainIds.png and fine_<split>.txt lists.")
-    parser.add_argument("--root", required=True,
-                        help="Cityscapes root holding gtFine/ and leftImg8bit/")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"],
-                        help="splits to convert (default: train val)")
-    parser.add_argument("--list-dir", default=None,
-                        help="where to write fine_<split>.txt (default: <root>/list)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="regenerate existing trainIds PNGs and list files")
+        description="Write Cityscapes *_gtFine_labelTrainIds.png and fine_<split>.txt lists.",
+    )
+    parser.add_argument("--root", required=True, help="Cityscapes root holding gtFine/ and leftImg8bit/")
+    parser.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to convert (default: train val)")
+    parser.add_argument("--list-dir", default=None, help="where to write fine_<split>.txt (default: <root>/list)")
+    parser.add_argument("--overwrite", action="store_true", help="regenerate existing trainIds PNGs and list files")
     args = parser.parse_args(argv)
 
     if not os.path.isdir(args.root):
-        raise UserError(f"Cityscapes root '{args.root}' not found; pass the folder holding "
-                        "gtFine/ and leftImg8bit/ with --root")
+        raise UserError(
+            f"Cityscapes root '{args.root}' not found; pass the folder holding gtFine/ and leftImg8bit/ with --root"
+        )
     if not os.path.isdir(os.path.join(args.root, "gtFine")):
-        raise UserError(f"'{os.path.join(args.root, 'gtFine')}' not found; unpack "
-                        f"gtFine_trainvaltest.zip into '{args.root}'")
+        raise UserError(
+            f"'{os.path.join(args.root, 'gtFine')}' not found; unpack gtFine_trainvaltest.zip into '{args.root}'"
+        )
     list_dir = args.list_dir or os.path.join(args.root, "list")
     try:
         os.makedirs(list_dir, exist_ok=True)
     except OSError as err:
-        raise UserError(f"cannot create list directory '{list_dir}' ({err}); choose another "
-                        "--list-dir") from err
+        raise UserError(f"cannot create list directory '{list_dir}' ({err}); choose another --list-dir") from err
 
     for split in args.splits:
         lines = convert_split(args.root, split, overwrite=args.overwrite)

@@ -25,6 +25,7 @@ Every regions file is parsed and checked (integers only, equal row lengths, valu
 image's size) before anything is written, so a bad file leaves the folder as it was. Outputs that
 already exist with the same content are kept; different ones are replaced only with ``--overwrite``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,8 +75,7 @@ def read_regions(path: str) -> np.ndarray:
         with open(path, encoding="ascii") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read regions file '{path}' ({err}); "
-                        "re-extract iccv09Data") from err
+        raise UserError(f"cannot read regions file '{path}' ({err}); re-extract iccv09Data") from err
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
@@ -85,8 +85,10 @@ def read_regions(path: str) -> np.ndarray:
     width = len(rows[0])
     for line_no, row in enumerate(rows, start=1):
         if len(row) != width:
-            raise UserError(f"regions file '{path}' line {line_no}: {len(row)} values, expected "
-                            f"{width} as on line 1 (one text row per image row)")
+            raise UserError(
+                f"regions file '{path}' line {line_no}: {len(row)} values, expected "
+                f"{width} as on line 1 (one text row per image row)"
+            )
     try:
         values = np.array([token for row in rows for token in row], dtype=np.int64)
     except (ValueError, OverflowError):
@@ -98,20 +100,24 @@ def read_regions(path: str) -> np.ndarray:
                 try:
                     value = int(token)
                 except ValueError:
-                    raise UserError(f"regions file '{path}' line {line_no}: {token!r} is not an "
-                                    "integer; expected class indices -1..7") from None
+                    raise UserError(
+                        f"regions file '{path}' line {line_no}: {token!r} is not an "
+                        "integer; expected class indices -1..7"
+                    ) from None
                 if not UNKNOWN <= value < len(CLASS_NAMES):
-                    raise UserError(f"regions file '{path}' line {line_no}: value {value} outside "
-                                    f"-1..{len(CLASS_NAMES) - 1}")
-        raise UserError(f"regions file '{path}' cannot be parsed as integers; "
-                        "re-extract iccv09Data")
+                    raise UserError(
+                        f"regions file '{path}' line {line_no}: value {value} outside -1..{len(CLASS_NAMES) - 1}"
+                    )
+        raise UserError(f"regions file '{path}' cannot be parsed as integers; re-extract iccv09Data")
     values = values.reshape(len(rows), width)
 
     bad = np.argwhere((values < UNKNOWN) | (values >= len(CLASS_NAMES)))
     if bad.size:
         row, col = bad[0]
-        raise UserError(f"regions file '{path}' line {row + 1}: value {values[row, col]} (column "
-                        f"{col + 1}) outside -1..{len(CLASS_NAMES) - 1}")
+        raise UserError(
+            f"regions file '{path}' line {row + 1}: value {values[row, col]} (column "
+            f"{col + 1}) outside -1..{len(CLASS_NAMES) - 1}"
+        )
     return values.astype(np.int16)
 
 
@@ -128,13 +134,13 @@ def image_size(path: str) -> tuple[int, int]:
             img.load()
             width, height = img.size
     except (OSError, SyntaxError, ValueError) as err:
-        raise UserError(f"image '{path}' cannot be decoded ({err}); re-extract iccv09Data or "
-                        "remove the image and its regions file") from err
+        raise UserError(
+            f"image '{path}' cannot be decoded ({err}); re-extract iccv09Data or remove the image and its regions file"
+        ) from err
     return height, width
 
 
-def split_ids(ids: Sequence[str], val_fraction: float = VAL_FRACTION,
-              seed: int = SEED) -> tuple[list[str], list[str]]:
+def split_ids(ids: Sequence[str], val_fraction: float = VAL_FRACTION, seed: int = SEED) -> tuple[list[str], list[str]]:
     """Split image ids into sorted (train, val) lists, fixed by ``seed`` (see the module docstring).
 
     Raises:
@@ -145,8 +151,10 @@ def split_ids(ids: Sequence[str], val_fraction: float = VAL_FRACTION,
     num_val = round(len(ids) * val_fraction)
     if not 0 < num_val < len(ids):
         empty = "val" if num_val == 0 else "train"
-        raise UserError(f"val fraction {val_fraction} of {len(ids)} images leaves an empty "
-                        f"{empty} split; choose another --val-fraction")
+        raise UserError(
+            f"val fraction {val_fraction} of {len(ids)} images leaves an empty "
+            f"{empty} split; choose another --val-fraction"
+        )
     order = sorted(ids, key=lambda id_: hashlib.sha256(f"{seed}/{id_}".encode()).hexdigest())
     return sorted(order[num_val:]), sorted(order[:num_val])
 
@@ -157,21 +165,27 @@ def find_ids(root: str) -> list[str]:
     regions_dir = os.path.join(root, REGIONS_DIR)
     for folder in (image_dir, regions_dir):
         if not os.path.isdir(folder):
-            raise UserError(f"'{folder}' not found; pass the unpacked iccv09Data folder (holding "
-                            f"{IMAGE_DIR}/ and {REGIONS_DIR}/) with --root")
-    ids = sorted(name[:-len(".jpg")] for name in os.listdir(image_dir) if name.endswith(".jpg"))
+            raise UserError(
+                f"'{folder}' not found; pass the unpacked iccv09Data folder (holding "
+                f"{IMAGE_DIR}/ and {REGIONS_DIR}/) with --root"
+            )
+    ids = sorted(name[: -len(".jpg")] for name in os.listdir(image_dir) if name.endswith(".jpg"))
     if not ids:
         raise UserError(f"no '*.jpg' images in '{image_dir}'; check --root")
     missing = [i for i in ids if not os.path.isfile(os.path.join(regions_dir, i + REGIONS_SUFFIX))]
     if missing:
-        raise UserError(f"{len(missing)} image(s) in '{image_dir}' have no regions file, e.g. "
-                        f"'{os.path.join(regions_dir, missing[0] + REGIONS_SUFFIX)}'; re-extract "
-                        "iccv09Data or remove those images")
-    orphans = sorted({name[:-len(REGIONS_SUFFIX)] for name in os.listdir(regions_dir)
-                      if name.endswith(REGIONS_SUFFIX)} - set(ids))
+        raise UserError(
+            f"{len(missing)} image(s) in '{image_dir}' have no regions file, e.g. "
+            f"'{os.path.join(regions_dir, missing[0] + REGIONS_SUFFIX)}'; re-extract "
+            "iccv09Data or remove those images"
+        )
+    orphans = sorted(
+        {name[: -len(REGIONS_SUFFIX)] for name in os.listdir(regions_dir) if name.endswith(REGIONS_SUFFIX)} - set(ids)
+    )
     if orphans:
-        logger.warning("%d regions file(s) have no image and are skipped, e.g. %s%s", len(orphans),
-                       orphans[0], REGIONS_SUFFIX)
+        logger.warning(
+            "%d regions file(s) have no image and are skipped, e.g. %s%s", len(orphans), orphans[0], REGIONS_SUFFIX
+        )
     return ids
 
 
@@ -201,8 +215,7 @@ def _write_atomic(path: str, data: bytes) -> None:
             f.write(data)
         os.replace(tmp, path)
     except OSError as err:
-        raise UserError(f"cannot write '{path}' ({err}); check that the dataset folder is "
-                        "writable") from err
+        raise UserError(f"cannot write '{path}' ({err}); check that the dataset folder is writable") from err
 
 
 def _png_bytes(label: np.ndarray) -> bytes:
@@ -221,15 +234,16 @@ def _read_labels(root: str, ids: list[str]) -> dict[str, np.ndarray]:
         height, width = image_size(image_path)
         if regions.shape != (height, width):
             rows, cols = regions.shape
-            raise UserError(f"regions file '{regions_path}' is {rows}x{cols} (rows x values per "
-                            f"row) but image '{image_path}' is {height}x{width} (HxW); they must "
-                            "have the same size")
+            raise UserError(
+                f"regions file '{regions_path}' is {rows}x{cols} (rows x values per "
+                f"row) but image '{image_path}' is {height}x{width} (HxW); they must "
+                "have the same size"
+            )
         labels[id_] = regions_to_label(regions)
     return labels
 
 
-def convert(root: str, val_fraction: float = VAL_FRACTION, seed: int = SEED,
-            overwrite: bool = False) -> Conversion:
+def convert(root: str, val_fraction: float = VAL_FRACTION, seed: int = SEED, overwrite: bool = False) -> Conversion:
     """Write ``label/<id>.png`` and ``list/{train,val}.txt`` under an iccv09Data root.
 
     Args:
@@ -244,8 +258,10 @@ def convert(root: str, val_fraction: float = VAL_FRACTION, seed: int = SEED,
             Nothing is written in any of these cases.
     """
     if not os.path.isdir(root):
-        raise UserError(f"iccv09Data root '{root}' not found; pass the unpacked iccv09Data folder "
-                        "(holding images/ and labels/) with --root")
+        raise UserError(
+            f"iccv09Data root '{root}' not found; pass the unpacked iccv09Data folder "
+            "(holding images/ and labels/) with --root"
+        )
     ids = find_ids(root)
     train, val = split_ids(ids, val_fraction, seed)
 
@@ -274,16 +290,25 @@ def convert(root: str, val_fraction: float = VAL_FRACTION, seed: int = SEED,
         list_writes.append((path, text))
 
     if conflicts and not overwrite:
-        raise UserError(f"{len(conflicts)} existing file(s) differ from what the conversion "
-                        f"writes, e.g. '{conflicts[0]}'; pass --overwrite to replace them (or "
-                        "keep the --seed/--val-fraction that made them)")
+        raise UserError(
+            f"{len(conflicts)} existing file(s) differ from what the conversion "
+            f"writes, e.g. '{conflicts[0]}'; pass --overwrite to replace them (or "
+            "keep the --seed/--val-fraction that made them)"
+        )
 
     for path, label in label_writes:
         _write_atomic(path, _png_bytes(label))
     for path, text in list_writes:
         _write_atomic(path, text.encode("utf-8"))
-    logger.info("%d images: wrote %d label PNGs (%d unchanged), %d list file(s); train %d, val %d",
-                len(ids), len(label_writes), unchanged, len(list_writes), len(train), len(val))
+    logger.info(
+        "%d images: wrote %d label PNGs (%d unchanged), %d list file(s); train %d, val %d",
+        len(ids),
+        len(label_writes),
+        unchanged,
+        len(list_writes),
+        len(train),
+        len(val),
+    )
     return Conversion(train, val, len(label_writes), unchanged)
 
 
@@ -291,16 +316,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Convert regions.txt to label PNGs and write the train/val lists (see module docstring)."""
     parser = ArgumentParser(
         prog="python -m tool_data.iccv09",
-        description="Write Stanford Background (iccv09Data) label/<id>.png and "
-                    "list/{train,val}.txt.")
-    parser.add_argument("--root", required=True,
-                        help="the unpacked iccv09Data folder holding images/ and labels/")
-    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
-                        help=f"share of images in list/val.txt (default: {VAL_FRACTION}, 572/143)")
-    parser.add_argument("--seed", type=int, default=SEED,
-                        help=f"fixes the train/val split (default: {SEED})")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing label PNGs and list files that differ")
+        description="Write Stanford Background (iccv09Data) label/<id>.png and list/{train,val}.txt.",
+    )
+    parser.add_argument("--root", required=True, help="the unpacked iccv09Data folder holding images/ and labels/")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=VAL_FRACTION,
+        help=f"share of images in list/val.txt (default: {VAL_FRACTION}, 572/143)",
+    )
+    parser.add_argument("--seed", type=int, default=SEED, help=f"fixes the train/val split (default: {SEED})")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing label PNGs and list files that differ"
+    )
     args = parser.parse_args(argv)
     convert(args.root, val_fraction=args.val_fraction, seed=args.seed, overwrite=args.overwrite)
 

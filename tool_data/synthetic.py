@@ -24,6 +24,7 @@ byte-identical files, and the val split does not change when ``num_train`` does.
 
 Usage: ``python -m tool_data.synthetic --root dataset/synthetic [--seed 0] [--num-train 400] [--overwrite]``
 """
+
 from __future__ import annotations
 
 import json
@@ -39,20 +40,20 @@ from util.errors import ArgumentParser, UserError, check_creatable, run_main
 
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES = ['background', 'circle', 'square', 'triangle', 'cross']
+CLASS_NAMES = ["background", "circle", "square", "triangle", "cross"]
 # Hue family (degrees) of each object class under ``colour_hint``; index 0 (background) is unused.
 CLASS_HUES = [0.0, 0.0, 90.0, 180.0, 270.0]
 IGNORE_LABEL = 255
 # Bump when the drawing changes, so an old dataset on disk is reported as stale instead of reused.
 GENERATOR_VERSION = 3
-SPLITS = {'train': 0, 'val': 1}
+SPLITS = {"train": 0, "val": 1}
 # The demo's data (generate() and the CLI default to it): grey backgrounds, narrow hue families and low
 # contrast, so a robust cue exists (an object's hue, 35+ degrees from the next family) but the 0.02 test
 # perturbation is large next to the image's colour differences and an undefended model is brittle.
 DEMO_HUE_SPREAD = 10.0
 DEMO_BACKGROUND_CHROMA = 0.0
 DEMO_CONTRAST = 0.2
-PARAMS_FILE = 'synthetic.json'
+PARAMS_FILE = "synthetic.json"
 
 _KERNEL3 = np.ones((3, 3), np.uint8)
 _SHIFT = 4  # fixed-point bits for cv2.fillPoly, so small rotated shapes keep their geometry
@@ -65,19 +66,33 @@ def _shape_polygon(cls: int, cx: float, cy: float, r: float, angle: float) -> li
     not give the class away.
     """
     name = CLASS_NAMES[cls]
-    if name == 'square':
+    if name == "square":
         s = 0.85 * r
         pts = np.array([[-s, -s], [s, -s], [s, s], [-s, s]])
-    elif name == 'triangle':
+    elif name == "triangle":
         big = 1.35 * r
         a = np.deg2rad([90.0, 210.0, 330.0])
         pts = np.stack([big * np.cos(a), big * np.sin(a)], axis=1)
-    elif name == 'cross':
+    elif name == "cross":
         arm, t = 1.1 * r, max(2.5, 0.35 * r)
-        pts = np.array([[-t, -arm], [t, -arm], [t, -t], [arm, -t], [arm, t], [t, t], [t, arm], [-t, arm],
-                        [-t, t], [-arm, t], [-arm, -t], [-t, -t]])
+        pts = np.array(
+            [
+                [-t, -arm],
+                [t, -arm],
+                [t, -t],
+                [arm, -t],
+                [arm, t],
+                [t, t],
+                [t, arm],
+                [-t, arm],
+                [-t, t],
+                [-arm, t],
+                [-arm, -t],
+                [-t, -t],
+            ]
+        )
     else:
-        raise ValueError(f'no polygon for class {name!r}')
+        raise ValueError(f"no polygon for class {name!r}")
     c, s_ = np.cos(angle), np.sin(angle)
     rotated = pts @ np.array([[c, s_], [-s_, c]]) + np.array([cx, cy])
     return [np.round(rotated * (1 << _SHIFT)).astype(np.int32)]
@@ -86,7 +101,7 @@ def _shape_polygon(cls: int, cx: float, cy: float, r: float, angle: float) -> li
 def _shape_mask(cls: int, height: int, width: int, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
     """Binary mask (0/1 uint8) of one object."""
     mask = np.zeros((height, width), np.uint8)
-    if CLASS_NAMES[cls] == 'circle':
+    if CLASS_NAMES[cls] == "circle":
         scale = 1 << _SHIFT
         cv2.circle(mask, (round(cx * scale), round(cy * scale)), round(r * scale), 1, -1, cv2.LINE_8, _SHIFT)
     else:
@@ -102,8 +117,9 @@ def _smooth_field(rng: np.random.Generator, height: int, width: int, channels: i
     return field.reshape(height, width, channels)
 
 
-def _background(rng: np.random.Generator, height: int, width: int, texture_strength: float,
-                background_chroma: float) -> np.ndarray:
+def _background(
+    rng: np.random.Generator, height: int, width: int, texture_strength: float, background_chroma: float
+) -> np.ndarray:
     """A textured float32 RGB background: gradient + low-frequency noise + faint stripes or checker.
 
     ``background_chroma`` scales every pixel's distance from its own grey level (0: a grey background).
@@ -115,12 +131,12 @@ def _background(rng: np.random.Generator, height: int, width: int, texture_stren
     c0, c1 = rng.uniform(30, 225, size=(2, 3))
     img = c0 * (1 - t) + c1 * t
     img = img + 40.0 * texture_strength * _smooth_field(rng, height, width, 3)
-    pattern = rng.choice(['none', 'stripes', 'checker'])
-    if pattern != 'none':
+    pattern = rng.choice(["none", "stripes", "checker"])
+    if pattern != "none":
         period = rng.uniform(5, 16)
         phi = rng.uniform(0, np.pi)
         u = np.cos(phi) * xx + np.sin(phi) * yy
-        if pattern == 'stripes':
+        if pattern == "stripes":
             on = np.floor(u / period) % 2
         else:
             v = -np.sin(phi) * xx + np.cos(phi) * yy
@@ -141,11 +157,21 @@ def _object_fill(rng: np.random.Generator, height: int, width: int, colour: np.n
     return (colour + shade + noise).astype(np.float32)
 
 
-def render_sample(seed: int, split: str, index: int, size: int = 96, texture_strength: float = 0.5,
-                  min_objects: int = 2, max_objects: int = 4, min_contrast: float = 80.0,
-                  max_aspect: float = 1.25, colour_hint: float = 1.0,
-                  hue_spread: float = DEMO_HUE_SPREAD, background_chroma: float = DEMO_BACKGROUND_CHROMA,
-                  contrast: float = DEMO_CONTRAST) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_sample(
+    seed: int,
+    split: str,
+    index: int,
+    size: int = 96,
+    texture_strength: float = 0.5,
+    min_objects: int = 2,
+    max_objects: int = 4,
+    min_contrast: float = 80.0,
+    max_aspect: float = 1.25,
+    colour_hint: float = 1.0,
+    hue_spread: float = DEMO_HUE_SPREAD,
+    background_chroma: float = DEMO_BACKGROUND_CHROMA,
+    contrast: float = DEMO_CONTRAST,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one sample of the dataset.
 
     Args:
@@ -229,8 +255,13 @@ def _draw_colour(rng: np.random.Generator, hue: float | None, spread: float) -> 
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
 
 
-def _pick_colour(rng: np.random.Generator, covered: np.ndarray, min_contrast: float,
-                 hue: float | None = None, hue_spread: float = 30.0) -> np.ndarray:
+def _pick_colour(
+    rng: np.random.Generator,
+    covered: np.ndarray,
+    min_contrast: float,
+    hue: float | None = None,
+    hue_spread: float = 30.0,
+) -> np.ndarray:
     """An object colour (see :func:`_draw_colour`), redrawn until it stands out from ``covered``."""
     under = covered.reshape(-1, 3).mean(axis=0)
     best, best_dist = None, -1.0
@@ -249,35 +280,41 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(path), array):
-        raise UserError(f'could not write {path}: check that the folder is writable')
+        raise UserError(f"could not write {path}: check that the folder is writable")
 
 
 def _list_lines(split: str, count: int) -> list[str]:
-    return [f'image/{split}/{i:05d}.png label/{split}/{i:05d}.png' for i in range(count)]
+    return [f"image/{split}/{i:05d}.png label/{split}/{i:05d}.png" for i in range(count)]
 
 
 def _up_to_date(root: Path, params: dict) -> bool:
     """True when ``root`` holds a complete dataset generated with ``params``; UserError when it holds another."""
     params_path = root / PARAMS_FILE
-    lists = [root / 'list' / f'{split}.txt' for split in SPLITS]
+    lists = [root / "list" / f"{split}.txt" for split in SPLITS]
     if not params_path.exists():
         if any(p.exists() for p in lists):
-            raise UserError(f'{root} already has list files but no {PARAMS_FILE}; pass --overwrite to '
-                            f'regenerate the synthetic dataset there, or choose another --root')
+            raise UserError(
+                f"{root} already has list files but no {PARAMS_FILE}; pass --overwrite to "
+                f"regenerate the synthetic dataset there, or choose another --root"
+            )
         if root.is_dir() and any(root.iterdir()):
-            raise UserError(f'{root} is not empty and holds no synthetic dataset ({PARAMS_FILE}); choose an empty or '
-                            f'new --root, or pass --overwrite to write the dataset among its files')
+            raise UserError(
+                f"{root} is not empty and holds no synthetic dataset ({PARAMS_FILE}); choose an empty or "
+                f"new --root, or pass --overwrite to write the dataset among its files"
+            )
         return False
     try:
         old = json.loads(params_path.read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f'cannot read {params_path} ({err}); pass --overwrite or choose another --root') from err
+        raise UserError(f"cannot read {params_path} ({err}); pass --overwrite or choose another --root") from err
     if old != params:
-        diff = ', '.join(f'{k}: {old.get(k)!r} -> {v!r}' for k, v in params.items() if old.get(k) != v)
-        raise UserError(f'{root} holds a synthetic dataset generated with other parameters ({diff}); '
-                        f'pass --overwrite to regenerate it, or choose another --root')
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in params.items() if old.get(k) != v)
+        raise UserError(
+            f"{root} holds a synthetic dataset generated with other parameters ({diff}); "
+            f"pass --overwrite to regenerate it, or choose another --root"
+        )
     for split, path in zip(SPLITS, lists, strict=True):
-        if not path.exists() or path.read_text().splitlines() != _list_lines(split, params[f'num_{split}']):
+        if not path.exists() or path.read_text().splitlines() != _list_lines(split, params[f"num_{split}"]):
             return False
         for line in path.read_text().splitlines():
             if not all((root / rel).exists() for rel in line.split()):
@@ -288,40 +325,53 @@ def _up_to_date(root: Path, params: dict) -> bool:
 def _remove_stale(root: Path, keep: set[str]) -> None:
     """Delete files named by our own previous list files that the new lists no longer name."""
     for split in SPLITS:
-        path = root / 'list' / f'{split}.txt'
+        path = root / "list" / f"{split}.txt"
         if not path.exists():
             continue
         for line in path.read_text().splitlines():
             for rel in line.split():
-                if rel not in keep and rel.startswith(('image/', 'label/')):
+                if rel not in keep and rel.startswith(("image/", "label/")):
                     (root / rel).unlink(missing_ok=True)
 
 
 MAX_SIZE = 2048  # image height in pixels; the memory drawing takes grows with its square
 
 
-def _check_params(num_train, num_val, size, texture_strength, min_objects, max_objects, max_aspect, colour_hint,
-                  hue_spread, background_chroma, contrast) -> None:
+def _check_params(
+    num_train,
+    num_val,
+    size,
+    texture_strength,
+    min_objects,
+    max_objects,
+    max_aspect,
+    colour_hint,
+    hue_spread,
+    background_chroma,
+    contrast,
+) -> None:
     """UserError naming the first of :func:`generate`'s parameters that is out of range."""
     if num_train < 1 or num_val < 1:
-        raise UserError(f'--num-train and --num-val must be at least 1 (got {num_train}, {num_val})')
+        raise UserError(f"--num-train and --num-val must be at least 1 (got {num_train}, {num_val})")
     if not 32 <= size <= MAX_SIZE:
-        raise UserError(f'--size must be in [32, {MAX_SIZE}]: at least 32 so the smallest shapes stay recognisable, at '
-                        f'most {MAX_SIZE} so an image fits in memory (got {size})')
+        raise UserError(
+            f"--size must be in [32, {MAX_SIZE}]: at least 32 so the smallest shapes stay recognisable, at "
+            f"most {MAX_SIZE} so an image fits in memory (got {size})"
+        )
     if not 0.0 <= texture_strength <= 1.0:
-        raise UserError(f'--texture-strength must be in [0, 1] (got {texture_strength})')
+        raise UserError(f"--texture-strength must be in [0, 1] (got {texture_strength})")
     if not 1 <= min_objects <= max_objects:
-        raise UserError(f'need 1 <= --min-objects <= --max-objects (got {min_objects}, {max_objects})')
+        raise UserError(f"need 1 <= --min-objects <= --max-objects (got {min_objects}, {max_objects})")
     if max_aspect < 1.0:
-        raise UserError(f'--max-aspect must be at least 1 (got {max_aspect})')
+        raise UserError(f"--max-aspect must be at least 1 (got {max_aspect})")
     if not 0.0 <= colour_hint <= 1.0:
-        raise UserError(f'--colour-hint must be in [0, 1] (got {colour_hint})')
+        raise UserError(f"--colour-hint must be in [0, 1] (got {colour_hint})")
     if not 0.0 <= hue_spread <= 45.0:
-        raise UserError(f'--hue-spread must be in [0, 45] degrees so hue families do not overlap (got {hue_spread})')
+        raise UserError(f"--hue-spread must be in [0, 45] degrees so hue families do not overlap (got {hue_spread})")
     if not 0.0 <= background_chroma <= 1.0:
-        raise UserError(f'--background-chroma must be in [0, 1] (got {background_chroma})')
+        raise UserError(f"--background-chroma must be in [0, 1] (got {background_chroma})")
     if not 0.0 < contrast <= 1.0:
-        raise UserError(f'--contrast must be in (0, 1] (got {contrast})')
+        raise UserError(f"--contrast must be in (0, 1] (got {contrast})")
 
 
 def _write_dataset(root: Path, seed: int, params: dict, counts: dict, knobs: dict) -> None:
@@ -331,23 +381,35 @@ def _write_dataset(root: Path, seed: int, params: dict, counts: dict, knobs: dic
         _remove_stale(root, {rel for split in SPLITS for line in lines[split] for rel in line.split()})
         (root / PARAMS_FILE).unlink()  # written last again, so an interrupted run is never taken as complete
     for split in SPLITS:
-        (root / 'image' / split).mkdir(parents=True, exist_ok=True)
-        (root / 'label' / split).mkdir(parents=True, exist_ok=True)
+        (root / "image" / split).mkdir(parents=True, exist_ok=True)
+        (root / "label" / split).mkdir(parents=True, exist_ok=True)
         for index in range(counts[split]):
             image, label, _ = render_sample(seed, split, index, **knobs)
-            _write_png(root / 'image' / split / f'{index:05d}.png', image)
-            _write_png(root / 'label' / split / f'{index:05d}.png', label)
-    (root / 'list').mkdir(parents=True, exist_ok=True)
+            _write_png(root / "image" / split / f"{index:05d}.png", image)
+            _write_png(root / "label" / split / f"{index:05d}.png", label)
+    (root / "list").mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
-        (root / 'list' / f'{split}.txt').write_text('\n'.join(lines[split]) + '\n')
-    (root / PARAMS_FILE).write_text(json.dumps(params, indent=2) + '\n')
+        (root / "list" / f"{split}.txt").write_text("\n".join(lines[split]) + "\n")
+    (root / PARAMS_FILE).write_text(json.dumps(params, indent=2) + "\n")
 
 
-def generate(root: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 50, size: int = 96,
-             overwrite: bool = False, texture_strength: float = 0.5, min_objects: int = 2, max_objects: int = 4,
-             min_contrast: float = 80.0, max_aspect: float = 1.25, colour_hint: float = 1.0,
-             hue_spread: float = DEMO_HUE_SPREAD, background_chroma: float = DEMO_BACKGROUND_CHROMA,
-             contrast: float = DEMO_CONTRAST) -> dict:
+def generate(
+    root: str | Path,
+    seed: int = 0,
+    num_train: int = 400,
+    num_val: int = 50,
+    size: int = 96,
+    overwrite: bool = False,
+    texture_strength: float = 0.5,
+    min_objects: int = 2,
+    max_objects: int = 4,
+    min_contrast: float = 80.0,
+    max_aspect: float = 1.25,
+    colour_hint: float = 1.0,
+    hue_spread: float = DEMO_HUE_SPREAD,
+    background_chroma: float = DEMO_BACKGROUND_CHROMA,
+    contrast: float = DEMO_CONTRAST,
+) -> dict:
     """Write the synthetic dataset under ``root``, or leave it alone when it is already up to date.
 
     Args:
@@ -373,61 +435,112 @@ def generate(root: str | Path, seed: int = 0, num_train: int = 400, num_val: int
     Raises:
         UserError: bad parameters, or ``root`` holds other data and ``overwrite`` is False.
     """
-    _check_params(num_train, num_val, size, texture_strength, min_objects, max_objects, max_aspect, colour_hint,
-                  hue_spread, background_chroma, contrast)
+    _check_params(
+        num_train,
+        num_val,
+        size,
+        texture_strength,
+        min_objects,
+        max_objects,
+        max_aspect,
+        colour_hint,
+        hue_spread,
+        background_chroma,
+        contrast,
+    )
     check_creatable(str(root), "--root")
     root = Path(root)
-    knobs = {'size': size, 'texture_strength': texture_strength, 'min_objects': min_objects,
-             'max_objects': max_objects, 'min_contrast': min_contrast, 'max_aspect': max_aspect,
-             'colour_hint': colour_hint, 'hue_spread': hue_spread, 'background_chroma': background_chroma,
-             'contrast': contrast}
-    params = {'version': GENERATOR_VERSION, 'seed': seed, 'num_train': num_train, 'num_val': num_val, **knobs}
-    counts = {'train': num_train, 'val': num_val}
-    summary = {'root': str(root), 'train_list': str(root / 'list' / 'train.txt'),
-               'val_list': str(root / 'list' / 'val.txt'), 'num_train': num_train, 'num_val': num_val,
-               'classes': len(CLASS_NAMES)}
+    knobs = {
+        "size": size,
+        "texture_strength": texture_strength,
+        "min_objects": min_objects,
+        "max_objects": max_objects,
+        "min_contrast": min_contrast,
+        "max_aspect": max_aspect,
+        "colour_hint": colour_hint,
+        "hue_spread": hue_spread,
+        "background_chroma": background_chroma,
+        "contrast": contrast,
+    }
+    params = {"version": GENERATOR_VERSION, "seed": seed, "num_train": num_train, "num_val": num_val, **knobs}
+    counts = {"train": num_train, "val": num_val}
+    summary = {
+        "root": str(root),
+        "train_list": str(root / "list" / "train.txt"),
+        "val_list": str(root / "list" / "val.txt"),
+        "num_train": num_train,
+        "num_val": num_val,
+        "classes": len(CLASS_NAMES),
+    }
     start = time.perf_counter()
     if not overwrite and _up_to_date(root, params):
-        logger.info('synthetic dataset in %s is up to date', root)
-        return {**summary, 'generated': False, 'seconds': time.perf_counter() - start}
+        logger.info("synthetic dataset in %s is up to date", root)
+        return {**summary, "generated": False, "seconds": time.perf_counter() - start}
 
     _write_dataset(root, seed, params, counts, knobs)
     seconds = time.perf_counter() - start
-    logger.info('wrote %d train and %d val images to %s in %.1f s', num_train, num_val, root, seconds)
-    return {**summary, 'generated': True, 'seconds': seconds}
+    logger.info("wrote %d train and %d val images to %s in %.1f s", num_train, num_val, root, seconds)
+    return {**summary, "generated": True, "seconds": seconds}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command-line entry point; prints one summary line."""
-    parser = ArgumentParser(description='Generate the built-in synthetic segmentation dataset.')
-    parser.add_argument('--root', default='dataset/synthetic', help='output folder (default: %(default)s)')
-    parser.add_argument('--seed', type=int, default=0, help='dataset seed (default: %(default)s)')
-    parser.add_argument('--num-train', type=int, default=400, help='training images (default: %(default)s)')
-    parser.add_argument('--num-val', type=int, default=50, help='validation images (default: %(default)s)')
-    parser.add_argument('--size', type=int, default=96, help='image height in pixels (default: %(default)s)')
-    parser.add_argument('--texture-strength', type=float, default=0.5,
-                        help='background difficulty in [0, 1] (default: %(default)s)')
-    parser.add_argument('--min-objects', type=int, default=2, help='fewest objects per image (default: %(default)s)')
-    parser.add_argument('--max-objects', type=int, default=4, help='most objects per image (default: %(default)s)')
-    parser.add_argument('--colour-hint', type=float, default=1.0,
-                        help='probability that an object takes its class hue, 0 = shape only (default: %(default)s)')
-    parser.add_argument('--hue-spread', type=float, default=DEMO_HUE_SPREAD,
-                        help='largest hue offset of an object from its class hue, degrees (default: %(default)s)')
-    parser.add_argument('--background-chroma', type=float, default=DEMO_BACKGROUND_CHROMA,
-                        help='background colourfulness in [0, 1], 0 = grey (default: %(default)s)')
-    parser.add_argument('--contrast', type=float, default=DEMO_CONTRAST,
-                        help='image contrast in (0, 1] (default: %(default)s)')
-    parser.add_argument('--overwrite', action='store_true', help='regenerate over a dataset made with other parameters')
+    parser = ArgumentParser(description="Generate the built-in synthetic segmentation dataset.")
+    parser.add_argument("--root", default="dataset/synthetic", help="output folder (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: %(default)s)")
+    parser.add_argument("--num-train", type=int, default=400, help="training images (default: %(default)s)")
+    parser.add_argument("--num-val", type=int, default=50, help="validation images (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=96, help="image height in pixels (default: %(default)s)")
+    parser.add_argument(
+        "--texture-strength", type=float, default=0.5, help="background difficulty in [0, 1] (default: %(default)s)"
+    )
+    parser.add_argument("--min-objects", type=int, default=2, help="fewest objects per image (default: %(default)s)")
+    parser.add_argument("--max-objects", type=int, default=4, help="most objects per image (default: %(default)s)")
+    parser.add_argument(
+        "--colour-hint",
+        type=float,
+        default=1.0,
+        help="probability that an object takes its class hue, 0 = shape only (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--hue-spread",
+        type=float,
+        default=DEMO_HUE_SPREAD,
+        help="largest hue offset of an object from its class hue, degrees (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--background-chroma",
+        type=float,
+        default=DEMO_BACKGROUND_CHROMA,
+        help="background colourfulness in [0, 1], 0 = grey (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--contrast", type=float, default=DEMO_CONTRAST, help="image contrast in (0, 1] (default: %(default)s)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="regenerate over a dataset made with other parameters")
     args = parser.parse_args(argv)
-    summary = generate(args.root, seed=args.seed, num_train=args.num_train, num_val=args.num_val, size=args.size,
-                       overwrite=args.overwrite, texture_strength=args.texture_strength,
-                       min_objects=args.min_objects, max_objects=args.max_objects, colour_hint=args.colour_hint,
-                       hue_spread=args.hue_spread, background_chroma=args.background_chroma, contrast=args.contrast)
-    state = 'generated' if summary['generated'] else 'up to date'
-    print(f"synthetic dataset {state}: {summary['num_train']} train + {summary['num_val']} val images, "
-          f"{summary['classes']} classes, lists in {Path(summary['root']) / 'list'} ({summary['seconds']:.1f} s)")
+    summary = generate(
+        args.root,
+        seed=args.seed,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        size=args.size,
+        overwrite=args.overwrite,
+        texture_strength=args.texture_strength,
+        min_objects=args.min_objects,
+        max_objects=args.max_objects,
+        colour_hint=args.colour_hint,
+        hue_spread=args.hue_spread,
+        background_chroma=args.background_chroma,
+        contrast=args.contrast,
+    )
+    state = "generated" if summary["generated"] else "up to date"
+    print(
+        f"synthetic dataset {state}: {summary['num_train']} train + {summary['num_val']} val images, "
+        f"{summary['classes']} classes, lists in {Path(summary['root']) / 'list'} ({summary['seconds']:.1f} s)"
+    )
     return summary
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     run_main(main)

@@ -10,6 +10,7 @@ and, when the augmented set is there, ``list/train_aug.txt`` (``SegmentationClas
 and mask pairs VainF's ``VOCSegmentation`` reads. Every listed file is checked first: on an error nothing is
 written.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,7 @@ def _split_file(root: Path, split: str) -> Path | None:
 def plan_lists(root: Path) -> dict[str, str]:
     """The text of each list file to write; UserError naming the first missing piece."""
     if not (root / VOC).is_dir():
-        raise UserError(f"'{root / VOC}' not found; pass --root the folder that holds VOCdevkit/ (VainF's "
-                        f"--data_root)")
+        raise UserError(f"'{root / VOC}' not found; pass --root the folder that holds VOCdevkit/ (VainF's --data_root)")
     texts = {}
     for split, masks in SPLITS.items():
         source = _split_file(root, split)
@@ -50,17 +50,23 @@ def plan_lists(root: Path) -> dict[str, str]:
             if split == "train_aug":
                 logger.info("no train_aug.txt in %s or ImageSets/Segmentation: list/train_aug.txt not written", root)
                 continue
-            raise UserError(f"'{root / VOC / 'ImageSets/Segmentation' / f'{split}.txt'}' not found; the VOC 2012 "
-                            f"devkit's segmentation split lists are needed")
+            raise UserError(
+                f"'{root / VOC / 'ImageSets/Segmentation' / f'{split}.txt'}' not found; the VOC 2012 "
+                f"devkit's segmentation split lists are needed"
+            )
         if not (root / VOC / masks).is_dir():
-            raise UserError(f"'{root / VOC / masks}' not found, needed by {source}; unpack "
-                            f"{'SBD-augmented masks (SegmentationClassAug)' if split == 'train_aug' else 'VOC 2012'} "
-                            f"there")
+            raise UserError(
+                f"'{root / VOC / masks}' not found, needed by {source}; unpack "
+                f"{'SBD-augmented masks (SegmentationClassAug)' if split == 'train_aug' else 'VOC 2012'} "
+                f"there"
+            )
         pairs = [(VOC / "JPEGImages" / f"{i}.jpg", VOC / masks / f"{i}.png") for i in _ids(source)]
         missing = [str(p) for pair in pairs for p in pair if not (root / p).is_file()]
         if missing:
-            raise UserError(f"{len(missing)} file(s) listed by {source} are missing under {root}, e.g. "
-                            f"'{missing[0]}'; check the devkit is complete")
+            raise UserError(
+                f"{len(missing)} file(s) listed by {source} are missing under {root}, e.g. "
+                f"'{missing[0]}'; check the devkit is complete"
+            )
         texts[split] = "".join(f"{image} {mask}\n" for image, mask in pairs)
     return texts
 
@@ -83,8 +89,9 @@ def write_lists(root: str | Path, overwrite: bool = False) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = ArgumentParser(prog="python -m tool_data.voc",
-                                     description="Write list files for a VainF/SAM-AT VOC 2012 folder.")
+    parser = ArgumentParser(
+        prog="python -m tool_data.voc", description="Write list files for a VainF/SAM-AT VOC 2012 folder."
+    )
     parser.add_argument("--root", required=True, help="the folder holding VOCdevkit/ (VainF's --data_root)")
     parser.add_argument("--overwrite", action="store_true", help="replace list files whose content differs")
     args = parser.parse_args(argv)

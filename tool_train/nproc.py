@@ -1,7 +1,8 @@
 """Print the default process count for a config (tool_train/launch.sh, when NPROC is not set).
 
-    python -m tool_train.nproc --config CONFIG [--gpu_key test_gpu] [key value ...]
+python -m tool_train.nproc --config CONFIG [--gpu_key test_gpu] [key value ...]
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Mixed precision through torch.amp (bf16 or fp16 with a GradScaler), and the apex-era config keys mapped onto it."""
+
 from __future__ import annotations
 
 import logging
@@ -48,11 +49,15 @@ def amp_mode(cfg: DictConfig) -> str:
     if cfg.opt_level == "O0":
         return "off"
     if cfg.opt_level in ("O1", "O2", "O3"):
-        logger.info(f"use_apex with opt_level {cfg.opt_level}: mixed precision as amp fp16 through torch.amp "
-                    f"(apex is not used; keep_batchnorm_fp32 and loss_scale are ignored)")
+        logger.info(
+            f"use_apex with opt_level {cfg.opt_level}: mixed precision as amp fp16 through torch.amp "
+            f"(apex is not used; keep_batchnorm_fp32 and loss_scale are ignored)"
+        )
         return "fp16"
-    raise UserError(f"config key 'opt_level' must be an apex level O0, O1, O2 or O3, got {cfg.opt_level!r}; "
-                    f"or set amp (off | bf16 | fp16) and use_apex False")
+    raise UserError(
+        f"config key 'opt_level' must be an apex level O0, O1, O2 or O3, got {cfg.opt_level!r}; "
+        f"or set amp (off | bf16 | fp16) and use_apex False"
+    )
 
 
 def build_amp(cfg: DictConfig, device: torch.device) -> MixedPrecision:

@@ -5,6 +5,7 @@ resolved config is flat like theirs (``cfg.batch_size``, not ``cfg.TRAIN.batch_s
 config file loads unchanged. Parsing, merging and type validation are done by OmegaConf against the
 dataclass schema below; this module only adds readable one-line errors and range checks.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -157,8 +158,14 @@ class Config(TestConfig, DistributedConfig, TrainConfig, DataConfig):
 
 
 # VainF's model names (model/vainf.py holds the models; this list is checked against it in tests/test_layout.py).
-VAINF_MODELS = ("deeplabv3_resnet50", "deeplabv3plus_resnet50", "deeplabv3_resnet101", "deeplabv3plus_resnet101",
-                "deeplabv3_mobilenet", "deeplabv3plus_mobilenet")
+VAINF_MODELS = (
+    "deeplabv3_resnet50",
+    "deeplabv3plus_resnet50",
+    "deeplabv3_resnet101",
+    "deeplabv3plus_resnet101",
+    "deeplabv3_mobilenet",
+    "deeplabv3plus_mobilenet",
+)
 CHOICES = {
     "arch": ("psp", "aspp", "deeplabv3plus"),
     "backbone": ("resnet", "mobilenetv2"),
@@ -195,9 +202,7 @@ def _merge(cfg: DictConfig, values: dict, where: str) -> DictConfig:
         try:
             cfg = OmegaConf.merge(cfg, {key: value})
         except (OmegaConfBaseException, TypeError):  # TypeError: a mapping for a list key, or the reverse
-            raise UserError(
-                f"{where}: config key '{key}' expects {_type_name(key)}, got {value!r}"
-            ) from None
+            raise UserError(f"{where}: config key '{key}' expects {_type_name(key)}, got {value!r}") from None
     return cfg
 
 
@@ -254,13 +259,25 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         if cfg[key] not in allowed:
             raise UserError(f"{where}: {key} must be one of {list(allowed)}, got {cfg[key]!r}")
     if cfg.model is not None and cfg.model not in VAINF_MODELS:
-        raise UserError(f"{where}: model must be one of VainF's {list(VAINF_MODELS)} (or empty for arch), "
-                        f"got {cfg.model!r}")
+        raise UserError(
+            f"{where}: model must be one of VainF's {list(VAINF_MODELS)} (or empty for arch), got {cfg.model!r}"
+        )
     if cfg.model is not None and (cfg.defense == "ddcat" or cfg.zoom_factor != 8):
-        raise UserError(f"{where}: model {cfg.model} (VainF) predicts at full resolution without DDC-AT's heads; "
-                        f"use defense none/sat and zoom_factor 8, or an arch (psp, aspp) for DDC-AT")
-    positive = ("batch_size", "batch_size_val", "epochs", "train_h", "train_w", "test_h", "test_w",
-                "save_freq", "print_freq")
+        raise UserError(
+            f"{where}: model {cfg.model} (VainF) predicts at full resolution without DDC-AT's heads; "
+            f"use defense none/sat and zoom_factor 8, or an arch (psp, aspp) for DDC-AT"
+        )
+    positive = (
+        "batch_size",
+        "batch_size_val",
+        "epochs",
+        "train_h",
+        "train_w",
+        "test_h",
+        "test_w",
+        "save_freq",
+        "print_freq",
+    )
     for key in positive:
         if cfg[key] < 1:
             raise UserError(f"{where}: {key} must be >= 1, got {cfg[key]}")
@@ -274,8 +291,7 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         raise UserError(f"{where}: need rotate_min <= rotate_max, got {cfg.rotate_min}, {cfg.rotate_max}")
     for key in ("train_h", "train_w", "test_h", "test_w"):
         if cfg[key] < 9:  # the 1/8 feature map of a smaller crop is 1 pixel: nothing left to segment
-            raise UserError(f"{where}: {key} must be >= 9 (crops are seen by the network at 1/8 size), "
-                            f"got {cfg[key]}")
+            raise UserError(f"{where}: {key} must be >= 9 (crops are seen by the network at 1/8 size), got {cfg[key]}")
     if cfg.trades_beta < 0:
         raise UserError(f"{where}: trades_beta must be >= 0, got {cfg.trades_beta}")
     if not 0 <= cfg.adv_clean_fraction < 1:
@@ -283,8 +299,10 @@ def check(cfg: DictConfig, where: str = "config") -> None:
     if cfg.base_size < 0:
         raise UserError(f"{where}: base_size must be >= 1, or 0 for the image's own size, got {cfg.base_size}")
     if cfg.iters < 0 or cfg.min_lr < 0 or cfg.head_lr_mult <= 0:
-        raise UserError(f"{where}: need iters >= 0, min_lr >= 0 and head_lr_mult > 0, got {cfg.iters}, "
-                        f"{cfg.min_lr}, {cfg.head_lr_mult}")
+        raise UserError(
+            f"{where}: need iters >= 0, min_lr >= 0 and head_lr_mult > 0, got {cfg.iters}, "
+            f"{cfg.min_lr}, {cfg.head_lr_mult}"
+        )
     if cfg.backbone_bn_momentum is not None and not 0 < cfg.backbone_bn_momentum <= 1:
         raise UserError(f"{where}: backbone_bn_momentum must be in (0, 1] or empty, got {cfg.backbone_bn_momentum}")
     if cfg.base_lr <= 0:
@@ -292,8 +310,9 @@ def check(cfg: DictConfig, where: str = "config") -> None:
     if not cfg.scales or min(cfg.scales) <= 0:
         raise UserError(f"{where}: scales must be a non-empty list of positive numbers, got {list(cfg.scales)}")
     if cfg.save_every_iters < 0:
-        raise UserError(f"{where}: save_every_iters must be >= 0 (0: only epoch checkpoints), "
-                        f"got {cfg.save_every_iters}")
+        raise UserError(
+            f"{where}: save_every_iters must be >= 0 (0: only epoch checkpoints), got {cfg.save_every_iters}"
+        )
     if cfg.workers < 0 or cfg.index_start < 0 or cfg.index_step < 0:
         raise UserError(f"{where}: workers, index_start and index_step must be >= 0")
     if cfg.panels < 0:
@@ -301,11 +320,13 @@ def check(cfg: DictConfig, where: str = "config") -> None:
     if cfg.adv_eps <= 0 or cfg.adv_steps < 1:
         raise UserError(f"{where}: need adv_eps > 0 and adv_steps >= 1, got {cfg.adv_eps}, {cfg.adv_steps}")
     if cfg.adv_step_size is not None and cfg.adv_step_size <= 0:
-        raise UserError(f"{where}: adv_step_size must be > 0 (or empty for adv_eps / adv_steps), "
-                        f"got {cfg.adv_step_size}")
+        raise UserError(
+            f"{where}: adv_step_size must be > 0 (or empty for adv_eps / adv_steps), got {cfg.adv_step_size}"
+        )
     if cfg.sam_rho <= 0 or cfg.sam_warmup_iters < 0:
-        raise UserError(f"{where}: need sam_rho > 0 and sam_warmup_iters >= 0, "
-                        f"got {cfg.sam_rho}, {cfg.sam_warmup_iters}")
+        raise UserError(
+            f"{where}: need sam_rho > 0 and sam_warmup_iters >= 0, got {cfg.sam_rho}, {cfg.sam_warmup_iters}"
+        )
     _check_more(cfg, where)
 
 
@@ -322,11 +343,14 @@ def _check_more(cfg: DictConfig, where: str) -> None:
     if cfg.world_size < 1:
         raise UserError(f"{where}: world_size must be >= 1 (processes), got {cfg.world_size}")
     if cfg.adv_norm == "linf" and cfg.adv_eps > 1:
-        raise UserError(f"{where}: adv_eps must be <= 1 under linf (pixels are in [0, 1]; 8/255 is 0.0314), "
-                        f"got {cfg.adv_eps}")
+        raise UserError(
+            f"{where}: adv_eps must be <= 1 under linf (pixels are in [0, 1]; 8/255 is 0.0314), got {cfg.adv_eps}"
+        )
     if cfg.background_class is not None and not 0 <= cfg.background_class < cfg.classes:
-        raise UserError(f"{where}: background_class must be a class in [0, {cfg.classes - 1}] or empty (none), "
-                        f"got {cfg.background_class}")
+        raise UserError(
+            f"{where}: background_class must be a class in [0, {cfg.classes - 1}] or empty (none), "
+            f"got {cfg.background_class}"
+        )
 
 
 def load_config(path: str | None, opts: Sequence[str] = ()) -> DictConfig:

@@ -11,6 +11,7 @@ Labels are read with PIL rather than ``cv2.imread(..., IMREAD_GRAYSCALE)``: VOC
 ``SegmentationClass`` PNGs are palette images whose pixel values are the class indices, and cv2
 would return the palette colours' luminance instead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,11 @@ def _split_with_spaces(line: str, data_root: str) -> list[str] | None:
     name existing files; None when there is no such split, or more than one."""
     gaps = [m.span() for m in re.finditer(r"\s+", line.strip())]
     text = line.strip()
-    found = [[text[:start], text[end:]] for start, end in gaps
-             if all(os.path.isfile(os.path.join(data_root, part)) for part in (text[:start], text[end:]))]
+    found = [
+        [text[:start], text[end:]]
+        for start, end in gaps
+        if all(os.path.isfile(os.path.join(data_root, part)) for part in (text[:start], text[end:]))
+    ]
     return found[0] if len(found) == 1 else None
 
 
@@ -85,14 +89,13 @@ def make_dataset(split: str, data_root: str, data_list: str) -> list[tuple[str, 
         raise UserError(f"no list file given for the {split} split; {hint}")
     lines = _read_lines(data_list, "list file", hint)
     if not data_root:
-        raise UserError(f"data_root is not set (needed by list file '{data_list}'); "
-                        "set data_root in the config")
+        raise UserError(f"data_root is not set (needed by list file '{data_list}'); set data_root in the config")
     if not os.path.isdir(data_root):
-        raise UserError(f"data_root '{data_root}' not found (used by list file '{data_list}'); "
-                        "check data_root in the config")
+        raise UserError(
+            f"data_root '{data_root}' not found (used by list file '{data_list}'); check data_root in the config"
+        )
 
-    expected = "'image_path' or 'image_path label_path'" if split == "test" else (
-        "'image_path label_path'")
+    expected = "'image_path' or 'image_path label_path'" if split == "test" else ("'image_path label_path'")
     items: list[tuple[str, str | None]] = []
     missing: list[tuple[int, str, str]] = []
     for line_no, line in enumerate(lines, start=1):
@@ -102,8 +105,10 @@ def make_dataset(split: str, data_root: str, data_list: str) -> list[tuple[str, 
         if len(fields) > 2:  # paths with spaces: the one split at which both files exist
             fields = _split_with_spaces(line, data_root) or fields
         if len(fields) > 2 or (len(fields) == 1 and split != "test"):
-            raise UserError(f"list file '{data_list}' line {line_no}: expected {expected} "
-                            f"separated by a space, got {len(fields)} field(s): {line.strip()!r}")
+            raise UserError(
+                f"list file '{data_list}' line {line_no}: expected {expected} "
+                f"separated by a space, got {len(fields)} field(s): {line.strip()!r}"
+            )
         image_path = os.path.join(data_root, fields[0])
         label_path = os.path.join(data_root, fields[1]) if len(fields) == 2 else None
         for kind, path in (("image", image_path), ("label", label_path)):
@@ -114,8 +119,10 @@ def make_dataset(split: str, data_root: str, data_list: str) -> list[tuple[str, 
     if missing:
         line_no, kind, path = missing[0]
         more = f" ({len(missing) - 1} more missing files)" if len(missing) > 1 else ""
-        raise UserError(f"list file '{data_list}' line {line_no}: {kind} '{path}' not found"
-                        f"{more}; check data_root '{data_root}' and the list")
+        raise UserError(
+            f"list file '{data_list}' line {line_no}: {kind} '{path}' not found"
+            f"{more}; check data_root '{data_root}' and the list"
+        )
     if not items:
         raise UserError(f"list file '{data_list}' has no entries; {hint}")
     logger.info("%d samples in the %s set (%s)", len(items), split, data_list)
@@ -132,8 +139,9 @@ def read_image(path: str) -> np.ndarray:
         raise UserError(f"image '{path}' not found; check data_root and the list file")
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
-        raise UserError(f"image '{path}' cannot be decoded (corrupt or not an image file); "
-                        "replace it or remove it from the list")
+        raise UserError(
+            f"image '{path}' cannot be decoded (corrupt or not an image file); replace it or remove it from the list"
+        )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32)
 
 
@@ -157,8 +165,10 @@ def read_label(path: str) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as err:
         # PIL raises UnidentifiedImageError (an OSError) for non-images and OSError/SyntaxError/
         # ValueError for truncated or malformed files.
-        raise UserError(f"label '{path}' cannot be decoded (corrupt or not an image file: "
-                        f"{err}); replace it or remove it from the list") from err
+        raise UserError(
+            f"label '{path}' cannot be decoded (corrupt or not an image file: "
+            f"{err}); replace it or remove it from the list"
+        ) from err
 
     if mode in ("P", "L", "1"):
         return np.ascontiguousarray(array, dtype=np.uint8)
@@ -166,19 +176,24 @@ def read_label(path: str) -> np.ndarray:
         return np.ascontiguousarray(array[:, :, 0], dtype=np.uint8)
     if mode == "I" or mode.startswith("I;16"):
         if array.size and (array.min() < 0 or array.max() > 255):
-            raise UserError(f"label '{path}' holds values {int(array.min())}..{int(array.max())}; "
-                            "class indices must fit in 0..255 (uint8)")
+            raise UserError(
+                f"label '{path}' holds values {int(array.min())}..{int(array.max())}; "
+                "class indices must fit in 0..255 (uint8)"
+            )
         return array.astype(np.uint8)
     if mode in ("RGB", "RGBA"):
         rgb = array[:, :, :3]
         red = rgb[:, :, 0]
         if np.array_equal(red, rgb[:, :, 1]) and np.array_equal(red, rgb[:, :, 2]):
             return np.ascontiguousarray(red)
-        raise UserError(f"label '{path}' is a color ({mode}) image, not a class-index map; "
-                        "use single-channel or palette PNGs of class indices (e.g. VOC "
-                        "SegmentationClass/SegmentationClassAug, Cityscapes *_labelTrainIds.png)")
-    raise UserError(f"label '{path}' has unsupported image mode '{mode}'; use single-channel or "
-                    "palette PNGs of class indices")
+        raise UserError(
+            f"label '{path}' is a color ({mode}) image, not a class-index map; "
+            "use single-channel or palette PNGs of class indices (e.g. VOC "
+            "SegmentationClass/SegmentationClassAug, Cityscapes *_labelTrainIds.png)"
+        )
+    raise UserError(
+        f"label '{path}' has unsupported image mode '{mode}'; use single-channel or palette PNGs of class indices"
+    )
 
 
 def rescale_normalized(image: np.ndarray) -> np.ndarray:
@@ -251,9 +266,11 @@ class SemData(torch.utils.data.Dataset):
         else:
             label = read_label(label_path)
             if image.shape[:2] != label.shape:
-                raise UserError(f"image '{image_path}' is {image.shape[0]}x{image.shape[1]} but "
-                                f"label '{label_path}' is {label.shape[0]}x{label.shape[1]} "
-                                "(HxW); they must have the same size")
+                raise UserError(
+                    f"image '{image_path}' is {image.shape[0]}x{image.shape[1]} but "
+                    f"label '{label_path}' is {label.shape[0]}x{label.shape[1]} "
+                    "(HxW); they must have the same size"
+                )
             self._check_values(label, label_path)
         return image, label
 
@@ -283,7 +300,7 @@ class SemData(torch.utils.data.Dataset):
             label_path = self.data_list[index][1]
             if label_path is None:
                 return np.zeros(self.classes, dtype=np.int64)
-            return self._check_values(read_label(label_path), label_path)[:self.classes].astype(np.int64)
+            return self._check_values(read_label(label_path), label_path)[: self.classes].astype(np.int64)
 
         return sum(self._each_item(count), np.zeros(self.classes, dtype=np.int64))
 
@@ -318,10 +335,12 @@ class SemData(torch.utils.data.Dataset):
         bad = [int(v) for v in present if v >= self.classes and v != self.ignore_label]
         if bad:
             shown = ", ".join(str(v) for v in bad[:10]) + (", ..." if len(bad) > 10 else "")
-            raise UserError(f"label '{label_path}' has values {shown} outside 0..{self.classes - 1}"
-                            f" (classes={self.classes}) and not ignore_label={self.ignore_label}; "
-                            "check classes/ignore_label in the config or convert the labels "
-                            "(Cityscapes: python -m tool_data.cityscapes)")
+            raise UserError(
+                f"label '{label_path}' has values {shown} outside 0..{self.classes - 1}"
+                f" (classes={self.classes}) and not ignore_label={self.ignore_label}; "
+                "check classes/ignore_label in the config or convert the labels "
+                "(Cityscapes: python -m tool_data.cityscapes)"
+            )
         return histogram
 
 
@@ -348,9 +367,7 @@ def colorize(gray: np.ndarray, palette: np.ndarray) -> Image.Image:
     return image
 
 
-def load_names_colors(
-    names_path: str, colors_path: str, classes: int
-) -> tuple[list[str], np.ndarray]:
+def load_names_colors(names_path: str, colors_path: str, classes: int) -> tuple[list[str], np.ndarray]:
     """Read class names (one per line) and colours (``r g b`` per line, semseg format).
 
     Returns:
@@ -359,11 +376,14 @@ def load_names_colors(
     Raises:
         UserError: a file is missing or malformed, or does not hold exactly ``classes`` entries.
     """
-    names = [line.strip() for line in _read_lines(
-        names_path, "names file", "check names_path in the config") if line.strip()]
+    names = [
+        line.strip() for line in _read_lines(names_path, "names file", "check names_path in the config") if line.strip()
+    ]
     if len(names) != classes:
-        raise UserError(f"names file '{names_path}' has {len(names)} names but classes is "
-                        f"{classes}; give one name per class, one per line")
+        raise UserError(
+            f"names file '{names_path}' has {len(names)} names but classes is "
+            f"{classes}; give one name per class, one per line"
+        )
 
     colors: list[list[int]] = []
     lines = _read_lines(colors_path, "colors file", "check colors_path in the config")
@@ -376,10 +396,13 @@ def load_names_colors(
         except ValueError:
             rgb = []
         if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-            raise UserError(f"colors file '{colors_path}' line {line_no}: expected 'r g b' "
-                            f"integers in 0..255, got {line.strip()!r}")
+            raise UserError(
+                f"colors file '{colors_path}' line {line_no}: expected 'r g b' integers in 0..255, got {line.strip()!r}"
+            )
         colors.append(rgb)
     if len(colors) != classes:
-        raise UserError(f"colors file '{colors_path}' has {len(colors)} colors but classes is "
-                        f"{classes}; give one 'r g b' line per class")
+        raise UserError(
+            f"colors file '{colors_path}' has {len(colors)} colors but classes is "
+            f"{classes}; give one 'r g b' line per class"
+        )
     return names, np.array(colors, dtype=np.uint8)

@@ -1,4 +1,5 @@
 """Choosing the device once, from the config."""
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,9 @@ def select_device(name: str, gpu_hint: Sequence[int] = ()) -> torch.device:
         if torch.cuda.is_available():
             present = torch.cuda.device_count()
             if len(gpu_hint) > present:
-                log.info("train_gpu/test_gpu lists %d GPUs, this machine has %d: using those present",
-                         len(gpu_hint), present)
+                log.info(
+                    "train_gpu/test_gpu lists %d GPUs, this machine has %d: using those present", len(gpu_hint), present
+                )
             return torch.device("cuda", 0)
         if gpu_hint:
             log.info("no CUDA device: running on the CPU (train_gpu/test_gpu %s ignored)", list(gpu_hint))

@@ -9,6 +9,7 @@ Semantics (see docs/distributed.md): N processes with a global batch B compute
 the update of one process with batch B. BN statistics are those of the global batch (:func:`convert_sync_batchnorm`)
 and a loss is the mean over the valid pixels of the global batch (:func:`global_mean`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,14 @@ def under_torchrun() -> bool:
     return all(key in os.environ for key in TORCHRUN_KEYS)
 
 
-def setup(device: torch.device, dist_url: str = "tcp://127.0.0.1:6789", world_size: int = 1, rank: int = 0,
-          backend: str = "nccl", multiprocessing_distributed: bool = False) -> torch.device:
+def setup(
+    device: torch.device,
+    dist_url: str = "tcp://127.0.0.1:6789",
+    world_size: int = 1,
+    rank: int = 0,
+    backend: str = "nccl",
+    multiprocessing_distributed: bool = False,
+) -> torch.device:
     """Join the process group when this run has several processes; returns this process's device.
 
     Args:
@@ -48,8 +55,10 @@ def setup(device: torch.device, dist_url: str = "tcp://127.0.0.1:6789", world_si
         init_method, world_size, rank = "env://", int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     else:
         if multiprocessing_distributed:
-            log.info("multiprocessing_distributed: this launch starts no further processes; start one per GPU "
-                     "with torchrun (tool_train/train.sh does, see docs/distributed.md)")
+            log.info(
+                "multiprocessing_distributed: this launch starts no further processes; start one per GPU "
+                "with torchrun (tool_train/train.sh does, see docs/distributed.md)"
+            )
         if world_size <= 1:
             return device
         if not 0 <= rank < world_size:
@@ -69,8 +78,14 @@ def setup(device: torch.device, dist_url: str = "tcp://127.0.0.1:6789", world_si
         agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False)
         store = dist.PrefixStore(f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", agent)
         init_method = None
-    dist.init_process_group(backend=backend, init_method=init_method, store=store, world_size=world_size, rank=rank,
-                            device_id=device if device.type == "cuda" else None)
+    dist.init_process_group(
+        backend=backend,
+        init_method=init_method,
+        store=store,
+        world_size=world_size,
+        rank=rank,
+        device_id=device if device.type == "cuda" else None,
+    )
     return device
 
 
@@ -217,8 +232,9 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         if type(child) is nn.BatchNorm2d:
             like = next((t for t in (*child.parameters(), *child.buffers()) if t.is_floating_point()), None)
             factory = {} if like is None else {"device": like.device, "dtype": like.dtype}
-            sync = GlooSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                     child.track_running_stats, **factory)
+            sync = GlooSyncBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats, **factory
+            )
             sync.load_state_dict(child.state_dict())
             sync.train(child.training)
             setattr(model, name, sync)

@@ -4,6 +4,7 @@ Every check on user input (config, lists, images, checkpoints) raises :class:`Us
 message that names the file/key and says what to do. Entry points run through :func:`run_main`,
 which prints that single line to stderr and exits non-zero instead of a traceback wall.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,5 +59,6 @@ def check_creatable(path: str, key: str) -> None:
     if not os.path.isdir(existing):
         raise UserError(f"{key} '{path}' cannot be created: '{existing}' is a file; choose another {key}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{key} '{path}' cannot be created: no permission to write in '{existing}'; choose "
-                        f"another {key}")
+        raise UserError(
+            f"{key} '{path}' cannot be created: no permission to write in '{existing}'; choose another {key}"
+        )

@@ -1,4 +1,5 @@
 """The training and validation loaders of a config: semseg's augmentation, this process's share of the data."""
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,10 @@ def per_process(cfg: DictConfig) -> tuple[int, int]:
     training batch is dealt by the sampler, once batch_size is checked to divide)."""
     world = dist.world_size()
     if cfg.batch_size % world:
-        raise UserError(f"config key 'batch_size' ({cfg.batch_size}) is the global batch and must divide by the "
-                        f"{world} processes; choose a multiple of {world}")
+        raise UserError(
+            f"config key 'batch_size' ({cfg.batch_size}) is the global batch and must divide by the "
+            f"{world} processes; choose a multiple of {world}"
+        )
     return math.ceil(cfg.batch_size_val / world), math.ceil(cfg.workers / world)
 
 
@@ -27,14 +30,19 @@ def augmentation(cfg: DictConfig) -> list:
     or VainF's (scale, crop padded as VainF's, flip; SAM-AT's)."""
     crop = [cfg.train_h, cfg.train_w]
     if cfg.augmentation == "vainf":
-        return [transform.VainFRandomScale([cfg.scale_min, cfg.scale_max]), transform.VainFRandomCrop(crop),
-                transform.RandomHorizontalFlip()]
-    mean, _ = mean_std_255()
-    return [transform.RandScale([cfg.scale_min, cfg.scale_max]),
-            transform.RandRotate([cfg.rotate_min, cfg.rotate_max], padding=mean, ignore_label=cfg.ignore_label),
-            transform.RandomGaussianBlur(),
+        return [
+            transform.VainFRandomScale([cfg.scale_min, cfg.scale_max]),
+            transform.VainFRandomCrop(crop),
             transform.RandomHorizontalFlip(),
-            transform.Crop(crop, crop_type="rand", padding=mean, ignore_label=cfg.ignore_label)]
+        ]
+    mean, _ = mean_std_255()
+    return [
+        transform.RandScale([cfg.scale_min, cfg.scale_max]),
+        transform.RandRotate([cfg.rotate_min, cfg.rotate_max], padding=mean, ignore_label=cfg.ignore_label),
+        transform.RandomGaussianBlur(),
+        transform.RandomHorizontalFlip(),
+        transform.Crop(crop, crop_type="rand", padding=mean, ignore_label=cfg.ignore_label),
+    ]
 
 
 def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tuple:
@@ -49,30 +57,59 @@ def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tupl
     crop = [cfg.train_h, cfg.train_w]
     batch_size_val, workers = per_process(cfg)
     train_transform = transform.Compose([*augmentation(cfg), transform.ToTensor(), transform.Normalize(mean, std)])
-    train_data = SemData("train", cfg.data_root, cfg.train_list, train_transform, cfg.classes, cfg.ignore_label,
-                         cfg.rescale_normalized_input)
+    train_data = SemData(
+        "train",
+        cfg.data_root,
+        cfg.train_list,
+        train_transform,
+        cfg.classes,
+        cfg.ignore_label,
+        cfg.rescale_normalized_input,
+    )
     train_data.check_samples()
     if len(train_data) < cfg.batch_size:
-        raise UserError(f"train_list '{cfg.train_list}' has {len(train_data)} images, fewer than "
-                        f"batch_size {cfg.batch_size}; lower batch_size")
+        raise UserError(
+            f"train_list '{cfg.train_list}' has {len(train_data)} images, fewer than "
+            f"batch_size {cfg.batch_size}; lower batch_size"
+        )
     sampler = ResumableBatchSampler(len(train_data), cfg.batch_size, data_seed, dist.rank(), dist.world_size())
     pin = device.type == "cuda"
     # Own generators: creating a loader's iterator must not draw from the global RNG that a checkpoint restores.
     train_loader = torch.utils.data.DataLoader(
-        EpochSeeded(train_data, data_seed), batch_sampler=sampler, num_workers=workers, pin_memory=pin,
-        generator=torch.Generator().manual_seed(data_seed + dist.rank()), persistent_workers=workers > 0)
+        EpochSeeded(train_data, data_seed),
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin,
+        generator=torch.Generator().manual_seed(data_seed + dist.rank()),
+        persistent_workers=workers > 0,
+    )
     val_loader = None
     if cfg.evaluate:
-        val_transform = transform.Compose([
-            transform.Crop(crop, crop_type="center", padding=mean, ignore_label=cfg.ignore_label),
-            transform.ToTensor(),
-            transform.Normalize(mean=mean, std=std)])
-        val_data = SemData("val", cfg.data_root, cfg.val_list, val_transform, cfg.classes, cfg.ignore_label,
-                           cfg.rescale_normalized_input)
+        val_transform = transform.Compose(
+            [
+                transform.Crop(crop, crop_type="center", padding=mean, ignore_label=cfg.ignore_label),
+                transform.ToTensor(),
+                transform.Normalize(mean=mean, std=std),
+            ]
+        )
+        val_data = SemData(
+            "val",
+            cfg.data_root,
+            cfg.val_list,
+            val_transform,
+            cfg.classes,
+            cfg.ignore_label,
+            cfg.rescale_normalized_input,
+        )
         val_data.check_samples()
         if dist.world_size() > 1:  # no padding: every image is scored once
             val_data = torch.utils.data.Subset(val_data, range(dist.rank(), len(val_data), dist.world_size()))
-        val_loader = torch.utils.data.DataLoader(val_data, batch_size=batch_size_val, shuffle=False,
-                                                 num_workers=workers, pin_memory=pin,
-                                                 generator=torch.Generator().manual_seed(data_seed))
+        val_loader = torch.utils.data.DataLoader(
+            val_data,
+            batch_size=batch_size_val,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=pin,
+            generator=torch.Generator().manual_seed(data_seed),
+        )
     return train_loader, val_loader

@@ -4,6 +4,7 @@ The lock is a file ``.lock`` in the folder, created atomically (O_EXCL) with the
 time, and removed when the run ends. A lock left by a run that crashed on this host (its pid is gone) is taken
 over; one from another host is reported with the file to delete once that run is known to be gone.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,10 @@ class RunLock:
             self.path.unlink(missing_ok=True)
             return
         who = f"pid {owner.get('pid', '?')} on {owner.get('host', '?')} since {owner.get('since', '?')}"
-        raise UserError(f"{self.key} '{self.path.parent}' is in use by another run ({who}); wait for it, choose "
-                        f"another {self.key}, or delete '{self.path}' if that run is gone")
+        raise UserError(
+            f"{self.key} '{self.path.parent}' is in use by another run ({who}); wait for it, choose "
+            f"another {self.key}, or delete '{self.path}' if that run is gone"
+        )
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)

@@ -1,4 +1,5 @@
 """Console logging in semseg's format, set up once per entry point."""
+
 from __future__ import annotations
 
 import logging
@@ -7,8 +8,12 @@ import sys
 
 def setup_logging(name: str = "main-logger") -> logging.Logger:
     """Log INFO and above to stdout with a timestamp; returns the entry point's logger."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="[%(asctime)s %(levelname)s %(filename)s line %(lineno)d] %(message)s", force=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="[%(asctime)s %(levelname)s %(filename)s line %(lineno)d] %(message)s",
+        force=True,
+    )
     return logging.getLogger(name)
 
 

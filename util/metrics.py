@@ -10,6 +10,7 @@ mIoU (each image's IoU averaged over the classes present in its ground truth or 
 averaged over images; an attack that wipes out small objects shows here even when the pooled counts
 hardly move).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,8 +21,9 @@ import torch
 from util import dist
 
 
-def intersection_and_union(output: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, classes: int,
-                           ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def intersection_and_union(
+    output: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, classes: int, ignore_index: int = 255
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-class (intersection, union, target) pixel counts of a prediction, on the tensors' device.
 
     Pixels whose target is ``ignore_index`` are excluded; predictions outside [0, classes) never count.
@@ -123,10 +125,16 @@ def summarize(intersection: np.ndarray, union: np.ndarray, target: np.ndarray, b
     metric.add_counts(intersection.sum(0), union.sum(0), target.sum(0))
     present = union.sum(0) > 0  # VainF's Mean IoU: classes in neither prediction nor label are left out
     present_miou = float(metric.iou_class[present].mean()) if present.any() else 0.0
-    return {"mIoU": metric.miou, "fg_mIoU": metric.fg_miou, "present_mIoU": present_miou,
-            "image_mIoU": mean_image_miou(intersection, union),
-            "mAcc": metric.macc, "allAcc": metric.allacc, "iou_class": metric.iou_class.tolist(),
-            "acc_class": metric.acc_class.tolist()}
+    return {
+        "mIoU": metric.miou,
+        "fg_mIoU": metric.fg_miou,
+        "present_mIoU": present_miou,
+        "image_mIoU": mean_image_miou(intersection, union),
+        "mAcc": metric.macc,
+        "allAcc": metric.allacc,
+        "iou_class": metric.iou_class.tolist(),
+        "acc_class": metric.acc_class.tolist(),
+    }
 
 
 class AverageMeter:

@@ -3,6 +3,7 @@
 Parameter groups follow semseg: the backbone at ``base_lr``, the heads (context module, classifiers,
 aux) at ``head_lr_mult`` x (10; VainF's and SAM-AT's recipe: 1); the poly schedule rescales both every iteration.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -26,8 +27,13 @@ class SAM:
         adaptive: scale the perturbation by |w| (ASAM).
     """
 
-    def __init__(self, base: torch.optim.Optimizer, rho: float = 0.02, adaptive: bool = False,
-                 warmup: torch.optim.Optimizer | None = None) -> None:
+    def __init__(
+        self,
+        base: torch.optim.Optimizer,
+        rho: float = 0.02,
+        adaptive: bool = False,
+        warmup: torch.optim.Optimizer | None = None,
+    ) -> None:
         if rho <= 0:
             raise ValueError(f"SAM needs rho > 0, got {rho}")
         self.base = base
@@ -118,10 +124,17 @@ def param_groups(model: nn.Module, base_lr: float, head_mult: float = 10.0) -> t
     return groups, index_split
 
 
-def build_optimizer(name: str, model: nn.Module, base_lr: float, momentum: float = 0.9,
-                    weight_decay: float = 1e-4, sam_rho: float = 0.02,
-                    sam_adaptive: bool = False, head_mult: float = 10.0,
-                    sam_warmup_separate: bool = False) -> tuple[torch.optim.Optimizer | SAM, int]:
+def build_optimizer(
+    name: str,
+    model: nn.Module,
+    base_lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    sam_rho: float = 0.02,
+    sam_adaptive: bool = False,
+    head_mult: float = 10.0,
+    sam_warmup_separate: bool = False,
+) -> tuple[torch.optim.Optimizer | SAM, int]:
     """``sgd`` (the original), ``adam``, or ``sam`` (SAM around SGD); returns (optimizer, index of the
     first head parameter group)."""
     groups, index_split = param_groups(model, base_lr, head_mult)
@@ -133,8 +146,12 @@ def build_optimizer(name: str, model: nn.Module, base_lr: float, momentum: float
     if name == "sam":
         warmup = None
         if sam_warmup_separate:  # SAM-AT: its own momentum, and set_lr never touches its rates
-            warmup = torch.optim.SGD([dict(g) for g in param_groups(model, base_lr, head_mult)[0]], lr=base_lr,
-                                     momentum=momentum, weight_decay=weight_decay)
+            warmup = torch.optim.SGD(
+                [dict(g) for g in param_groups(model, base_lr, head_mult)[0]],
+                lr=base_lr,
+                momentum=momentum,
+                weight_decay=weight_decay,
+            )
         return SAM(sgd, rho=sam_rho, adaptive=sam_adaptive, warmup=warmup), index_split
     raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or sam")
 

@@ -10,6 +10,7 @@ batch (resume after a crash) without loading the batches it skips. It yields ``(
 :class:`EpochSeeded` seeds the random augmentation of each sample from ``(seed, epoch, index)``, so a sample
 looks the same whichever worker loads it and whatever was loaded before it.
 """
+
 from __future__ import annotations
 
 import random
@@ -61,8 +62,8 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
         order = torch.randperm(self.size, generator=generator).tolist()
         for batch in range(self.start, len(self)):
-            chunk = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            yield [(self.epoch, index) for index in chunk[self.rank::self.world_size]]
+            chunk = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            yield [(self.epoch, index) for index in chunk[self.rank :: self.world_size]]
 
 
 class EpochSeeded(torch.utils.data.Dataset):

@@ -9,6 +9,7 @@ aligned, and labels are only ever resampled with nearest-neighbour interpolation
 ``ignore_label``, so a label never gains a value it did not have. Randomness comes from Python's
 ``random`` module, which the data loader seeds per worker.
 """
+
 from __future__ import annotations
 
 import math
@@ -88,11 +89,15 @@ def _keep_channels(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 def _check_pair(image: np.ndarray, label: np.ndarray, name: str) -> None:
     """Raise if image and label are not numpy arrays of the same height and width."""
     if not isinstance(image, np.ndarray) or not isinstance(label, np.ndarray):
-        raise TypeError(f"{name} expects numpy arrays, got {type(image).__name__} and "
-                        f"{type(label).__name__}; put it before ToTensor")
+        raise TypeError(
+            f"{name} expects numpy arrays, got {type(image).__name__} and "
+            f"{type(label).__name__}; put it before ToTensor"
+        )
     if label.ndim != 2 or image.ndim not in (2, 3) or image.shape[:2] != label.shape:
-        raise ValueError(f"{name}: image {image.shape} and label {label.shape} must be HxW(xC) "
-                         f"and HxW with the same height and width")
+        raise ValueError(
+            f"{name}: image {image.shape} and label {label.shape} must be HxW(xC) "
+            f"and HxW with the same height and width"
+        )
 
 
 class Compose:
@@ -104,9 +109,7 @@ class Compose:
         Args:
             segtransform: transforms, each called as ``image, label = t(image, label)``.
         """
-        if not isinstance(segtransform, (list, tuple)) or not all(
-            callable(t) for t in segtransform
-        ):
+        if not isinstance(segtransform, (list, tuple)) or not all(callable(t) for t in segtransform):
             raise ValueError("Compose expects a list of callable transforms")
         self.segtransform = list(segtransform)
 
@@ -146,14 +149,10 @@ class Normalize:
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float] | None = None) -> None:
-        if not isinstance(mean, Sequence) or len(mean) == 0 or not all(
-            _is_number(m) for m in mean
-        ):
+        if not isinstance(mean, Sequence) or len(mean) == 0 or not all(_is_number(m) for m in mean):
             raise ValueError(f"Normalize mean must be a non-empty list of numbers, got {mean!r}")
         if std is not None and (
-            not isinstance(std, Sequence)
-            or len(std) != len(mean)
-            or not all(_is_number(s) and s > 0 for s in std)
+            not isinstance(std, Sequence) or len(std) != len(mean) or not all(_is_number(s) and s > 0 for s in std)
         ):
             raise ValueError(f"Normalize std must be {len(mean)} positive numbers, got {std!r}")
         self.mean = [float(m) for m in mean]
@@ -163,8 +162,9 @@ class Normalize:
         if not isinstance(image, torch.Tensor) or image.dim() != 3:
             raise TypeError("Normalize expects a CxHxW tensor; put it after ToTensor")
         if image.shape[0] != len(self.mean):
-            raise ValueError(f"Normalize has {len(self.mean)} channel means but the image has "
-                             f"{image.shape[0]} channels")
+            raise ValueError(
+                f"Normalize has {len(self.mean)} channel means but the image has {image.shape[0]} channels"
+            )
         mean = torch.tensor(self.mean, dtype=image.dtype).view(-1, 1, 1)
         image = image - mean
         if self.std is not None:
@@ -199,14 +199,10 @@ class RandScale:
     ``s * sqrt(r)`` and ``s / sqrt(r)``, as in semseg.
     """
 
-    def __init__(
-        self, scale: Sequence[float], aspect_ratio: Sequence[float] | None = None
-    ) -> None:
+    def __init__(self, scale: Sequence[float], aspect_ratio: Sequence[float] | None = None) -> None:
         self.scale = _number_pair(scale, "RandScale scale", positive=True)
         self.aspect_ratio = (
-            None
-            if aspect_ratio is None
-            else _number_pair(aspect_ratio, "RandScale aspect_ratio", positive=True)
+            None if aspect_ratio is None else _number_pair(aspect_ratio, "RandScale aspect_ratio", positive=True)
         )
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> Pair:
@@ -254,8 +250,7 @@ class Crop:
         elif (
             isinstance(size, Sequence)
             and len(size) == 2
-            and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
-                    for s in size)
+            and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in size)
         ):
             self.crop_h, self.crop_w = int(size[0]), int(size[1])
         else:
@@ -275,13 +270,14 @@ class Crop:
         pad_w_half = int(pad_w / 2)
         if pad_h > 0 or pad_w > 0:
             if self.padding is None:
-                raise ValueError(f"Crop to {self.crop_h}x{self.crop_w} needs padding for a "
-                                 f"{h}x{w} input but padding is None; pass the mean colour")
+                raise ValueError(
+                    f"Crop to {self.crop_h}x{self.crop_w} needs padding for a "
+                    f"{h}x{w} input but padding is None; pass the mean colour"
+                )
             borders = (pad_h_half, pad_h - pad_h_half, pad_w_half, pad_w - pad_w_half)
             out = cv2.copyMakeBorder(image, *borders, cv2.BORDER_CONSTANT, value=self.padding)
             image = _keep_channels(image, out)
-            label = cv2.copyMakeBorder(label, *borders, cv2.BORDER_CONSTANT,
-                                       value=self.ignore_label)
+            label = cv2.copyMakeBorder(label, *borders, cv2.BORDER_CONSTANT, value=self.ignore_label)
         h, w = label.shape
         if self.crop_type == "rand":
             h_off = random.randint(0, h - self.crop_h)
@@ -289,8 +285,8 @@ class Crop:
         else:
             h_off = int((h - self.crop_h) / 2)
             w_off = int((w - self.crop_w) / 2)
-        image = image[h_off:h_off + self.crop_h, w_off:w_off + self.crop_w]
-        label = label[h_off:h_off + self.crop_h, w_off:w_off + self.crop_w]
+        image = image[h_off : h_off + self.crop_h, w_off : w_off + self.crop_w]
+        label = label[h_off : h_off + self.crop_h, w_off : w_off + self.crop_w]
         return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
@@ -318,12 +314,18 @@ class RandRotate:
             angle = self.rotate[0] + (self.rotate[1] - self.rotate[0]) * random.random()
             h, w = label.shape
             matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1)
-            out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=self.padding)
+            out = cv2.warpAffine(
+                image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=self.padding
+            )
             image = _keep_channels(image, out)
-            label = cv2.warpAffine(label, matrix, (w, h), flags=cv2.INTER_NEAREST,
-                                   borderMode=cv2.BORDER_CONSTANT,
-                                   borderValue=self.ignore_label)
+            label = cv2.warpAffine(
+                label,
+                matrix,
+                (w, h),
+                flags=cv2.INTER_NEAREST,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=self.ignore_label,
+            )
         return image, label
 
 
@@ -366,6 +368,7 @@ class VainFRandomScale:
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> Pair:
         from PIL import Image
+
         _check_pair(image, label, "VainFRandomScale")
         s = random.uniform(*self.scale)
         h, w = label.shape
@@ -394,22 +397,18 @@ class VainFRandomCrop:
         top = left = 0
         if (h, w) != (self.crop_h, self.crop_w):
             top, left = random.randint(0, h - self.crop_h), random.randint(0, w - self.crop_w)
-        return (image[top:top + self.crop_h, left:left + self.crop_w],
-                label[top:top + self.crop_h, left:left + self.crop_w])
+        return (
+            image[top : top + self.crop_h, left : left + self.crop_w],
+            label[top : top + self.crop_h, left : left + self.crop_w],
+        )
 
 
 class RandomGaussianBlur:
     """With probability 0.5, blur the image (not the label) with a ``radius x radius`` kernel."""
 
     def __init__(self, radius: int = 5) -> None:
-        if (
-            not isinstance(radius, numbers.Integral)
-            or isinstance(radius, bool)
-            or radius <= 0
-            or radius % 2 == 0
-        ):
-            raise ValueError(
-                f"RandomGaussianBlur radius must be a positive odd int, got {radius!r}")
+        if not isinstance(radius, numbers.Integral) or isinstance(radius, bool) or radius <= 0 or radius % 2 == 0:
+            raise ValueError(f"RandomGaussianBlur radius must be a positive odd int, got {radius!r}")
         self.radius = int(radius)
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> Pair:

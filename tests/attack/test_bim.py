@@ -1,4 +1,5 @@
 """BIM: threat model, loss rises, mode restored, no parameter gradients, ignored pixels do nothing."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,7 @@ def test_bim_is_deterministic_and_matches_the_original_update(setup):
     for _ in range(2):
         cur.requires_grad_(True)
         loss = F.cross_entropy(model(cur), target, ignore_index=255)
-        grad, = torch.autograd.grad(loss, cur)
+        (grad,) = torch.autograd.grad(loss, cur)
         step = attack.to_pixels(cur.detach()) + 0.01 * grad.sign()
         step = torch.min(torch.max(step, x0 - 0.03), x0 + 0.03).clamp(0, 1)
         cur = attack.normalize(step)

@@ -1,5 +1,6 @@
 """FGSM, PGD (L-inf, L2), SegPGD and CosPGD: threat model, strength on a trained tiny model, seeds,
 ignored pixels, and the losses against hand computations."""
+
 import copy
 import math
 
@@ -108,6 +109,7 @@ def test_apgd_checkpoints_are_the_official_counter_schedule(iterations):
     """Croce et al.'s code checks after k = max(int(0.22 n), 1) iterations, then shrinks k by
     max(int(0.03 n), 1) down to max(int(0.06 n), 1); restated as the counter it keeps."""
     from attack.apgd import checkpoints
+
     k = max(int(0.22 * iterations), 1)
     counter, expected = 0, []
     for i in range(iterations):
@@ -123,6 +125,7 @@ def test_apgd_checkpoints_are_the_official_counter_schedule(iterations):
 @pytest.mark.parametrize("loss", ["ce", "masked_ce", "balanced_masked_ce", "js", "masked_spherical", "segpgd"])
 def test_apgd_with_each_loss_stays_in_the_ball_and_lowers_accuracy(trained, loss):
     from attack import APGD
+
     check_attack(lambda model: APGD(model, eps=EPS, steps=30, loss=loss), trained, loss)
 
 
@@ -191,13 +194,14 @@ def test_apgd_step_size_schedule_on_scripted_losses(script):
     attack._evaluate = scripted
     attack(attack.normalize(pixels), target)
     assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
-    assert torch.stack(attack.schedule)[:, 0].tolist() == pytest.approx([2 * EPS / 2 ** h for h in halvings])
+    assert torch.stack(attack.schedule)[:, 0].tolist() == pytest.approx([2 * EPS / 2**h for h in halvings])
 
 
 def test_balanced_masked_ce_weights_classes_by_their_share_of_the_image():
     """With every pixel of one class and correct, the class weight is 1: the loss equals masked CE; with two
     classes of 8 pixels each, too (weight 16 / 8 / 2 classes present)."""
     from attack.apgd import pixel_losses
+
     for split in (0, 2):
         target = torch.zeros(1, 4, 4, dtype=torch.long)
         target[0, :split] = 3
@@ -211,6 +215,7 @@ def test_balanced_masked_ce_with_a_class_table_weights_each_pixel_by_its_class()
     """Given class_weights (the official code's fixed dataset table), each still-correct pixel's CE is multiplied
     by its class's weight; wrong and ignored pixels give 0; the mean is over all pixels of the image."""
     from attack.apgd import pixel_losses
+
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 5, 6)
     target = torch.randint(0, 3, (2, 5, 6))
@@ -232,6 +237,7 @@ def test_balanced_masked_ce_with_a_class_table_weights_each_pixel_by_its_class()
 @pytest.mark.parametrize("weights", ["abc", "train", [1, -1], [0, 0], [1, "x"]])
 def test_apgd_refuses_bad_class_weights(weights):
     from attack.apgd import APGD
+
     with pytest.raises(ValueError, match="class_weights must be a list .* 'image', or 'train' \\(test.py"):
         APGD(nn.Identity(), class_weights=weights)
     assert APGD(nn.Identity(), class_weights="image").class_weights is None  # per image, as None
@@ -242,6 +248,7 @@ def test_inverse_frequency_weights_are_the_official_table():
     (the largest weight) rather than dividing by zero. The synthetic training labels give the table that
     docs/attack_fidelity.md compares with."""
     from attack.apgd import inverse_frequency_weights
+
     counts = [3213770, 185849, 155119, 136348, 141558]
     inverse = [1 / c for c in counts]
     expected = [w / sum(inverse) for w in inverse]
@@ -258,6 +265,7 @@ def test_fgsm_with_eps_0_returns_the_clean_image(trained):
 
 def test_apgd_is_not_weaker_than_the_original_bim(trained):
     from attack import APGD
+
     model, x, target = trained
     bim = accuracy(model, BIM(model)(x, target), target)
     apgd = accuracy(model, APGD(model, eps=0.03, steps=30)(x, target), target)
@@ -266,6 +274,7 @@ def test_apgd_is_not_weaker_than_the_original_bim(trained):
 
 def test_sea_is_the_per_image_worst_case_of_its_members(trained):
     from attack import APGD, SEA
+
     model, x, target = trained
     sea = SEA(model, eps=0.03, steps=12)
     adv = sea(x, target)
@@ -286,6 +295,7 @@ def _restated_apgd(model, x, y, eps, n_iter, loss, seed, official_accuracy=False
     is a candidate too, and an image stops once fully misclassified (the official stops a whole batch).
     ``official_accuracy`` restates the official's accuracy bookkeeping instead, without the clean candidate."""
     from attack.apgd import pixel_losses
+
     torch.manual_seed(seed)
     n = x.shape[0]
 
@@ -367,6 +377,7 @@ def test_apgd_equals_the_official_schedule_restated(trained, loss):
     at the first checkpoint, restarts that keep momentum, the radius hand-over by accuracy, no gradient on
     a stage's last step: our APGD returns the restatement's points, in float64 with the same seed."""
     from attack import APGD
+
     model, x, target = trained
     model = copy.deepcopy(model).double()
     pixels = APGD(model).to_pixels(x).double()
@@ -384,14 +395,16 @@ def test_apgd_keeps_what_it_reached_on_a_padded_crop_where_the_officials_bookkee
     where the attack gains less, it returns each stage's start. Ours counts labelled pixels only. On the demo's
     SAT model this alone made the official weaker (docs/attack_fidelity.md)."""
     from attack import APGD
+
     model, x, target = trained
     model = copy.deepcopy(model).double()
     pixels = APGD(model).to_pixels(x).double()
     attack = APGD(model, eps=4 / 255, steps=20, loss="masked_ce", mean=(0, 0, 0), std=(1, 1, 1))
     torch.manual_seed(5)
     ours = accuracy(model, attack(pixels, target), target)
-    official = accuracy(model, _restated_apgd(model, pixels, target, 4 / 255, 20, "masked_ce", seed=5,
-                                              official_accuracy=True), target)
+    official = accuracy(
+        model, _restated_apgd(model, pixels, target, 4 / 255, 20, "masked_ce", seed=5, official_accuracy=True), target
+    )
     clean = accuracy(model, pixels, target)
     assert ours < clean - 0.02
     assert official > ours + 0.02
@@ -431,7 +444,7 @@ def test_pgd_last_iterate_is_the_plain_loop(trained):
     for _ in range(5):
         z.requires_grad_(True)
         loss = F.cross_entropy(model(attack.normalize(z)), target, ignore_index=255, reduction="sum")
-        grad, = torch.autograd.grad(loss, z)
+        (grad,) = torch.autograd.grad(loss, z)
         z = torch.min(torch.max(z.detach() + 1 / 255 * grad.sign(), x0 - 4 / 255), x0 + 4 / 255).clamp(0, 1)
     assert torch.allclose(adv, z, atol=1e-6)
     with pytest.raises(ValueError, match="last_iterate takes one run"):

@@ -1,5 +1,6 @@
 """PAdam, DAG, C&W, DeepFool and targeted CosPGD: threat model (clipped and unclipped), strength on a trained
 tiny model, seeds, ignored pixels, untouched parameters, hand computations on linear models, registry."""
+
 import pytest
 import torch
 from torch import nn
@@ -219,12 +220,23 @@ def test_targeted_cospgd_weights_and_direction(trained):
 
 
 def test_registry_parses_and_builds_the_new_attacks():
-    specs = parse_specs([{"name": "padam", "eps": 8, "steps": 5, "alpha": 2, "loss": "cosine"},
-                         {"name": "dag", "gamma": 0.5}, {"name": "cw", "eps": [float("inf"), 0.5], "unit": 1},
-                         {"name": "deepfool", "eps": 4, "norm": "linf", "overshoot": 0.05},
-                         {"name": "cospgd", "eps": 8, "targeted": True}])
-    assert [s.label for s in specs] == ["padam_eps8", "dag_epsinf", "cw_epsinf", "cw_eps0.5",
-                                           "deepfool_eps4", "cospgd_eps8"]
+    specs = parse_specs(
+        [
+            {"name": "padam", "eps": 8, "steps": 5, "alpha": 2, "loss": "cosine"},
+            {"name": "dag", "gamma": 0.5},
+            {"name": "cw", "eps": [float("inf"), 0.5], "unit": 1},
+            {"name": "deepfool", "eps": 4, "norm": "linf", "overshoot": 0.05},
+            {"name": "cospgd", "eps": 8, "targeted": True},
+        ]
+    )
+    assert [s.label for s in specs] == [
+        "padam_eps8",
+        "dag_epsinf",
+        "cw_epsinf",
+        "cw_eps0.5",
+        "deepfool_eps4",
+        "cospgd_eps8",
+    ]
     assert specs[0].params["alpha"] == pytest.approx(2 / 255) and specs[1].params["gamma"] == pytest.approx(0.5 / 255)
     assert specs[1].eps == float("inf") and specs[3].eps == 0.5
     model = nn.Conv2d(3, 2, 1)
@@ -234,23 +246,26 @@ def test_registry_parses_and_builds_the_new_attacks():
     assert built[4].norm == "linf" and built[4].eps == pytest.approx(4 / 255) and built[5].targeted
 
 
-@pytest.mark.parametrize("entry,needle", [
-    ({"name": "padam", "eps": 8, "loss": "dice"}, "loss must be one of"),
-    ({"name": "padam", "eps": 8, "norm": "l2"}, "padam has no field 'norm'"),
-    ({"name": "padam"}, "eps must be numbers >= 0"),
-    ({"name": "dag", "gamma": "fast"}, "gamma must be a number"),
-    ({"name": "dag", "gamma": -1}, "gamma must be a number > 0, got -1"),
-    ({"name": "cw", "search_steps": 0}, "search_steps must be a whole number >= 1"),
-    ({"name": "cw", "success_acc": 2}, "0 <= success_acc <= 1"),
-    ({"name": "cw", "steps": "many"}, "steps must be a whole number >= 1, got 'many'"),
-    ({"name": "pgd", "eps": 8, "steps": 2.5}, "steps must be a whole number >= 1, got 2.5"),
-    ({"name": "pgd", "eps": 8, "restarts": 0}, "restarts must be a whole number >= 1"),
-    ({"name": "bim", "eps": 8, "alpha": -1}, "alpha must be a number > 0, got -1"),
-    ({"name": "bim", "eps": 8, "unit": 0}, "unit must be a number > 0"),
-    ({"name": "pgd", "eps": []}, "eps is an empty list"),
-    ({"name": "deepfool", "norm": "l1"}, "norm must be 'linf' or 'l2'"),
-    ({"name": "cospgd", "eps": 8, "targeted": "yes"}, "targeted must be true or false"),
-])
+@pytest.mark.parametrize(
+    "entry,needle",
+    [
+        ({"name": "padam", "eps": 8, "loss": "dice"}, "loss must be one of"),
+        ({"name": "padam", "eps": 8, "norm": "l2"}, "padam has no field 'norm'"),
+        ({"name": "padam"}, "eps must be numbers >= 0"),
+        ({"name": "dag", "gamma": "fast"}, "gamma must be a number"),
+        ({"name": "dag", "gamma": -1}, "gamma must be a number > 0, got -1"),
+        ({"name": "cw", "search_steps": 0}, "search_steps must be a whole number >= 1"),
+        ({"name": "cw", "success_acc": 2}, "0 <= success_acc <= 1"),
+        ({"name": "cw", "steps": "many"}, "steps must be a whole number >= 1, got 'many'"),
+        ({"name": "pgd", "eps": 8, "steps": 2.5}, "steps must be a whole number >= 1, got 2.5"),
+        ({"name": "pgd", "eps": 8, "restarts": 0}, "restarts must be a whole number >= 1"),
+        ({"name": "bim", "eps": 8, "alpha": -1}, "alpha must be a number > 0, got -1"),
+        ({"name": "bim", "eps": 8, "unit": 0}, "unit must be a number > 0"),
+        ({"name": "pgd", "eps": []}, "eps is an empty list"),
+        ({"name": "deepfool", "norm": "l1"}, "norm must be 'linf' or 'l2'"),
+        ({"name": "cospgd", "eps": 8, "targeted": "yes"}, "targeted must be true or false"),
+    ],
+)
 def test_registry_rejects_bad_fields_and_values(entry, needle):
     with pytest.raises(UserError, match=needle) as err:
         for spec in parse_specs([entry]):
@@ -260,6 +275,7 @@ def test_registry_rejects_bad_fields_and_values(entry, needle):
 
 def test_sea_gives_its_class_weights_to_the_balanced_member_only():
     from evaluation.suite import expand_sea
+
     specs = parse_specs([{"name": "sea", "eps": 8, "steps": 3, "class_weights": [0.2, 0.8]}])
     runs, ((sea, members),) = expand_sea(specs)
     weights = {run.params["loss"]: run.params.get("class_weights") for run in runs}

@@ -6,6 +6,7 @@ BIM step goes through the full model with parameter gradients, un-normalizes, st
 re-normalizes; the routed output is built from float indicators. Everything runs in float64 with
 dropout 0, so "the same" means equal to rounding.
 """
+
 from __future__ import annotations
 
 import copy
@@ -75,7 +76,8 @@ def reference_sat_step(model, optimizer, images, target):
     batch = torch.cat([images[:half], adv[half:]])
     out = model(batch)
     loss = F.cross_entropy(out["out"], target, ignore_index=255) + 0.4 * F.cross_entropy(
-        out["aux"], target, ignore_index=255)
+        out["aux"], target, ignore_index=255
+    )
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -262,8 +264,7 @@ def test_sam_step_matches_hand_computation(adaptive: bool) -> None:
     lrs = [lr] * 2 + [lr * 10] * 2  # body at base lr, cls at 10x
     expected = [w - rate * g for w, rate, g in zip(params, lrs, grads2)]
 
-    opt, split = build_optimizer("sam", model, lr, momentum=0.0, weight_decay=0.0, sam_rho=rho,
-                                 sam_adaptive=adaptive)
+    opt, split = build_optimizer("sam", model, lr, momentum=0.0, weight_decay=0.0, sam_rho=rho, sam_adaptive=adaptive)
     assert isinstance(opt, SAM)
     set_lr(opt, lr, split)
     train_step(_cfg(), model, NoDefense(), opt, images, target, curr_iter=1)
@@ -326,12 +327,14 @@ def test_exported_ddcat_model_is_the_plain_model_with_cls1(arch: str, tmp_path) 
     plain = build_model(arch, 18, 4, dropout=0.0).eval()
     assert sum(p.numel() for p in ddcat.parameters()) > sum(p.numel() for p in plain.parameters())
     src = tmp_path / "train_epoch_1.pth"
-    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in ddcat.state_dict().items()},
-                "optimizer": {}}, src)
+    torch.save(
+        {"epoch": 1, "state_dict": {f"module.{k}": v for k, v in ddcat.state_dict().items()}, "optimizer": {}}, src
+    )
     export(str(src), str(tmp_path / "deploy.pth"))
     state = torch.load(tmp_path / "deploy.pth", weights_only=True)["state_dict"]
-    assert sum(v.numel() for k, v in state.items() if k in dict(plain.named_parameters())) == \
-        sum(p.numel() for p in plain.parameters())
+    assert sum(v.numel() for k, v in state.items() if k in dict(plain.named_parameters())) == sum(
+        p.numel() for p in plain.parameters()
+    )
     for path in (tmp_path / "deploy.pth", src):  # test.py loads either form
         load_checkpoint_weights(plain, str(path))
         x = torch.randn(1, 3, 33, 33)
@@ -418,7 +421,7 @@ def test_pgd_at_as_sam_at_adv_matches_a_restatement(norm: str) -> None:
 
     x = (images * STD + MEAN).requires_grad_(True)
     loss = F.cross_entropy(reference((x - MEAN) / STD)["out"], target, ignore_index=255)
-    grad, = torch.autograd.grad(loss, x)
+    (grad,) = torch.autograd.grad(loss, x)
     if norm == "linf":
         delta = (eps * grad.sign()).clamp(-eps, eps)
     else:
@@ -463,6 +466,7 @@ def test_trades_step_matches_a_restatement() -> None:
     """TRADES per pixel, restated: from x + 0.001 N(0, 1), sign steps on KL(p(x) || p(x')) in eval mode, then
     CE(clean) + beta * mean over valid pixels of KL(p(x) || p(x')) in train mode, one SGD step (float64)."""
     from defense import TRADES
+
     images, target = _batch(n=2, size=9, classes=3)
     model, reference = _Tiny(bn=True).double().train(), _Tiny(bn=True).double().train()
     sgd, split = build_optimizer("sgd", model, 0.1, momentum=0.0, weight_decay=0.0)
@@ -480,7 +484,7 @@ def test_trades_step_matches_a_restatement() -> None:
     for _ in range(STEPS):
         x.requires_grad_(True)
         kl = (F.kl_div(reference((x - MEAN) / STD).log_softmax(1), p, reduction="none").sum(1) * valid).sum()
-        grad, = torch.autograd.grad(kl, x)
+        (grad,) = torch.autograd.grad(kl, x)
         x = torch.min(torch.max(x.detach() + EPS / STEPS * grad.sign(), x0 - EPS), x0 + EPS).clamp(0, 1)
     reference.train()
     clean = reference(images)["out"]

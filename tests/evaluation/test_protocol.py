@@ -1,5 +1,6 @@
 """Evaluation protocols (evaluation/inference.py): per_crop vs whole_image, eval_crop modes, ignore as background,
 transfer attacks, panels, and the original protocol restated by tool_bench/eval.py."""
+
 import dataclasses
 import json
 
@@ -117,8 +118,11 @@ def test_eval_crop_windows_and_scored_pixels():
     model = Count(CLASSES, hidden=8, kernel=3).eval()
     image, label = (v[0] for v in _images(0, h=40, w=60))
     protocol = Protocol(CLASSES, 60, 33, 33, crop_batch=2)
-    for eval_crop, expected in [("sliding", [(4, 3, 33, 33)] * 3), ("whole", [(2, 3, 40, 60)]),
-                                ("center", [(2, 3, 33, 33)])]:
+    for eval_crop, expected in [
+        ("sliding", [(4, 3, 33, 33)] * 3),
+        ("whole", [(2, 3, 40, 60)]),
+        ("center", [(2, 3, 33, 33)]),
+    ]:
         calls.clear()
         prediction = predict(model, image, label, dataclasses.replace(protocol, eval_crop=eval_crop), CPU)
         assert calls == expected, eval_crop  # 6 windows in batches of 2 (with flip: 4 inputs)
@@ -159,8 +163,7 @@ def test_transfer_is_not_stronger_than_white_box_and_stays_in_the_ball(target, s
     for a, image in zip(adv, images):
         assert np.abs(a - image).max() <= 0.06 * 255 + 1e-3
     whole = _whole(protocol)
-    transfer_whole, adv, images = _miou(target, whole,
-                                        Transfer(target, bim(source, WholeImageForward(source, whole))))
+    transfer_whole, adv, images = _miou(target, whole, Transfer(target, bim(source, WholeImageForward(source, whole))))
     white_whole, _, _ = _miou(target, whole, bim(target, WholeImageForward(target, whole)))
     assert white_whole <= transfer_whole
     for a, image in zip(adv, images):
@@ -176,10 +179,12 @@ def test_transfer_specs(tmp_path):
     spec = parse_specs([{"name": "pgd", "eps": [4, 8], "source": {"config": config, "model_path": checkpoint}}])
     assert [s.label for s in spec] == ["pgd_eps4_from_synthetic_pspnet18", "pgd_eps8_from_synthetic_pspnet18"]
     assert spec[0].source == {"config": config, "model_path": checkpoint}
-    bad = [({"config": "missing.yaml"}, "source config 'missing.yaml' not found"),
-           ({"config": config, "model_path": "missing.pth"}, "source model_path 'missing.pth' not found"),
-           ({"config": config, "checkpoint": "x"}, "source has no field 'checkpoint'"),
-           ("a.yaml", "source must be a mapping")]
+    bad = [
+        ({"config": "missing.yaml"}, "source config 'missing.yaml' not found"),
+        ({"config": config, "model_path": "missing.pth"}, "source model_path 'missing.pth' not found"),
+        ({"config": config, "checkpoint": "x"}, "source has no field 'checkpoint'"),
+        ("a.yaml", "source must be a mapping"),
+    ]
     for source, message in bad:
         with pytest.raises(UserError, match=message):
             parse_specs([{"name": "bim", "eps": 8, "source": source}])
@@ -197,6 +202,7 @@ def test_test_py_whole_image_transfer_and_panels(run_cli, tiny_opts, tmp_path):
     the first image only; the original --attack keeps per_crop."""
     from model import build_model
     from tests.entry import test_entry
+
     config = "config/synthetic/synthetic_pspnet18.yaml"
     torch.manual_seed(0)
     checkpoint = tmp_path / "random.pth"
@@ -204,12 +210,25 @@ def test_test_py_whole_image_transfer_and_panels(run_cli, tiny_opts, tmp_path):
     source = f"source: {{config: {config}, model_path: {checkpoint}}}"
     bim = "name: bim, eps: 0.03, unit: 1, steps: 1, alpha: 0.03"
     attacks = f"[{{{bim}}}, {{{bim}, {source}}}]"
-    opts = [*tiny_opts, "model_path", str(checkpoint), "attack_protocol", "whole_image", "panels", "1",
-            "index_step", "2", "attacks", attacks]
+    opts = [
+        *tiny_opts,
+        "model_path",
+        str(checkpoint),
+        "attack_protocol",
+        "whole_image",
+        "panels",
+        "1",
+        "index_step",
+        "2",
+        "attacks",
+        attacks,
+    ]
     code, _, err = run_cli(test_entry, ["--config", config, *opts])
     assert code == 0, err
-    result = {mode: json.loads((tmp_path / "result" / mode / "results.json").read_text())
-              for mode in ("bim_eps0.03", "bim_eps0.03_from_synthetic_pspnet18")}
+    result = {
+        mode: json.loads((tmp_path / "result" / mode / "results.json").read_text())
+        for mode in ("bim_eps0.03", "bim_eps0.03_from_synthetic_pspnet18")
+    }
     assert result["bim_eps0.03"]["mIoU"] == result["bim_eps0.03_from_synthetic_pspnet18"]["mIoU"]
     panels = sorted((tmp_path / "result/bim_eps0.03/panels").glob("*.png"))
     assert len(panels) == 1
@@ -224,19 +243,48 @@ def test_test_py_per_crop_and_whole_image_agree_on_single_window_images_without_
     from model import build_model
     from tests.entry import test_entry
     from tool_data.synthetic import generate
+
     generate(tmp_path / "data", seed=3, num_train=1, num_val=3, size=40, max_aspect=1.0)
     torch.manual_seed(0)
     checkpoint = tmp_path / "random.pth"
     torch.save({"state_dict": build_model("psp", 18, 5, pretrained=False).state_dict()}, checkpoint)
-    opts = ["data_root", str(tmp_path / "data"), "test_list", str(tmp_path / "data/list/val.txt"), "workers", "0",
-            "base_size", "40", "test_h", "40", "test_w", "40", "model_path", str(checkpoint), "panels", "0",
-            "attacks", "[{name: bim, eps: 0.03, unit: 1, steps: 2, alpha: 0.01}]"]
+    opts = [
+        "data_root",
+        str(tmp_path / "data"),
+        "test_list",
+        str(tmp_path / "data/list/val.txt"),
+        "workers",
+        "0",
+        "base_size",
+        "40",
+        "test_h",
+        "40",
+        "test_w",
+        "40",
+        "model_path",
+        str(checkpoint),
+        "panels",
+        "0",
+        "attacks",
+        "[{name: bim, eps: 0.03, unit: 1, steps: 2, alpha: 0.01}]",
+    ]
 
     def attacked(protocol: str, flip: bool) -> dict:
         folder = tmp_path / f"{protocol}_{flip}"
-        code, _, err = run_cli(test_entry, ["--config", "config/synthetic/synthetic_pspnet18.yaml", *opts,
-                                             "attack_protocol", protocol, "flip", str(flip),
-                                             "save_folder", str(folder)])
+        code, _, err = run_cli(
+            test_entry,
+            [
+                "--config",
+                "config/synthetic/synthetic_pspnet18.yaml",
+                *opts,
+                "attack_protocol",
+                protocol,
+                "flip",
+                str(flip),
+                "save_folder",
+                str(folder),
+            ],
+        )
         assert code == 0, err
         return {p.name: p.read_bytes() for p in (folder / "bim_eps0.03/gray").glob("*.png")}
 
@@ -248,6 +296,7 @@ def test_test_py_per_crop_and_whole_image_agree_on_single_window_images_without_
 def test_bench_restates_the_original_protocol(target):
     """tool_bench/eval.py's original protocol (one crop at a time, the original BIM) gives our predictions."""
     from tool_bench.eval import original_predict
+
     protocol = Protocol(CLASSES, 32, 13, 13, scales=(0.75, 1.0), crop_batch=4)
     images, labels = _images(5)
     for image, label in zip(images, labels):
@@ -265,6 +314,7 @@ def test_bim_agrees_with_the_original_on_a_saturated_model(target):
     import copy
 
     from tool_bench.eval import original_predict
+
     model = copy.deepcopy(target)
     with torch.no_grad():
         model.body[-1].weight.mul_(40)  # logits x40: probabilities of 0 and 1
@@ -273,8 +323,10 @@ def test_bim_agrees_with_the_original_on_a_saturated_model(target):
     images, labels = _images(7, n=3)
     agree, total = 0, 0
     for image, label in zip(images, labels):
-        assert (predict(model, image, label, protocol, CPU) ==
-                original_predict(model, image, label, protocol, CPU, attack=False)).all()
+        assert (
+            predict(model, image, label, protocol, CPU)
+            == original_predict(model, image, label, protocol, CPU, attack=False)
+        ).all()
         ours = predict(model, image, label, protocol, CPU, BIM(model))
         agree += (ours == original_predict(model, image, label, protocol, CPU, attack=True)).sum()
         total += ours.size
@@ -305,7 +357,7 @@ def test_window_probabilities_are_summed_in_float64(monkeypatch):
     import evaluation.inference as inference
 
     first = torch.tensor([0.5, 0.5])
-    second = torch.tensor([0.5 - 2.0 ** -25, 0.5 + 2.0 ** -24])
+    second = torch.tensor([0.5 - 2.0**-25, 0.5 + 2.0**-24])
     assert (first + second)[0] == (first + second)[1]  # the float32 tie
     calls = []
 

@@ -1,4 +1,5 @@
 """The robustness report: worst cases, sanity warnings, results.csv, the curve, stored predictions and resume."""
+
 import itertools
 import json
 import os
@@ -50,8 +51,10 @@ def test_greedy_search_finds_the_mIoU_minimum_that_per_image_accuracy_misses():
     assert miou == pytest.approx((14 / 18 + 2 / 6) / 2)
     start_miou = worstcase.pooled_miou(inter[start, [0, 1]].sum(0), union[start, [0, 1]].sum(0))
     assert start_miou == pytest.approx((11 / 16 + 4 / 9) / 2)
-    brute = min(worstcase.pooled_miou(inter[list(s), [0, 1]].sum(0), union[list(s), [0, 1]].sum(0))
-                for s in itertools.product(range(2), repeat=2))
+    brute = min(
+        worstcase.pooled_miou(inter[list(s), [0, 1]].sum(0), union[list(s), [0, 1]].sum(0))
+        for s in itertools.product(range(2), repeat=2)
+    )
     assert miou == pytest.approx(brute)
     choice = worstcase.worst_case(inter, union, target)
     assert choice.allacc.tolist() == [0, 1] and choice.miou.tolist() == [1, 1]
@@ -75,25 +78,47 @@ def test_worst_case_is_never_above_any_single_attack_and_sums_are_exact():
 
 
 def row(mode, name, eps255, miou, kind="attack", steps=None, series=None):
-    return {"mode": mode, "name": name, "kind": kind, "series": series or name, "eps": eps255 / 255,
-            "steps": steps, "mIoU": miou, "fg_mIoU": miou, "image_mIoU": miou, "mAcc": miou, "allAcc": miou}
+    return {
+        "mode": mode,
+        "name": name,
+        "kind": kind,
+        "series": series or name,
+        "eps": eps255 / 255,
+        "steps": steps,
+        "mIoU": miou,
+        "fg_mIoU": miou,
+        "image_mIoU": miou,
+        "mAcc": miou,
+        "allAcc": miou,
+    }
 
 
 def test_sanity_warnings_on_constructed_results():
     clean = row("clean", "clean", 0, 0.70, kind="clean")
-    good = [clean, row("bim_eps4", "bim", 4, 0.40, steps=2), row("bim_eps8", "bim", 8, 0.30, steps=2),
-            row("pgd_eps8", "pgd", 8, 0.20, steps=20), row("worst_case_eps8", "worst_case", 8, 0.15, kind="ensemble")]
+    good = [
+        clean,
+        row("bim_eps4", "bim", 4, 0.40, steps=2),
+        row("bim_eps8", "bim", 8, 0.30, steps=2),
+        row("pgd_eps8", "pgd", 8, 0.20, steps=20),
+        row("worst_case_eps8", "worst_case", 8, 0.15, kind="ensemble"),
+    ]
     assert summary.sanity_warnings(good) == []
     assert summary.sanity_warnings([*good, row("pgd_eps4", "pgd", 4, 0.195, steps=20)]) == []  # within tolerance
     rising = summary.sanity_warnings([*good, row("pgd_eps4", "pgd", 4, 0.10, steps=20)])
-    assert len(rising) == 1 and "pgd mIoU rises with eps, 0.1000 at 4.00/255 (pgd_eps4) -> 0.2000 at 8.00/255" \
-        in rising[0]
+    assert (
+        len(rising) == 1 and "pgd mIoU rises with eps, 0.1000 at 4.00/255 (pgd_eps4) -> 0.2000 at 8.00/255" in rising[0]
+    )
     above_clean = summary.sanity_warnings([clean, row("fgsm_eps2", "fgsm", 2, 0.75)])
     assert len(above_clean) == 1 and "(clean)" in above_clean[0]
-    weak = summary.sanity_warnings([*good[:3], row("pgd_eps8", "pgd", 8, 0.35, steps=20),
-                                    row("sea_eps8", "sea", 8, 0.36, kind="ensemble"),
-                                    row("fgsm_eps8", "fgsm", 8, 0.5), row("pgd1_eps8", "pgd", 8, 0.5, steps=1,
-                                                                          series="pgd1")])
+    weak = summary.sanity_warnings(
+        [
+            *good[:3],
+            row("pgd_eps8", "pgd", 8, 0.35, steps=20),
+            row("sea_eps8", "sea", 8, 0.36, kind="ensemble"),
+            row("fgsm_eps8", "fgsm", 8, 0.5),
+            row("pgd1_eps8", "pgd", 8, 0.5, steps=1, series="pgd1"),
+        ]
+    )
     assert len(weak) == 2, weak  # FGSM and a 1-step PGD may be weaker than BIM-2
     assert "pgd_eps8 (20 steps) is weaker than bim_eps8 (2 steps)" in weak[0]
     assert "sea_eps8 (ensemble) is weaker than bim_eps8" in weak[1]
@@ -103,8 +128,10 @@ def test_settings_of_one_attack_are_separate_series():
     """PGD-100 at 4/255 and PGD-5 at 8/255 are two settings, not one attack at two eps: the weaker PGD-5
     leaving a higher mIoU at the larger eps is no sign of gradient masking."""
     from attack.registry import parse_specs
-    specs = suite.distinct_labels(parse_specs([{"name": "pgd", "eps": [4], "steps": 100},
-                                               {"name": "pgd", "eps": [8], "steps": 5}]))
+
+    specs = suite.distinct_labels(
+        parse_specs([{"name": "pgd", "eps": [4], "steps": 100}, {"name": "pgd", "eps": [8], "steps": 5}])
+    )
     assert [s.label for s in specs] == ["pgd_steps100_eps4", "pgd_steps5_eps8"]
     counts = tuple(np.ones((1, 2)) for _ in range(3))
     rows = [{**suite.mode_row(s.label, s, counts, ["a", "b"]), "mIoU": m} for s, m in zip(specs, (0.3, 0.4))]
@@ -114,9 +141,13 @@ def test_settings_of_one_attack_are_separate_series():
 
 
 def test_csv_keeps_the_old_columns_first_and_the_curve_is_a_png(tmp_path):
-    rows = [row("clean", "clean", 0, 0.7, kind="clean"), row("pgd_eps4", "pgd", 4, 0.4, steps=10),
-            row("pgd_eps8", "pgd", 8, 0.2, steps=10), row("sea_eps8", "sea", 8, 0.1, kind="ensemble"),
-            row("cw_epsinf", "cw", float("inf"), 0.0)]
+    rows = [
+        row("clean", "clean", 0, 0.7, kind="clean"),
+        row("pgd_eps4", "pgd", 4, 0.4, steps=10),
+        row("pgd_eps8", "pgd", 8, 0.2, steps=10),
+        row("sea_eps8", "sea", 8, 0.1, kind="ensemble"),
+        row("cw_epsinf", "cw", float("inf"), 0.0),
+    ]
     lines = summary.csv_text(rows).splitlines()
     assert lines[0].split(",")[:5] == ["mode", "eps", "mIoU", "mAcc", "allAcc"]
     assert lines[0] == ",".join(summary.CSV_COLUMNS) and len(lines) == 6
@@ -132,10 +163,16 @@ def test_l2_attacks_are_their_own_threat_model(tmp_path):
     test.py run. The table shows L2 eps as it is, the worst case and the BIM comparison never mix the two, and
     the L2 series get their own curve (removed again when a later run has none)."""
     from attack.registry import parse_specs
-    specs = suite.distinct_labels(parse_specs([
-        {"name": "bim", "eps": 0.5, "alpha": 0.25, "steps": 2, "unit": 1},
-        {"name": "pgd", "eps": 0.5, "alpha": 0.25, "steps": 10, "norm": "l2", "unit": 1},
-        {"name": "segpgd", "eps": 0.5, "steps": 20, "unit": 1}]))
+
+    specs = suite.distinct_labels(
+        parse_specs(
+            [
+                {"name": "bim", "eps": 0.5, "alpha": 0.25, "steps": 2, "unit": 1},
+                {"name": "pgd", "eps": 0.5, "alpha": 0.25, "steps": 10, "norm": "l2", "unit": 1},
+                {"name": "segpgd", "eps": 0.5, "steps": 20, "unit": 1},
+            ]
+        )
+    )
     assert [s.norm for s in specs] == ["linf", "l2", "linf"]
     assert specs[1].label == "pgd_eps0.5"
     pairs = {"bim": [([1, 1], [1, 0])], "pgd": [([0, 1], [1, 0])], "segpgd": [([1, 0], [1, 0])]}
@@ -159,18 +196,29 @@ def test_l2_attacks_are_their_own_threat_model(tmp_path):
 
 def test_labels_show_float_settings_short():
     from attack.registry import parse_specs
-    specs = suite.distinct_labels(parse_specs([{"name": "pgd", "eps": 1, "alpha": 0.25, "steps": 10},
-                                               {"name": "pgd", "eps": 2, "alpha": 0.5, "steps": 10}]))
+
+    specs = suite.distinct_labels(
+        parse_specs(
+            [
+                {"name": "pgd", "eps": 1, "alpha": 0.25, "steps": 10},
+                {"name": "pgd", "eps": 2, "alpha": 0.5, "steps": 10},
+            ]
+        )
+    )
     assert [s.label for s in specs] == ["pgd_alpha0.0009804_eps1", "pgd_alpha0.001961_eps2"]
 
 
 def test_curves_start_at_the_clean_point_and_coinciding_series_stay_visible(tmp_path):
     """Each attack's line starts at (0, clean mIoU); a series equal to another (SegPGD under the worst case)
     is still drawn where the two overlap: the earlier, thicker line shows around the later one."""
-    rows = [row("clean", "clean", 0, 0.7, kind="clean"), row("segpgd_eps4", "segpgd", 4, 0.3, steps=20),
-            row("segpgd_eps8", "segpgd", 8, 0.1, steps=20), row("worst_case_eps4", "worst_case", 4, 0.3,
-                                                                    kind="ensemble"),
-            row("worst_case_eps8", "worst_case", 8, 0.1, kind="ensemble"), row("cw_epsinf", "cw", float("inf"), 0.0)]
+    rows = [
+        row("clean", "clean", 0, 0.7, kind="clean"),
+        row("segpgd_eps4", "segpgd", 4, 0.3, steps=20),
+        row("segpgd_eps8", "segpgd", 8, 0.1, steps=20),
+        row("worst_case_eps4", "worst_case", 4, 0.3, kind="ensemble"),
+        row("worst_case_eps8", "worst_case", 8, 0.1, kind="ensemble"),
+        row("cw_epsinf", "cw", float("inf"), 0.0),
+    ]
     lines = summary.curve_series(rows)
     assert lines == {"segpgd": [(0.0, 0.7), (4.0, 0.3), (8.0, 0.1)], "worst_case": [(0.0, 0.7), (4.0, 0.3), (8.0, 0.1)]}
     summary.draw_curve(rows, tmp_path / "curve.png")
@@ -201,8 +249,9 @@ def test_cut_off_prediction_counts_as_missing(tmp_path):
     (tmp_path / "b.png").write_bytes((tmp_path / "b.png").read_bytes()[:-5])
     assert predictions.missing(tmp_path, ["a", "b", "c"]) == [1, 2]  # so a run recomputes them
     cv2.imwrite(str(tmp_path / "label.png"), np.zeros((8, 8), np.uint8))
-    with pytest.raises(UserError, match="b.png' is missing or cut off; run test.py with has_prediction False, which "
-                                        "recomputes it"):
+    with pytest.raises(
+        UserError, match="b.png' is missing or cut off; run test.py with has_prediction False, which recomputes it"
+    ):
         predictions.image_counts(tmp_path, ["a", "b"], [str(tmp_path / "label.png")] * 2, 2)
 
 
@@ -225,8 +274,13 @@ def test_report_resumes_and_refuses_mixing(run_cli, tiny_opts, tiny_data, tmp_pa
     csv = (result / "results.csv").read_text()
     lines = csv.splitlines()
     assert lines[0] == "mode,eps,mIoU,mAcc,allAcc,fg_mIoU,image_mIoU,attack,series"
-    assert [line.split(",")[0] for line in lines[1:]] == ["clean", "bim_eps4", "fgsm_eps4", "fgsm_eps8",
-                                                          "worst_case_eps4"]
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        "clean",
+        "bim_eps4",
+        "fgsm_eps4",
+        "fgsm_eps8",
+        "worst_case_eps4",
+    ]
     report = json.loads((result / "results.json").read_text())
     assert [m["mode"] for m in report["modes"]][-1] == "worst_case_eps4"
     assert report["mIoU"] == report["modes"][0]["mIoU"]  # the clean result stays at the top level
@@ -261,8 +315,17 @@ def test_report_resumes_and_refuses_mixing(run_cli, tiny_opts, tiny_data, tmp_pa
 
 
 def test_sea_is_evaluated_as_its_members_and_their_worst_case(run_cli, tiny_opts, tmp_path, checkpoint):
-    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "index_step", "2",
-            "attacks", "[{name: sea, eps: 8, steps: 3}, {name: pgd, eps: 8, steps: 2}, {name: pgd, eps: 8, steps: 3}]"]
+    opts = [
+        "--config",
+        CONFIG,
+        *tiny_opts,
+        "model_path",
+        str(checkpoint),
+        "index_step",
+        "2",
+        "attacks",
+        "[{name: sea, eps: 8, steps: 3}, {name: pgd, eps: 8, steps: 2}, {name: pgd, eps: 8, steps: 3}]",
+    ]
     code, _, err = run_cli(test_entry, opts)
     assert code == 0, err
     lines = (tmp_path / "result/results.csv").read_text().splitlines()[1:]
@@ -277,31 +340,49 @@ def test_sea_is_evaluated_as_its_members_and_their_worst_case(run_cli, tiny_opts
     assert (tmp_path / "result/sea_eps8/js/gray").is_dir()
 
 
-def test_seas_balanced_member_weights_classes_by_the_training_labels(run_cli, tiny_opts, tiny_data, tmp_path,
-                                                                     checkpoint):
+def test_seas_balanced_member_weights_classes_by_the_training_labels(
+    run_cli, tiny_opts, tiny_data, tmp_path, checkpoint
+):
     """SEA's balanced masked CE takes the official code's table by default: 1 / the training labels' pixels per
     class, summing to 1 (restated here from the label files). Without a train_list it weights by each image's
     own counts ('image'); asked for 'train' without one it stops in one line before writing anything."""
     from PIL import Image
+
     counts = np.zeros(5)
     for line in (tiny_data / "list/train.txt").read_text().split():
         if line.startswith("label"):
             label = np.array(Image.open(tiny_data / line))
             counts += [(label == c).sum() for c in range(5)]
     expected = (1 / counts) / (1 / counts).sum()
-    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "index_step", "1",
-            "attacks", "[{name: sea, eps: 8, steps: 3}]"]
+    opts = [
+        "--config",
+        CONFIG,
+        *tiny_opts,
+        "model_path",
+        str(checkpoint),
+        "index_step",
+        "1",
+        "attacks",
+        "[{name: sea, eps: 8, steps: 3}]",
+    ]
     assert run_cli(test_entry, opts)[0] == 0
 
     def weights(folder):
         return json.loads((tmp_path / folder / "sea_eps8/balanced_masked_ce/results.json").read_text())["attack"].get(
-            "class_weights")
+            "class_weights"
+        )
+
     assert weights("result") == pytest.approx(expected.tolist(), abs=1e-8)
     assert "class_weights" not in json.loads((tmp_path / "result/sea_eps8/js/results.json").read_text())["attack"]
     no_list = [*opts, "train_list", str(tmp_path / "absent.txt"), "save_folder", str(tmp_path / "image")]
     assert run_cli(test_entry, no_list)[0] == 0 and weights("image") == "image"
-    explicit = [*no_list[:-2], "save_folder", str(tmp_path / "train"), "attacks",
-                "[{name: sea, eps: 8, steps: 3, class_weights: train}]"]
+    explicit = [
+        *no_list[:-2],
+        "save_folder",
+        str(tmp_path / "train"),
+        "attacks",
+        "[{name: sea, eps: 8, steps: 3, class_weights: train}]",
+    ]
     code, _, err = run_cli(test_entry, explicit)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "class_weights 'train' needs the training labels" in lines[0]
@@ -317,18 +398,34 @@ def test_seas_balanced_member_weights_classes_by_the_training_labels(run_cli, ti
 
 def test_robust_eval_script_runs_the_suite_end_to_end(tiny_opts, checkpoint):
     exp_name = f"pytest-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name, "MODEL_PATH": str(checkpoint),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "EXP_NAME": exp_name,
+        "MODEL_PATH": str(checkpoint),
+        "OMP_NUM_THREADS": "1",
+    }
     opts = list(tiny_opts[:-4])  # without save_folder / model_path: the script sets them
-    attacks = "[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: pgd, eps: [4, 8], steps: 2}, " \
-              "{name: sea, eps: 8, steps: 3}]"
+    attacks = (
+        "[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: pgd, eps: [4, 8], steps: 2}, "
+        "{name: sea, eps: 8, steps: 3}]"
+    )
     try:
-        proc = subprocess.run(["sh", "tool_test/synthetic/robust_eval.sh", *opts, "index_step", "2",
-                               "attacks", attacks], cwd=ROOT, env=env, capture_output=True, text=True,
-                              check=False, timeout=300)
+        proc = subprocess.run(
+            ["sh", "tool_test/synthetic/robust_eval.sh", *opts, "index_step", "2", "attacks", attacks],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
         result = ROOT / "exp/synthetic" / exp_name / "robust"
-        modes = [line.split(",")[0] for line in (result / "results.csv").read_text().splitlines()[1:]] \
-            if proc.returncode == 0 else []
+        modes = (
+            [line.split(",")[0] for line in (result / "results.csv").read_text().splitlines()[1:]]
+            if proc.returncode == 0
+            else []
+        )
         logs = list(result.glob("robust_eval-*.log"))
         curve = (result / "robustness_curve.png").is_file()
     finally:
@@ -338,12 +435,22 @@ def test_robust_eval_script_runs_the_suite_end_to_end(tiny_opts, checkpoint):
     assert logs and curve
 
 
-def test_random_start_attacks_give_the_same_predictions_after_a_resume(run_cli, tiny_opts, tiny_data, tmp_path,
-                                                                       checkpoint):
+def test_random_start_attacks_give_the_same_predictions_after_a_resume(
+    run_cli, tiny_opts, tiny_data, tmp_path, checkpoint
+):
     """Attack draws are seeded per image, so a resumed PGD run stores what an uninterrupted one does, and
     another manual_seed is another evaluation (refused in the same folder)."""
-    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "manual_seed", "5",
-            "attacks", "[{name: pgd, eps: 8, steps: 2}]"]
+    opts = [
+        "--config",
+        CONFIG,
+        *tiny_opts,
+        "model_path",
+        str(checkpoint),
+        "manual_seed",
+        "5",
+        "attacks",
+        "[{name: pgd, eps: 8, steps: 2}]",
+    ]
     code, _, err = run_cli(test_entry, opts)
     assert code == 0, err
     gray = tmp_path / "result/pgd_eps8/gray"
@@ -373,8 +480,15 @@ def test_random_start_attacks_give_the_same_predictions_after_a_resume(run_cli, 
 def test_minimum_norm_attacks_report_their_median_norm(run_cli, tiny_opts, tmp_path, checkpoint):
     """DeepFool unclipped and clipped: the median unclipped norm over the attacked crops is stored per image
     and reported per mode, the same after a resume."""
-    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint),
-            "attacks", "[{name: deepfool, steps: 3}, {name: deepfool, eps: 0.5, unit: 1, steps: 3}]"]
+    opts = [
+        "--config",
+        CONFIG,
+        *tiny_opts,
+        "model_path",
+        str(checkpoint),
+        "attacks",
+        "[{name: deepfool, steps: 3}, {name: deepfool, eps: 0.5, unit: 1, steps: 3}]",
+    ]
     code, out, err = run_cli(test_entry, opts)
     assert code == 0, err
     report = json.loads((tmp_path / "result/results.json").read_text())
@@ -397,25 +511,40 @@ def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tm
     """evaluation.report: the original protocol's clean and BIM numbers per defense, and from an attack-suite run on
     fewer images each attack's mIoU and the worst case, in the JSON and a second table."""
     from evaluation import report
-    suite = ["save_folder", str(tmp_path / "robust"), "index_step", "2", "attacks",
-             "[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: pgd, eps: 0.03, steps: 5, unit: 1}]"]
+
+    suite = [
+        "save_folder",
+        str(tmp_path / "robust"),
+        "index_step",
+        "2",
+        "attacks",
+        "[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: pgd, eps: 0.03, steps: 5, unit: 1}]",
+    ]
     for flags, extra in (([], []), (["--attack"], []), ([], suite)):
-        code, _, err = run_cli(test_entry, ["--config", CONFIG, *flags, *tiny_opts, "model_path", str(checkpoint),
-                                             *extra])
+        code, _, err = run_cli(
+            test_entry, ["--config", CONFIG, *flags, *tiny_opts, "model_path", str(checkpoint), *extra]
+        )
         assert code == 0, err
     out_json = tmp_path / "demo/results.json"
-    report.main([str(tmp_path / "result"), "--defense", "sat", "--out", str(out_json),
-                 "--strong", str(tmp_path / "robust")])
+    report.main(
+        [str(tmp_path / "result"), "--defense", "sat", "--out", str(out_json), "--strong", str(tmp_path / "robust")]
+    )
     report.main([str(tmp_path / "result"), "--defense", "none", "--out", str(out_json)])
     printed = capsys.readouterr().out
     results = json.loads(out_json.read_text())
     bim = json.loads((tmp_path / "result/bim/results.json").read_text())
     suite = {m["mode"]: m["mIoU"] for m in json.loads((tmp_path / "robust/results.json").read_text())["modes"]}
     assert results["sat"]["bim_miou"] == results["none"]["bim_miou"] == bim["mIoU"]
-    assert results["sat"]["strong"] == {"images": 2, "clean": suite["clean"],
-                                        "miou": {"bim-2": suite["bim_eps0.03"], "pgd-5": suite["pgd_eps0.03"],
-                                                 "worst case": suite["worst_case_eps7.65"]},
-                                        "curve": [[0.0, suite["clean"]], [0.03 * 255, suite["worst_case_eps7.65"]]]}
+    assert results["sat"]["strong"] == {
+        "images": 2,
+        "clean": suite["clean"],
+        "miou": {
+            "bim-2": suite["bim_eps0.03"],
+            "pgd-5": suite["pgd_eps0.03"],
+            "worst case": suite["worst_case_eps7.65"],
+        },
+        "curve": [[0.0, suite["clean"]], [0.03 * 255, suite["worst_case_eps7.65"]]],
+    }
     assert "strong" not in results["none"]
     assert suite["worst_case_eps7.65"] <= min(suite["bim_eps0.03"], suite["pgd_eps0.03"])
     assert "| defense | images | clean | bim-2 | pgd-5 | worst case |" in printed
@@ -424,8 +553,9 @@ def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tm
     # make demo-strong: suite runs alone, one row each, and the worst-case curve of every defense
     strong_json, curve = tmp_path / "strong/results.json", tmp_path / "strong/curve.png"
     for name in ("pgd_at", "trades"):
-        report.main(["--strong", str(tmp_path / "robust"), "--defense", name, "--out", str(strong_json),
-                     "--curve", str(curve)])
+        report.main(
+            ["--strong", str(tmp_path / "robust"), "--defense", name, "--out", str(strong_json), "--curve", str(curve)]
+        )
     printed = capsys.readouterr().out
     assert list(json.loads(strong_json.read_text())) == ["pgd_at", "trades"]
     assert "| defense | clean mIoU |" not in printed and f"| trades | 2 | {suite['clean']:.4f} |" in printed
@@ -436,18 +566,43 @@ def test_demo_report_puts_bim_beside_the_stronger_attacks(run_cli, tiny_opts, tm
         report.collect(tmp_path / "result", tmp_path / "result")
     with pytest.raises(UserError, match="robust_eval.sh"):
         report.collect(tmp_path / "result", tmp_path / "nowhere")
-    proc = subprocess.run([sys.executable, "-m", "evaluation.report", str(tmp_path / "result"), "--defense", "sat",
-                           "--out", str(out_json), "--strong", str(tmp_path / "nowhere")], cwd=ROOT,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evaluation.report",
+            str(tmp_path / "result"),
+            "--defense",
+            "sat",
+            "--out",
+            str(out_json),
+            "--strong",
+            str(tmp_path / "nowhere"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stderr.strip() == (
         f"error: result file '{tmp_path / 'nowhere/results.json'}' not found; run the attack suite "
-        f"(tool_test/<dataset>/robust_eval.sh) into '{tmp_path / 'nowhere'}' first")
+        f"(tool_test/<dataset>/robust_eval.sh) into '{tmp_path / 'nowhere'}' first"
+    )
     assert json.loads(out_json.read_text()) == results  # nothing written
 
 
 def test_panels_show_the_first_images_of_the_list_also_after_a_resume(run_cli, tiny_opts, tmp_path, checkpoint):
-    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint), "panels", "1",
-            "attacks", "[{name: bim, eps: 4, steps: 1}]"]
+    opts = [
+        "--config",
+        CONFIG,
+        *tiny_opts,
+        "model_path",
+        str(checkpoint),
+        "panels",
+        "1",
+        "attacks",
+        "[{name: bim, eps: 4, steps: 1}]",
+    ]
     code, _, err = run_cli(test_entry, opts)
     assert code == 0, err
     mode = tmp_path / "result/bim_eps4"
@@ -464,8 +619,15 @@ def test_panels_show_the_first_images_of_the_list_also_after_a_resume(run_cli, t
 def test_apgd_predictions_of_the_code_before_its_revision_are_not_reused(run_cli, tiny_opts, tmp_path, checkpoint):
     """APGD's results changed with the official schedule (revision 2): predictions stored by the earlier
     code, whose fingerprint has no revision, are refused instead of mixed with new ones."""
-    opts = ["--config", CONFIG, *tiny_opts, "model_path", str(checkpoint),
-            "attacks", "[{name: apgd, eps: 8, steps: 3}]"]
+    opts = [
+        "--config",
+        CONFIG,
+        *tiny_opts,
+        "model_path",
+        str(checkpoint),
+        "attacks",
+        "[{name: apgd, eps: 8, steps: 3}]",
+    ]
     code, _, err = run_cli(test_entry, opts)
     assert code == 0, err
     path = tmp_path / "result/apgd_eps8/fingerprint.json"
@@ -487,10 +649,24 @@ def test_compare_puts_the_sam_at_protocol_beside_ours(tmp_path, capsys):
         (folder / "results.json").write_text(json.dumps({"mIoU": modes[0]["mIoU"], "modes": modes}))
 
     row = {"kind": "clean", "mode": "clean", "eps": 0.0, "mIoU": 0.7, "present_mIoU": 0.75, "images": 3}
-    pgd = {"kind": "attack", "mode": "pgd_eps0.5", "eps": 0.5, "mIoU": 0.4, "present_mIoU": 0.45, "images": 3,
-           "attack": {"name": "pgd", "norm": "l2", "last_iterate": True}}
-    sea = {"kind": "ensemble", "mode": "sea_eps4", "eps": 4 / 255, "mIoU": 0.1, "present_mIoU": 0.2, "images": 3,
-           "attack": {"name": "sea"}}
+    pgd = {
+        "kind": "attack",
+        "mode": "pgd_eps0.5",
+        "eps": 0.5,
+        "mIoU": 0.4,
+        "present_mIoU": 0.45,
+        "images": 3,
+        "attack": {"name": "pgd", "norm": "l2", "last_iterate": True},
+    }
+    sea = {
+        "kind": "ensemble",
+        "mode": "sea_eps4",
+        "eps": 4 / 255,
+        "mIoU": 0.1,
+        "present_mIoU": 0.2,
+        "images": 3,
+        "attack": {"name": "sea"},
+    }
     run(tmp_path / "samat", [row, pgd])
     run(tmp_path / "robust", [row, sea])
     compare.main([str(tmp_path / "samat"), str(tmp_path / "robust")])
@@ -501,15 +677,19 @@ def test_compare_puts_the_sam_at_protocol_beside_ours(tmp_path, capsys):
         compare.main([str(tmp_path / "none"), str(tmp_path / "robust")])
 
 
-def test_report_refuses_an_out_file_it_did_not_write_and_a_folder_below_a_file(tmp_path, run_cli, tiny_opts,
-                                                                                checkpoint):
+def test_report_refuses_an_out_file_it_did_not_write_and_a_folder_below_a_file(
+    tmp_path, run_cli, tiny_opts, checkpoint
+):
     from evaluation import report
+
     (tmp_path / "notes.json").write_text("my notes\n")
     opts = [*tiny_opts, "model_path", str(checkpoint), "index_step", "1"]
     assert run_cli(test_entry, ["--config", CONFIG, *opts])[0] == 0
     assert run_cli(test_entry, ["--config", CONFIG, "--attack", *opts])[0] == 0
-    for out, needle in ((tmp_path / "notes.json", "is not this command's JSON"),
-                        (tmp_path / "notes.json/results.json", "is a file")):
+    for out, needle in (
+        (tmp_path / "notes.json", "is not this command's JSON"),
+        (tmp_path / "notes.json/results.json", "is a file"),
+    ):
         with pytest.raises(UserError, match=needle):
             report.main([str(tmp_path / "result"), "--defense", "none", "--out", str(out)])
     assert (tmp_path / "notes.json").read_text() == "my notes\n"
@@ -519,9 +699,19 @@ def test_report_columns_keep_sea_members_and_sea_apart():
     """SEA's three APGD members and SEA itself are columns of their own (they once shared 'apgd-20' and
     'worst case' and overwrote one another)."""
     from evaluation.report import mode_label
-    modes = [{"mode": f"sea_eps0.03/{loss}", "kind": "attack", "name": "apgd", "steps": 20, "eps": 0.03}
-             for loss in ("balanced_masked_ce", "masked_ce", "js")]
-    modes += [{"mode": "sea_eps0.03", "kind": "ensemble", "name": "sea", "eps": 0.03},
-              {"mode": "worst_case_eps7.65", "kind": "ensemble", "name": "worst_case", "eps": 0.03}]
-    assert [mode_label(m) for m in modes] == ["apgd-20 balanced_masked_ce", "apgd-20 masked_ce", "apgd-20 js", "sea",
-                                              "worst case"]
+
+    modes = [
+        {"mode": f"sea_eps0.03/{loss}", "kind": "attack", "name": "apgd", "steps": 20, "eps": 0.03}
+        for loss in ("balanced_masked_ce", "masked_ce", "js")
+    ]
+    modes += [
+        {"mode": "sea_eps0.03", "kind": "ensemble", "name": "sea", "eps": 0.03},
+        {"mode": "worst_case_eps7.65", "kind": "ensemble", "name": "worst_case", "eps": 0.03},
+    ]
+    assert [mode_label(m) for m in modes] == [
+        "apgd-20 balanced_masked_ce",
+        "apgd-20 masked_ce",
+        "apgd-20 js",
+        "sea",
+        "worst case",
+    ]

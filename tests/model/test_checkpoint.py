@@ -1,4 +1,5 @@
 """Atomic checkpoints, the ``latest`` pointer, RNG state capture, and the resumable batch order."""
+
 from __future__ import annotations
 
 import io

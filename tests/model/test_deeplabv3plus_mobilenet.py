@@ -1,4 +1,5 @@
 """DeepLabV3+ and the MobileNetV2 backbone: shapes, dilation, parameter groups, DDC-AT, ImageNet init."""
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,15 @@ def test_backward_reaches_backbone_decoder_and_aux(backbone: str) -> None:
     out = model(torch.randn(2, 3, 33, 33))
     (out["out"].sum() + out["aux"].sum()).backward()
     decoder = model.decoder
-    for module in (*_trunk_first_and_last(model), decoder.aspp.convs[4][1], decoder.project[0],
-                   decoder.low_project[0], decoder.fuse[0], model.cls[0], model.aux[0]):
+    for module in (
+        *_trunk_first_and_last(model),
+        decoder.aspp.convs[4][1],
+        decoder.project[0],
+        decoder.low_project[0],
+        decoder.fuse[0],
+        model.cls[0],
+        model.aux[0],
+    ):
         assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
 
 
@@ -78,11 +86,9 @@ def test_ddcat_variant(backbone: str) -> None:
 @pytest.mark.parametrize("ddcat", (False, True))
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("arch", ("aspp", "deeplabv3plus"))
-def test_backbone_and_head_modules_partition_parameters(arch: str, backbone: str,
-                                                         ddcat: bool) -> None:
+def test_backbone_and_head_modules_partition_parameters(arch: str, backbone: str, ddcat: bool) -> None:
     model = build_model(arch, 18, 3, backbone=backbone, ddcat=ddcat)
-    ids = [id(p) for group in (model.backbone_modules(), model.head_modules())
-           for m in group for p in m.parameters()]
+    ids = [id(p) for group in (model.backbone_modules(), model.head_modules()) for m in group for p in m.parameters()]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     trunk = {id(p) for m in model.backbone_modules() for p in m.parameters()}
     prefixes = ("layer",) if backbone == "resnet" else ("backbone.",)
@@ -91,8 +97,16 @@ def test_backbone_and_head_modules_partition_parameters(arch: str, backbone: str
 
 def test_state_dict_keys() -> None:
     resnet = _plus("resnet").state_dict()
-    assert {k.split(".")[0] for k in resnet} == {"layer0", "layer1", "layer2", "layer3", "layer4",
-                                                 "decoder", "cls", "aux"}
+    assert {k.split(".")[0] for k in resnet} == {
+        "layer0",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "decoder",
+        "cls",
+        "aux",
+    }
     assert resnet["decoder.low_project.0.weight"].shape == (48, 64, 1, 1)  # ResNet-18 layer1
     assert resnet["decoder.aspp.convs.1.0.weight"].shape == (256, 512, 3, 3)
     mobile = _plus("mobilenetv2").state_dict()
@@ -131,8 +145,7 @@ def test_mobilenetv2_feature_sizes(output_stride: int) -> None:
     mid_stride = min(output_stride, 16)
     assert feats["low"].shape == (1, 24, 17, 25)
     assert feats["mid"].shape == (1, 96, math.ceil(65 / mid_stride), math.ceil(97 / mid_stride))
-    assert feats["high"].shape == (1, 320, math.ceil(65 / output_stride),
-                                   math.ceil(97 / output_stride))
+    assert feats["high"].shape == (1, 320, math.ceil(65 / output_stride), math.ceil(97 / output_stride))
 
 
 def _depthwise(net: MobileNetV2, index: int) -> nn.Conv2d:
@@ -140,12 +153,14 @@ def _depthwise(net: MobileNetV2, index: int) -> nn.Conv2d:
     return block[0][0] if len(block) == 3 else block[1][0]
 
 
-@pytest.mark.parametrize(("output_stride", "expected"), (
-    # block index -> (stride, dilation) of its depthwise conv
-    (16, {4: (2, 1), 7: (2, 1), 11: (1, 1), 14: (1, 1), 15: (1, 2), 17: (1, 2)}),
-    (8, {4: (2, 1), 7: (1, 1), 8: (1, 2), 11: (1, 2), 13: (1, 2), 14: (1, 2), 15: (1, 4),
-         17: (1, 4)}),
-))
+@pytest.mark.parametrize(
+    ("output_stride", "expected"),
+    (
+        # block index -> (stride, dilation) of its depthwise conv
+        (16, {4: (2, 1), 7: (2, 1), 11: (1, 1), 14: (1, 1), 15: (1, 2), 17: (1, 2)}),
+        (8, {4: (2, 1), 7: (1, 1), 8: (1, 2), 11: (1, 2), 13: (1, 2), 14: (1, 2), 15: (1, 4), 17: (1, 4)}),
+    ),
+)
 def test_mobilenetv2_dilation(output_stride: int, expected: dict[int, tuple[int, int]]) -> None:
     net = MobileNetV2(output_stride)
     for index, (stride, dilation) in expected.items():
@@ -178,9 +193,11 @@ def _torchvision_init_file(tmp_path, **replace: torch.Tensor) -> tuple[str, dict
     """A MobileNetV2 state dict in torchvision's format: with features.18 and the classifier, and,
     like the released file, without BN's num_batches_tracked."""
     torch.manual_seed(1)
-    state = {k: torch.randn_like(v) if v.is_floating_point() else v
-             for k, v in MobileNetV2().state_dict().items()
-             if not k.endswith("num_batches_tracked")}
+    state = {
+        k: torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in MobileNetV2().state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     state["features.18.0.weight"] = torch.randn(1280, 320, 1, 1)
     for name in ("weight", "bias", "running_mean", "running_var"):
         state[f"features.18.1.{name}"] = torch.randn(1280)
@@ -197,8 +214,13 @@ def test_mobilenetv2_init_loads(tmp_path, arch: str) -> None:
     path, state = _torchvision_init_file(tmp_path)
     model = build_model(arch, 50, 3, backbone="mobilenetv2", pretrained=True, init_path=path)
     loaded = model.state_dict()
-    for key in ("features.0.0.weight", "features.0.1.running_var", "features.1.conv.0.0.weight",
-                "features.17.conv.2.weight", "features.17.conv.3.bias"):
+    for key in (
+        "features.0.0.weight",
+        "features.0.1.running_var",
+        "features.1.conv.0.0.weight",
+        "features.17.conv.2.weight",
+        "features.17.conv.3.bias",
+    ):
         assert torch.equal(loaded[f"backbone.{key}"], state[key]), key
 
 
@@ -206,13 +228,11 @@ def test_mobilenetv2_init_accepts_wrapped_and_prefixed(tmp_path) -> None:
     path, state = _torchvision_init_file(tmp_path)
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
     model = _plus("mobilenetv2", pretrained=True, init_path=path)
-    assert torch.equal(model.backbone.features[5].conv[1][0].weight,
-                       state["features.5.conv.1.0.weight"])
+    assert torch.equal(model.backbone.features[5].conv[1][0].weight, state["features.5.conv.1.0.weight"])
 
 
 def test_mobilenetv2_init_wrong_shape(tmp_path) -> None:
-    path, _ = _torchvision_init_file(tmp_path, **{"features.17.conv.2.weight":
-                                                  torch.zeros(160, 960, 1, 1)})
+    path, _ = _torchvision_init_file(tmp_path, **{"features.17.conv.2.weight": torch.zeros(160, 960, 1, 1)})
     with pytest.raises(UserError, match=r"features\.17\.conv\.2\.weight") as info:
         _plus("mobilenetv2", pretrained=True, init_path=path)
     assert "MobileNetV2" in str(info.value) and "\n" not in str(info.value)

@@ -5,6 +5,7 @@ DDC-AT's ``PSPNet`` (ResNet-50 deep stem, layer3/layer4 conv2 patched to dilatio
 PPM bins 1/2/3/6, ``cls`` = 3x3 conv, BN, ReLU, dropout, 1x1 conv, bilinear upsampling with
 align_corners=True). It shares no code with ``model/``, so a wrong key mapping or layer order fails.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,15 @@ STAGE = {"layer1": (1, 1), "layer2": (2, 1), "layer3": (1, 2), "layer4": (1, 4)}
 
 
 def _bn(x: torch.Tensor, s: dict, key: str) -> torch.Tensor:
-    return F.batch_norm(x, s[f"{key}.running_mean"], s[f"{key}.running_var"], s[f"{key}.weight"],
-                        s[f"{key}.bias"], training=False, eps=1e-5)
+    return F.batch_norm(
+        x,
+        s[f"{key}.running_mean"],
+        s[f"{key}.running_var"],
+        s[f"{key}.weight"],
+        s[f"{key}.bias"],
+        training=False,
+        eps=1e-5,
+    )
 
 
 def _conv_bn_relu(x, s, conv, bn, stride=1, padding=0, dilation=1, relu=True):
@@ -82,8 +90,14 @@ def image() -> torch.Tensor:
 
 def _save_original(path, state: dict[str, torch.Tensor], prefix: str = "module.") -> None:
     """A checkpoint as the original train scripts wrote it (DataParallel/DDP keys, epoch, optimizer)."""
-    torch.save({"epoch": 50, "state_dict": {prefix + k: v for k, v in state.items()},
-                "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "params": [0]}]}}, path)
+    torch.save(
+        {
+            "epoch": 50,
+            "state_dict": {prefix + k: v for k, v in state.items()},
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "params": [0]}]},
+        },
+        path,
+    )
 
 
 @pytest.mark.parametrize("prefix", ["module.", ""])
@@ -100,7 +114,9 @@ def test_original_pspnet_checkpoint_gives_original_logits(tmp_path, image, prefi
         # The reference is sensitive to what it checks: a swapped PPM branch changes the logits.
         swapped = dict(state)
         swapped["ppm.features.0.1.weight"], swapped["ppm.features.1.1.weight"] = (
-            state["ppm.features.1.1.weight"], state["ppm.features.0.1.weight"])
+            state["ppm.features.1.1.weight"],
+            state["ppm.features.0.1.weight"],
+        )
         assert not torch.allclose(original_pspnet_logits(swapped, image), expected, atol=1e-3)
 
 

@@ -1,4 +1,5 @@
 """Model tests: shapes, dilation, checkpoint key names, ImageNet init, checkpoint loading."""
+
 from __future__ import annotations
 
 import functools
@@ -141,16 +142,28 @@ def test_output_stride_dilations_basic() -> None:
 
 def test_pspnet50_state_dict_keys() -> None:
     state = _model50("psp").state_dict()
-    for key in ("layer0.0.weight", "layer0.1.running_mean", "layer0.3.weight", "layer0.6.weight",
-                "layer1.0.conv1.weight", "layer1.0.downsample.0.weight", "layer4.2.conv3.weight",
-                "ppm.features.0.1.weight", "ppm.features.3.2.weight", "cls.0.weight",
-                "cls.1.weight", "cls.4.weight", "cls.4.bias", "aux.0.weight", "aux.4.weight"):
+    for key in (
+        "layer0.0.weight",
+        "layer0.1.running_mean",
+        "layer0.3.weight",
+        "layer0.6.weight",
+        "layer1.0.conv1.weight",
+        "layer1.0.downsample.0.weight",
+        "layer4.2.conv3.weight",
+        "ppm.features.0.1.weight",
+        "ppm.features.3.2.weight",
+        "cls.0.weight",
+        "cls.1.weight",
+        "cls.4.weight",
+        "cls.4.bias",
+        "aux.0.weight",
+        "aux.4.weight",
+    ):
         assert key in state, key
     assert state["cls.0.weight"].shape == (512, 4096, 3, 3)
     assert state["aux.0.weight"].shape == (256, 1024, 3, 3)
     assert state["cls.4.weight"].shape == (21, 512, 1, 1)
-    assert {k.split(".")[0] for k in state} == {"layer0", "layer1", "layer2", "layer3", "layer4",
-                                                "ppm", "cls", "aux"}
+    assert {k.split(".")[0] for k in state} == {"layer0", "layer1", "layer2", "layer3", "layer4", "ppm", "cls", "aux"}
 
 
 def test_deeplabv3_50_state_dict_keys() -> None:
@@ -168,15 +181,13 @@ def test_deeplabv3_50_state_dict_keys() -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_only_last_head_convs_have_bias(arch: str) -> None:
     model = _model50(arch)
-    with_bias = {name for name, m in model.named_modules()
-                 if isinstance(m, nn.Conv2d) and m.bias is not None}
+    with_bias = {name for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.bias is not None}
     assert with_bias == {"cls.4", "aux.4"}
 
 
 def test_backbone_and_head_modules_partition_parameters() -> None:
     model = _model50("psp")
-    ids = [id(p) for group in (model.backbone_modules(), model.head_modules())
-           for m in group for p in m.parameters()]
+    ids = [id(p) for group in (model.backbone_modules(), model.head_modules()) for m in group for p in m.parameters()]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
 
 
@@ -199,15 +210,13 @@ def test_imagenet_init_loads_backbone(tmp_path) -> None:
     for stem, index in STEM_TO_LAYER0.items():
         assert torch.equal(loaded[f"layer0.{index}.weight"], state[f"{stem}.weight"])
     assert torch.equal(loaded["layer0.1.running_var"], state["bn1.running_var"])
-    for key in ("layer4.2.conv3.weight", "layer4.0.downsample.1.running_mean",
-                "layer1.0.conv2.weight"):
+    for key in ("layer4.2.conv3.weight", "layer4.0.downsample.1.running_mean", "layer1.0.conv2.weight"):
         assert torch.equal(loaded[key], state[key])
 
 
 def test_imagenet_init_accepts_wrapped_and_prefixed(tmp_path) -> None:
     path, state = _semseg_init_file(tmp_path)
-    wrapped = {"state_dict": {f"module.{k}": v for k, v in state.items()
-                              if not k.endswith("num_batches_tracked")}}
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in state.items() if not k.endswith("num_batches_tracked")}}
     torch.save(wrapped, path)
     model = DeepLabV3(layers=50, classes=3, pretrained=True, init_path=path)
     assert torch.equal(model.state_dict()["layer0.6.weight"], state["conv3.weight"])
@@ -276,8 +285,11 @@ def test_checkpoint_missing_and_unexpected_keys(tmp_path) -> None:
     del state["ppm.features.0.1.weight"]
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, path)
-    with pytest.raises(UserError, match=r"keys 1 missing \(ppm\.features\.0\.1\.weight, \.\.\.\), 1 unexpected "
-                                        r"\(extra\.weight, \.\.\.\)"):
+    with pytest.raises(
+        UserError,
+        match=r"keys 1 missing \(ppm\.features\.0\.1\.weight, \.\.\.\), 1 unexpected "
+        r"\(extra\.weight, \.\.\.\)",
+    ):
         load_checkpoint_weights(_small_model(), str(path))
     assert load_checkpoint_weights(_small_model(), str(path), strict=False)
 

@@ -2,6 +2,7 @@
 computation written here from its published description (torchvision ResNet with replace_stride_with_dilation,
 MobileNetV2 with fixed padding before each block, VainF's ASPP and heads), reading the parameters by VainF's
 names; and VainF/SAM-AT checkpoints load strictly."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,9 @@ STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3,
 
 
 def bn(s, p, x):
-    return F.batch_norm(x, s[p + ".running_mean"], s[p + ".running_var"], s[p + ".weight"], s[p + ".bias"],
-                        False, 0.0, 1e-5)
+    return F.batch_norm(
+        x, s[p + ".running_mean"], s[p + ".running_var"], s[p + ".weight"], s[p + ".bias"], False, 0.0, 1e-5
+    )
 
 
 def conv(s, p, x, stride=1, padding=0, dilation=1, groups=1, separable=False):
@@ -96,8 +98,9 @@ def mobilenet(s, x, os):
 
 def aspp(s, p, x, rates, separable):
     branches = [cbr(s, f"{p}.convs.0", x)]
-    branches += [cbr(s, f"{p}.convs.{i}", x, padding=r, dilation=r, separable=separable) for i, r in
-                 enumerate(rates, start=1)]
+    branches += [
+        cbr(s, f"{p}.convs.{i}", x, padding=r, dilation=r, separable=separable) for i, r in enumerate(rates, start=1)
+    ]
     pooled = F.relu(bn(s, f"{p}.convs.4.2", conv(s, f"{p}.convs.4.1", F.adaptive_avg_pool2d(x, 1))))
     branches.append(F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False))
     return cbr(s, f"{p}.project", torch.cat(branches, 1))
@@ -112,11 +115,16 @@ def vainf_forward(s, name, x, os, separable=False):
         y = conv(s, "classifier.classifier.4", cbr_at(s, "classifier.classifier", 1, y))
     else:
         low = cbr(s, "classifier.project", low)
-        y = F.interpolate(aspp(s, "classifier.aspp", high, rates, separable), size=low.shape[-2:], mode="bilinear",
-                          align_corners=False)
+        y = F.interpolate(
+            aspp(s, "classifier.aspp", high, rates, separable),
+            size=low.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
         y = torch.cat([low, y], 1)
-        y = F.relu(bn(s, "classifier.classifier.1", conv(s, "classifier.classifier.0", y, padding=1,
-                                                         separable=separable)))
+        y = F.relu(
+            bn(s, "classifier.classifier.1", conv(s, "classifier.classifier.0", y, padding=1, separable=separable))
+        )
         y = conv(s, "classifier.classifier.3", y)
     return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -139,9 +147,14 @@ def randomised(model):
     return model.double().eval()
 
 
-CASES = [("deeplabv3plus_mobilenet", 16, False), ("deeplabv3plus_mobilenet", 8, True),
-         ("deeplabv3_mobilenet", 16, False), ("deeplabv3plus_resnet50", 16, False), ("deeplabv3_resnet50", 8, False),
-         ("deeplabv3plus_resnet101", 8, True)]
+CASES = [
+    ("deeplabv3plus_mobilenet", 16, False),
+    ("deeplabv3plus_mobilenet", 8, True),
+    ("deeplabv3_mobilenet", 16, False),
+    ("deeplabv3plus_resnet50", 16, False),
+    ("deeplabv3_resnet50", 8, False),
+    ("deeplabv3plus_resnet101", 8, True),
+]
 
 
 @pytest.mark.parametrize("name,os,separable", CASES)
@@ -158,15 +171,26 @@ def test_vainf_models_compute_what_vainf_computes(name, os, separable):
 def test_vainf_names():
     """Every parameter name is VainF's: spot checks of each part's layout."""
     keys = set(VainFDeepLab("deeplabv3plus_mobilenet", 21).state_dict())
-    assert {"backbone.low_level_features.0.0.weight", "backbone.low_level_features.1.conv.0.0.weight",
-            "backbone.high_level_features.4.conv.0.0.weight", "backbone.high_level_features.17.conv.3.running_var",
-            "classifier.project.0.weight", "classifier.aspp.convs.4.1.weight", "classifier.aspp.project.0.weight",
-            "classifier.classifier.3.bias"} <= keys
+    assert {
+        "backbone.low_level_features.0.0.weight",
+        "backbone.low_level_features.1.conv.0.0.weight",
+        "backbone.high_level_features.4.conv.0.0.weight",
+        "backbone.high_level_features.17.conv.3.running_var",
+        "classifier.project.0.weight",
+        "classifier.aspp.convs.4.1.weight",
+        "classifier.aspp.project.0.weight",
+        "classifier.classifier.3.bias",
+    } <= keys
     assert not any(k.startswith("backbone.high_level_features.18") for k in keys)
     keys = set(VainFDeepLab("deeplabv3_resnet101", 21).state_dict())
-    assert {"backbone.conv1.weight", "backbone.layer3.22.conv3.weight", "backbone.layer4.0.downsample.1.weight",
-            "classifier.classifier.0.convs.0.0.weight", "classifier.classifier.1.weight",
-            "classifier.classifier.4.bias"} <= keys
+    assert {
+        "backbone.conv1.weight",
+        "backbone.layer3.22.conv3.weight",
+        "backbone.layer4.0.downsample.1.weight",
+        "classifier.classifier.0.convs.0.0.weight",
+        "classifier.classifier.1.weight",
+        "classifier.classifier.4.bias",
+    } <= keys
     assert not any(k.startswith(("backbone.fc", "aux")) for k in keys)
     assert len(VAINF_MODELS) == 6
 
@@ -174,9 +198,16 @@ def test_vainf_names():
 def _vainf_checkpoint(path, model, module_prefix=True):
     """A checkpoint as VainF's / SAM-AT's main.py saves it (DataParallel: ``module.``)."""
     prefix = "module." if module_prefix else ""
-    torch.save({"cur_itrs": 30000, "model_state": {prefix + k: v for k, v in model.state_dict().items()},
-                "optimizer_state": {"state": {}, "param_groups": []}, "scheduler_state": {"last_epoch": 3},
-                "best_score": 0.71}, path)
+    torch.save(
+        {
+            "cur_itrs": 30000,
+            "model_state": {prefix + k: v for k, v in model.state_dict().items()},
+            "optimizer_state": {"state": {}, "param_groups": []},
+            "scheduler_state": {"last_epoch": 3},
+            "best_score": 0.71,
+        },
+        path,
+    )
 
 
 @pytest.mark.parametrize("module_prefix", [True, False])
@@ -200,16 +231,21 @@ def test_a_checkpoint_of_another_model_says_which_model_it_is(tmp_path):
     assert "(VainF/SAM-AT format)" in line and "keys 149 missing (layer0.0.weight, ...)" in line
     assert "looks like VainF deeplabv3plus_mobilenet: set model deeplabv3plus_mobilenet separable_conv True" in line
     torch.save({"state_dict": build_model("psp", 18, 4, ddcat=True).state_dict()}, tmp_path / "ddcat.pth")
-    with pytest.raises(UserError, match=r"looks like semseg/DDC-AT psp: set model empty, arch psp layers 18 "
-                                        r"defense ddcat"):
+    with pytest.raises(
+        UserError,
+        match=r"looks like semseg/DDC-AT psp: set model empty, arch psp layers 18 "
+        r"defense ddcat",
+    ):
         load_checkpoint_weights(VainFDeepLab("deeplabv3_resnet50", 4), str(tmp_path / "ddcat.pth"))
 
 
 def test_torchvision_imagenet_files_initialise_the_backbone(tmp_path):
     """torchvision's layouts (ResNet with fc; MobileNetV2 features.0..18 and classifier), as VainF loads them."""
     mobile = VainFDeepLab("deeplabv3plus_mobilenet", 3)
-    state = {k.split("_level_", 1)[1]: torch.randn_like(v) if v.is_floating_point() else v
-             for k, v in mobile.backbone.state_dict().items()}
+    state = {
+        k.split("_level_", 1)[1]: torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in mobile.backbone.state_dict().items()
+    }
     state.update({"features.18.0.weight": torch.randn(1280, 320, 1, 1), "classifier.1.weight": torch.randn(9, 1280)})
     torch.save(state, tmp_path / "mobilenet_v2.pth")
     load_vainf_init(mobile, str(tmp_path / "mobilenet_v2.pth"))
@@ -228,8 +264,17 @@ def test_torchvision_imagenet_files_initialise_the_backbone(tmp_path):
 
 def test_a_vainf_model_trains_with_sam_at_adv_and_is_evaluated(run_cli, tiny_opts, tmp_path):
     """SAM-AT's --adv on VainF's model through train.py: every image, one L2 step of eps, crafted in train mode."""
-    opts = [*tiny_opts, "model", "deeplabv3plus_mobilenet", "pretrained", "False", "epochs", "1",
-            "model_path", str(tmp_path / "model/train_epoch_1.pth")]
+    opts = [
+        *tiny_opts,
+        "model",
+        "deeplabv3plus_mobilenet",
+        "pretrained",
+        "False",
+        "epochs",
+        "1",
+        "model_path",
+        str(tmp_path / "model/train_epoch_1.pth"),
+    ]
     config = "config/synthetic/synthetic_pspnet18_sat.yaml"
     adv = ["defense", "pgd_at", "adv_steps", "1", "adv_eps", "0.5", "adv_norm", "l2", "adv_train_mode", "True"]
     code, out, err = run_cli(train_entry, ["--config", config, *opts, *adv])
@@ -240,8 +285,9 @@ def test_a_vainf_model_trains_with_sam_at_adv_and_is_evaluated(run_cli, tiny_opt
     code, _out, err = run_cli(test_entry, ["--config", config, "--attack", *opts])
     assert code == 0, err
     assert 0 <= json.loads((tmp_path / "result/bim/results.json").read_text())["mIoU"] <= 1
-    code, _, err = run_cli(train_entry, ["--config", config, *opts, "defense", "ddcat", "save_path",
-                                         str(tmp_path / "other")])
+    code, _, err = run_cli(
+        train_entry, ["--config", config, *opts, "defense", "ddcat", "save_path", str(tmp_path / "other")]
+    )
     assert code == 2 and "without DDC-AT's heads" in err
 
 
@@ -267,15 +313,27 @@ def test_sam_at_protocol_preset_runs_on_a_vainf_checkpoint(tiny_opts, tmp_path):
     _vainf_checkpoint(tmp_path / "best.pth", VainFDeepLab("deeplabv3plus_mobilenet", 5))
     pairs = dict(zip(tiny_opts[::2], tiny_opts[1::2]))
     del pairs["base_size"]  # the preset's native resolution
-    pairs.update(classes="5", index_step="2", save_folder=str(tmp_path / "samat"),
-                 model_path=str(tmp_path / "best.pth"), names_path="dataset/synthetic/synthetic_names.txt",
-                 colors_path="dataset/synthetic/synthetic_colors.txt")
+    pairs.update(
+        classes="5",
+        index_step="2",
+        save_folder=str(tmp_path / "samat"),
+        model_path=str(tmp_path / "best.pth"),
+        names_path="dataset/synthetic/synthetic_names.txt",
+        colors_path="dataset/synthetic/synthetic_colors.txt",
+    )
     opts = [v for item in pairs.items() for v in item]
     exp_name = f"pytest-{os.getpid()}"
     env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name, "NPROC": "1", "OMP_NUM_THREADS": "1"}
     try:
-        proc = subprocess.run(["sh", "tool_test/voc2012/samat_eval.sh", *opts], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run(
+            ["sh", "tool_test/voc2012/samat_eval.sh", *opts],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
     finally:
         shutil.rmtree(ROOT / "exp/voc2012" / exp_name, ignore_errors=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -293,6 +351,7 @@ def test_a_sam_at_checkpoint_sees_the_input_sam_at_feeds_it(tmp_path):
     again, the model, argmax)."""
     from evaluation.inference import predict
     from util.dataset import rescale_normalized
+
     model = randomised(VainFDeepLab("deeplabv3plus_mobilenet", 5)).float()
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (37, 53, 3)).astype(np.float32)
@@ -312,6 +371,7 @@ def test_a_sam_at_checkpoint_sees_the_input_sam_at_feeds_it(tmp_path):
 def test_sam_at_training_attack_can_see_the_unnormalized_image():
     """adv_grad_at_unnormalized restates SAM-AT's slip: the gradient is taken at model(x + delta), x in [0, 1]."""
     from defense import TrainingAttack
+
     model = randomised(VainFDeepLab("deeplabv3_mobilenet", 3))
     torch.manual_seed(0)
     x01 = torch.rand(2, 3, 17, 17, dtype=torch.float64)
@@ -319,7 +379,7 @@ def test_sam_at_training_attack_can_see_the_unnormalized_image():
     attack = TrainingAttack(0.03, 1, 0.03, False, "linf", unnormalized=True).build(model, 255)
     adv = attack.to_pixels(attack(attack.normalize(x01), target))
     z = x01.clone().requires_grad_(True)
-    grad, = torch.autograd.grad(F.cross_entropy(model(z), target), z)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(z), target), z)
     assert torch.allclose(adv, (x01 + 0.03 * grad.sign()).clamp(0, 1), atol=1e-9)
 
 
@@ -329,19 +389,28 @@ def test_robust_imagenet_releases_initialise_the_resnet50_backbone(tmp_path, cap
     module.attacker.model.* and module.normalizer.*}), RobustBench's (model.* beside normalize.*) and torchvision's
     plain file all load strictly into the ResNet-50 backbone, saying which release they are."""
     import logging
+
     net = VainFDeepLab("deeplabv3plus_resnet50", 3)
     torch.manual_seed(0)
     weights = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in net.backbone.state_dict().items()}
     weights.update({"fc.weight": torch.randn(1000, 2048), "fc.bias": torch.randn(1000)})
     norm = {"new_mean": torch.rand(3, 1, 1), "new_std": torch.rand(3, 1, 1)}
     if layout == "robustness":
-        state = {**{f"module.model.{k}": v for k, v in weights.items()},
-                 **{f"module.attacker.model.{k}": v + 1 for k, v in weights.items() if v.is_floating_point()},
-                 **{f"module.normalizer.{k}": v for k, v in norm.items()}}
+        state = {
+            **{f"module.model.{k}": v for k, v in weights.items()},
+            **{f"module.attacker.model.{k}": v + 1 for k, v in weights.items() if v.is_floating_point()},
+            **{f"module.normalizer.{k}": v for k, v in norm.items()},
+        }
         torch.save({"model": state, "epoch": 90, "schedule": None}, tmp_path / "init.pt")
     elif layout == "robustbench":
-        torch.save({**{f"model.{k}": v for k, v in weights.items()}, "normalize.mean": norm["new_mean"],
-                    "normalize.std": norm["new_std"]}, tmp_path / "init.pt")
+        torch.save(
+            {
+                **{f"model.{k}": v for k, v in weights.items()},
+                "normalize.mean": norm["new_mean"],
+                "normalize.std": norm["new_std"],
+            },
+            tmp_path / "init.pt",
+        )
     else:
         torch.save(weights, tmp_path / "init.pt")
     with caplog.at_level(logging.INFO):

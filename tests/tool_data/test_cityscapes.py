@@ -6,6 +6,7 @@ official file, which no per-pixel mapping can produce). The comparison therefore
 table agrees with the official file for every labelId present, that all but those edge pixels are
 identical, and that each differing pixel has our value within one pixel in the official map.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -32,7 +33,8 @@ IMAGE_REL = f"leftImg8bit/val/frankfurt/{FRAME}_leftImg8bit.png"
 
 needs_sample = pytest.mark.skipif(
     not (SAMPLE / LABEL_IDS_REL).is_file(),
-    reason=f"Cityscapes sample not found under {SAMPLE} (the shared test data is absent)")
+    reason=f"Cityscapes sample not found under {SAMPLE} (the shared test data is absent)",
+)
 
 
 def test_lookup_table_matches_official_train_ids():
@@ -49,9 +51,10 @@ def test_lookup_table_matches_official_train_ids():
 def test_names_and_colors_files_follow_the_table():
     names, colors = load_names_colors(
         str(REPO / "dataset/cityscapes/cityscapes_names.txt"),
-        str(REPO / "dataset/cityscapes/cityscapes_colors.txt"), 19)
-    train = sorted((label for label in LABELS if 0 <= label.train_id < 255),
-                   key=lambda label: label.train_id)
+        str(REPO / "dataset/cityscapes/cityscapes_colors.txt"),
+        19,
+    )
+    train = sorted((label for label in LABELS if 0 <= label.train_id < 255), key=lambda label: label.train_id)
     assert names == [label.name for label in train]
     np.testing.assert_array_equal(colors, [label.color for label in train])
 
@@ -64,8 +67,7 @@ def copy_sample(root: Path, with_image: bool = True) -> None:
         shutil.copy(SAMPLE / rel, root / rel)
 
 
-def assert_matches_official(label_ids: np.ndarray, written: np.ndarray,
-                            official: np.ndarray) -> None:
+def assert_matches_official(label_ids: np.ndarray, written: np.ndarray, official: np.ndarray) -> None:
     """Check a converted map against the official one (see the module docstring)."""
     assert written.shape == official.shape and written.dtype == np.uint8
     for label_id in np.unique(label_ids):
@@ -78,7 +80,7 @@ def assert_matches_official(label_ids: np.ndarray, written: np.ndarray,
     near = np.zeros(official.shape, bool)
     for dy in range(3):
         for dx in range(3):
-            near |= padded[dy:dy + h, dx:dx + w] == written
+            near |= padded[dy : dy + h, dx : dx + w] == written
     assert near.all(), "a differing pixel is not at a class edge of the official map"
 
 
@@ -150,6 +152,11 @@ def test_cli_errors(tmp_path):
 def test_cli_prints_one_line_error(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tool_data.cityscapes", "--root", str(tmp_path / "nowhere")],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: Cityscapes root")

@@ -1,4 +1,5 @@
 """Stanford Background (iccv09Data): regions.txt -> label PNGs (-1 -> 255) and list files."""
+
 from __future__ import annotations
 
 import re
@@ -38,8 +39,7 @@ def root(tmp_path) -> Path:
     (root / "labels").mkdir()
     rng = np.random.default_rng(0)
     for index, id_ in enumerate(IDS):
-        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(
-            root / "images" / f"{id_}.jpg")
+        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(root / "images" / f"{id_}.jpg")
         write_regions(root / "labels" / f"{id_}.regions.txt", fake_regions(index))
         (root / "labels" / f"{id_}.surfaces.txt").write_text("not read\n")
     (root / "horizons.txt").write_text("not read\n")
@@ -99,27 +99,31 @@ def test_semdata_loads_the_result(root):
 
 
 def test_repo_names_colors_and_config():
-    names, colors = load_names_colors(str(REPO / "dataset/stanford/stanford_names.txt"),
-                                      str(REPO / "dataset/stanford/stanford_colors.txt"), 8)
+    names, colors = load_names_colors(
+        str(REPO / "dataset/stanford/stanford_names.txt"), str(REPO / "dataset/stanford/stanford_colors.txt"), 8
+    )
     assert names == list(iccv09.CLASS_NAMES) and colors.shape == (8, 3)
 
     from util.config import load_config
+
     cfg = load_config(str(REPO / "config/stanford/stanford_aspp.yaml"))
     assert cfg.arch == "aspp" and cfg.classes == 8
     assert cfg.data_root == "dataset/stanford/iccv09Data"
     assert (cfg.train_h - 1) % 8 == 0 and (cfg.train_w - 1) % 8 == 0
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda rows: rows[:2] + ["1.5" + rows[2][2:]] + rows[3:], r"line 3: '1.5' is not an integer"),
-    (lambda rows: rows[:3] + [rows[3] + " 0"] + rows[4:], r"line 4: 25 values, expected 24"),
-    (lambda rows: rows[:4] + [rows[4].replace("3", "8", 1)] + rows[5:],
-     r"line 5: value 8 .*outside -1..7"),
-    (lambda rows: rows[:5] + [rows[5].replace("3", "-2", 1)] + rows[6:], r"line 6: value -2"),
-    (lambda rows: rows + [rows[0]], r"is 17x24 \(rows x values per row\) but image .* is 16x24"),
-    (lambda rows: [" ".join(row.split()[:-1]) for row in rows], r"is 16x23 .* is 16x24"),
-    (lambda rows: rows[:1] + [""] + rows[1:], r"line 2: 0 values"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda rows: rows[:2] + ["1.5" + rows[2][2:]] + rows[3:], r"line 3: '1.5' is not an integer"),
+        (lambda rows: rows[:3] + [rows[3] + " 0"] + rows[4:], r"line 4: 25 values, expected 24"),
+        (lambda rows: rows[:4] + [rows[4].replace("3", "8", 1)] + rows[5:], r"line 5: value 8 .*outside -1..7"),
+        (lambda rows: rows[:5] + [rows[5].replace("3", "-2", 1)] + rows[6:], r"line 6: value -2"),
+        (lambda rows: rows + [rows[0]], r"is 17x24 \(rows x values per row\) but image .* is 16x24"),
+        (lambda rows: [" ".join(row.split()[:-1]) for row in rows], r"is 16x23 .* is 16x24"),
+        (lambda rows: rows[:1] + [""] + rows[1:], r"line 2: 0 values"),
+    ],
+)
 def test_malformed_regions_name_the_file_and_line(root, edit, message):
     path = root / "labels" / f"{IDS[2]}.regions.txt"
     path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
@@ -148,8 +152,7 @@ def test_keeps_different_outputs_unless_overwrite(root):
     converted = np.array(Image.open(label_path))
     Image.fromarray(np.zeros_like(converted)).save(label_path)
 
-    with pytest.raises(UserError,
-                       match=rf"1 existing file\(s\) differ.*{IDS[0]}.png'; pass --overwrite"):
+    with pytest.raises(UserError, match=rf"1 existing file\(s\) differ.*{IDS[0]}.png'; pass --overwrite"):
         iccv09.convert(str(root))
     assert not np.array(Image.open(label_path)).any()
     with pytest.raises(UserError, match=r"e.g. '.*list/(train|val).txt'; pass --overwrite"):

@@ -1,4 +1,5 @@
 """Tests for the synthetic dataset: determinism, semseg list layout, labels, ignore band, colour-free classes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,68 +24,68 @@ REPO = ROOT
 NUM_CLASSES = len(CLASS_NAMES)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small dataset shared by the read-only tests."""
-    root = tmp_path_factory.mktemp('synthetic')
+    root = tmp_path_factory.mktemp("synthetic")
     generate(root, seed=0, num_train=120, num_val=12)
     return root
 
 
 def _pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
-    lines = (root / 'list' / f'{split}.txt').read_text().splitlines()
+    lines = (root / "list" / f"{split}.txt").read_text().splitlines()
     return [tuple(root / rel for rel in line.split()) for line in lines]
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
-    generate(tmp_path / 'a', seed=3, num_train=6, num_val=3)
-    generate(tmp_path / 'b', seed=3, num_train=6, num_val=3)
-    generate(tmp_path / 'c', seed=4, num_train=6, num_val=3)
-    a, b, c = _files(tmp_path / 'a'), _files(tmp_path / 'b'), _files(tmp_path / 'c')
+    generate(tmp_path / "a", seed=3, num_train=6, num_val=3)
+    generate(tmp_path / "b", seed=3, num_train=6, num_val=3)
+    generate(tmp_path / "c", seed=4, num_train=6, num_val=3)
+    a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
     assert a == b
-    images = [k for k in a if k.startswith('image/')]
+    images = [k for k in a if k.startswith("image/")]
     assert len(images) == 9
     assert all(a[k] != c[k] for k in images)
 
 
 def test_val_does_not_depend_on_num_train(tmp_path: Path) -> None:
-    generate(tmp_path / 'a', seed=0, num_train=2, num_val=3)
-    generate(tmp_path / 'b', seed=0, num_train=7, num_val=3)
-    a, b = _files(tmp_path / 'a'), _files(tmp_path / 'b')
-    val = [k for k in a if '/val/' in k or k.endswith('val.txt')]
+    generate(tmp_path / "a", seed=0, num_train=2, num_val=3)
+    generate(tmp_path / "b", seed=0, num_train=7, num_val=3)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    val = [k for k in a if "/val/" in k or k.endswith("val.txt")]
     assert len(val) == 7
     assert all(a[k] == b[k] for k in val)
-    assert a['image/train/00001.png'] == b['image/train/00001.png']
+    assert a["image/train/00001.png"] == b["image/train/00001.png"]
 
 
 def test_list_format_and_files(dataset: Path) -> None:
-    for split, count in (('train', 120), ('val', 12)):
-        lines = (dataset / 'list' / f'{split}.txt').read_text().splitlines()
+    for split, count in (("train", 120), ("val", 12)):
+        lines = (dataset / "list" / f"{split}.txt").read_text().splitlines()
         assert len(lines) == count
-        assert lines[0] == f'image/{split}/00000.png label/{split}/00000.png'
+        assert lines[0] == f"image/{split}/00000.png label/{split}/00000.png"
         for line in lines:
-            fields = line.split(' ')
+            fields = line.split(" ")
             assert len(fields) == 2
             assert all((dataset / f).is_file() for f in fields)
 
 
 def test_files_hold_rgb_images_and_index_labels(dataset: Path) -> None:
-    image_path, label_path = _pairs(dataset, 'val')[4]
+    image_path, label_path = _pairs(dataset, "val")[4]
     image, label = Image.open(image_path), Image.open(label_path)
-    assert image.mode == 'RGB' and label.mode == 'L'
+    assert image.mode == "RGB" and label.mode == "L"
     assert image.size == label.size and image.size[1] == 96 and 96 <= image.size[0] <= 120
-    want_image, want_label, _ = render_sample(0, 'val', 4)
+    want_image, want_label, _ = render_sample(0, "val", 4)
     np.testing.assert_array_equal(np.asarray(image), want_image)  # channel order survived the BGR writer
     np.testing.assert_array_equal(np.asarray(label), want_label)
 
 
 def test_label_values_and_every_class_present(dataset: Path) -> None:
     seen = set()
-    for _, label_path in _pairs(dataset, 'train'):
+    for _, label_path in _pairs(dataset, "train"):
         seen |= set(np.unique(cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)).tolist())
     assert seen == set(range(NUM_CLASSES)) | {IGNORE_LABEL}
 
@@ -92,7 +93,7 @@ def test_label_values_and_every_class_present(dataset: Path) -> None:
 def test_ignore_band_is_exactly_the_visible_object_boundaries() -> None:
     kernel = np.ones((3, 3), np.uint8)
     for index in range(20):
-        _, label, instance = render_sample(1, 'train', index)
+        _, label, instance = render_sample(1, "train", index)
         boundary = cv2.dilate(instance, kernel) != cv2.erode(instance, kernel)
         np.testing.assert_array_equal(label == IGNORE_LABEL, boundary)
         assert boundary.any()
@@ -100,11 +101,12 @@ def test_ignore_band_is_exactly_the_visible_object_boundaries() -> None:
 
 def test_ignore_pixels_separate_different_classes(dataset: Path) -> None:
     between, total = 0, 0
-    for _, label_path in _pairs(dataset, 'train')[:40]:
+    for _, label_path in _pairs(dataset, "train")[:40]:
         label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
         # Which classes occur in the 7x7 window around each pixel (a thin band always has both sides in view).
-        present = np.stack([cv2.dilate((label == k).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-                            for k in range(NUM_CLASSES)])
+        present = np.stack(
+            [cv2.dilate((label == k).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0 for k in range(NUM_CLASSES)]
+        )
         ignored = label == IGNORE_LABEL
         between += int((present.sum(0)[ignored] >= 2).sum())
         total += int(ignored.sum())
@@ -117,8 +119,9 @@ def object_colours(colour_hint: float, hue_spread: float = 10.0) -> dict[int, np
     """Mean RGB of every object's non-ignored pixels over 500 samples, per class, at full contrast."""
     colours: dict[int, list[np.ndarray]] = {k: [] for k in range(1, NUM_CLASSES)}
     for index in range(500):
-        image, label, instance = render_sample(2, 'train', index, colour_hint=colour_hint, hue_spread=hue_spread,
-                                               contrast=1.0)
+        image, label, instance = render_sample(
+            2, "train", index, colour_hint=colour_hint, hue_spread=hue_spread, contrast=1.0
+        )
         for obj in range(1, int(instance.max()) + 1):
             pixels = (instance == obj) & (label != IGNORE_LABEL)
             if pixels.any():
@@ -136,7 +139,7 @@ def test_without_colour_hint_colour_carries_no_class_information() -> None:
         assert np.abs(c.std(axis=0) - every.std(axis=0)).max() < 10, CLASS_NAMES[k]
 
 
-@pytest.mark.parametrize('spread', [10.0, 30.0])
+@pytest.mark.parametrize("spread", [10.0, 30.0])
 def test_colour_hint_gives_each_class_its_hue_family(spread: float) -> None:
     for k, c in object_colours(1.0, spread).items():
         hues = cv2.cvtColor(np.clip(c, 0, 255).astype(np.uint8)[None], cv2.COLOR_RGB2HSV)[0, :, 0] * 2.0
@@ -151,7 +154,7 @@ def test_background_chroma_zero_gives_grey_backgrounds() -> None:
     for chroma in (0.0, 1.0):
         values = []
         for index in range(20):
-            image, label, _ = render_sample(0, 'train', index, background_chroma=chroma, contrast=1.0)
+            image, label, _ = render_sample(0, "train", index, background_chroma=chroma, contrast=1.0)
             pixels = image[label == 0].astype(np.int16)
             values.append((pixels.max(axis=1) - pixels.min(axis=1)).mean())
         spread[chroma] = float(np.mean(values))
@@ -162,65 +165,65 @@ def test_background_chroma_zero_gives_grey_backgrounds() -> None:
 
 def test_contrast_scales_distance_from_grey_and_keeps_labels() -> None:
     for index in range(3):
-        full, label_full, _ = render_sample(0, 'train', index, contrast=1.0)
-        low, label_low, _ = render_sample(0, 'train', index, contrast=0.4)
+        full, label_full, _ = render_sample(0, "train", index, contrast=1.0)
+        low, label_low, _ = render_sample(0, "train", index, contrast=0.4)
         np.testing.assert_array_equal(label_low, label_full)
         # Same generator stream, so the two differ only by the scaling (sensor noise std 2 rides on both).
         expected = 127.5 + 0.4 * (full.astype(np.float64) - 127.5)
         assert np.abs(low - expected).mean() < 2.5
         ratio = low.astype(np.float64).std() / full.astype(np.float64).std()
         assert 0.37 < ratio < 0.45
-    with pytest.raises(UserError, match='--contrast'):
-        generate(Path('unused'), contrast=0.0)
+    with pytest.raises(UserError, match="--contrast"):
+        generate(Path("unused"), contrast=0.0)
 
 
 def test_up_to_date_dataset_is_not_rewritten(tmp_path: Path) -> None:
     first = generate(tmp_path, num_train=3, num_val=2)
-    image = tmp_path / 'image' / 'train' / '00000.png'
+    image = tmp_path / "image" / "train" / "00000.png"
     stamp = image.stat().st_mtime_ns
     second = generate(tmp_path, num_train=3, num_val=2)
-    assert first['generated'] and not second['generated']
+    assert first["generated"] and not second["generated"]
     assert image.stat().st_mtime_ns == stamp
     image.unlink()
-    assert generate(tmp_path, num_train=3, num_val=2)['generated']
+    assert generate(tmp_path, num_train=3, num_val=2)["generated"]
     assert image.exists()
 
 
 def test_other_parameters_need_overwrite(tmp_path: Path) -> None:
     generate(tmp_path, num_train=4, num_val=2)
-    unrelated = tmp_path / 'image' / 'train' / 'notes.txt'
-    unrelated.write_text('keep me')
-    with pytest.raises(UserError, match='--overwrite'):
+    unrelated = tmp_path / "image" / "train" / "notes.txt"
+    unrelated.write_text("keep me")
+    with pytest.raises(UserError, match="--overwrite"):
         generate(tmp_path, num_train=2, num_val=2)
     summary = generate(tmp_path, num_train=2, num_val=2, overwrite=True)
-    assert summary['generated']
-    assert len((tmp_path / 'list' / 'train.txt').read_text().splitlines()) == 2
-    assert not (tmp_path / 'image' / 'train' / '00003.png').exists()  # stale file we wrote ourselves
-    assert unrelated.read_text() == 'keep me'
+    assert summary["generated"]
+    assert len((tmp_path / "list" / "train.txt").read_text().splitlines()) == 2
+    assert not (tmp_path / "image" / "train" / "00003.png").exists()  # stale file we wrote ourselves
+    assert unrelated.read_text() == "keep me"
 
 
 def test_foreign_lists_need_overwrite(tmp_path: Path) -> None:
-    (tmp_path / 'list').mkdir()
-    (tmp_path / 'list' / 'train.txt').write_text('a.png b.png\n')
-    with pytest.raises(UserError, match='--overwrite'):
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "train.txt").write_text("a.png b.png\n")
+    with pytest.raises(UserError, match="--overwrite"):
         generate(tmp_path, num_train=2, num_val=2)
 
 
 def test_cli_summary_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    main(['--root', str(tmp_path), '--num-train', '2', '--num-val', '1'])
-    assert 'generated: 2 train + 1 val' in capsys.readouterr().out
-    main(['--root', str(tmp_path), '--num-train', '2', '--num-val', '1'])
-    assert 'up to date' in capsys.readouterr().out
+    main(["--root", str(tmp_path), "--num-train", "2", "--num-val", "1"])
+    assert "generated: 2 train + 1 val" in capsys.readouterr().out
+    main(["--root", str(tmp_path), "--num-train", "2", "--num-val", "1"])
+    assert "up to date" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: main(['--root', str(tmp_path), '--num-train', '0']))
+        run_main(lambda: main(["--root", str(tmp_path), "--num-train", "0"]))
     assert exit_info.value.code == EXIT_USER_ERROR
-    assert capsys.readouterr().err.startswith('error: --num-train')
+    assert capsys.readouterr().err.startswith("error: --num-train")
 
 
 def test_names_and_colors_files_match_classes() -> None:
-    folder = REPO / 'dataset' / 'synthetic'
-    names = (folder / 'synthetic_names.txt').read_text().splitlines()
-    lines = (folder / 'synthetic_colors.txt').read_text().splitlines()
+    folder = REPO / "dataset" / "synthetic"
+    names = (folder / "synthetic_names.txt").read_text().splitlines()
+    lines = (folder / "synthetic_colors.txt").read_text().splitlines()
     colors = [tuple(int(v) for v in line.split()) for line in lines]
     assert names == CLASS_NAMES
     assert len(colors) == len(names)

@@ -1,5 +1,6 @@
 """tool_data.voc: list files from a VOCdevkit laid out as VainF's / SAM-AT's code reads it, on a small devkit
 made here (palette PNG masks, train_aug.txt in the root as SAM-AT places it)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -37,8 +38,9 @@ def test_lists_pair_each_image_with_its_mask_and_load(tmp_path):
     voc = _devkit(tmp_path)
     out = write_lists(tmp_path)
     assert sorted(out) == ["train", "train_aug", "val"]
-    assert (tmp_path / "list/val.txt").read_text() == ("VOCdevkit/VOC2012/JPEGImages/2008_000001.jpg "
-                                                       "VOCdevkit/VOC2012/SegmentationClass/2008_000001.png\n")
+    assert (tmp_path / "list/val.txt").read_text() == (
+        "VOCdevkit/VOC2012/JPEGImages/2008_000001.jpg VOCdevkit/VOC2012/SegmentationClass/2008_000001.png\n"
+    )
     assert (tmp_path / "list/train_aug.txt").read_text().count("SegmentationClassAug") == 3
     data = SemData("train", str(tmp_path), str(tmp_path / "list/train_aug.txt"), None, 21)
     image, label = data[2]

@@ -93,8 +93,10 @@ def test_project_configs_load(path):
 
 
 def test_overrides_are_yaml_literals(original):
-    cfg = load_config(str(original), ["batch_size", "4", "scales", "[0.5, 1]", "manual_seed", "7",
-                                      "evaluate", "False", "weight", "a.pth"])
+    cfg = load_config(
+        str(original),
+        ["batch_size", "4", "scales", "[0.5, 1]", "manual_seed", "7", "evaluate", "False", "weight", "a.pth"],
+    )
     assert cfg.batch_size == 4 and cfg.scales == [0.5, 1.0] and cfg.manual_seed == 7
     assert cfg.evaluate is False and cfg.weight == "a.pth"
     assert parse_opts(["resume", ""]) == {"resume": None}
@@ -106,21 +108,24 @@ def test_resolved_config_round_trips(original, tmp_path):
     assert load_config(str(tmp_path / "out" / "config.yaml")) == cfg
 
 
-@pytest.mark.parametrize("opts, message", [
-    (["batch_sze", "4"], "unknown config key 'batch_sze'; did you mean 'batch_size'?"),
-    (["batch_size", "abc"], "config key 'batch_size' expects int, got 'abc'"),
-    (["batch_size", "2.5"], "config key 'batch_size' expects int"),
-    (["scales", "3"], "config key 'scales' expects"),
-    (["zoom_factor", "3"], "zoom_factor must be one of [1, 2, 4, 8]"),
-    (["arch", "unet"], "arch must be one of ['psp', 'aspp', 'deeplabv3plus']"),
-    (["classes", "1"], "classes must be >= 2"),
-    (["train_h", "8"], "train_h must be >= 9"),
-    (["test_w", "5"], "test_w must be >= 9"),
-    (["adv_eps", "-0.03"], "need adv_eps > 0"),
-    (["save_every_iters", "-1"], "save_every_iters must be >= 0"),
-    (["scale_min", "3.0"], "scale_min <= scale_max"),
-    (["batch_size"], "'key value' pairs"),
-])
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["batch_sze", "4"], "unknown config key 'batch_sze'; did you mean 'batch_size'?"),
+        (["batch_size", "abc"], "config key 'batch_size' expects int, got 'abc'"),
+        (["batch_size", "2.5"], "config key 'batch_size' expects int"),
+        (["scales", "3"], "config key 'scales' expects"),
+        (["zoom_factor", "3"], "zoom_factor must be one of [1, 2, 4, 8]"),
+        (["arch", "unet"], "arch must be one of ['psp', 'aspp', 'deeplabv3plus']"),
+        (["classes", "1"], "classes must be >= 2"),
+        (["train_h", "8"], "train_h must be >= 9"),
+        (["test_w", "5"], "test_w must be >= 9"),
+        (["adv_eps", "-0.03"], "need adv_eps > 0"),
+        (["save_every_iters", "-1"], "save_every_iters must be >= 0"),
+        (["scale_min", "3.0"], "scale_min <= scale_max"),
+        (["batch_size"], "'key value' pairs"),
+    ],
+)
 def test_bad_overrides(original, opts, message):
     with pytest.raises(UserError, match=None) as err:
         load_config(str(original), opts)
@@ -155,12 +160,15 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(str(section))
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("", "is empty; give its sections"),
-    ("- DATA\n- TRAIN\n", "is not a mapping of sections/keys"),
-    ("TRAIN:\n  base_lr: 0.01\n  epochs: 2\n  base_lr: 0.02\n", "line 4: key 'base_lr' is given twice; keep one"),
-    ("TRAIN:\n  epochs: 2\nTRAIN:\n  epochs: 3\n", "line 3: key 'TRAIN' is given twice"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("", "is empty; give its sections"),
+        ("- DATA\n- TRAIN\n", "is not a mapping of sections/keys"),
+        ("TRAIN:\n  base_lr: 0.01\n  epochs: 2\n  base_lr: 0.02\n", "line 4: key 'base_lr' is given twice; keep one"),
+        ("TRAIN:\n  epochs: 2\nTRAIN:\n  epochs: 3\n", "line 3: key 'TRAIN' is given twice"),
+    ],
+)
 def test_empty_list_and_duplicate_key_configs_are_refused(tmp_path, text, needle):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

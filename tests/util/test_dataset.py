@@ -1,4 +1,5 @@
 """Reading lists, images and labels; every bad input is a one-line UserError naming the file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -73,10 +74,9 @@ def voc_root(tmp_path: Path) -> Path:
         write_rgb(tmp_path / "JPEGImages" / f"{name}.png")
         write_palette_png(tmp_path / "SegmentationClass" / f"{name}.png", label_map())
     (tmp_path / "train.txt").write_text(
-        "JPEGImages/a.png SegmentationClass/a.png\n\n"
-        "JPEGImages/b.png SegmentationClass/b.png\n")
-    (tmp_path / "test.txt").write_text(
-        "JPEGImages/a.png\nJPEGImages/b.png SegmentationClass/b.png\n")
+        "JPEGImages/a.png SegmentationClass/a.png\n\nJPEGImages/b.png SegmentationClass/b.png\n"
+    )
+    (tmp_path / "test.txt").write_text("JPEGImages/a.png\nJPEGImages/b.png SegmentationClass/b.png\n")
     return tmp_path
 
 
@@ -174,13 +174,11 @@ def test_make_dataset_errors(voc_root):
     with pytest.raises(UserError, match=r"bad.txt' line 1: .*got 3 field"):
         make_dataset("test", root, str(bad))
 
-    bad.write_text("JPEGImages/a.png SegmentationClass/a.png\n"
-                   "JPEGImages/c.png SegmentationClass/a.png\n")
+    bad.write_text("JPEGImages/a.png SegmentationClass/a.png\nJPEGImages/c.png SegmentationClass/a.png\n")
     with pytest.raises(UserError, match=r"bad.txt' line 2: image '.*JPEGImages/c.png' not found"):
         make_dataset("train", root, str(bad))
     bad.write_text("JPEGImages/a.png SegmentationClass/c.png\n")
-    with pytest.raises(UserError,
-                       match=r"bad.txt' line 1: label '.*SegmentationClass/c.png' not found"):
+    with pytest.raises(UserError, match=r"bad.txt' line 1: label '.*SegmentationClass/c.png' not found"):
         make_dataset("val", root, str(bad))
 
     bad.write_text("\n\n")
@@ -197,8 +195,7 @@ def test_semdata_loads_and_transforms(voc_root):
 
     mean, std = mean_std_255()
     pipeline = transform.Compose([transform.ToTensor(), transform.Normalize(mean, std)])
-    data = SemData("val", str(voc_root), str(voc_root / "train.txt"), transform=pipeline,
-                   classes=21)
+    data = SemData("val", str(voc_root), str(voc_root / "train.txt"), transform=pipeline, classes=21)
     image_t, label_t = data[1]
     assert tuple(image_t.shape) == (3, 6, 8) and tuple(label_t.shape) == (6, 8)
 
@@ -224,8 +221,11 @@ def test_semdata_label_out_of_range(voc_root):
     label[0, 1] = 21
     Image.fromarray(label).save(voc_root / "SegmentationClass" / "a.png")
     data = SemData("train", str(voc_root), str(voc_root / "train.txt"), classes=21)
-    with pytest.raises(UserError, match=r"a.png' has values 21, 30 outside 0..20 \(classes=21\) "
-                                        r"and not ignore_label=255"):
+    with pytest.raises(
+        UserError,
+        match=r"a.png' has values 21, 30 outside 0..20 \(classes=21\) "
+        r"and not ignore_label=255",
+    ):
         data[0]
     data[1]  # the untouched label is fine: 255 is the ignore label
     # Without classes nothing is checked.
@@ -251,8 +251,9 @@ def test_colorize_uses_palette():
 
 @pytest.mark.parametrize("name, classes", [("voc2012", 21), ("cityscapes", 19)])
 def test_repo_names_and_colors_files(name, classes):
-    names, colors = load_names_colors(str(REPO / "dataset" / name / f"{name}_names.txt"),
-                                      str(REPO / "dataset" / name / f"{name}_colors.txt"), classes)
+    names, colors = load_names_colors(
+        str(REPO / "dataset" / name / f"{name}_names.txt"), str(REPO / "dataset" / name / f"{name}_colors.txt"), classes
+    )
     assert len(names) == classes and colors.shape == (classes, 3) and colors.dtype == np.uint8
     if name == "voc2012":
         assert names[0] == "background" and names[-1] == "tvmonitor"
@@ -271,8 +272,7 @@ def test_names_colors_errors(tmp_path):
     with pytest.raises(UserError, match=r"names file '.*names.txt' has 3 names but classes is 4"):
         load_names_colors(str(names), str(colors), 4)
     names.write_text("a\nb\nc\nd\n")
-    with pytest.raises(UserError,
-                       match=r"colors file '.*colors.txt' has 3 colors but classes is 4"):
+    with pytest.raises(UserError, match=r"colors file '.*colors.txt' has 3 colors but classes is 4"):
         load_names_colors(str(names), str(colors), 4)
     colors.write_text("0 0 0\n1 1\n2 2 2\n3 3 3\n")
     with pytest.raises(UserError, match=r"colors.txt' line 2: expected 'r g b'"):
@@ -287,14 +287,17 @@ def test_lists_with_a_bom_crlf_blanks_and_spaces_in_paths(tmp_path):
     """Lists researchers really write: a UTF-8 byte-order mark, Windows line ends, trailing blanks, and folder
     names with spaces (the one split where both files exist)."""
     from util.dataset import make_dataset
+
     (tmp_path / "my images").mkdir()
     for name in ("my images/a 1.png", "my images/a 1 label.png", "b.png", "b_label.png"):
         (tmp_path / name).write_bytes(b"")
     text = "\ufeffmy images/a 1.png  my images/a 1 label.png \r\nb.png b_label.png\t\r\n\r\n"
     (tmp_path / "list.txt").write_bytes(text.encode("utf-8"))
     items = make_dataset("train", str(tmp_path), str(tmp_path / "list.txt"))
-    assert items == [(str(tmp_path / "my images/a 1.png"), str(tmp_path / "my images/a 1 label.png")),
-                     (str(tmp_path / "b.png"), str(tmp_path / "b_label.png"))]
+    assert items == [
+        (str(tmp_path / "my images/a 1.png"), str(tmp_path / "my images/a 1 label.png")),
+        (str(tmp_path / "b.png"), str(tmp_path / "b_label.png")),
+    ]
     (tmp_path / "list.txt").write_text("b.png b_label.png extra\n")
     with pytest.raises(UserError, match="line 1: expected 'image_path label_path' separated by a space, got 3"):
         make_dataset("train", str(tmp_path), str(tmp_path / "list.txt"))

@@ -1,5 +1,6 @@
 """Random list files and command-line overrides, fed to the parsers: every outcome is a result or a UserError
 (the one-line error of the entry points), never another exception (a traceback)."""
+
 from __future__ import annotations
 
 import string
@@ -14,12 +15,50 @@ from util.dataset import make_dataset
 from util.errors import UserError
 
 # derandomize: the same examples on every run, so CI cannot fail by chance; widen max_examples locally to search.
-FAST = settings(max_examples=30, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
-KEYS = ["base_lr", "epochs", "classes", "train_h", "scales", "attacks", "amp", "model", "iters", "base_size",
-        "adv_norm", "defense", "ignore_label", "sam_rho", "head_lr_mult", "base_lrr", "", "TRAIN"]
-WORDS = st.one_of(st.sampled_from(["0", "-1", "1e9", "nan", "True", "[1, 2]", "{a: 1}", "[", "", "~", "l2", "ddcat",
-                                   "deeplabv3plus_mobilenet", "fp16"]), st.text(string.printable, max_size=12))
+FAST = settings(
+    max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+KEYS = [
+    "base_lr",
+    "epochs",
+    "classes",
+    "train_h",
+    "scales",
+    "attacks",
+    "amp",
+    "model",
+    "iters",
+    "base_size",
+    "adv_norm",
+    "defense",
+    "ignore_label",
+    "sam_rho",
+    "head_lr_mult",
+    "base_lrr",
+    "",
+    "TRAIN",
+]
+WORDS = st.one_of(
+    st.sampled_from(
+        [
+            "0",
+            "-1",
+            "1e9",
+            "nan",
+            "True",
+            "[1, 2]",
+            "{a: 1}",
+            "[",
+            "",
+            "~",
+            "l2",
+            "ddcat",
+            "deeplabv3plus_mobilenet",
+            "fp16",
+        ]
+    ),
+    st.text(string.printable, max_size=12),
+)
 
 
 @FAST
@@ -32,8 +71,13 @@ def test_random_overrides_give_a_config_or_one_line(pairs):
         assert "\n" not in str(err).strip()
 
 
-LINE = st.lists(st.one_of(st.sampled_from(["a.png", "b.png", "a b.png", "missing.png", "\t", " ", "\ufeff", "\r"]),
-                          st.text(string.printable, max_size=8)), max_size=4).map(" ".join)
+LINE = st.lists(
+    st.one_of(
+        st.sampled_from(["a.png", "b.png", "a b.png", "missing.png", "\t", " ", "\ufeff", "\r"]),
+        st.text(string.printable, max_size=8),
+    ),
+    max_size=4,
+).map(" ".join)
 
 
 @FAST
@@ -52,10 +96,18 @@ def test_random_list_files_give_pairs_or_one_line(tmp_path_factory, lines, split
         assert items and all(len(item) == 2 for item in items)
 
 
-ENTRY = st.dictionaries(st.sampled_from(["name", "eps", "steps", "alpha", "unit", "loss", "norm", "source", "x"]),
-                        st.one_of(st.sampled_from(["pgd", "sea", "dag", "apgd", "cw", "bim"]), st.integers(-3, 300),
-                                  st.floats(allow_nan=True), st.lists(st.integers(0, 9), max_size=3),
-                                  st.text(max_size=4), st.none()), max_size=5)
+ENTRY = st.dictionaries(
+    st.sampled_from(["name", "eps", "steps", "alpha", "unit", "loss", "norm", "source", "x"]),
+    st.one_of(
+        st.sampled_from(["pgd", "sea", "dag", "apgd", "cw", "bim"]),
+        st.integers(-3, 300),
+        st.floats(allow_nan=True),
+        st.lists(st.integers(0, 9), max_size=3),
+        st.text(max_size=4),
+        st.none(),
+    ),
+    max_size=5,
+)
 
 
 @FAST

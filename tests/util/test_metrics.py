@@ -1,4 +1,5 @@
 """Metrics against a hand-computed confusion matrix."""
+
 import numpy as np
 import pytest
 import torch
@@ -40,6 +41,7 @@ def test_accumulates_over_images():
 
 def test_per_image_miou_averages_over_classes_present_in_label_or_prediction():
     from util.metrics import mean_image_miou, per_image_miou
+
     # image 1: classes 0 and 1 present (class 2 nowhere): IoU 1/3 and 2/4 -> (1/3 + 1/2) / 2
     # image 2: only class 2, predicted right -> 1; image 3: every pixel ignored -> no value
     inter = np.array([[1, 2, 0], [0, 0, 4], [0, 0, 0]])
@@ -60,6 +62,7 @@ def test_per_image_miou_averages_over_classes_present_in_label_or_prediction():
 
 def test_foreground_miou_leaves_out_class_0_and_summarize_pools_images():
     from util.metrics import summarize
+
     target = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
     output = np.array([[0, 1, 1, 1], [2, 0, 2, 2]])
     metric = SegMetric(3)
@@ -77,6 +80,7 @@ def test_foreground_miou_follows_the_configured_background_class():
     pooled metric, the report and the worst-case search alike; another background class is left out instead."""
     from evaluation.worstcase import worst_case
     from util.metrics import summarize
+
     target = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
     output = np.array([[0, 1, 1, 1], [2, 0, 2, 2]])
     none, two = SegMetric(3, background=None), SegMetric(3, background=2)

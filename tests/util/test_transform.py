@@ -5,6 +5,7 @@ transform, wherever a pixel's neighbourhood holds a single label (so interpolati
 mix classes), the image must still read ``label * 10 + c``; where the neighbourhood is all ignore
 (padding, rotated-in corners), the image must be the padding mean.
 """
+
 from __future__ import annotations
 
 import random
@@ -46,8 +47,7 @@ def uniform_mask(label: np.ndarray, margin: int) -> np.ndarray:
     return mask
 
 
-def assert_aligned(image: np.ndarray, label: np.ndarray, margin: int = 3,
-                   min_fraction: float = 0.1) -> None:
+def assert_aligned(image: np.ndarray, label: np.ndarray, margin: int = 3, min_fraction: float = 0.1) -> None:
     """Check label values, image/label agreement inside classes and mean colour inside ignore."""
     assert image.shape[:2] == label.shape
     assert set(np.unique(label).tolist()) <= set(LABEL_VALUES) | {IGNORE}
@@ -58,8 +58,7 @@ def assert_aligned(image: np.ndarray, label: np.ndarray, margin: int = 3,
     np.testing.assert_allclose(image[inside], expected[inside], atol=1e-3)
     ignored = uniform & (label == IGNORE)
     if ignored.any():
-        np.testing.assert_allclose(image[ignored], np.broadcast_to(MEAN, image[ignored].shape),
-                                   atol=1e-3)
+        np.testing.assert_allclose(image[ignored], np.broadcast_to(MEAN, image[ignored].shape), atol=1e-3)
 
 
 def test_to_tensor_shapes_and_dtypes():
@@ -83,8 +82,7 @@ def test_normalize_per_channel():
     np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), expected, rtol=1e-5, atol=1e-5)
     assert out_label is label_t
     mean_only, _ = transform.Normalize(MEAN)(image_t, label_t)
-    np.testing.assert_allclose(mean_only.permute(1, 2, 0).numpy(),
-                               image - np.array(MEAN, np.float32), atol=1e-4)
+    np.testing.assert_allclose(mean_only.permute(1, 2, 0).numpy(), image - np.array(MEAN, np.float32), atol=1e-4)
     with pytest.raises(ValueError):
         transform.Normalize(MEAN[:2], STD[:2])(image_t, label_t)
 
@@ -200,15 +198,17 @@ def test_semseg_train_pipeline(seed):
     """The semseg training pipeline, inverted after Normalize, keeps every invariant."""
     random.seed(seed)
     size = 96
-    pipeline = transform.Compose([
-        transform.RandScale((0.5, 2.0)),
-        transform.RandRotate((-10, 10), padding=MEAN, ignore_label=IGNORE),
-        transform.RandomGaussianBlur(),
-        transform.RandomHorizontalFlip(),
-        transform.Crop((size, size), crop_type="rand", padding=MEAN, ignore_label=IGNORE),
-        transform.ToTensor(),
-        transform.Normalize(MEAN, STD),
-    ])
+    pipeline = transform.Compose(
+        [
+            transform.RandScale((0.5, 2.0)),
+            transform.RandRotate((-10, 10), padding=MEAN, ignore_label=IGNORE),
+            transform.RandomGaussianBlur(),
+            transform.RandomHorizontalFlip(),
+            transform.Crop((size, size), crop_type="rand", padding=MEAN, ignore_label=IGNORE),
+            transform.ToTensor(),
+            transform.Normalize(MEAN, STD),
+        ]
+    )
     image, label = make_pair()
     image_t, label_t = pipeline(image, label)
     assert image_t.shape == (3, size, size) and image_t.dtype == torch.float32
@@ -223,37 +223,41 @@ def test_semseg_train_pipeline(seed):
 def test_pipeline_pads_small_scaled_input():
     """Scaling 128x160 by 0.5 then cropping 96x96 pads: mean image, ignore label."""
     random.seed(0)
-    pipeline = transform.Compose([transform.RandScale((0.5, 0.5)),
-                          transform.Crop(96, crop_type="rand", padding=MEAN, ignore_label=IGNORE)])
+    pipeline = transform.Compose(
+        [transform.RandScale((0.5, 0.5)), transform.Crop(96, crop_type="rand", padding=MEAN, ignore_label=IGNORE)]
+    )
     out, out_label = pipeline(*make_pair())
     assert out.shape == (96, 96, 3)
     assert (out_label == IGNORE).sum() == 96 * 96 - 64 * 80
     assert_aligned(out, out_label)
 
 
-@pytest.mark.parametrize("build", [
-    lambda: transform.Compose(transform.ToTensor()),
-    lambda: transform.Normalize([]),
-    lambda: transform.Normalize(MEAN, [1.0, 0.0, 1.0]),
-    lambda: transform.Normalize(MEAN, STD[:2]),
-    lambda: transform.Resize(10),
-    lambda: transform.Resize((10, 0)),
-    lambda: transform.RandScale((2.0, 0.5)),
-    lambda: transform.RandScale((0.0, 1.0)),
-    lambda: transform.RandScale((0.5, 2.0), aspect_ratio=(1.0,)),
-    lambda: transform.Crop(0),
-    lambda: transform.Crop((10, 10.5)),
-    lambda: transform.Crop(10, crop_type="random"),
-    lambda: transform.Crop(10, padding=[0, 0]),
-    lambda: transform.Crop(10, padding=MEAN, ignore_label=256),
-    lambda: transform.RandRotate((10, -10), padding=MEAN),
-    lambda: transform.RandRotate((-10, 10), padding=None),
-    lambda: transform.RandRotate((-10, 10), padding=MEAN, p=1.5),
-    lambda: transform.RandomHorizontalFlip(p=-0.1),
-    lambda: transform.RandomVerticalFlip(p=2),
-    lambda: transform.RandomGaussianBlur(4),
-    lambda: transform.RandomGaussianBlur(0),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: transform.Compose(transform.ToTensor()),
+        lambda: transform.Normalize([]),
+        lambda: transform.Normalize(MEAN, [1.0, 0.0, 1.0]),
+        lambda: transform.Normalize(MEAN, STD[:2]),
+        lambda: transform.Resize(10),
+        lambda: transform.Resize((10, 0)),
+        lambda: transform.RandScale((2.0, 0.5)),
+        lambda: transform.RandScale((0.0, 1.0)),
+        lambda: transform.RandScale((0.5, 2.0), aspect_ratio=(1.0,)),
+        lambda: transform.Crop(0),
+        lambda: transform.Crop((10, 10.5)),
+        lambda: transform.Crop(10, crop_type="random"),
+        lambda: transform.Crop(10, padding=[0, 0]),
+        lambda: transform.Crop(10, padding=MEAN, ignore_label=256),
+        lambda: transform.RandRotate((10, -10), padding=MEAN),
+        lambda: transform.RandRotate((-10, 10), padding=None),
+        lambda: transform.RandRotate((-10, 10), padding=MEAN, p=1.5),
+        lambda: transform.RandomHorizontalFlip(p=-0.1),
+        lambda: transform.RandomVerticalFlip(p=2),
+        lambda: transform.RandomGaussianBlur(4),
+        lambda: transform.RandomGaussianBlur(0),
+    ],
+)
 def test_bad_constructor_arguments_raise(build):
     with pytest.raises(ValueError):
         build()
