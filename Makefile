@@ -81,6 +81,7 @@ demo-strong: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m pytest -q tests
 
 clean-demo:
