@@ -33,15 +33,15 @@ from model.checkpoint import (
 from util import dist
 from util.amp import MixedPrecision, build_amp
 from util.config import load_config, save_config
+from util.data.loaders import build_loaders
+from util.data.sampler import seed_everything
 from util.device import select_device
 from util.dist import unwrap
 from util.errors import ArgumentParser, UserError, check_creatable, run_main
-from util.loaders import build_loaders
 from util.lock import owned
 from util.log import format_seconds, setup_logging
 from util.metrics import AverageMeter, SegMetric, reduced
 from util.optim import build_optimizer, poly_lr, set_bn_momentum, set_lr
-from util.sampler import seed_everything
 
 logger = setup_logging()
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from util.dataset import IMAGENET_MEAN, IMAGENET_STD
+from util.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 
 
 @contextmanager

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from util.dataset import mean_std_255
+from util.data.dataset import mean_std_255
 
 AttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from util.dataset import read_label
+from util.data.dataset import read_label
 from util.errors import UserError
 from util.metrics import intersection_and_union
 

@@ -43,12 +43,12 @@ from evaluation.worstcase import worst_case
 from model import eval_model_from_config
 from util import dist
 from util.config import TestConfig, load_config
-from util.dataset import SemData, colorize, load_names_colors
+from util.data.dataset import SemData, colorize, load_names_colors
+from util.data.sampler import derived_seed
 from util.device import select_device
 from util.errors import UserError, check_creatable
 from util.lock import owned
 from util.metrics import summarize
-from util.sampler import derived_seed
 
 logger = logging.getLogger(__name__)
 

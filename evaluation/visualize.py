@@ -21,7 +21,7 @@ from attack import BIM
 from evaluation.inference import Protocol, WholeImageForward, predict
 from model import eval_model_from_config
 from util.config import load_config
-from util.dataset import SemData, colorize, load_names_colors
+from util.data.dataset import SemData, colorize, load_names_colors
 from util.device import select_device
 from util.errors import ArgumentParser, UserError, check_creatable, run_main
 from util.log import setup_logging

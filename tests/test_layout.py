@@ -43,7 +43,7 @@ def source_files() -> list[Path]:
 def test_dependencies_point_one_way(package):
     offenders = {
         str(path.relative_to(ROOT)): sorted(imported_packages(path) & FORBIDDEN[package])
-        for path in (ROOT / package).glob("*.py")
+        for path in (ROOT / package).rglob("*.py")
     }
     assert not {k: v for k, v in offenders.items() if v}, f"{package}/ imports a package above it"
 

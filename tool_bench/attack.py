@@ -31,7 +31,7 @@ from evaluation.inference import Protocol, predict
 from evaluation.suite import resolve_class_weights
 from model import eval_model_from_config
 from util.config import load_config
-from util.dataset import SemData
+from util.data.dataset import SemData
 from util.device import select_device
 
 

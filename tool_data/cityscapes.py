@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from util.dataset import read_label
+from util.data.dataset import read_label
 from util.errors import ArgumentParser, UserError, run_main
 
 logger = logging.getLogger(__name__)

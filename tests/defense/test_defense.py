@@ -21,7 +21,7 @@ from torch import nn
 from defense import DDCAT, PGDAT, SAT, NoDefense, TrainingAttack, train_step
 from model import build_model, load_checkpoint_weights
 from model.export import export
-from util.dataset import IMAGENET_MEAN, IMAGENET_STD
+from util.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from util.errors import UserError
 from util.optim import SAM, build_optimizer, set_lr
 

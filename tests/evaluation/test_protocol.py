@@ -16,7 +16,7 @@ from attack.transfer import Transfer
 from evaluation.inference import Protocol, WholeImageForward, predict
 from tests.helpers import TinySeg, fit
 from util.config import load_config
-from util.dataset import mean_std_255
+from util.data.dataset import mean_std_255
 from util.errors import UserError
 from util.metrics import SegMetric
 

@@ -16,7 +16,7 @@ from model.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from util.sampler import EpochSeeded, ResumableBatchSampler
+from util.data.sampler import EpochSeeded, ResumableBatchSampler
 
 
 def test_save_points_latest_and_loads_weights_only(tmp_path) -> None:

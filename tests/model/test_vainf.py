@@ -350,7 +350,7 @@ def test_a_sam_at_checkpoint_sees_the_input_sam_at_feeds_it(tmp_path):
     an image equals SAM-AT's pipeline restated (ToTensor, normalise, rescale by the image's min and max, normalise
     again, the model, argmax)."""
     from evaluation.inference import predict
-    from util.dataset import rescale_normalized
+    from util.data.dataset import rescale_normalized
 
     model = randomised(VainFDeepLab("deeplabv3plus_mobilenet", 5)).float()
     rng = np.random.default_rng(0)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from tests.conftest import ROOT
 from tool_data.cityscapes import ID_TO_TRAIN_ID, LABELS, label_ids_to_train_ids, main
-from util.dataset import SemData, load_names_colors
+from util.data.dataset import SemData, load_names_colors
 from util.errors import UserError
 
 REPO = ROOT

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.conftest import ROOT
 from tool_data import iccv09
-from util.dataset import SemData, load_names_colors
+from util.data.dataset import SemData, load_names_colors
 from util.errors import UserError
 
 REPO = ROOT

@@ -12,7 +12,7 @@ from PIL import Image
 
 from tests.conftest import ROOT
 from tool_data.voc import write_lists
-from util.dataset import SemData
+from util.data.dataset import SemData
 from util.errors import UserError
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from attack.registry import build_attack, parse_specs
 from util.config import load_config
-from util.dataset import make_dataset
+from util.data.dataset import make_dataset
 from util.errors import UserError
 
 # derandomize: the same examples on every run, so CI cannot fail by chance; widen max_examples locally to search.

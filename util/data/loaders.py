@@ -7,10 +7,11 @@ import math
 import torch
 from omegaconf import DictConfig
 
-from util import dist, transform
-from util.dataset import SemData, mean_std_255
+from util import dist
+from util.data import transform
+from util.data.dataset import SemData, mean_std_255
+from util.data.sampler import EpochSeeded, ResumableBatchSampler
 from util.errors import UserError
-from util.sampler import EpochSeeded, ResumableBatchSampler
 
 
 def per_process(cfg: DictConfig) -> tuple[int, int]:
@@ -48,7 +49,7 @@ def augmentation(cfg: DictConfig) -> list:
 def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tuple:
     """The training augmentation and the center-crop validation loader, this process's share of each.
 
-    Training batches depend only on (data_seed, epoch, position) (util/sampler.py): each epoch's permutation
+    Training batches depend only on (data_seed, epoch, position) (util/data/sampler.py): each epoch's permutation
     is cut into global batches, of which rank r takes the images r, r + N, ..., and every image's random
     augmentation is seeded by (data_seed, epoch, image), so a run resumes mid-epoch exactly and the data do
     not depend on the number of workers. Validation images are dealt r, r + N, ... as well.

@@ -1,4 +1,4 @@
-"""Paired image/label transforms with the semseg API (``util/transform.py`` of hszhao/semseg).
+"""Paired image/label transforms with the semseg API (``util/data/transform.py`` of hszhao/semseg).
 
 Every transform is called as ``image, label = t(image, label)``. Before :class:`ToTensor` the image
 is an HxWx3 float32 RGB array in 0..255 and the label an HxW uint8 array of class indices; after it
@@ -128,7 +128,7 @@ class ToTensor:
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(image, np.ndarray) or not isinstance(label, np.ndarray):
-            raise TypeError("ToTensor expects numpy arrays (as read by util.dataset)")
+            raise TypeError("ToTensor expects numpy arrays (as read by util.data.dataset)")
         if image.ndim == 2:
             image = image[:, :, np.newaxis]
         if image.ndim != 3:

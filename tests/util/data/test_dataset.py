@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ROOT
-from util import transform
-from util.dataset import (
+from util.data import transform
+from util.data.dataset import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     SemData,
@@ -286,7 +286,7 @@ def test_names_colors_errors(tmp_path):
 def test_lists_with_a_bom_crlf_blanks_and_spaces_in_paths(tmp_path):
     """Lists researchers really write: a UTF-8 byte-order mark, Windows line ends, trailing blanks, and folder
     names with spaces (the one split where both files exist)."""
-    from util.dataset import make_dataset
+    from util.data.dataset import make_dataset
 
     (tmp_path / "my images").mkdir()
     for name in ("my images/a 1.png", "my images/a 1 label.png", "b.png", "b_label.png"):

@@ -1,4 +1,4 @@
-"""List-file datasets with the semseg layout (``util/dataset.py`` of hszhao/semseg).
+"""List-file datasets with the semseg layout (``util/data/dataset.py`` of hszhao/semseg).
 
 A list file holds one ``image_rel label_rel`` pair per line, relative to ``data_root`` (test lists
 may give only the image). Everything that can be checked before training starts is checked when
@@ -230,7 +230,7 @@ class SemData(torch.utils.data.Dataset):
             split: ``'train'``, ``'val'`` or ``'test'``.
             data_root: directory the list's relative paths are joined to.
             data_list: list file path.
-            transform: paired transform, e.g. a :class:`util.transform.Compose`.
+            transform: paired transform, e.g. a :class:`util.data.transform.Compose`.
             classes: number of classes; when given, label values are checked against it.
             ignore_label: label value excluded from the loss and metrics (0..255).
             rescale_normalized: feed :func:`rescale_normalized` images (SAM-AT's input).

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from util import transform
-from util.dataset import mean_std_255
+from util.data import transform
+from util.data.dataset import mean_std_255
 
 MEAN, STD = mean_std_255()
 IGNORE = 255
@@ -284,7 +284,7 @@ def test_vainf_augmentation_matches_a_restatement_of_vainfs_transforms():
     drawn with random.randint; ours gives the same arrays for the same random state."""
     from PIL import Image
 
-    from util.transform import Compose, RandomHorizontalFlip, VainFRandomCrop, VainFRandomScale
+    from util.data.transform import Compose, RandomHorizontalFlip, VainFRandomCrop, VainFRandomScale
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (37, 50, 3)).astype(np.float32)
