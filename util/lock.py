@@ -2,7 +2,9 @@
 
 The lock is a file ``.lock`` in the folder, created atomically (O_EXCL) with the owner's host, pid and start
 time, and removed when the run ends. A lock left by a run that crashed on this host (its pid is gone) is taken
-over; one from another host is reported with the file to delete once that run is known to be gone.
+over; one from another host is reported with the file to delete once that run is known to be gone. A run takes
+the lock before it reads the folder; when it fails before writing anything, the folders the lock created go
+again, so a refused input leaves the disk as it was.
 """
 
 from __future__ import annotations
@@ -43,9 +45,12 @@ class RunLock:
     def __init__(self, folder: str | Path, key: str) -> None:
         self.path = Path(folder) / LOCK
         self.key = key
+        self.created: list[Path] = []  # the folders the lock made, innermost first
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent.absolute()
+        self.created = [p for p in (folder, *folder.parents) if not p.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
         me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(2):
             try:
@@ -74,5 +79,10 @@ class RunLock:
             f"another {self.key}, or delete '{self.path}' if that run is gone"
         )
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.path.unlink(missing_ok=True)
+        if exc_type is None:
+            return
+        for folder in self.created:  # a run that failed before writing leaves no empty folder behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
