@@ -31,6 +31,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import cv2
@@ -54,6 +55,50 @@ DEMO_HUE_SPREAD = 10.0
 DEMO_BACKGROUND_CHROMA = 0.0
 DEMO_CONTRAST = 0.2
 PARAMS_FILE = "synthetic.json"
+# Tracked with the repository beside the generated files: a folder holding only these is a fresh one.
+OWN_FILES = {"synthetic_names.txt", "synthetic_colors.txt"}
+MAX_SIZE = 2048  # image height in pixels; the memory drawing takes grows with its square
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """How the images are drawn (the command line's options; the defaults make the demo's set)."""
+
+    size: int = 96  # image height in pixels; the width is drawn from [size, size * max_aspect]
+    texture_strength: float = 0.5  # 0: a plain gradient background; 1: strong noise and stripes/checker
+    min_objects: int = 2  # fewest objects per image (fewer only when an image is too crowded to place them)
+    max_objects: int = 4  # most objects per image
+    min_contrast: float = 80.0  # wanted RGB distance between an object's colour and what it covers
+    max_aspect: float = 1.25  # largest width / height ratio
+    colour_hint: float = 1.0  # probability that an object's colour comes from its class's hue family
+    hue_spread: float = DEMO_HUE_SPREAD  # a hue-family object's hue lies within +-hue_spread degrees of it
+    background_chroma: float = DEMO_BACKGROUND_CHROMA  # 1: backgrounds of any colour, 0: grey ones
+    contrast: float = DEMO_CONTRAST  # in (0, 1]: scales every colour's distance from mid-grey before the noise
+
+    def check(self) -> None:
+        """UserError naming the first knob out of range (as its command-line option)."""
+        if not 32 <= self.size <= MAX_SIZE:
+            raise UserError(
+                f"--size must be in [32, {MAX_SIZE}]: at least 32 so the smallest shapes stay recognisable, at "
+                f"most {MAX_SIZE} so an image fits in memory (got {self.size})"
+            )
+        if not 0.0 <= self.texture_strength <= 1.0:
+            raise UserError(f"--texture-strength must be in [0, 1] (got {self.texture_strength})")
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise UserError(f"need 1 <= --min-objects <= --max-objects (got {self.min_objects}, {self.max_objects})")
+        if self.max_aspect < 1.0:
+            raise UserError(f"--max-aspect must be at least 1 (got {self.max_aspect})")
+        if not 0.0 <= self.colour_hint <= 1.0:
+            raise UserError(f"--colour-hint must be in [0, 1] (got {self.colour_hint})")
+        if not 0.0 <= self.hue_spread <= 45.0:
+            raise UserError(
+                f"--hue-spread must be in [0, 45] degrees so hue families do not overlap (got {self.hue_spread})"
+            )
+        if not 0.0 <= self.background_chroma <= 1.0:
+            raise UserError(f"--background-chroma must be in [0, 1] (got {self.background_chroma})")
+        if not 0.0 < self.contrast <= 1.0:
+            raise UserError(f"--contrast must be in (0, 1] (got {self.contrast})")
+
 
 _KERNEL3 = np.ones((3, 3), np.uint8)
 _SHIFT = 4  # fixed-point bits for cv2.fillPoly, so small rotated shapes keep their geometry
@@ -157,51 +202,21 @@ def _object_fill(rng: np.random.Generator, height: int, width: int, colour: np.n
     return (colour + shade + noise).astype(np.float32)
 
 
-def render_sample(
-    seed: int,
-    split: str,
-    index: int,
-    size: int = 96,
-    texture_strength: float = 0.5,
-    min_objects: int = 2,
-    max_objects: int = 4,
-    min_contrast: float = 80.0,
-    max_aspect: float = 1.25,
-    colour_hint: float = 1.0,
-    hue_spread: float = DEMO_HUE_SPREAD,
-    background_chroma: float = DEMO_BACKGROUND_CHROMA,
-    contrast: float = DEMO_CONTRAST,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw one sample of the dataset.
-
-    Args:
-        seed: dataset seed; the sample's generator is seeded by (seed, split, index).
-        split: 'train' or 'val'.
-        index: sample index within the split.
-        size: image height in pixels; the width is drawn from [size, size * max_aspect].
-        texture_strength: 0 gives a plain gradient background; 1 strong noise and stripes/checker.
-        min_objects: fewest objects per image (fewer only when the image is too crowded to place them).
-        max_objects: most objects per image.
-        min_contrast: wanted RGB distance between an object's colour and what it covers.
-        max_aspect: largest width / height ratio.
-        colour_hint: probability that an object's colour comes from its class's hue family instead of
-            the class-independent uniform distribution.
-        hue_spread: an object in its class's hue family takes a hue within +-hue_spread degrees of it.
-        background_chroma: 1 gives backgrounds of any colour, 0 grey ones (hue then tells objects apart).
-        contrast: factor in (0, 1] that scales every colour's distance from mid-grey before the sensor noise.
+def render_sample(seed: int, split: str, index: int, knobs: Knobs = Knobs()) -> tuple[np.ndarray, ...]:
+    """Draw one sample, with its own generator seeded by (seed, split, index).
 
     Returns:
         (image HxWx3 uint8 RGB, label HxW uint8 with 255 on boundaries, instance HxW uint8: 0 background,
         a distinct id per object, without the ignore band).
     """
     rng = np.random.default_rng([seed, SPLITS[split], index])
-    height = size
-    width = int(rng.integers(size, round(size * max_aspect) + 1))
-    image = _background(rng, height, width, texture_strength, background_chroma)
+    height = size = knobs.size
+    width = int(rng.integers(size, round(size * knobs.max_aspect) + 1))
+    image = _background(rng, height, width, knobs.texture_strength, knobs.background_chroma)
     label = np.zeros((height, width), np.uint8)
     instance = np.zeros((height, width), np.uint8)
     r_min, r_max = size * 8 / 96, size * 22 / 96
-    num_objects = int(rng.integers(min_objects, max_objects + 1))
+    num_objects = int(rng.integers(knobs.min_objects, knobs.max_objects + 1))
     for obj in range(1, num_objects + 1):
         for _ in range(30):
             cls = int(rng.integers(1, len(CLASS_NAMES)))
@@ -213,13 +228,13 @@ def render_sample(
                 break
         else:
             continue  # crowded image: skip this object rather than draw a confusing occlusion
-        hue = CLASS_HUES[cls] if rng.random() < colour_hint else None
-        colour = _pick_colour(rng, image[mask], min_contrast, hue, hue_spread)
+        hue = CLASS_HUES[cls] if rng.random() < knobs.colour_hint else None
+        colour = _pick_colour(rng, image[mask], knobs.min_contrast, hue, knobs.hue_spread)
         fill = _object_fill(rng, height, width, colour)
         image[mask] = fill[mask]
         label[mask] = cls
         instance[mask] = obj
-    image = 127.5 + contrast * (image - 127.5) + rng.normal(0, 2.0, size=image.shape)
+    image = 127.5 + knobs.contrast * (image - 127.5) + rng.normal(0, 2.0, size=image.shape)
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
     # Morphological gradient of the instance map: a 2-px band on every visible object edge (one pixel
     # each side), also between touching objects, but not along the image border.
@@ -297,7 +312,7 @@ def _up_to_date(root: Path, params: dict) -> bool:
                 f"{root} already has list files but no {PARAMS_FILE}; pass --overwrite to "
                 f"regenerate the synthetic dataset there, or choose another --root"
             )
-        if root.is_dir() and any(root.iterdir()):
+        if root.is_dir() and any(path.name not in OWN_FILES for path in root.iterdir()):
             raise UserError(
                 f"{root} is not empty and holds no synthetic dataset ({PARAMS_FILE}); choose an empty or "
                 f"new --root, or pass --overwrite to write the dataset among its files"
@@ -334,47 +349,7 @@ def _remove_stale(root: Path, keep: set[str]) -> None:
                     (root / rel).unlink(missing_ok=True)
 
 
-MAX_SIZE = 2048  # image height in pixels; the memory drawing takes grows with its square
-
-
-def _check_params(
-    num_train,
-    num_val,
-    size,
-    texture_strength,
-    min_objects,
-    max_objects,
-    max_aspect,
-    colour_hint,
-    hue_spread,
-    background_chroma,
-    contrast,
-) -> None:
-    """UserError naming the first of :func:`generate`'s parameters that is out of range."""
-    if num_train < 1 or num_val < 1:
-        raise UserError(f"--num-train and --num-val must be at least 1 (got {num_train}, {num_val})")
-    if not 32 <= size <= MAX_SIZE:
-        raise UserError(
-            f"--size must be in [32, {MAX_SIZE}]: at least 32 so the smallest shapes stay recognisable, at "
-            f"most {MAX_SIZE} so an image fits in memory (got {size})"
-        )
-    if not 0.0 <= texture_strength <= 1.0:
-        raise UserError(f"--texture-strength must be in [0, 1] (got {texture_strength})")
-    if not 1 <= min_objects <= max_objects:
-        raise UserError(f"need 1 <= --min-objects <= --max-objects (got {min_objects}, {max_objects})")
-    if max_aspect < 1.0:
-        raise UserError(f"--max-aspect must be at least 1 (got {max_aspect})")
-    if not 0.0 <= colour_hint <= 1.0:
-        raise UserError(f"--colour-hint must be in [0, 1] (got {colour_hint})")
-    if not 0.0 <= hue_spread <= 45.0:
-        raise UserError(f"--hue-spread must be in [0, 45] degrees so hue families do not overlap (got {hue_spread})")
-    if not 0.0 <= background_chroma <= 1.0:
-        raise UserError(f"--background-chroma must be in [0, 1] (got {background_chroma})")
-    if not 0.0 < contrast <= 1.0:
-        raise UserError(f"--contrast must be in (0, 1] (got {contrast})")
-
-
-def _write_dataset(root: Path, seed: int, params: dict, counts: dict, knobs: dict) -> None:
+def _write_dataset(root: Path, seed: int, params: dict, counts: dict, knobs: Knobs) -> None:
     """Render and write every image and label, then the lists, then the parameters file (last: a complete set)."""
     lines = {split: _list_lines(split, counts[split]) for split in SPLITS}
     if (root / PARAMS_FILE).exists():
@@ -384,7 +359,7 @@ def _write_dataset(root: Path, seed: int, params: dict, counts: dict, knobs: dic
         (root / "image" / split).mkdir(parents=True, exist_ok=True)
         (root / "label" / split).mkdir(parents=True, exist_ok=True)
         for index in range(counts[split]):
-            image, label, _ = render_sample(seed, split, index, **knobs)
+            image, label, _ = render_sample(seed, split, index, knobs)
             _write_png(root / "image" / split / f"{index:05d}.png", image)
             _write_png(root / "label" / split / f"{index:05d}.png", label)
     (root / "list").mkdir(parents=True, exist_ok=True)
@@ -394,21 +369,7 @@ def _write_dataset(root: Path, seed: int, params: dict, counts: dict, knobs: dic
 
 
 def generate(
-    root: str | Path,
-    seed: int = 0,
-    num_train: int = 400,
-    num_val: int = 50,
-    size: int = 96,
-    overwrite: bool = False,
-    texture_strength: float = 0.5,
-    min_objects: int = 2,
-    max_objects: int = 4,
-    min_contrast: float = 80.0,
-    max_aspect: float = 1.25,
-    colour_hint: float = 1.0,
-    hue_spread: float = DEMO_HUE_SPREAD,
-    background_chroma: float = DEMO_BACKGROUND_CHROMA,
-    contrast: float = DEMO_CONTRAST,
+    root: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 50, overwrite: bool = False, **knobs
 ) -> dict:
     """Write the synthetic dataset under ``root``, or leave it alone when it is already up to date.
 
@@ -417,17 +378,8 @@ def generate(
         seed: dataset seed; same parameters give byte-identical files.
         num_train: number of training images.
         num_val: number of validation images.
-        size: image height (widths vary in [size, size * max_aspect]).
         overwrite: regenerate even when ``root`` holds a dataset made with other parameters.
-        texture_strength: background difficulty, 0 (plain gradient) to 1 (strong noise and patterns).
-        min_objects: fewest objects per image.
-        max_objects: most objects per image.
-        min_contrast: wanted RGB distance between an object and what it covers.
-        max_aspect: largest width / height ratio.
-        colour_hint: probability that an object takes its class's hue family (0: colour-free classes).
-        hue_spread: largest hue offset (degrees) of an object from its class's hue family.
-        background_chroma: background colourfulness in [0, 1] (0: grey backgrounds).
-        contrast: image contrast in (0, 1]; every colour's distance from mid-grey is scaled by it.
+        knobs: fields of :class:`Knobs` (how the images are drawn).
 
     Returns:
         Summary dict: root, list paths, counts, classes, whether files were written, and seconds taken.
@@ -435,34 +387,14 @@ def generate(
     Raises:
         UserError: bad parameters, or ``root`` holds other data and ``overwrite`` is False.
     """
-    _check_params(
-        num_train,
-        num_val,
-        size,
-        texture_strength,
-        min_objects,
-        max_objects,
-        max_aspect,
-        colour_hint,
-        hue_spread,
-        background_chroma,
-        contrast,
-    )
+    if num_train < 1 or num_val < 1:
+        raise UserError(f"--num-train and --num-val must be at least 1 (got {num_train}, {num_val})")
+    drawing = Knobs(**knobs)
+    drawing.check()
     check_creatable(str(root), "--root")
     root = Path(root)
-    knobs = {
-        "size": size,
-        "texture_strength": texture_strength,
-        "min_objects": min_objects,
-        "max_objects": max_objects,
-        "min_contrast": min_contrast,
-        "max_aspect": max_aspect,
-        "colour_hint": colour_hint,
-        "hue_spread": hue_spread,
-        "background_chroma": background_chroma,
-        "contrast": contrast,
-    }
-    params = {"version": GENERATOR_VERSION, "seed": seed, "num_train": num_train, "num_val": num_val, **knobs}
+    params = {"version": GENERATOR_VERSION, "seed": seed, "num_train": num_train, "num_val": num_val}
+    params.update(asdict(drawing))
     counts = {"train": num_train, "val": num_val}
     summary = {
         "root": str(root),
@@ -477,7 +409,7 @@ def generate(
         logger.info("synthetic dataset in %s is up to date", root)
         return {**summary, "generated": False, "seconds": time.perf_counter() - start}
 
-    _write_dataset(root, seed, params, counts, knobs)
+    _write_dataset(root, seed, params, counts, drawing)
     seconds = time.perf_counter() - start
     logger.info("wrote %d train and %d val images to %s in %.1f s", num_train, num_val, root, seconds)
     return {**summary, "generated": True, "seconds": seconds}
@@ -519,21 +451,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     parser.add_argument("--overwrite", action="store_true", help="regenerate over a dataset made with other parameters")
     args = parser.parse_args(argv)
-    summary = generate(
-        args.root,
-        seed=args.seed,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        size=args.size,
-        overwrite=args.overwrite,
-        texture_strength=args.texture_strength,
-        min_objects=args.min_objects,
-        max_objects=args.max_objects,
-        colour_hint=args.colour_hint,
-        hue_spread=args.hue_spread,
-        background_chroma=args.background_chroma,
-        contrast=args.contrast,
-    )
+    drawing = {f.name: getattr(args, f.name) for f in fields(Knobs) if hasattr(args, f.name)}
+    summary = generate(args.root, args.seed, args.num_train, args.num_val, args.overwrite, **drawing)
     state = "generated" if summary["generated"] else "up to date"
     print(
         f"synthetic dataset {state}: {summary['num_train']} train + {summary['num_val']} val images, "

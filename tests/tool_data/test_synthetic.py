@@ -14,6 +14,7 @@ from tool_data.synthetic import (
     CLASS_HUES,
     CLASS_NAMES,
     IGNORE_LABEL,
+    Knobs,
     generate,
     main,
     render_sample,
@@ -119,9 +120,8 @@ def object_colours(colour_hint: float, hue_spread: float = 10.0) -> dict[int, np
     """Mean RGB of every object's non-ignored pixels over 500 samples, per class, at full contrast."""
     colours: dict[int, list[np.ndarray]] = {k: [] for k in range(1, NUM_CLASSES)}
     for index in range(500):
-        image, label, instance = render_sample(
-            2, "train", index, colour_hint=colour_hint, hue_spread=hue_spread, contrast=1.0
-        )
+        knobs = Knobs(colour_hint=colour_hint, hue_spread=hue_spread, contrast=1.0)
+        image, label, instance = render_sample(2, "train", index, knobs)
         for obj in range(1, int(instance.max()) + 1):
             pixels = (instance == obj) & (label != IGNORE_LABEL)
             if pixels.any():
@@ -154,7 +154,7 @@ def test_background_chroma_zero_gives_grey_backgrounds() -> None:
     for chroma in (0.0, 1.0):
         values = []
         for index in range(20):
-            image, label, _ = render_sample(0, "train", index, background_chroma=chroma, contrast=1.0)
+            image, label, _ = render_sample(0, "train", index, Knobs(background_chroma=chroma, contrast=1.0))
             pixels = image[label == 0].astype(np.int16)
             values.append((pixels.max(axis=1) - pixels.min(axis=1)).mean())
         spread[chroma] = float(np.mean(values))
@@ -165,8 +165,8 @@ def test_background_chroma_zero_gives_grey_backgrounds() -> None:
 
 def test_contrast_scales_distance_from_grey_and_keeps_labels() -> None:
     for index in range(3):
-        full, label_full, _ = render_sample(0, "train", index, contrast=1.0)
-        low, label_low, _ = render_sample(0, "train", index, contrast=0.4)
+        full, label_full, _ = render_sample(0, "train", index, Knobs(contrast=1.0))
+        low, label_low, _ = render_sample(0, "train", index, Knobs(contrast=0.4))
         np.testing.assert_array_equal(label_low, label_full)
         # Same generator stream, so the two differ only by the scaling (sensor noise std 2 rides on both).
         expected = 127.5 + 0.4 * (full.astype(np.float64) - 127.5)
@@ -237,3 +237,17 @@ def test_a_root_below_a_file_is_one_line(tmp_path) -> None:
     with pytest.raises(UserError, match="--root '.*file/data' cannot be created: '.*file' is a file"):
         generate(tmp_path / "file" / "data", num_train=1, num_val=1)
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_a_fresh_clones_folder_with_only_the_tracked_class_files_is_generated_into(tmp_path) -> None:
+    """make demo-strong runs the data tool without --overwrite on a fresh clone's dataset/synthetic."""
+    fresh, other = tmp_path / "fresh", tmp_path / "other"
+    for folder in (fresh, other):
+        folder.mkdir()
+        for name in ("synthetic_names.txt", "synthetic_colors.txt"):
+            (folder / name).write_bytes((REPO / "dataset" / "synthetic" / name).read_bytes())
+    assert generate(fresh, num_train=2, num_val=1)["generated"]
+    assert (fresh / "synthetic_names.txt").read_text().splitlines() == CLASS_NAMES
+    (other / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="not empty and holds no synthetic dataset"):
+        generate(other, num_train=2, num_val=1)

@@ -82,6 +82,34 @@ def make_dataset(split: str, data_root: str, data_list: str) -> list[tuple[str, 
         UserError: the list or data_root is missing, a line is malformed, or a listed file is
             missing (all checked here so the problem shows before training starts).
     """
+    lines = _list_lines(split, data_root, data_list)
+    items: list[tuple[str, str | None]] = []
+    missing: list[tuple[int, str, str]] = []
+    for line_no, line in enumerate(lines, start=1):
+        fields = _list_fields(line, line_no, split, data_root, data_list)
+        if not fields:
+            continue
+        image_path = os.path.join(data_root, fields[0])
+        label_path = os.path.join(data_root, fields[1]) if len(fields) == 2 else None
+        for kind, path in (("image", image_path), ("label", label_path)):
+            if path is not None and not os.path.isfile(path):
+                missing.append((line_no, kind, path))
+        items.append((image_path, label_path))
+    if missing:
+        line_no, kind, path = missing[0]
+        more = f" ({len(missing) - 1} more missing files)" if len(missing) > 1 else ""
+        raise UserError(
+            f"list file '{data_list}' line {line_no}: {kind} '{path}' not found"
+            f"{more}; check data_root '{data_root}' and the list"
+        )
+    if not items:
+        raise UserError(f"list file '{data_list}' has no entries; check train_list/val_list/test_list in the config")
+    logger.info("%d samples in the %s set (%s)", len(items), split, data_list)
+    return items
+
+
+def _list_lines(split: str, data_root: str, data_list: str) -> list[str]:
+    """The lines of a list file, once the split, the list and data_root are known to be there."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     hint = "check train_list/val_list/test_list in the config"
@@ -94,39 +122,21 @@ def make_dataset(split: str, data_root: str, data_list: str) -> list[tuple[str, 
         raise UserError(
             f"data_root '{data_root}' not found (used by list file '{data_list}'); check data_root in the config"
         )
+    return lines
 
-    expected = "'image_path' or 'image_path label_path'" if split == "test" else ("'image_path label_path'")
-    items: list[tuple[str, str | None]] = []
-    missing: list[tuple[int, str, str]] = []
-    for line_no, line in enumerate(lines, start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) > 2:  # paths with spaces: the one split at which both files exist
-            fields = _split_with_spaces(line, data_root) or fields
-        if len(fields) > 2 or (len(fields) == 1 and split != "test"):
-            raise UserError(
-                f"list file '{data_list}' line {line_no}: expected {expected} "
-                f"separated by a space, got {len(fields)} field(s): {line.strip()!r}"
-            )
-        image_path = os.path.join(data_root, fields[0])
-        label_path = os.path.join(data_root, fields[1]) if len(fields) == 2 else None
-        for kind, path in (("image", image_path), ("label", label_path)):
-            if path is not None and not os.path.isfile(path):
-                missing.append((line_no, kind, path))
-        items.append((image_path, label_path))
 
-    if missing:
-        line_no, kind, path = missing[0]
-        more = f" ({len(missing) - 1} more missing files)" if len(missing) > 1 else ""
+def _list_fields(line: str, line_no: int, split: str, data_root: str, data_list: str) -> list[str]:
+    """A list line's one or two relative paths ([] for a blank line)."""
+    fields = line.split()
+    if len(fields) > 2:  # paths with spaces: the one split at which both files exist
+        fields = _split_with_spaces(line, data_root) or fields
+    if len(fields) > 2 or (len(fields) == 1 and split != "test"):
+        expected = "'image_path' or 'image_path label_path'" if split == "test" else "'image_path label_path'"
         raise UserError(
-            f"list file '{data_list}' line {line_no}: {kind} '{path}' not found"
-            f"{more}; check data_root '{data_root}' and the list"
+            f"list file '{data_list}' line {line_no}: expected {expected} "
+            f"separated by a space, got {len(fields)} field(s): {line.strip()!r}"
         )
-    if not items:
-        raise UserError(f"list file '{data_list}' has no entries; {hint}")
-    logger.info("%d samples in the %s set (%s)", len(items), split, data_list)
-    return items
+    return fields
 
 
 def read_image(path: str) -> np.ndarray:

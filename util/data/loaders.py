@@ -55,7 +55,6 @@ def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tupl
     not depend on the number of workers. Validation images are dealt r, r + N, ... as well.
     """
     mean, std = mean_std_255()
-    crop = [cfg.train_h, cfg.train_w]
     batch_size_val, workers = per_process(cfg)
     train_transform = transform.Compose([*augmentation(cfg), transform.ToTensor(), transform.Normalize(mean, std)])
     train_data = SemData(
@@ -84,33 +83,32 @@ def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tupl
         generator=torch.Generator().manual_seed(data_seed + dist.rank()),
         persistent_workers=workers > 0,
     )
-    val_loader = None
-    if cfg.evaluate:
-        val_transform = transform.Compose(
-            [
-                transform.Crop(crop, crop_type="center", padding=mean, ignore_label=cfg.ignore_label),
-                transform.ToTensor(),
-                transform.Normalize(mean=mean, std=std),
-            ]
-        )
-        val_data = SemData(
-            "val",
-            cfg.data_root,
-            cfg.val_list,
-            val_transform,
-            cfg.classes,
-            cfg.ignore_label,
-            cfg.rescale_normalized_input,
-        )
-        val_data.check_samples()
-        if dist.world_size() > 1:  # no padding: every image is scored once
-            val_data = torch.utils.data.Subset(val_data, range(dist.rank(), len(val_data), dist.world_size()))
-        val_loader = torch.utils.data.DataLoader(
-            val_data,
-            batch_size=batch_size_val,
-            shuffle=False,
-            num_workers=workers,
-            pin_memory=pin,
-            generator=torch.Generator().manual_seed(data_seed),
-        )
+    val_loader = _val_loader(cfg, batch_size_val, workers, pin, data_seed) if cfg.evaluate else None
     return train_loader, val_loader
+
+
+def _val_loader(cfg: DictConfig, batch_size: int, workers: int, pin: bool, data_seed: int):
+    """The center-crop validation loader of this process: images r, r + N, ... (no padding: each scored once)."""
+    mean, std = mean_std_255()
+    crop = [cfg.train_h, cfg.train_w]
+    val_transform = transform.Compose(
+        [
+            transform.Crop(crop, crop_type="center", padding=mean, ignore_label=cfg.ignore_label),
+            transform.ToTensor(),
+            transform.Normalize(mean=mean, std=std),
+        ]
+    )
+    val_data = SemData(
+        "val", cfg.data_root, cfg.val_list, val_transform, cfg.classes, cfg.ignore_label, cfg.rescale_normalized_input
+    )
+    val_data.check_samples()
+    if dist.world_size() > 1:
+        val_data = torch.utils.data.Subset(val_data, range(dist.rank(), len(val_data), dist.world_size()))
+    return torch.utils.data.DataLoader(
+        val_data,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin,
+        generator=torch.Generator().manual_seed(data_seed),
+    )
