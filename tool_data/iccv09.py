@@ -64,6 +64,23 @@ class Conversion(NamedTuple):
     unchanged: int
 
 
+def _name_the_bad_token(path: str, rows: list[list[str]]) -> None:
+    """Raise the UserError that names the line and token of a regions file NumPy cannot parse (the slow path)."""
+    for line_no, row in enumerate(rows, start=1):
+        for token in row:
+            try:
+                value = int(token)
+            except ValueError:
+                raise UserError(
+                    f"regions file '{path}' line {line_no}: {token!r} is not an integer; expected class indices -1..7"
+                ) from None
+            if not UNKNOWN <= value < len(CLASS_NAMES):
+                raise UserError(
+                    f"regions file '{path}' line {line_no}: value {value} outside -1..{len(CLASS_NAMES) - 1}"
+                )
+    raise UserError(f"regions file '{path}' cannot be parsed as integers; re-extract iccv09Data")
+
+
 def read_regions(path: str) -> np.ndarray:
     """Parse a ``*.regions.txt`` matrix into an HxW int16 array of values in -1..7.
 
@@ -94,21 +111,7 @@ def read_regions(path: str) -> np.ndarray:
     except (ValueError, OverflowError):
         values = None
     if values is None:
-        # Slow path, only to name the offending line and token.
-        for line_no, row in enumerate(rows, start=1):
-            for token in row:
-                try:
-                    value = int(token)
-                except ValueError:
-                    raise UserError(
-                        f"regions file '{path}' line {line_no}: {token!r} is not an "
-                        "integer; expected class indices -1..7"
-                    ) from None
-                if not UNKNOWN <= value < len(CLASS_NAMES):
-                    raise UserError(
-                        f"regions file '{path}' line {line_no}: value {value} outside -1..{len(CLASS_NAMES) - 1}"
-                    )
-        raise UserError(f"regions file '{path}' cannot be parsed as integers; re-extract iccv09Data")
+        _name_the_bad_token(path, rows)
     values = values.reshape(len(rows), width)
 
     bad = np.argwhere((values < UNKNOWN) | (values >= len(CLASS_NAMES)))
@@ -243,6 +246,31 @@ def _read_labels(root: str, ids: list[str]) -> dict[str, np.ndarray]:
     return labels
 
 
+def _plan_writes(root: str, labels: dict[str, np.ndarray], train: list[str], val: list[str]) -> tuple:
+    """(label writes, list writes, existing files that differ, labels already equal) of a conversion."""
+    label_writes: list[tuple[str, np.ndarray]] = []
+    conflicts: list[str] = []
+    unchanged = 0
+    for id_, label in labels.items():
+        path = os.path.join(root, LABEL_DIR, id_ + ".png")
+        if os.path.lexists(path):
+            if np.array_equal(_read_existing_label(path), label):
+                unchanged += 1
+                continue
+            conflicts.append(path)
+        label_writes.append((path, label))
+    list_writes: list[tuple[str, str]] = []
+    for split, members in (("train", train), ("val", val)):
+        path = os.path.join(root, LIST_DIR, f"{split}.txt")
+        text = "".join(f"{IMAGE_DIR}/{i}.jpg {LABEL_DIR}/{i}.png\n" for i in members)
+        if os.path.lexists(path):
+            if _read_existing_text(path) == text:
+                continue
+            conflicts.insert(0, path)  # a changed list (other seed?) is the likelier cause
+        list_writes.append((path, text))
+    return label_writes, list_writes, conflicts, unchanged
+
+
 def convert(root: str, val_fraction: float = VAL_FRACTION, seed: int = SEED, overwrite: bool = False) -> Conversion:
     """Write ``label/<id>.png`` and ``list/{train,val}.txt`` under an iccv09Data root.
 
@@ -267,28 +295,7 @@ def convert(root: str, val_fraction: float = VAL_FRACTION, seed: int = SEED, ove
 
     labels = _read_labels(root, ids)  # all checked first: a bad file leaves no half-converted folder
 
-    label_writes: list[tuple[str, np.ndarray]] = []
-    conflicts: list[str] = []
-    unchanged = 0
-    for id_, label in labels.items():
-        path = os.path.join(root, LABEL_DIR, id_ + ".png")
-        if os.path.lexists(path):
-            if np.array_equal(_read_existing_label(path), label):
-                unchanged += 1
-                continue
-            conflicts.append(path)
-        label_writes.append((path, label))
-
-    list_writes: list[tuple[str, str]] = []
-    for split, members in (("train", train), ("val", val)):
-        path = os.path.join(root, LIST_DIR, f"{split}.txt")
-        text = "".join(f"{IMAGE_DIR}/{i}.jpg {LABEL_DIR}/{i}.png\n" for i in members)
-        if os.path.lexists(path):
-            if _read_existing_text(path) == text:
-                continue
-            conflicts.insert(0, path)  # a changed list (other seed?) is the likelier cause
-        list_writes.append((path, text))
-
+    label_writes, list_writes, conflicts, unchanged = _plan_writes(root, labels, train, val)
     if conflicts and not overwrite:
         raise UserError(
             f"{len(conflicts)} existing file(s) differ from what the conversion "
