@@ -238,79 +238,30 @@ def torchrun(plan: Plan, work: Path) -> tuple[list[dict], list[str]]:
     data = work / "synthetic"
     generate(data, seed=0, num_train=16, num_val=4, size=48)
     device = "cuda" if plan.device.type == "cuda" else "cpu"
-    common = [
-        "data_root",
-        str(data),
-        "train_list",
-        str(data / "list/train.txt"),
-        "val_list",
-        str(data / "list/val.txt"),
-        "test_list",
-        str(data / "list/val.txt"),
-        "device",
-        device,
-        "train_h",
-        "33",
-        "train_w",
-        "33",
-        "test_h",
-        "33",
-        "test_w",
-        "33",
-        "base_size",
-        "56",
-        "batch_size",
-        "4",
-        "workers",
-        "2",
-        "epochs",
-        "1",
-        "save_freq",
-        "1",
-        "save_path",
-        str(work / "model"),
-        "model_path",
-        str(work / "model/train_epoch_1.pth"),
-        "index_step",
-        "2",
-    ]
+    settings = {
+        **dict.fromkeys(("val_list", "test_list"), data / "list/val.txt"),
+        **dict.fromkeys(("train_h", "train_w", "test_h", "test_w"), 33),
+        "data_root": data,
+        "train_list": data / "list/train.txt",
+        "device": device,
+        "base_size": 56,
+        "batch_size": 4,
+        "workers": 2,
+        "epochs": 1,
+        "save_freq": 1,
+        "save_path": work / "model",
+        "model_path": work / "model/train_epoch_1.pth",
+        "index_step": 2,
+    }
+    common = [str(word) for pair in settings.items() for word in pair]
     log: list[dict] = []
-    command(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "1",
-            "train.py",
-            "--config",
-            SYNTHETIC,
-            *common,
-            "dist_backend",
-            "nccl",
-            "sync_bn",
-            "True",
-        ],
-        log,
-    )
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
+    command([*launch, "train.py", "--config", SYNTHETIC, *common, "dist_backend", "nccl", "sync_bn", "True"], log)
     attacks = (
         f"[{{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}}, {{name: sea, eps: 8, steps: {plan.sea_steps}}}]"
     )
-    command(
-        [
-            sys.executable,
-            "test.py",
-            "--config",
-            SYNTHETIC,
-            *common,
-            "save_folder",
-            str(work / "result"),
-            "attacks",
-            attacks,
-        ],
-        log,
-    )
+    evaluate = [sys.executable, "test.py", "--config", SYNTHETIC, *common, "save_folder", work / "result"]
+    command([*map(str, evaluate), "attacks", attacks], log)
     results = work / "result" / "results.json"
     if results.is_file():
         log.append({"results": json.loads(results.read_text())})
