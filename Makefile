@@ -23,7 +23,7 @@ DEMO_SAT := epochs 4 save_freq 4 base_lr 0.01
 DEMO_DDCAT := epochs 2 save_freq 2 base_lr 0.01
 DEMO_SAM := epochs 2 save_freq 2 base_lr 0.01
 DEMO_IMAGES := 10
-DEMO_ATTACKS := [{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: segpgd, eps: 0.03, steps: 20, unit: 1}]
+DEMO_ATTACKS := config/attacks_demo.yaml
 demo: $(STAMP)
 	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic --overwrite
 	rm -f exp/synthetic/demo/results.json
@@ -36,8 +36,8 @@ demo: $(STAMP)
 	      sam) extra="$$extra $(DEMO_SAM)";; esac; fi; \
 	  PYTHON=$(PYTHON) EXP_NAME=$$name sh tool_train/synthetic/psp_train$$suffix.sh overwrite True $$extra || exit 1; \
 	  PYTHON=$(PYTHON) EXP_NAME=$$name CONFIG=config/synthetic/synthetic_pspnet18$$suffix.yaml \
-	    sh tool_test/synthetic/robust_eval.sh overwrite True panels 0 index_step $(DEMO_IMAGES) \
-	    attacks "$(DEMO_ATTACKS)" || exit 1; \
+	    ATTACKS=$(DEMO_ATTACKS) sh tool_test/synthetic/robust_eval.sh overwrite True panels 0 \
+	    index_step $(DEMO_IMAGES) || exit 1; \
 	  model=$$(ls exp/synthetic/$$name/model/train_epoch_*.pth | sort -V | tail -n 1); \
 	  $(PYTHON) -m evaluation.visualize --config config/synthetic/synthetic_pspnet18$$suffix.yaml \
 	    --out exp/synthetic/$$name/picture.png model_path $$model || exit 1; \
@@ -49,20 +49,19 @@ demo: $(STAMP)
 ## STRONG_BASE_EPOCHS epochs (first, when missing; longer than the demo's) fine-tuned for STRONG_EPOCHS epochs
 ## with each defense, the adversarial ones at the demo's eps 0.03 (BIM-3 / PGD-3 with random start / TRADES' KL
 ## with 3 steps, beta 1: beta 6 collapses at this budget, see docs/demo.md); each evaluated on the first
-## STRONG_IMAGES val images clean, under the original BIM-2, SegPGD-20 at 0.01 and 0.03, and SEA (APGD with
-## its three losses, STRONG_SEA_STEPS iterations each) at 0.03, with the worst case per eps; one table and one
-## curve in exp/synthetic/strong/. The measured table and its time: docs/demo.md.
+## STRONG_IMAGES val images under STRONG_ATTACKS (clean, the original BIM-2, SegPGD-20 at 0.01 and 0.03, SEA
+## with 20 iterations per loss at 0.03) with the worst case per eps; one table and one curve in
+## exp/synthetic/strong/. The measured table and its time: docs/demo.md. The data step passes --overwrite only
+## without synthetic.json (a fresh clone: the tracked class names alone), so another set there is refused.
 STRONG_DEFENSES := none sat ddcat sam pgd_at trades
 STRONG_BASE_EPOCHS := 12
 STRONG_BASE := exp/synthetic/strong_base/model/train_epoch_$(STRONG_BASE_EPOCHS).pth
 STRONG_EPOCHS := 2
 STRONG_IMAGES := 4
-STRONG_SEA_STEPS := 20
 STRONG_ADV := adv_eps 0.03 adv_steps 3 adv_step_size 0.01
-STRONG_ATTACKS := [{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, \
-  {name: segpgd, eps: [0.01, 0.03], steps: 20, unit: 1}, {name: sea, eps: 0.03, steps: $(STRONG_SEA_STEPS), unit: 1}]
+STRONG_ATTACKS := config/attacks_demo_strong.yaml
 demo-strong: $(STAMP)
-	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic
+	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic $$(test -f dataset/synthetic/synthetic.json || echo --overwrite)
 	test -f $(STRONG_BASE) || PYTHON=$(PYTHON) EXP_NAME=strong_base sh tool_train/synthetic/psp_train.sh \
 	  overwrite True epochs $(STRONG_BASE_EPOCHS) save_freq $(STRONG_BASE_EPOCHS)
 	rm -f exp/synthetic/strong/results.json
@@ -73,8 +72,8 @@ demo-strong: $(STAMP)
 	  PYTHON=$(PYTHON) EXP_NAME=strong_$$defense sh tool_train/synthetic/psp_train$$suffix.sh overwrite True \
 	    $$extra epochs $(STRONG_EPOCHS) save_freq $(STRONG_EPOCHS) base_lr 0.01 || exit 1; \
 	  PYTHON=$(PYTHON) EXP_NAME=strong_$$defense CONFIG=config/synthetic/synthetic_pspnet18$$suffix.yaml \
-	    sh tool_test/synthetic/robust_eval.sh overwrite True panels 0 index_step $(STRONG_IMAGES) \
-	    attacks "$(STRONG_ATTACKS)" || exit 1; \
+	    ATTACKS=$(STRONG_ATTACKS) sh tool_test/synthetic/robust_eval.sh overwrite True panels 0 \
+	    index_step $(STRONG_IMAGES) || exit 1; \
 	  $(PYTHON) -m evaluation.report --strong exp/synthetic/strong_$$defense/robust --defense $$defense \
 	    --out exp/synthetic/strong/results.json --curve exp/synthetic/strong/robustness_curve.png || exit 1; \
 	done
