@@ -13,11 +13,9 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
-## Train PSPNet-18 on the built-in synthetic dataset without defense, then fine-tune it with SAT, with DDC-AT
-## and with SAM (no adversarial examples: SAM-AT's claim); evaluate each on the first DEMO_IMAGES val images
-## clean, under the original BIM-2 and under SegPGD-20 (the strongest attack measured on these models, see
-## docs/demo.md) with their worst case; picture each, print one table. Epochs of 50 iterations (400 images,
-## batch 8); the split keeps the demo under 15 minutes on 2 cores (README).
+## Train PSPNet-18 on the synthetic set without defense, fine-tune it with SAT, DDC-AT and SAM; evaluate each
+## on the first DEMO_IMAGES val images under DEMO_ATTACKS (clean, BIM-2, SegPGD-20, worst case); picture each,
+## print one table. Epochs of 50 iterations; the split keeps the demo under 15 minutes on 2 cores (docs/demo.md).
 DEMO_NONE_EPOCHS := 8
 DEMO_SAT := epochs 4 save_freq 4 base_lr 0.01
 DEMO_DDCAT := epochs 2 save_freq 2 base_lr 0.01
@@ -45,14 +43,11 @@ demo: $(STAMP)
 	    --out exp/synthetic/demo/results.json || exit 1; \
 	done
 
-## Every defense at one training budget, judged by the strong attacks: an undefended model trained for
-## STRONG_BASE_EPOCHS epochs (first, when missing; longer than the demo's) fine-tuned for STRONG_EPOCHS epochs
-## with each defense, the adversarial ones at the demo's eps 0.03 (BIM-3 / PGD-3 with random start / TRADES' KL
-## with 3 steps, beta 1: beta 6 collapses at this budget, see docs/demo.md); each evaluated on the first
-## STRONG_IMAGES val images under STRONG_ATTACKS (clean, the original BIM-2, SegPGD-20 at 0.01 and 0.03, SEA
-## with 20 iterations per loss at 0.03) with the worst case per eps; one table and one curve in
-## exp/synthetic/strong/. The measured table and its time: docs/demo.md. The data step passes --overwrite only
-## without synthetic.json (a fresh clone: the tracked class names alone), so another set there is refused.
+## Every defense at one budget, judged by the strong attacks: an undefended model (STRONG_BASE_EPOCHS, trained
+## when missing) fine-tuned STRONG_EPOCHS epochs with each defense at eps 0.03 (TRADES at beta 1: beta 6
+## collapses here); each evaluated on STRONG_IMAGES val images under STRONG_ATTACKS; one table and one curve in
+## exp/synthetic/strong/ (measured: docs/demo.md). The data step passes --overwrite only without synthetic.json
+## (a fresh clone holds just the class names), so another set there is refused.
 STRONG_DEFENSES := none sat ddcat sam pgd_at trades
 STRONG_BASE_EPOCHS := 12
 STRONG_BASE := exp/synthetic/strong_base/model/train_epoch_$(STRONG_BASE_EPOCHS).pth
