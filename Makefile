@@ -13,17 +13,15 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
-## Train PSPNet-18 on the built-in synthetic dataset without defense, then fine-tune it with SAT, with DDC-AT
-## and with SAM (no adversarial examples: SAM-AT's claim); evaluate each on the first DEMO_IMAGES val images
-## clean, under the original BIM-2 and under SegPGD-20 (the strongest attack measured on these models, see
-## docs/demo.md) with their worst case; picture each, print one table. Epochs of 50 iterations (400 images,
-## batch 8); the split keeps the demo under 15 minutes on 2 cores (README).
+## Train PSPNet-18 on the synthetic set without defense, fine-tune it with SAT, DDC-AT and SAM; evaluate each
+## on the first DEMO_IMAGES val images under DEMO_ATTACKS (clean, BIM-2, SegPGD-20, worst case); picture each,
+## print one table. Epochs of 50 iterations; the split keeps the demo under 15 minutes on 2 cores (docs/demo.md).
 DEMO_NONE_EPOCHS := 8
 DEMO_SAT := epochs 4 save_freq 4 base_lr 0.01
 DEMO_DDCAT := epochs 2 save_freq 2 base_lr 0.01
 DEMO_SAM := epochs 2 save_freq 2 base_lr 0.01
 DEMO_IMAGES := 10
-DEMO_ATTACKS := [{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: segpgd, eps: 0.03, steps: 20, unit: 1}]
+DEMO_ATTACKS := config/attacks_demo.yaml
 demo: $(STAMP)
 	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic --overwrite
 	rm -f exp/synthetic/demo/results.json
@@ -36,8 +34,8 @@ demo: $(STAMP)
 	      sam) extra="$$extra $(DEMO_SAM)";; esac; fi; \
 	  PYTHON=$(PYTHON) EXP_NAME=$$name sh tool_train/synthetic/psp_train$$suffix.sh overwrite True $$extra || exit 1; \
 	  PYTHON=$(PYTHON) EXP_NAME=$$name CONFIG=config/synthetic/synthetic_pspnet18$$suffix.yaml \
-	    sh tool_test/synthetic/robust_eval.sh overwrite True panels 0 index_step $(DEMO_IMAGES) \
-	    attacks "$(DEMO_ATTACKS)" || exit 1; \
+	    ATTACKS=$(DEMO_ATTACKS) sh tool_test/synthetic/robust_eval.sh overwrite True panels 0 \
+	    index_step $(DEMO_IMAGES) || exit 1; \
 	  model=$$(ls exp/synthetic/$$name/model/train_epoch_*.pth | sort -V | tail -n 1); \
 	  $(PYTHON) -m evaluation.visualize --config config/synthetic/synthetic_pspnet18$$suffix.yaml \
 	    --out exp/synthetic/$$name/picture.png model_path $$model || exit 1; \
@@ -45,24 +43,20 @@ demo: $(STAMP)
 	    --out exp/synthetic/demo/results.json || exit 1; \
 	done
 
-## Every defense at one training budget, judged by the strong attacks: an undefended model trained for
-## STRONG_BASE_EPOCHS epochs (first, when missing; longer than the demo's) fine-tuned for STRONG_EPOCHS epochs
-## with each defense, the adversarial ones at the demo's eps 0.03 (BIM-3 / PGD-3 with random start / TRADES' KL
-## with 3 steps, beta 1: beta 6 collapses at this budget, see docs/demo.md); each evaluated on the first
-## STRONG_IMAGES val images clean, under the original BIM-2, SegPGD-20 at 0.01 and 0.03, and SEA (APGD with
-## its three losses, STRONG_SEA_STEPS iterations each) at 0.03, with the worst case per eps; one table and one
-## curve in exp/synthetic/strong/. The measured table and its time: docs/demo.md.
+## Every defense at one budget, judged by the strong attacks: an undefended model (STRONG_BASE_EPOCHS, trained
+## when missing) fine-tuned STRONG_EPOCHS epochs with each defense at eps 0.03 (TRADES at beta 1: beta 6
+## collapses here); each evaluated on STRONG_IMAGES val images under STRONG_ATTACKS; one table and one curve in
+## exp/synthetic/strong/ (measured: docs/demo.md). The data step passes --overwrite only without synthetic.json
+## (a fresh clone holds just the class names), so another set there is refused.
 STRONG_DEFENSES := none sat ddcat sam pgd_at trades
 STRONG_BASE_EPOCHS := 12
 STRONG_BASE := exp/synthetic/strong_base/model/train_epoch_$(STRONG_BASE_EPOCHS).pth
 STRONG_EPOCHS := 2
 STRONG_IMAGES := 4
-STRONG_SEA_STEPS := 20
 STRONG_ADV := adv_eps 0.03 adv_steps 3 adv_step_size 0.01
-STRONG_ATTACKS := [{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, \
-  {name: segpgd, eps: [0.01, 0.03], steps: 20, unit: 1}, {name: sea, eps: 0.03, steps: $(STRONG_SEA_STEPS), unit: 1}]
+STRONG_ATTACKS := config/attacks_demo_strong.yaml
 demo-strong: $(STAMP)
-	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic
+	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic $$(test -f dataset/synthetic/synthetic.json || echo --overwrite)
 	test -f $(STRONG_BASE) || PYTHON=$(PYTHON) EXP_NAME=strong_base sh tool_train/synthetic/psp_train.sh \
 	  overwrite True epochs $(STRONG_BASE_EPOCHS) save_freq $(STRONG_BASE_EPOCHS)
 	rm -f exp/synthetic/strong/results.json
@@ -73,8 +67,8 @@ demo-strong: $(STAMP)
 	  PYTHON=$(PYTHON) EXP_NAME=strong_$$defense sh tool_train/synthetic/psp_train$$suffix.sh overwrite True \
 	    $$extra epochs $(STRONG_EPOCHS) save_freq $(STRONG_EPOCHS) base_lr 0.01 || exit 1; \
 	  PYTHON=$(PYTHON) EXP_NAME=strong_$$defense CONFIG=config/synthetic/synthetic_pspnet18$$suffix.yaml \
-	    sh tool_test/synthetic/robust_eval.sh overwrite True panels 0 index_step $(STRONG_IMAGES) \
-	    attacks "$(STRONG_ATTACKS)" || exit 1; \
+	    ATTACKS=$(STRONG_ATTACKS) sh tool_test/synthetic/robust_eval.sh overwrite True panels 0 \
+	    index_step $(STRONG_IMAGES) || exit 1; \
 	  $(PYTHON) -m evaluation.report --strong exp/synthetic/strong_$$defense/robust --defense $$defense \
 	    --out exp/synthetic/strong/results.json --curve exp/synthetic/strong/robustness_curve.png || exit 1; \
 	done

@@ -1,6 +1,7 @@
 """The tool_train / tool_test shell scripts pass the entry point's exit code through tee."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,3 +94,64 @@ def test_every_demo_defense_has_its_scripts_and_config(target):
             assert (ROOT / f"tool_{kind}/synthetic/psp_{kind}{suffix}.sh").is_file()
         cfg = load_config(str(ROOT / f"config/synthetic/synthetic_pspnet18{suffix}.yaml"))
         assert (cfg.optimizer == "sam") if defense == "sam" else (cfg.defense == defense)
+
+
+def _named_attack_lists() -> set[str]:
+    """The config/attacks_*.yaml files that the Makefile and the tool_test scripts name."""
+    texts = [(ROOT / "Makefile").read_text(), *(p.read_text() for p in (ROOT / "tool_test").rglob("*.sh"))]
+    return {name for text in texts for name in re.findall(r"config/attacks_\w+\.yaml", text)}
+
+
+def test_every_attack_list_is_named_by_a_script_and_parses_as_test_py_reads_it():
+    """robust_eval.sh passes the file's text as `attacks`: each list must load through the config and the
+    attack registry (a typo in one fails here, not minutes into `make demo`)."""
+    from attack.registry import parse_specs
+    from util.config import load_config
+
+    on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "config").glob("attacks_*.yaml")}
+    assert _named_attack_lists() == on_disk and "config/attacks_suite.yaml" in on_disk
+    config = str(ROOT / "config/synthetic/synthetic_pspnet18.yaml")
+    for name in sorted(on_disk):
+        text = (ROOT / name).read_text()
+        entries = load_config(config, ["attacks", text]).attacks
+        assert len(entries) == text.count("\n- ") and parse_specs(entries), name  # every entry, each known
+    demo = load_config(config, ["attacks", (ROOT / "config/attacks_demo.yaml").read_text()]).attacks
+    assert [dict(entry) for entry in demo] == [
+        {"name": "bim", "eps": 0.03, "alpha": 0.01, "steps": 2, "unit": 1},
+        {"name": "segpgd", "eps": 0.03, "steps": 20, "unit": 1},
+    ]  # make demo's table is measured with exactly these (docs/demo.md)
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_robust_eval_takes_its_attacks_from_the_file_attacks_names(listed, tmp_path):
+    """The file's list reaches test.py (its unknown attack is refused by name); a missing file is one line,
+    before any folder is made."""
+    exp_name = f"pytest-{uuid.uuid4().hex[:8]}"
+    attacks = tmp_path / "attacks.yaml"
+    if listed:
+        attacks.write_text("# a typo\n- {name: bimm, eps: 4}\n")
+    env = {**os.environ, "PYTHON": sys.executable, "EXP_NAME": exp_name, "ATTACKS": str(attacks)}
+    try:
+        proc = subprocess.run(
+            ["sh", "tool_test/synthetic/robust_eval.sh"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        left = (ROOT / "exp/synthetic" / exp_name).exists()
+    finally:
+        shutil.rmtree(ROOT / "exp/synthetic" / exp_name, ignore_errors=True)
+    assert proc.returncode == 2 and not left, proc.stdout + proc.stderr
+    if listed:
+        assert (
+            proc.stdout.strip()
+            .splitlines()[-1]
+            .startswith("error: config key 'attacks', entry 1: unknown attack 'bimm'; known: fgsm, bim, pgd")
+        )
+    else:
+        assert proc.stderr == (
+            f"error: attack list '{attacks}' not found; set ATTACKS to a YAML list of attacks (config/attacks_*.yaml)\n"
+        )

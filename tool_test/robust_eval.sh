@@ -4,9 +4,10 @@
 # results.csv, results.json, robustness_curve.png). Stored predictions are reused: a re-run after an
 # interruption computes only what is missing. The model is MODEL_PATH, else the latest checkpoint in
 # exp/<dataset>/<exp_name>/model, else the config's; CONFIG picks another config (e.g. a SAT model's).
-# Another attack list: add `attacks "[...]"` to the arguments (later key value pairs win).
+# The attacks: the YAML list in the file ATTACKS (default config/attacks_suite.yaml), or `attacks "[...]"`
+# among the arguments (later key value pairs win).
 # Processes: NPROC, as in tool_test/test.sh.
-# usage: sh tool_test/robust_eval.sh DATASET EXP_NAME CONFIG [key value ...]
+# usage: [ATTACKS=FILE] sh tool_test/robust_eval.sh DATASET EXP_NAME CONFIG [key value ...]
 set -e
 PYTHON=${PYTHON:-python}
 dataset=$1; exp_name=${EXP_NAME:-$2}; config=${CONFIG:-$3}
@@ -15,12 +16,11 @@ exp_dir=exp/${dataset}/${exp_name}
 result_dir=${exp_dir}/robust
 now=$(date +"%Y%m%d_%H%M%S")
 model=${MODEL_PATH:-$(ls "${exp_dir}"/model/train_epoch_*.pth 2>/dev/null | sort -V | tail -n 1)}
-# The original protocol's BIM-2 (eps 0.03), BIM-2 at the suite's eps (the reference the sanity checks compare
-# stronger attacks with), PGD-20/100, SegPGD, CosPGD, PAdam and SEA at 4/255 and 8/255.
-attacks="[{name: bim, eps: 0.03, alpha: 0.01, steps: 2, unit: 1}, {name: bim, eps: [4, 8], steps: 2},
-  {name: pgd, eps: [4, 8], steps: 20}, {name: pgd, eps: [4, 8], steps: 100},
-  {name: segpgd, eps: [4, 8], steps: 20}, {name: cospgd, eps: [4, 8], steps: 20},
-  {name: padam, eps: [4, 8]}, {name: sea, eps: [4, 8]}]"
+attacks_file=${ATTACKS:-config/attacks_suite.yaml}
+[ -f "${attacks_file}" ] || {
+  echo "error: attack list '${attacks_file}' not found; set ATTACKS to a YAML list of attacks (config/attacks_*.yaml)" >&2
+  exit 2; }
+attacks=$(cat "${attacks_file}")
 GPU_KEY=test_gpu
 . tool_train/launch.sh
 make_run_dirs "${result_dir}" || {
