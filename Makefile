@@ -46,8 +46,7 @@ demo: $(STAMP)
 ## Every defense at one budget, judged by the strong attacks: an undefended model (STRONG_BASE_EPOCHS, trained
 ## when missing) fine-tuned STRONG_EPOCHS epochs with each defense at eps 0.03 (TRADES at beta 1: beta 6
 ## collapses here); each evaluated on STRONG_IMAGES val images under STRONG_ATTACKS; one table and one curve in
-## exp/synthetic/strong/ (measured: docs/demo.md). The data step passes --overwrite only without synthetic.json
-## (a fresh clone holds just the class names), so another set there is refused.
+## exp/synthetic/strong/ (measured: docs/demo.md). The data step keeps an up-to-date set and refuses another.
 STRONG_DEFENSES := none sat ddcat sam pgd_at trades
 STRONG_BASE_EPOCHS := 12
 STRONG_BASE := exp/synthetic/strong_base/model/train_epoch_$(STRONG_BASE_EPOCHS).pth
@@ -56,7 +55,7 @@ STRONG_IMAGES := 4
 STRONG_ADV := adv_eps 0.03 adv_steps 3 adv_step_size 0.01
 STRONG_ATTACKS := config/attacks_demo_strong.yaml
 demo-strong: $(STAMP)
-	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic $$(test -f dataset/synthetic/synthetic.json || echo --overwrite)
+	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic
 	test -f $(STRONG_BASE) || PYTHON=$(PYTHON) EXP_NAME=strong_base sh tool_train/synthetic/psp_train.sh \
 	  overwrite True epochs $(STRONG_BASE_EPOCHS) save_freq $(STRONG_BASE_EPOCHS)
 	rm -f exp/synthetic/strong/results.json
