@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from model.ddcat import from_plain_state_dict, is_ddcat_state, to_plain_state_dict
-from model.resnet import BACKBONE_NAMES, STEM_TO_LAYER0
 from util import dist
 from util.errors import UserError
 
@@ -49,6 +48,9 @@ VAINF_INIT = {
     "mobilenet": "initmodel/mobilenet_v2.pth",
 }
 CHECKPOINT_GLOB = "train_*.pth"
+# Stem module of semseg's ImageNet ResNet -> its index in the segmentation models' layer0 Sequential.
+STEM_TO_LAYER0 = {"conv1": "0", "bn1": "1", "conv2": "3", "bn2": "4", "conv3": "6", "bn3": "7"}
+BACKBONE_NAMES = ("layer0", "layer1", "layer2", "layer3", "layer4")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -157,18 +157,9 @@ class Config(TestConfig, DistributedConfig, TrainConfig, DataConfig):
     """All keys, flat (the order of the bases makes DATA come first when iterating)."""
 
 
-# VainF's model names (model/vainf.py holds the models; this list is checked against it in tests/test_layout.py).
-VAINF_MODELS = (
-    "deeplabv3_resnet50",
-    "deeplabv3plus_resnet50",
-    "deeplabv3_resnet101",
-    "deeplabv3plus_resnet101",
-    "deeplabv3_mobilenet",
-    "deeplabv3plus_mobilenet",
-)
+# arch, backbone and model (VainF's) names are registered in model/ (model.registry) and checked there
+# (model.check_names), right after load_config.
 CHOICES = {
-    "arch": ("psp", "aspp", "deeplabv3plus"),
-    "backbone": ("resnet", "mobilenetv2"),
     "layers": (18, 34, 50, 101, 152),
     "output_stride": (8, 16),
     "defense": ("none", "sat", "ddcat", "pgd_at", "trades"),
@@ -258,10 +249,6 @@ def check(cfg: DictConfig, where: str = "config") -> None:
     for key, allowed in CHOICES.items():
         if cfg[key] not in allowed:
             raise UserError(f"{where}: {key} must be one of {list(allowed)}, got {cfg[key]!r}")
-    if cfg.model is not None and cfg.model not in VAINF_MODELS:
-        raise UserError(
-            f"{where}: model must be one of VainF's {list(VAINF_MODELS)} (or empty for arch), got {cfg.model!r}"
-        )
     if cfg.model is not None and (cfg.defense == "ddcat" or cfg.zoom_factor != 8):
         raise UserError(
             f"{where}: model {cfg.model} (VainF) predicts at full resolution without DDC-AT's heads; "
