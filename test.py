@@ -12,6 +12,7 @@ import logging
 
 from attack.registry import parse_specs
 from evaluation.suite import ORIGINAL_BIM, distinct_labels, run_suite
+from model import check_names
 from util import dist
 from util.config import load_config
 from util.device import select_device
@@ -36,6 +37,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = get_parser().parse_args()
     cfg = load_config(args.config, args.opts)
+    check_names(cfg, f"config '{args.config}'")  # arch/backbone/model: the registries of model/
     device = dist.setup(
         select_device(cfg.device, cfg.test_gpu),
         cfg.dist_url,

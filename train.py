@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from defense import TrainingAttack, build_defense, resize_target, train_step
-from model import load_checkpoint_weights, model_from_config
+from model import check_names, load_checkpoint_weights, model_from_config
 from model.checkpoint import (
     CheckpointFolder,
     StopSignal,
@@ -298,6 +298,7 @@ def main() -> None:
     cv2.ocl.setUseOpenCL(False)
     args = get_parser().parse_args()
     cfg = load_config(args.config, args.opts)
+    check_names(cfg, f"config '{args.config}'")  # arch/backbone/model: the registries of model/
     check_creatable(cfg.save_path, "save_path")
     device = setup_process(cfg)
     folder = CheckpointFolder(cfg.save_path, stale_checkpoints(cfg.save_path, cfg.resume, cfg.overwrite))

@@ -1,4 +1,5 @@
-"""Segmentation models and the one place that builds them (checkpoints: :mod:`model.checkpoint`)."""
+"""Segmentation models and the one place that builds them (checkpoints: :mod:`model.checkpoint`); each family
+registers its names in :mod:`model.registry` from its own module, all imported here."""
 
 from __future__ import annotations
 
@@ -8,29 +9,48 @@ import torch
 from torch import nn
 
 from model.checkpoint import load_checkpoint_weights, load_vainf_init, read_checkpoint
-from model.ddcat import ddcat_class
+from model.registry import ARCHS, BACKBONES, MODELS
+from util.registry import import_submodules
+
+# The import order is the registration order, the order of the choices in error messages.
+# isort: off
+from model.pspnet import PSPNet
 from model.deeplabv3 import DeepLabV3
 from model.deeplabv3plus import DeepLabV3Plus
-from model.mobilenetv2 import mobilenetv2_class
-from model.pspnet import PSPNet
 from model.vainf import VainFDeepLab
+# isort: on
+
+import_submodules(__name__, __path__)  # every family registers itself; a new one is one new file
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ARCHS",
+    "BACKBONES",
+    "MODELS",
     "DeepLabV3",
     "DeepLabV3Plus",
     "PSPNet",
     "VainFDeepLab",
     "build_model",
+    "check_names",
     "eval_model_from_config",
     "load_checkpoint_weights",
     "model_from_config",
     "read_checkpoint",
 ]
 
-ARCHS = {"psp": PSPNet, "aspp": DeepLabV3, "deeplabv3plus": DeepLabV3Plus}
-BACKBONES = ("resnet", "mobilenetv2")
+
+def check_names(cfg, where: str = "config") -> None:
+    """Check the config's ``arch``, ``backbone`` and ``model`` names (entry points: right after load_config).
+
+    Raises:
+        UserError: an unregistered name, in one line with the key and the choices.
+    """
+    ARCHS.get(cfg.arch, where)
+    BACKBONES.get(cfg.backbone, where)
+    if cfg.model is not None:
+        MODELS.get(cfg.model, where)
 
 
 def build_model(
@@ -46,38 +66,31 @@ def build_model(
     ddcat: bool = False,
     backbone: str = "resnet",
 ) -> nn.Module:
-    """Build ``'psp'`` (:class:`PSPNet`), ``'aspp'`` (:class:`DeepLabV3`) or ``'deeplabv3plus'``
-    (:class:`DeepLabV3Plus`) on a ``'resnet'`` of depth ``layers`` or on ``'mobilenetv2'``
-    (:mod:`model.mobilenetv2`; ``layers`` ignored); ``ddcat`` adds the DDC-AT heads
-    (:mod:`model.ddcat`).
+    """Build ``arch`` (a name in :data:`ARCHS`) on ``backbone`` (``layers``: a ResNet's depth), with DDC-AT's
+    heads when ``ddcat``.
 
     Raises:
-        ValueError: for another ``arch`` or ``backbone`` (the config check gives the user-facing
-            message).
+        UserError: an unregistered ``arch`` or ``backbone``.
     """
-    kwargs = {
-        "layers": layers,
-        "classes": classes,
-        "zoom_factor": zoom_factor,
-        "output_stride": output_stride,
-        "pretrained": pretrained,
-        "init_path": init_path,
-        "dropout": dropout,
-        "use_aux": use_aux,
-    }
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; expected one of {list(BACKBONES)}")
-    model_class = ARCHS[arch] if backbone == "resnet" else mobilenetv2_class(ARCHS[arch])
-    return (ddcat_class(model_class) if ddcat else model_class)(**kwargs)
+    return ARCHS.get(arch)(
+        layers=layers,
+        classes=classes,
+        zoom_factor=zoom_factor,
+        output_stride=output_stride,
+        pretrained=pretrained,
+        init_path=init_path,
+        dropout=dropout,
+        use_aux=use_aux,
+        backbone=backbone,
+        heads="ddcat" if ddcat else "plain",
+    )
 
 
 def model_from_config(cfg, pretrained: bool = False, ddcat: bool = False) -> nn.Module:
     """The network a config describes (``model``: VainF's, else ``arch`` on ``backbone``); every entry point builds
     it here."""
     if cfg.model:
-        model = VainFDeepLab(cfg.model, cfg.classes, cfg.output_stride, cfg.separable_conv)
+        model = MODELS.get(cfg.model)(cfg.model, cfg.classes, cfg.output_stride, cfg.separable_conv)
         if pretrained:
             load_vainf_init(model, cfg.init_path)
         return model

@@ -1,16 +1,5 @@
-"""Every checkpoint format, read and written in this one place.
-
-Read: training checkpoints (semseg / DDC-AT ``{'state_dict': ...}`` or a bare state dict, with or without
-``module.``; a DDC-AT model's heads convert to and from a plain model's), semseg's ImageNet ResNet files and
-torchvision's MobileNetV2 file, always with ``weights_only=True``; a mismatch is described in one line.
-
-Written: crash-proof training checkpoints. A checkpoint goes to a temporary file in its folder, flushed and
-fsynced, then renamed over the final name (and the folder fsynced), so a crash at any moment leaves either
-the old file or the new one, never a torn one. ``latest`` (a one-line text file next to the checkpoints,
-replaced the same way after the checkpoint itself) names the newest complete checkpoint; ``auto_resume``
-starts from it. RNG states are stored as tensors and plain numbers, so checkpoints still load with
-``torch.load(..., weights_only=True)``.
-"""
+"""Every checkpoint format, read (always ``weights_only=True``, a mismatch in one line) and written (atomically,
+with ``latest``) in this one place; the formats and the guarantees: docs/checkpoints.md."""
 
 from __future__ import annotations
 
@@ -27,7 +16,6 @@ import torch
 from torch import nn
 
 from model.ddcat import from_plain_state_dict, is_ddcat_state, to_plain_state_dict
-from model.resnet import BACKBONE_NAMES, STEM_TO_LAYER0
 from util import dist
 from util.errors import UserError
 
@@ -49,6 +37,9 @@ VAINF_INIT = {
     "mobilenet": "initmodel/mobilenet_v2.pth",
 }
 CHECKPOINT_GLOB = "train_*.pth"
+# Stem module of semseg's ImageNet ResNet -> its index in the segmentation models' layer0 Sequential.
+STEM_TO_LAYER0 = {"conv1": "0", "bn1": "1", "conv2": "3", "bn2": "4", "conv3": "6", "bn3": "7"}
+BACKBONE_NAMES = ("layer0", "layer1", "layer2", "layer3", "layer4")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -153,11 +144,8 @@ class CheckpointFolder:
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The checkpoint ``latest`` names in ``folder``, or None when there is none.
-
-    A pointer to a missing file (deleted by hand) falls back to the newest ``train_*.pth`` by
-    modification time, so an interrupted run can still continue.
-    """
+    """The checkpoint ``latest`` names in ``folder`` (else the newest ``train_*.pth`` by modification time), or
+    None when there is none."""
     folder = Path(folder)
     pointer = folder / LATEST
     if pointer.is_file():
@@ -354,8 +342,8 @@ def _to_stem(key: str) -> str:
 
 
 def read_state_file(path: str, what: str, missing_hint: str, expected: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read a torch file safely (``weights_only``): (the file's dict, its state dict without ``module.``
-    prefixes). A bare state dict comes back as ``({'state_dict': state}, state)``.
+    """(the file's dict, its state dict without ``module.``) of a torch file read with ``weights_only``; a bare
+    state dict comes back as ``({'state_dict': state}, state)``.
 
     Args:
         path: the file.
@@ -432,11 +420,8 @@ def load_backbone_init(model: nn.Module, path: str, depth: int) -> None:
 
 
 def load_mobilenetv2_init(module: nn.Module, path: str) -> None:
-    """Load torchvision's ImageNet MobileNetV2 weights into ``module``, strictly.
-
-    Accepts a bare state dict or ``{'state_dict': ...}``, with or without ``module.`` prefixes.
-    ``features.18.*`` and ``classifier.*`` (not built) are skipped; every other key and shape must
-    match.
+    """Load torchvision's ImageNet MobileNetV2 weights into ``module``, strictly (``features.18`` and the
+    classifier, not built, skipped).
 
     Raises:
         UserError: the file is missing, unreadable, or does not fit the backbone (keys named).
@@ -465,9 +450,8 @@ def robust_init_keys(state: dict[str, torch.Tensor], path: str) -> dict[str, tor
 
 
 def load_vainf_init(model: nn.Module, path: str | None) -> None:
-    """torchvision's ImageNet ResNet-50/101 or MobileNetV2 file into a VainF model's ``backbone``, strictly
-    (``fc``, ``features.18`` and ``classifier`` are not built; MobileNetV2's ``features.i`` go to
-    ``low_level_features.i`` for i < 4, else ``high_level_features.i``), as VainF's ``pretrained_backbone``.
+    """torchvision's ImageNet ResNet-50/101 or MobileNetV2 file into a VainF model's ``backbone``, strictly, as
+    VainF's ``pretrained_backbone`` (MobileNetV2's ``features.i`` renamed to VainF's two halves).
 
     Raises:
         UserError: the file is missing, unreadable or does not fit the backbone (keys named).
@@ -509,11 +493,8 @@ def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
 
 
 def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:
-    """Load a training checkpoint (``{'state_dict': ...}`` or a bare state dict) into ``model``.
-
-    ``module.`` prefixes are stripped, and a DDC-AT checkpoint loads into the plain model through its
-    ``cls1`` head. Keys and shapes are checked before loading; with ``strict=False`` missing and
-    unexpected keys are only logged, shape mismatches still fail.
+    """Load a training checkpoint into ``model``, checked before loading (DDC-AT <-> plain converted, see
+    docs/checkpoints.md); with ``strict=False`` missing and unexpected keys are only logged.
 
     Returns:
         The loaded checkpoint dict (``{'state_dict': ...}`` for a bare state dict), so callers can

@@ -1,8 +1,5 @@
-"""DeepLabV3 (Chen et al., "Rethinking Atrous Convolution for Semantic Image Segmentation", 2017).
-
-The ``aspp`` architecture of the configs: a deep-stem dilated ResNet with an ASPP head, with the
-same ``layer0..layer4`` / ``cls`` / ``aux`` naming and forward conventions as :class:`PSPNet`.
-"""
+"""DeepLabV3 (Chen et al., "Rethinking Atrous Convolution for Semantic Image Segmentation", 2017), the configs'
+``aspp``, with the DDC-AT release's keys (``aspp``)."""
 
 from __future__ import annotations
 
@@ -13,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.base import SegNet, seg_head
+from model.registry import ARCHS
 
 
 class ASPP(nn.Module):
@@ -55,26 +53,19 @@ class ASPP(nn.Module):
         return torch.cat(outs, dim=1)
 
 
+@ARCHS.register("aspp")
 class DeepLabV3(SegNet):
-    """DeepLabV3 on a deep-stem dilated ResNet.
-
-    Training returns ``{'out': logits, 'aux': aux_logits}`` ('aux' only with ``use_aux``); eval
-    returns the main logits tensor and skips the aux head. In training the batch must hold at least
-    2 images: the ASPP image-pooling branch is batch-normalised over the batch alone.
+    """DeepLabV3: ASPP on the trunk's features. Training needs at least 2 images a batch (the image-pooling
+    branch is batch-normalised over the batch alone).
 
     Args:
-        layers: ResNet depth (18, 34, 50, 101, 152).
-        dropout: Dropout2d probability before the last conv of each head.
-        classes: number of output classes.
-        zoom_factor: 1, 2, 4 or 8; output resolution (see :func:`model.base.upsample_logits`).
-        output_stride: backbone output stride (8, 16, 32).
         atrous_rates: dilation rates of the ASPP 3x3 branches.
-        use_aux: add the auxiliary head on layer3.
-        pretrained: load semseg's ImageNet weights into the backbone.
-        init_path: ImageNet file; defaults to ``initmodel/resnet{layers}_v2.pth``.
+        use_aux: add the auxiliary head on the ``mid`` features (layer3).
+        pretrained: load the ImageNet weights into the backbone.
+        init_path: ImageNet file; default the backbone's file in ``initmodel/``.
+        layers, dropout, classes, zoom_factor, output_stride, backbone, heads: as :class:`model.base.SegNet`.
     """
 
-    arch = "aspp"
     context_name = "aspp"
 
     def __init__(
@@ -88,8 +79,10 @@ class DeepLabV3(SegNet):
         use_aux: bool = True,
         pretrained: bool = False,
         init_path: str | None = None,
+        backbone: str = "resnet",
+        heads: str = "plain",
     ) -> None:
-        super().__init__(layers, classes, zoom_factor, output_stride, dropout)
+        super().__init__(layers, classes, zoom_factor, output_stride, dropout, backbone, heads)
         layer3_ch, fea_dim = self.channels
         self.aspp = ASPP(fea_dim, 256, atrous_rates)
         self.add_heads(classes, layer3_ch, 1, use_aux, pretrained, init_path)

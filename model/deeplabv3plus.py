@@ -1,10 +1,5 @@
-"""DeepLabV3+ (Chen et al., "Encoder-Decoder with Atrous Separable Convolution for Semantic Image
-Segmentation", ECCV 2018) on the dilated ResNet trunk, or on MobileNetV2 through
-:func:`model.mobilenetv2.mobilenetv2_class`.
-
-The convolutions are plain, not depthwise-separable (like the common PyTorch ports). Keys: the trunk
-(``layer0..4`` or ``backbone.features.N``), ``decoder`` (ASPP, projection, decoder), ``cls``, ``aux``.
-"""
+"""DeepLabV3+ (Chen et al., "Encoder-Decoder with Atrous Separable Convolution for Semantic Image Segmentation",
+ECCV 2018) with plain (not depthwise-separable) convolutions, like the common PyTorch ports; keys ``decoder.*``."""
 
 from __future__ import annotations
 
@@ -16,6 +11,7 @@ from torch import nn
 
 from model.base import SegNet, seg_head
 from model.deeplabv3 import ASPP
+from model.registry import ARCHS
 
 # Dropout after the ASPP projection and the first decoder conv, as in the widely used PyTorch port
 # (jfzhang95/pytorch-deeplab-xception); the last conv's dropout is the model's ``dropout``.
@@ -23,11 +19,9 @@ DECODER_DROPOUT = 0.5
 
 
 class Decoder(nn.Module):
-    """ASPP on the high-level features, projected to ``dim`` channels, upsampled to the stride-4
-    low-level features reduced to ``low_dim`` channels, concatenated and fused by a 3x3 conv.
-
-    The paper's second 3x3 conv and the classifier are ``cls`` (:meth:`DeepLabV3Plus.make_head`), so
-    each DDC-AT head gets its own 3x3 conv, as with PSPNet's heads.
+    """ASPP on the high-level features, projected to ``dim`` channels, upsampled to the stride-4 features reduced
+    to ``low_dim`` channels, concatenated and fused by a 3x3 conv (the paper's second 3x3 conv is in ``cls``, so
+    each DDC-AT head gets its own).
 
     Args:
         high_dim: channels of the high-level (ASPP input) features.
@@ -67,27 +61,20 @@ class Decoder(nn.Module):
         return self.fuse(torch.cat([x, self.low_project(low)], dim=1))
 
 
+@ARCHS.register("deeplabv3plus")
 class DeepLabV3Plus(SegNet):
-    """DeepLabV3+: DeepLabV3's ASPP plus a decoder on the stride-4 features; logits at stride 4.
-
-    Training returns ``{'out': logits, 'aux': aux_logits}`` ('aux' only with ``use_aux``); eval
-    returns the main logits tensor and skips the aux head. In training the batch must hold at least
-    2 images: the ASPP image-pooling branch is batch-normalised over the batch alone.
+    """DeepLabV3+: DeepLabV3's ASPP plus a decoder on the stride-4 features; logits at stride 4. Training needs
+    at least 2 images a batch (the image-pooling branch is batch-normalised over the batch alone).
 
     Args:
-        layers: ResNet depth (18, 34, 50, 101, 152).
-        dropout: Dropout2d probability before the last conv of each head.
-        classes: number of output classes.
-        zoom_factor: 1, 2, 4 or 8; output resolution (see :func:`model.base.upsample_logits`).
-        output_stride: backbone output stride (8, 16, 32).
         atrous_rates: dilation rates of the ASPP 3x3 branches; default the paper's (6, 12, 18) at
             output stride 16, scaled with it ((12, 24, 36) at 8).
         use_aux: add the auxiliary head on the ``mid`` features (layer3).
         pretrained: load the ImageNet weights into the backbone.
-        init_path: ImageNet file; defaults to the backbone's file in ``initmodel/``.
+        init_path: ImageNet file; default the backbone's file in ``initmodel/``.
+        layers, dropout, classes, zoom_factor, output_stride, backbone, heads: as :class:`model.base.SegNet`.
     """
 
-    arch = "deeplabv3plus"
     context_name = "decoder"
 
     def __init__(
@@ -101,8 +88,10 @@ class DeepLabV3Plus(SegNet):
         use_aux: bool = True,
         pretrained: bool = False,
         init_path: str | None = None,
+        backbone: str = "resnet",
+        heads: str = "plain",
     ) -> None:
-        super().__init__(layers, classes, zoom_factor, output_stride, dropout)
+        super().__init__(layers, classes, zoom_factor, output_stride, dropout, backbone, heads)
         mid_dim, high_dim = self.channels
         if atrous_rates is None:
             atrous_rates = tuple(rate * 16 // output_stride for rate in (6, 12, 18))
@@ -113,5 +102,5 @@ class DeepLabV3Plus(SegNet):
         return seg_head(self.decoder.out_channels, 256, out_channels, 3, self.dropout)
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.backbone(x)
+        feats = self.trunk.features(self, x)
         return feats["mid"], self.decoder(feats["high"], feats["low"])

@@ -9,17 +9,18 @@ test.py loads either form.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import torch
 
-from model import read_checkpoint
+from model.checkpoint import read_checkpoint
 from model.ddcat import is_ddcat_state, to_plain_state_dict
 from util.errors import ArgumentParser, UserError, run_main
 from util.log import setup_logging
 
-logger = setup_logging()
+logger = logging.getLogger(__name__)
 
 
 def export(src: str, dst: str) -> dict[str, torch.Tensor]:
@@ -41,6 +42,7 @@ def export(src: str, dst: str) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
+    setup_logging()
     parser = ArgumentParser(description="Export an inference checkpoint (DDC-AT heads dropped)")
     parser.add_argument("checkpoint", help="training checkpoint (train_epoch_N.pth)")
     parser.add_argument("out", help="output file; must not exist")

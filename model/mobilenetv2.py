@@ -1,22 +1,17 @@
-"""MobileNetV2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018)
-as a dilated segmentation backbone, and the trunk that puts it under any SegNet head.
-
-Module names are torchvision's ``mobilenet_v2`` (``features.N...``), so its ImageNet file loads with a
-strict key check. The last 1x1 conv to 1280 channels (``features.18``) and the classifier are not
-built: like DeepLab's MobileNetV2 (``final_endpoint='layer_18'``) and the PyTorch DeepLabV3+ ports, the
-heads sit on the 320-channel output, and the 1280-channel conv would only add 0.4M parameters at
-the lowest resolution.
-"""
+"""MobileNetV2 (Sandler et al., CVPR 2018) as a dilated segmentation backbone, under torchvision's key names
+(``features.0..17``; ``features.18`` and the classifier are not built, see docs/checkpoints.md)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from model.base import SegNet
+from model.base import SegNet, Trunk
 from model.checkpoint import load_mobilenetv2_init
+from model.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +27,22 @@ INVERTED_RESIDUAL_SETTING = (
     (6, 320, 1, 1),
 )
 LOW_INDEX, MID_INDEX = 3, 13  # last block of the 24-channel (stride 4) and 96-channel stages
+
+
+def inverted_residual_blocks(output_stride: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(in channels, out channels, stride, dilation, expansion) of each block after the stem, dilated to
+    ``output_stride``: once the stride reaches it, a later stage keeps stride 1 and multiplies the dilation by
+    its stride; its first block keeps the previous dilation (DeepLab's MobileNetV2, VainF's)."""
+    in_dim, current_stride, dilation = 32, 2, 1
+    for expand_ratio, out_dim, blocks, stage_stride in INVERTED_RESIDUAL_SETTING:
+        first_dilation = dilation
+        if current_stride == output_stride:
+            stride, dilation = 1, dilation * stage_stride
+        else:
+            stride, current_stride = stage_stride, current_stride * stage_stride
+        for index in range(blocks):
+            yield in_dim, out_dim, stride if index == 0 else 1, first_dilation if index == 0 else dilation, expand_ratio
+            in_dim = out_dim
 
 
 def conv_bn_relu6(
@@ -68,15 +79,10 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 ``features.0..17`` dilated to ``output_stride``.
+    """MobileNetV2 ``features.0..17`` dilated to ``output_stride`` (see :func:`inverted_residual_blocks`).
 
-    Once the stride reaches ``output_stride``, each later stage keeps stride 1 and multiplies the
-    dilation by its stride instead; the first block of such a stage keeps the previous dilation (as in
-    DeepLab's MobileNetV2 and torchvision's ``replace_stride_with_dilation``).
-
-    Calling it returns the dict of :meth:`model.base.SegNet.backbone`: ``low`` (24 ch, stride 4, after
-    ``features.3``), ``mid`` (96 ch, stride ``min(16, output_stride)``, after ``features.13``, the
-    aux head's input), ``high`` (320 ch, ``features.17``).
+    Returns ``low`` (24 ch, stride 4, after ``features.3``), ``mid`` (96 ch, after ``features.13``, the aux
+    head's input) and ``high`` (320 ch, ``features.17``).
 
     Args:
         output_stride: 8, 16 or 32.
@@ -90,24 +96,7 @@ class MobileNetV2(nn.Module):
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         features = [conv_bn_relu6(3, 32, 3, stride=2)]
-        in_dim, current_stride, dilation = 32, 2, 1
-        for expand_ratio, out_dim, blocks, stage_stride in INVERTED_RESIDUAL_SETTING:
-            first_dilation = dilation
-            if current_stride == output_stride:
-                stride, dilation = 1, dilation * stage_stride
-            else:
-                stride, current_stride = stage_stride, current_stride * stage_stride
-            for index in range(blocks):
-                features.append(
-                    InvertedResidual(
-                        in_dim,
-                        out_dim,
-                        stride if index == 0 else 1,
-                        first_dilation if index == 0 else dilation,
-                        expand_ratio,
-                    )
-                )
-                in_dim = out_dim
+        features += [InvertedResidual(*block) for block in inverted_residual_blocks(output_stride)]
         self.features = nn.Sequential(*features)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -128,45 +117,19 @@ class MobileNetV2(nn.Module):
         return outs
 
 
-class MobileNetV2Trunk(SegNet):
-    """SegNet with MobileNetV2 in place of the ResNet trunk; use through :func:`mobilenetv2_class`.
+@BACKBONES.register("mobilenetv2")
+class MobileNetV2Trunk(Trunk):
+    """:class:`MobileNetV2` as the model's ``backbone`` module (keys ``backbone.features.N``)."""
 
-    In ``(Arch, MobileNetV2Trunk)`` it sits between the architecture and SegNet in the MRO, so its
-    :meth:`build_trunk` builds ``backbone`` (keys ``backbone.features.N...``) instead of
-    ``layer0..layer4``. ``layers`` is ignored.
-    """
+    @staticmethod
+    def build(layers: int, output_stride: int) -> tuple[dict[str, nn.Module], tuple[int, int], int]:
+        return {"backbone": MobileNetV2(output_stride)}, MobileNetV2.channels, MobileNetV2.low_channels
 
-    backbone_name = "mobilenetv2"
+    @staticmethod
+    def features(model: SegNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return model.backbone(x)
 
-    def build_trunk(self, layers: int, output_stride: int) -> None:
-        self.layers = None  # a ResNet depth; meaningless here
-        self.backbone = MobileNetV2(output_stride)
-        self.channels = MobileNetV2.channels
-        self.low_channels = MobileNetV2.low_channels
-
-    @property
-    def backbone(self) -> MobileNetV2:
-        """The MobileNetV2 module; calling it gives :meth:`SegNet.backbone`'s feature dict."""
-        return self._modules["backbone"]
-
-    def load_imagenet(self, init_path: str | None) -> None:
-        """torchvision's ImageNet weights into ``backbone`` (default ``initmodel/mobilenet_v2.pth``)."""
-        load_mobilenetv2_init(self.backbone, init_path or DEFAULT_INIT)
-
-    def backbone_modules(self) -> list[nn.Module]:
-        return [self.backbone]
-
-
-_CLASSES: dict[type, type] = {}
-
-
-def mobilenetv2_class(base: type) -> type:
-    """The MobileNetV2 variant of a SegNet class (``DeepLabV3Plus`` -> ``DeepLabV3PlusMobileNetV2``),
-    built once."""
-    if base not in _CLASSES:
-        _CLASSES[base] = type(
-            f"{base.__name__}MobileNetV2",
-            (base, MobileNetV2Trunk),
-            {"__doc__": f"{base.__name__} on MobileNetV2 (see model.mobilenetv2)."},
-        )
-    return _CLASSES[base]
+    @staticmethod
+    def load_imagenet(model: SegNet, init_path: str | None) -> None:
+        """torchvision's ImageNet weights (default ``initmodel/mobilenet_v2.pth``)."""
+        load_mobilenetv2_init(model.backbone, init_path or DEFAULT_INIT)

@@ -1,7 +1,4 @@
-"""PSPNet (Zhao et al., "Pyramid Scene Parsing Network", CVPR 2017) as in semseg.
-
-Module names are those of semseg / DDC-AT checkpoints: ``layer0..4``, ``ppm``, ``cls``, ``aux``.
-"""
+"""PSPNet (Zhao et al., "Pyramid Scene Parsing Network", CVPR 2017) as in semseg, with its keys (``ppm``)."""
 
 from __future__ import annotations
 
@@ -12,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.base import SegNet, seg_head
+from model.registry import ARCHS
 
 
 class PPM(nn.Module):
@@ -42,26 +40,19 @@ class PPM(nn.Module):
         return torch.cat([x, *pooled], dim=1)
 
 
+@ARCHS.register("psp")
 class PSPNet(SegNet):
-    """PSPNet on a deep-stem dilated ResNet.
-
-    Training returns ``{'out': logits, 'aux': aux_logits}`` ('aux' only with ``use_aux``); eval
-    returns the main logits tensor and skips the aux head. In training the batch must hold at least
-    2 images: the 1x1 pyramid bin is batch-normalised over the batch alone.
+    """PSPNet: pyramid pooling on the trunk's features. Training needs at least 2 images a batch (the 1x1 bin is
+    batch-normalised over the batch alone).
 
     Args:
-        layers: ResNet depth (18, 34, 50, 101, 152).
         bins: pyramid pooling sizes.
-        dropout: Dropout2d probability before the last conv of each head.
-        classes: number of output classes.
-        zoom_factor: 1, 2, 4 or 8; output resolution (see :func:`model.base.upsample_logits`).
-        output_stride: backbone output stride (8, 16, 32).
-        use_aux: add the auxiliary head on layer3.
-        pretrained: load semseg's ImageNet weights into the backbone.
-        init_path: ImageNet file; defaults to ``initmodel/resnet{layers}_v2.pth``.
+        use_aux: add the auxiliary head on the ``mid`` features (layer3).
+        pretrained: load the ImageNet weights into the backbone.
+        init_path: ImageNet file; default the backbone's file in ``initmodel/``.
+        layers, dropout, classes, zoom_factor, output_stride, backbone, heads: as :class:`model.base.SegNet`.
     """
 
-    arch = "psp"
     context_name = "ppm"
 
     def __init__(
@@ -75,8 +66,10 @@ class PSPNet(SegNet):
         use_aux: bool = True,
         pretrained: bool = False,
         init_path: str | None = None,
+        backbone: str = "resnet",
+        heads: str = "plain",
     ) -> None:
-        super().__init__(layers, classes, zoom_factor, output_stride, dropout)
+        super().__init__(layers, classes, zoom_factor, output_stride, dropout, backbone, heads)
         layer3_ch, fea_dim = self.channels
         self.ppm = PPM(fea_dim, fea_dim // len(bins), bins)
         self.add_heads(classes, layer3_ch, 3, use_aux, pretrained, init_path)

@@ -1,9 +1,5 @@
-"""ResNet with semseg's deep stem, dilated by ``output_stride`` while it is built.
-
-Module names match semseg's ``model/resnet.py`` (``deep_base=True``), so its ImageNet files
-(``initmodel/resnet50_v2.pth`` ...) load with a strict key check after the stem is renamed to the
-segmentation models' ``layer0``.
-"""
+"""ResNet with semseg's deep stem, dilated by ``output_stride`` while it is built; its keys are semseg's
+(docs/checkpoints.md)."""
 
 from __future__ import annotations
 
@@ -13,11 +9,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-logger = logging.getLogger(__name__)
+from model.base import SegNet, Trunk
+from model.checkpoint import BACKBONE_NAMES, load_backbone_init
+from model.registry import BACKBONES
 
-# Stem module of the ResNet -> its index in the segmentation models' layer0 Sequential.
-STEM_TO_LAYER0 = {"conv1": "0", "bn1": "1", "conv2": "3", "bn2": "4", "conv3": "6", "bn3": "7"}
-BACKBONE_NAMES = ("layer0", "layer1", "layer2", "layer3", "layer4")
+logger = logging.getLogger(__name__)
 
 # Dilation of layer1..layer4 for each output stride. semseg dilates *every* block of a stage,
 # its first block included (torchvision's replace_stride_with_dilation does not).
@@ -188,3 +184,27 @@ def resnet(depth: int, output_stride: int = 8) -> ResNet:
         raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
     block, layers = _DEPTHS[depth]
     return ResNet(block, layers, output_stride=output_stride)
+
+
+@BACKBONES.register("resnet")
+class ResNetTrunk(Trunk):
+    """semseg's deep-stem ResNet as the model's own ``layer0..layer4`` (the release's keys)."""
+
+    uses_layers = True
+
+    @staticmethod
+    def build(layers: int, output_stride: int) -> tuple[dict[str, nn.Module], tuple[int, int], int]:
+        net = resnet(layers, output_stride)
+        stages = (net.make_layer0(), net.layer1, net.layer2, net.layer3, net.layer4)
+        return dict(zip(BACKBONE_NAMES, stages)), net.channels, net.channels[0] // 4
+
+    @staticmethod
+    def features(model: SegNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        low = model.layer1(model.layer0(x))
+        mid = model.layer3(model.layer2(low))
+        return {"low": low, "mid": mid, "high": model.layer4(mid)}
+
+    @staticmethod
+    def load_imagenet(model: SegNet, init_path: str | None) -> None:
+        """semseg's ImageNet weights (default ``initmodel/resnet{layers}_v2.pth``)."""
+        load_backbone_init(model, init_path or f"initmodel/resnet{model.layers}_v2.pth", model.layers)

@@ -1,14 +1,6 @@
 """VainF's DeepLabV3 and DeepLabV3+ (VainF/DeepLabV3Plus-Pytorch, the segmentation code of SAM-AT), rebuilt with
-the same modules, computation and parameter names, so their checkpoints load strictly and give their logits.
-
-Layout (every name is VainF's): ``backbone`` holds a torchvision-layout ResNet cut after ``layer4``
-(``conv1``, ``bn1``, ``layer1..4``; output stride 8 or 16 through ``replace_stride_with_dilation``, where the
-first block of a dilated layer keeps the previous dilation) or VainF's MobileNetV2 split into
-``low_level_features`` (``features[0:4]``) and ``high_level_features`` (``features[4:-1]``, keys ``4``..``17``);
-``classifier`` is :class:`DeepLabHead` (ASPP, 3x3, classifier) or :class:`DeepLabHeadV3Plus` (48-channel
-low-level projection, ASPP, one 3x3 conv, classifier). The logits are upsampled bilinearly to the input size
-with align_corners False; there is no aux head. Model names are VainF's (:data:`VAINF_MODELS`).
-"""
+the same modules, computation and parameter names, so their checkpoints load strictly and give their logits
+(layout: docs/checkpoints.md)."""
 
 from __future__ import annotations
 
@@ -18,19 +10,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from util.config import VAINF_MODELS
+from model.mobilenetv2 import inverted_residual_blocks
+from model.registry import MODELS
 
-RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-# MobileNetV2 stages: (expansion t, channels c, blocks n, stride s).
-MOBILENET_STAGES = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
+# VainF's model names (its network.modeling functions): <head>_<backbone>.
+NAMES = (
+    "deeplabv3_resnet50",
+    "deeplabv3plus_resnet50",
+    "deeplabv3_resnet101",
+    "deeplabv3plus_resnet101",
+    "deeplabv3_mobilenet",
+    "deeplabv3plus_mobilenet",
 )
+RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
 def conv_bn_relu(in_dim: int, out_dim: int, kernel: int, padding: int = 0, dilation: int = 1) -> list[nn.Module]:
@@ -119,7 +111,11 @@ class ConvBNReLU6(nn.Sequential):
 
 class InvertedResidual(nn.Module):
     """VainF's block: the input is zero-padded for the 3x3 depthwise conv (as TF's fixed padding) before the 1x1
-    expansion, so the expansion also sees the padded border."""
+    expansion, so the expansion also sees the padded border.
+
+    :class:`model.mobilenetv2.InvertedResidual` pads inside the convs (torchvision's), which gives other numbers
+    at the border; both keep their release's arithmetic, and share the block schedule.
+    """
 
     def __init__(self, in_dim: int, out_dim: int, stride: int, dilation: int, expand_ratio: int) -> None:
         super().__init__()
@@ -147,18 +143,7 @@ class MobileNetBackbone(nn.Module):
     def __init__(self, output_stride: int) -> None:
         super().__init__()
         features: list[nn.Module] = [ConvBNReLU6(3, 32, stride=2)]
-        in_dim, current_stride, dilation = 32, 2, 1
-        for t, c, n, s in MOBILENET_STAGES:
-            previous = dilation
-            if current_stride == output_stride:
-                stride, dilation = 1, dilation * s
-            else:
-                stride, current_stride = s, current_stride * s
-            for i in range(n):
-                features.append(
-                    InvertedResidual(in_dim, c, stride if i == 0 else 1, previous if i == 0 else dilation, t)
-                )
-                in_dim = c
+        features += [InvertedResidual(*block) for block in inverted_residual_blocks(output_stride)]
         self.low_level_features = nn.Sequential(OrderedDict((str(i), m) for i, m in enumerate(features[:4])))
         self.high_level_features = nn.Sequential(OrderedDict((str(i), m) for i, m in enumerate(features) if i >= 4))
 
@@ -258,15 +243,21 @@ def to_separable(module: nn.Module) -> nn.Module:
 
 class VainFDeepLab(nn.Module):
     """``backbone`` + ``classifier``, logits upsampled to the input. Training returns ``{'out': logits}``, eval the
-    logits tensor (this project's convention; VainF's model always returns the tensor)."""
+    logits tensor (this project's convention; VainF's model always returns the tensor).
+
+    Args:
+        name: one of :data:`NAMES`.
+        classes: number of output classes.
+        output_stride: 8 or 16.
+        separable_conv: VainF's ``--separable_conv`` (the V3+ head's 3x3 convs depthwise-separable).
+    """
 
     zoom_factor = 8  # full-resolution logits (model.base.output_size)
-    arch = "vainf"
 
     def __init__(self, name: str, classes: int, output_stride: int = 16, separable_conv: bool = False) -> None:
         super().__init__()
-        if name not in VAINF_MODELS:
-            raise ValueError(f"unknown VainF model {name!r}; expected one of {list(VAINF_MODELS)}")
+        if name not in NAMES:
+            raise ValueError(f"unknown VainF model {name!r}; expected one of {list(NAMES)}")
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
         head, backbone = name.split("_")
@@ -294,3 +285,7 @@ class VainFDeepLab(nn.Module):
 
     def head_modules(self) -> list[nn.Module]:
         return [self.classifier]
+
+
+for _name in NAMES:  # VainF selects its model by name; each name builds this class
+    MODELS.register(_name)(VainFDeepLab)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model import build_model
+from tests.conftest import ROOT
 from tests.entry import test_entry, train_entry
 from tests.helpers import opts_for
 
@@ -137,12 +138,38 @@ def test_attack_on_unlabelled_split(run_cli, tiny_opts):
         (["adv_norm", "l3"], "adv_norm must be one of ['linf', 'l2']"),
         (["optimizer", "sgdd"], "optimizer must be one of ['sgd', 'adam', 'sam']"),
         (["sam_rho", "0"], "sam_rho > 0"),
-        (["backbone", "vgg"], "backbone must be one of"),
     ],
 )
 def test_bad_defense_and_optimizer_settings(run_cli, tiny_opts, override, needle):
     code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, *override])
     assert code == 2 and needle in one_line(err)
+
+
+@pytest.mark.parametrize(
+    "key,value,choices",
+    [
+        ("arch", "pspnet", "['psp', 'aspp', 'deeplabv3plus']"),
+        ("backbone", "vgg", "'resnet'"),
+        ("model", "deeplabv3_resnet18", "'deeplabv3_resnet50', 'deeplabv3plus_resnet50'"),
+    ],
+)
+@pytest.mark.parametrize("given_in", ["config file", "command line"])
+@pytest.mark.parametrize("entry", [train_entry, test_entry], ids=["train", "test"])
+def test_a_bad_model_name_is_one_line_before_anything_is_written(
+    run_cli, tiny_opts, tmp_path, entry, given_in, key, value, choices
+):
+    config = CONFIG
+    override = [key, value]
+    if given_in == "config file":
+        config = tmp_path / "bad.yaml"
+        given = f"{key}: {value}" if key == "arch" else f"arch: psp\n  {key}: {value}"
+        config.write_text((ROOT / CONFIG).read_text().replace("arch: psp", given))
+        override = []
+    code, out, err = run_cli(entry, ["--config", str(config), *tiny_opts, *override])
+    line = one_line(err)
+    assert not out, "the names are checked before the run starts (nothing logged, nothing read or written)"
+    assert code == 2 and f"{key} must be one of [" in line and choices in line and f"got '{value}'" in line, line
+    assert not (tmp_path / "model").exists() and not (tmp_path / "result").exists()
 
 
 def test_export_refuses_to_overwrite(run_cli, tmp_path):

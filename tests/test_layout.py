@@ -1,5 +1,5 @@
 """The layout's rules: dependencies point one way (util <- model <- attack <- defense, evaluation <- the
-entry points), and functions fit on a screen."""
+entry points), functions fit on a screen, and model/ makes no class at run time."""
 
 from __future__ import annotations
 
@@ -54,6 +54,34 @@ def test_the_rule_catches_an_upward_import(tmp_path):
     assert imported_packages(module) & FORBIDDEN["model"] == {"attack"}
 
 
+def classes_made_with_type(path: Path) -> list[int]:
+    """Lines of ``path`` that call ``type`` with three arguments (name, bases, namespace): a class made at run
+    time, which grep cannot find."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "type"
+        and len(node.args) + len(node.keywords) == 3
+    ]
+
+
+def test_model_makes_no_class_at_run_time():
+    made = {str(p.relative_to(ROOT)): classes_made_with_type(p) for p in sorted((ROOT / "model").rglob("*.py"))}
+    assert not {k: v for k, v in made.items() if v}, "model/ makes classes with type(); use constructor arguments"
+
+
+def test_the_rule_catches_a_class_made_with_type(tmp_path):
+    module = tmp_path / "bad.py"
+    module.write_text(
+        "def variant(base):\n"
+        "    kind = type(base)\n"  # one argument: the type of an object, allowed
+        "    return type(f'{base.__name__}X', (base,), {'kind': kind})\n"
+    )
+    assert classes_made_with_type(module) == [3]
+
+
 def test_functions_fit_on_a_screen():
     long = [
         f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
@@ -69,15 +97,3 @@ def test_functions_fit_on_a_screen():
 def test_entry_points_stay_thin(entry):
     """train.py and test.py parse, build and run; the work lives in the packages."""
     assert len((ROOT / entry).read_text().splitlines()) < 400
-
-
-def test_config_choices_name_what_the_packages_build():
-    """util/config.py checks names before anything is built (it sits below the packages); the registries of
-    model/ and defense/ own the classes. The two lists must say the same."""
-    from defense import DEFENSES
-    from model import ARCHS, BACKBONES
-    from util.config import CHOICES
-
-    assert set(CHOICES["arch"]) == set(ARCHS)
-    assert set(CHOICES["backbone"]) == set(BACKBONES)
-    assert set(CHOICES["defense"]) == set(DEFENSES)

@@ -157,18 +157,9 @@ class Config(TestConfig, DistributedConfig, TrainConfig, DataConfig):
     """All keys, flat (the order of the bases makes DATA come first when iterating)."""
 
 
-# VainF's model names (model/vainf.py holds the models; this list is checked against it in tests/test_layout.py).
-VAINF_MODELS = (
-    "deeplabv3_resnet50",
-    "deeplabv3plus_resnet50",
-    "deeplabv3_resnet101",
-    "deeplabv3plus_resnet101",
-    "deeplabv3_mobilenet",
-    "deeplabv3plus_mobilenet",
-)
+# arch, backbone and model (VainF's) names are registered in model/ (model.registry) and checked there
+# (model.check_names), right after load_config.
 CHOICES = {
-    "arch": ("psp", "aspp", "deeplabv3plus"),
-    "backbone": ("resnet", "mobilenetv2"),
     "layers": (18, 34, 50, 101, 152),
     "output_stride": (8, 16),
     "defense": ("none", "sat", "ddcat", "pgd_at", "trades"),
@@ -254,19 +245,31 @@ def parse_opts(opts: Sequence[str]) -> dict:
 
 
 def check(cfg: DictConfig, where: str = "config") -> None:
-    """Range and choice checks that the type system cannot express."""
+    """Range and choice checks that the type system cannot express; the first that fails is reported."""
+    for rule in (
+        _check_choices,
+        _check_counts,
+        _check_augmentation,
+        _check_training,
+        _check_evaluation,
+        _check_training_attack,
+        _check_more,
+    ):
+        rule(cfg, where)
+
+
+def _check_choices(cfg: DictConfig, where: str) -> None:
     for key, allowed in CHOICES.items():
         if cfg[key] not in allowed:
             raise UserError(f"{where}: {key} must be one of {list(allowed)}, got {cfg[key]!r}")
-    if cfg.model is not None and cfg.model not in VAINF_MODELS:
-        raise UserError(
-            f"{where}: model must be one of VainF's {list(VAINF_MODELS)} (or empty for arch), got {cfg.model!r}"
-        )
     if cfg.model is not None and (cfg.defense == "ddcat" or cfg.zoom_factor != 8):
         raise UserError(
             f"{where}: model {cfg.model} (VainF) predicts at full resolution without DDC-AT's heads; "
             f"use defense none/sat and zoom_factor 8, or an arch (psp, aspp) for DDC-AT"
         )
+
+
+def _check_counts(cfg: DictConfig, where: str) -> None:
     positive = (
         "batch_size",
         "batch_size_val",
@@ -285,6 +288,9 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         raise UserError(f"{where}: classes must be >= 2, got {cfg.classes}")
     if not cfg.classes <= cfg.ignore_label <= 255:
         raise UserError(f"{where}: ignore_label must be in [classes, 255] (labels are 8-bit), got {cfg.ignore_label}")
+
+
+def _check_augmentation(cfg: DictConfig, where: str) -> None:
     if cfg.scale_min <= 0 or cfg.scale_min > cfg.scale_max:
         raise UserError(f"{where}: need 0 < scale_min <= scale_max, got {cfg.scale_min}, {cfg.scale_max}")
     if cfg.rotate_min > cfg.rotate_max:
@@ -292,6 +298,9 @@ def check(cfg: DictConfig, where: str = "config") -> None:
     for key in ("train_h", "train_w", "test_h", "test_w"):
         if cfg[key] < 9:  # the 1/8 feature map of a smaller crop is 1 pixel: nothing left to segment
             raise UserError(f"{where}: {key} must be >= 9 (crops are seen by the network at 1/8 size), got {cfg[key]}")
+
+
+def _check_training(cfg: DictConfig, where: str) -> None:
     if cfg.trades_beta < 0:
         raise UserError(f"{where}: trades_beta must be >= 0, got {cfg.trades_beta}")
     if not 0 <= cfg.adv_clean_fraction < 1:
@@ -307,6 +316,9 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         raise UserError(f"{where}: backbone_bn_momentum must be in (0, 1] or empty, got {cfg.backbone_bn_momentum}")
     if cfg.base_lr <= 0:
         raise UserError(f"{where}: base_lr must be > 0, got {cfg.base_lr}")
+
+
+def _check_evaluation(cfg: DictConfig, where: str) -> None:
     if not cfg.scales or min(cfg.scales) <= 0:
         raise UserError(f"{where}: scales must be a non-empty list of positive numbers, got {list(cfg.scales)}")
     if cfg.save_every_iters < 0:
@@ -317,6 +329,9 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         raise UserError(f"{where}: workers, index_start and index_step must be >= 0")
     if cfg.panels < 0:
         raise UserError(f"{where}: panels must be >= 0 (0: no panel pictures), got {cfg.panels}")
+
+
+def _check_training_attack(cfg: DictConfig, where: str) -> None:
     if cfg.adv_eps <= 0 or cfg.adv_steps < 1:
         raise UserError(f"{where}: need adv_eps > 0 and adv_steps >= 1, got {cfg.adv_eps}, {cfg.adv_steps}")
     if cfg.adv_step_size is not None and cfg.adv_step_size <= 0:
@@ -327,12 +342,11 @@ def check(cfg: DictConfig, where: str = "config") -> None:
         raise UserError(
             f"{where}: need sam_rho > 0 and sam_warmup_iters >= 0, got {cfg.sam_rho}, {cfg.sam_warmup_iters}"
         )
-    _check_more(cfg, where)
 
 
 def _check_more(cfg: DictConfig, where: str) -> None:
-    """The checks of :func:`check` that keep a run from training or scoring silently wrong: numbers that are
-    not finite, signs that turn the optimizer or the loss around, a background class that is no class."""
+    """Numbers that are not finite, signs that turn the optimizer or the loss around, a background class that is
+    no class: what would train or score silently wrong."""
     for key, value in cfg.items():
         numbers = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):

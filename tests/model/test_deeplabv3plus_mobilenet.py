@@ -172,7 +172,7 @@ def test_mobilenetv2_dilation(output_stride: int, expected: dict[int, tuple[int,
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="output_stride"):
         MobileNetV2(4)
-    with pytest.raises(ValueError, match="backbone"):
+    with pytest.raises(UserError, match="backbone must be one of .*, got 'vgg'"):
         build_model("deeplabv3plus", 18, 3, backbone="vgg")
     with pytest.raises(ValueError, match="zoom_factor"):
         build_model("deeplabv3plus", 18, 3, zoom_factor=3, backbone="mobilenetv2")

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from model import DeepLabV3, PSPNet, build_model, load_checkpoint_weights
-from model.resnet import STEM_TO_LAYER0, resnet
+from model.checkpoint import STEM_TO_LAYER0
+from model.resnet import resnet
 from util.errors import UserError
 
 ARCHS = ("psp", "aspp")
@@ -98,7 +99,7 @@ def test_bad_arguments() -> None:
         resnet(18, output_stride=4)
     with pytest.raises(ValueError, match="zoom_factor"):
         PSPNet(layers=18, zoom_factor=3)
-    with pytest.raises(ValueError, match="arch"):
+    with pytest.raises(UserError, match=r"arch must be one of \['psp', 'aspp', 'deeplabv3plus'\], got 'unet'"):
         build_model("unet", 18, classes=2)
 
 

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from evaluation.inference import Protocol
 from model import build_model, load_checkpoint_weights
 from model.checkpoint import load_vainf_init
-from model.vainf import VAINF_MODELS, VainFDeepLab
+from model.registry import MODELS
+from model.vainf import VainFDeepLab
 from tests.conftest import ROOT
 from tests.entry import test_entry, train_entry
 from util.errors import UserError
@@ -192,7 +193,7 @@ def test_vainf_names():
         "classifier.classifier.4.bias",
     } <= keys
     assert not any(k.startswith(("backbone.fc", "aux")) for k in keys)
-    assert len(VAINF_MODELS) == 6
+    assert len(MODELS) == 6 and set(MODELS.items()) == {(name, VainFDeepLab) for name in MODELS}
 
 
 def _vainf_checkpoint(path, model, module_prefix=True):

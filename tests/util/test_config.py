@@ -116,7 +116,6 @@ def test_resolved_config_round_trips(original, tmp_path):
         (["batch_size", "2.5"], "config key 'batch_size' expects int"),
         (["scales", "3"], "config key 'scales' expects"),
         (["zoom_factor", "3"], "zoom_factor must be one of [1, 2, 4, 8]"),
-        (["arch", "unet"], "arch must be one of ['psp', 'aspp', 'deeplabv3plus']"),
         (["classes", "1"], "classes must be >= 2"),
         (["train_h", "8"], "train_h must be >= 9"),
         (["test_w", "5"], "test_w must be >= 9"),
@@ -130,6 +129,17 @@ def test_bad_overrides(original, opts, message):
     with pytest.raises(UserError, match=None) as err:
         load_config(str(original), opts)
     assert message in str(err.value)
+
+
+def test_model_names_are_checked_by_the_registries_of_model(original):
+    """util/ sits below model/ and knows no model names; model.check_names reads the registries."""
+    from model import check_names
+
+    for key, value in (("arch", "unet"), ("backbone", "vgg"), ("model", "unet_resnet50")):
+        cfg = load_config(str(original), [key, value])
+        with pytest.raises(UserError, match=rf"^config 'c.yaml': {key} must be one of \[.*\], got '{value}'"):
+            check_names(cfg, "config 'c.yaml'")
+    check_names(load_config(str(original), ["model", "deeplabv3_mobilenet"]))
 
 
 def test_unknown_key_in_file(tmp_path):
