@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -29,7 +28,7 @@ if str(ROOT) not in sys.path:
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from defense import TrainingAttack, build_defense, train_step
+from defense import DEFENSES, TrainingAttack, train_step
 from model import build_model
 from util.amp import MixedPrecision
 from util.device import select_device
@@ -78,13 +77,12 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
     images = torch.randn(args.batch, 3, args.crop, args.crop, device=device)
     target = torch.randint(0, args.classes, (args.batch, args.crop, args.crop), device=device)
     if args.impl == "ours":
-        defense = build_defense(defense_name, 0.4, 255, TrainingAttack())
-        cfg = SimpleNamespace(save_path="-", sam_warmup_iters=0, sam_second_pass_updates_bn=False)
+        defense = DEFENSES.get(defense_name)(aux_weight=0.4, ignore_label=255, attack=TrainingAttack())
 
         amp = MixedPrecision(device.type, args.amp)
 
         def step() -> None:
-            train_step(cfg, net, defense, optimizer, images, target, curr_iter=1, amp=amp)
+            train_step(net, defense, optimizer, images, target, curr_iter=1, amp=amp)
     else:
         from tool_bench.original import original_step
 

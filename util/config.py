@@ -171,7 +171,6 @@ CHOICES = {
     "backbone": ("resnet", "mobilenetv2"),
     "layers": (18, 34, 50, 101, 152),
     "output_stride": (8, 16),
-    "defense": ("none", "sat", "ddcat", "pgd_at", "trades"),
     "adv_norm": ("linf", "l2"),
     "optimizer": ("sgd", "adam", "sam"),
     "augmentation": ("semseg", "vainf"),
