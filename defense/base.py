@@ -106,9 +106,10 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
     so processes holding different numbers of ignored pixels still compute the one-process loss. A batch without
     a valid pixel contributes 0 (not F.cross_entropy's 0 / 0)."""
     if dist.world_size() == 1:
-        if not (target != ignore_index).any():
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits, target, ignore_index=ignore_index)
+        # torch.where, not ``if``: no host sync in the step. Without a valid pixel the mean is 0 / 0 = nan, and
+        # where's backward sends it a zero gradient, which nll_loss spreads over no pixel: the gradient is 0.
+        mean = F.cross_entropy(logits, target, ignore_index=ignore_index)
+        return torch.where((target != ignore_index).any(), mean, mean.new_zeros(()))
     total = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
     return dist.global_mean(total, (target != ignore_index).sum())
 
@@ -136,9 +137,7 @@ class NoDefense:
     def seg_loss(self, outputs: dict, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, main, aux) cross-entropy losses of a model's training outputs."""
         main = cross_entropy(outputs["out"], target, self.ignore_label)
-        aux = torch.zeros((), device=main.device)
-        if "aux" in outputs:
-            aux = cross_entropy(outputs["aux"], target, self.ignore_label)
+        aux = cross_entropy(outputs["aux"], target, self.ignore_label) if "aux" in outputs else main.new_zeros(())
         return main + self.aux_weight * aux, main, aux
 
     def loss(self, model: nn.Module, batch: UpdateBatch) -> StepResult:
