@@ -98,9 +98,10 @@ class EpochLog:
 
     def update(self, step: StepResult, n: int) -> None:
         self.metric.update(step.logits.argmax(1), step.target)
-        self.main.update(step.main_loss.item(), n)
-        self.aux.update(step.aux_loss.item(), n)
-        self.loss.update(step.loss.item(), n)
+        main, aux, loss = torch.stack([step.main_loss, step.aux_loss, step.loss]).tolist()  # one host sync
+        self.main.update(main, n)
+        self.aux.update(aux, n)
+        self.loss.update(loss, n)
 
     def progress(self, i: int, curr_iter: int, lr: float) -> None:
         """Every ``print_freq`` batches and at the epoch's end: one line of timings, rates and losses."""
