@@ -1,30 +1,33 @@
-"""Defense strategies plugged into the single training loop.
+"""Defense strategies plugged into the single training loop (see docs/ for how each matches the original).
 
-A strategy does two things per iteration. :meth:`NoDefense.make_batch` builds the update batch (the
-adversarial training strategies craft their examples here, with input-only gradients and the model in
-eval mode); :meth:`NoDefense.loss` computes the training loss on it in train mode. The loop calls
-``loss`` once per update, twice with SAM (the second time at the perturbed weights, on the same batch).
-
-Only what the algorithm needs is computed; the examples, labels and update are those of the original
-code (DDC-AT, ICCV 2021), which the tests check against a plain restatement:
-
-* SAT attacks only the second half of the batch (the first half is trained on clean).
-* DDC-AT attacks ``cls1`` only (no ``cls2``/``mask1``/aux heads, no losses times 0), takes the clean
-  routed prediction of the first half from the first attack step's features, and computes the
-  adversarial routed prediction only for that half (the second half's router target is all 0).
-* TRADES adds beta * KL(clean || adversarial) per valid pixel to the clean loss, the example maximising it.
-* PGD-AT attacks every image (but a ``clean_fraction``); with ``adv_train_mode`` it crafts in train mode,
-  as SAM-AT's ``--adv`` does.
+A strategy builds the update batch (:meth:`NoDefense.make_batch`: the adversarial strategies craft their examples
+here, input-only gradients, model in eval mode) and computes the training loss on it in train mode
+(:meth:`NoDefense.loss`, called once per update, twice with SAM). Each strategy registers itself in
+:data:`DEFENSES` where it is defined: a new defense is one new file.
 """
 
 from __future__ import annotations
 
-from defense.base import NoDefense, StepResult, TrainingAttack, UpdateBatch, cross_entropy, resize_target, unwrap
+from omegaconf import DictConfig
+
+from defense.base import (
+    DEFENSES,
+    NoDefense,
+    StepResult,
+    TrainingAttack,
+    UpdateBatch,
+    cross_entropy,
+    resize_target,
+    unwrap,
+)
 from defense.ddcat import DDCAT
 from defense.pgd_at import PGDAT
 from defense.sat import SAT
-from defense.step import check_finite, train_step
+from defense.step import StepSettings, check_finite, train_step
 from defense.trades import TRADES
+from util.registry import import_submodules
+
+import_submodules(__name__, __path__)
 
 __all__ = [
     "DDCAT",
@@ -34,9 +37,12 @@ __all__ = [
     "TRADES",
     "NoDefense",
     "StepResult",
+    "StepSettings",
     "TrainingAttack",
     "UpdateBatch",
     "build_defense",
+    "build_step_settings",
+    "build_training_attack",
     "check_finite",
     "cross_entropy",
     "resize_target",
@@ -44,22 +50,33 @@ __all__ = [
     "unwrap",
 ]
 
-DEFENSES = {cls.name: cls for cls in (NoDefense, SAT, DDCAT, PGDAT, TRADES)}
+
+def build_training_attack(cfg: DictConfig) -> TrainingAttack:
+    """The training attack of the config's ``adv_*`` keys."""
+    return TrainingAttack(
+        eps=cfg.adv_eps,
+        steps=cfg.adv_steps,
+        step_size=cfg.adv_step_size,
+        random_start=cfg.adv_random_start,
+        norm=cfg.adv_norm,
+        train_mode=cfg.adv_train_mode,
+        unnormalized=cfg.adv_grad_at_unnormalized,
+    )
 
 
-def build_defense(
-    name: str,
-    aux_weight: float,
-    ignore_label: int,
-    attack: TrainingAttack | None = None,
-    clean_fraction: float = 0.0,
-    trades_beta: float = 6.0,
-) -> NoDefense:
-    """The strategy named by the config key ``defense``."""
-    if name not in DEFENSES:
-        raise ValueError(f"unknown defense {name!r}; expected one of {sorted(DEFENSES)}")
-    if name == "pgd_at":
-        return PGDAT(aux_weight, ignore_label, attack, clean_fraction)
-    if name == "trades":
-        return TRADES(aux_weight, ignore_label, attack, trades_beta)
-    return DEFENSES[name](aux_weight=aux_weight, ignore_label=ignore_label, attack=attack)
+def build_defense(cfg: DictConfig) -> NoDefense:
+    """The strategy the config's ``defense`` names (UserError naming the choices for an unknown one)."""
+    strategy = DEFENSES.get(cfg.defense)
+    options = {argument: cfg[key] for argument, key in strategy.config_keys.items()}
+    return strategy(
+        aux_weight=cfg.aux_weight, ignore_label=cfg.ignore_label, attack=build_training_attack(cfg), **options
+    )
+
+
+def build_step_settings(cfg: DictConfig) -> StepSettings:
+    """What a training step reads besides the model, the strategy and the optimizer."""
+    return StepSettings(
+        sam_warmup_iters=cfg.sam_warmup_iters,
+        sam_second_pass_updates_bn=cfg.sam_second_pass_updates_bn,
+        save_path=str(cfg.save_path),
+    )

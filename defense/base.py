@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,10 @@ from attack.pgd import PGD
 from model.base import output_size
 from util import dist
 from util.dist import unwrap
+from util.registry import Registry
+
+# The training strategies by their config name (``defense``); each registers itself where it is defined.
+DEFENSES: Registry[type[NoDefense]] = Registry("defense")
 
 
 @dataclass
@@ -52,8 +58,14 @@ class TrainingAttack:
     train_mode: bool = False  # craft with the model in train mode (SAM-AT); default eval mode
     unnormalized: bool = False  # feed the model the [0, 1] pixels while crafting (SAM-AT's slip)
 
+    @property
+    def alpha(self) -> float:
+        """The step size: ``step_size``, or eps / steps."""
+        return self.step_size if self.step_size is not None else self.eps / self.steps
+
     def build(self, model: nn.Module, ignore_label: int, forward=None) -> Attack:
-        alpha = self.step_size if self.step_size is not None else self.eps / self.steps
+        """BIM (L-inf) or PGD (L2) on ``model`` (or on ``forward``, e.g. one head), as configured."""
+        alpha = self.alpha
         if self.norm == "l2":
             return PGD(
                 model,
@@ -94,17 +106,21 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
     so processes holding different numbers of ignored pixels still compute the one-process loss. A batch without
     a valid pixel contributes 0 (not F.cross_entropy's 0 / 0)."""
     if dist.world_size() == 1:
-        if not (target != ignore_index).any():
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits, target, ignore_index=ignore_index)
+        # torch.where, not ``if``: no host sync in the step. Without a valid pixel the mean is 0 / 0 = nan, and
+        # where's backward sends it a zero gradient, which nll_loss spreads over no pixel: the gradient is 0.
+        mean = F.cross_entropy(logits, target, ignore_index=ignore_index)
+        return torch.where((target != ignore_index).any(), mean, mean.new_zeros(()))
     total = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
     return dist.global_mean(total, (target != ignore_index).sum())
 
 
+@DEFENSES.register("none")
 class NoDefense:
     """Standard training: loss = CE(main) + aux_weight * CE(aux) on the clean batch."""
 
-    name = "none"
+    ddcat_heads = False  # the model needs DDC-AT's heads (cls1, cls2, mask1, aux_cls1)
+    # Constructor arguments beyond the shared ones -> the config keys that set them (read by build_defense).
+    config_keys: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, aux_weight: float = 0.4, ignore_label: int = 255, attack: TrainingAttack | None = None) -> None:
         self.aux_weight = aux_weight
@@ -121,9 +137,7 @@ class NoDefense:
     def seg_loss(self, outputs: dict, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, main, aux) cross-entropy losses of a model's training outputs."""
         main = cross_entropy(outputs["out"], target, self.ignore_label)
-        aux = torch.zeros((), device=main.device)
-        if "aux" in outputs:
-            aux = cross_entropy(outputs["aux"], target, self.ignore_label)
+        aux = cross_entropy(outputs["aux"], target, self.ignore_label) if "aux" in outputs else main.new_zeros(())
         return main + self.aux_weight * aux, main, aux
 
     def loss(self, model: nn.Module, batch: UpdateBatch) -> StepResult:

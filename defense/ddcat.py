@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from attack.base import eval_mode
-from defense.base import NoDefense, StepResult, UpdateBatch, cross_entropy, unwrap
+from defense.base import DEFENSES, NoDefense, StepResult, UpdateBatch, cross_entropy, unwrap
 
 
+@DEFENSES.register("ddcat")
 class DDCAT(NoDefense):
     """Dynamic divide-and-conquer adversarial training (Xu et al., ICCV 2021).
 
@@ -18,7 +19,7 @@ class DDCAT(NoDefense):
     main loss includes the router term, as in the original.
     """
 
-    name = "ddcat"
+    ddcat_heads = True
 
     def make_batch(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> UpdateBatch:
         net = unwrap(model)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import torch
 from torch import nn
 
-from defense.base import NoDefense, TrainingAttack, UpdateBatch, unwrap
+from defense.base import DEFENSES, NoDefense, TrainingAttack, UpdateBatch, unwrap
 
 
+@DEFENSES.register("pgd_at")
 class PGDAT(NoDefense):
     """Every image of the batch replaced by its adversarial example (the first ``clean_fraction`` of the batch
     kept clean); loss = main + aux_weight * aux on that batch. SAM-AT's ``--adv`` is this with one step of
     size eps, no random start and the attack run in train mode (``adv_train_mode``)."""
 
-    name = "pgd_at"
+    config_keys: ClassVar[Mapping[str, str]] = {"clean_fraction": "adv_clean_fraction"}
 
     def __init__(
         self,

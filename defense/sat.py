@@ -5,14 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from defense.base import NoDefense, UpdateBatch, unwrap
+from defense.base import DEFENSES, NoDefense, UpdateBatch, unwrap
 
 
+@DEFENSES.register("sat")
 class SAT(NoDefense):
     """Standard adversarial training as in DDC-AT's code: the first half of the batch stays clean, the
     second half is replaced by its adversarial examples; loss = main + aux_weight * aux."""
-
-    name = "sat"
 
     def make_batch(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> UpdateBatch:
         target = self.resized(model, images, target)

@@ -3,25 +3,26 @@ pixel as the segmentation variants apply it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import torch
 from torch import nn
 
-from attack.base import Attack, eval_mode
-from defense.base import NoDefense, StepResult, TrainingAttack, UpdateBatch, unwrap
+from attack.trades import TRADESAttack, pixel_kl
+from defense.base import DEFENSES, NoDefense, StepResult, TrainingAttack, UpdateBatch, unwrap
 from util import dist
 
 
-def pixel_kl(log_q: torch.Tensor, p: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) per pixel (summed over classes), summed over the valid pixels."""
-    return ((p * (p.clamp_min(1e-12).log() - log_q)).sum(1) * valid).sum()
-
-
+@DEFENSES.register("trades")
 class TRADES(NoDefense):
-    """loss = CE(clean) + aux_weight * CE_aux(clean) + beta * KL(p(clean) || p(adversarial)) per valid pixel, the
-    adversarial example maximising that KL from x + 0.001 * N(0, 1) by sign steps in the L-inf ball (crafted in
-    eval mode with input-only gradients, the clean distribution fixed while crafting)."""
+    """loss = CE(clean) + aux_weight * CE_aux(clean) + beta * KL(p(clean) || p(adversarial)) per valid pixel.
 
-    name = "trades"
+    The adversarial example maximises that KL (:class:`attack.trades.TRADESAttack`, in eval mode, with the
+    training attack's eps, steps, step size, norm and random start).
+    """
+
+    config_keys: ClassVar[Mapping[str, str]] = {"beta": "trades_beta"}
 
     def __init__(
         self, aux_weight: float = 0.4, ignore_label: int = 255, attack: TrainingAttack | None = None, beta: float = 6.0
@@ -31,21 +32,17 @@ class TRADES(NoDefense):
 
     def make_batch(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> UpdateBatch:
         target = self.resized(model, images, target)
-        net, a = unwrap(model), self.attack
-        pixels = Attack(net, a.eps)  # the attacks' pixel space: to_pixels / normalize
-        x0 = pixels.to_pixels(images)
-        step = a.step_size if a.step_size is not None else a.eps / a.steps
-        valid = target != self.ignore_label
-        with eval_mode(net):
-            with torch.no_grad():
-                p_clean = net(images).softmax(1)
-            x = (x0 + 0.001 * torch.randn_like(x0)).clamp(0, 1)
-            for _ in range(a.steps):
-                x.requires_grad_(True)
-                kl = pixel_kl(net(pixels.normalize(x)).log_softmax(1), p_clean, valid)
-                (grad,) = torch.autograd.grad(kl, x)
-                x = torch.min(torch.max(x.detach() + step * grad.sign(), x0 - a.eps), x0 + a.eps).clamp(0, 1)
-        return UpdateBatch(images, target, adversarial=pixels.normalize(x).detach())
+        a = self.attack
+        attack = TRADESAttack(
+            unwrap(model),
+            a.eps,
+            steps=a.steps,
+            alpha=a.alpha,
+            norm=a.norm,
+            random_start=a.random_start,
+            ignore_index=self.ignore_label,
+        )
+        return UpdateBatch(images, target, adversarial=attack(images, target))
 
     def loss(self, model: nn.Module, batch: UpdateBatch) -> StepResult:
         outputs = model(batch.images)

@@ -132,7 +132,7 @@ def test_attack_on_unlabelled_split(run_cli, tiny_opts):
     [
         (["adv_eps", "-0.03"], "adv_eps > 0"),
         (["adv_step_size", "0"], "adv_step_size must be > 0"),
-        (["defense", "madry"], "defense must be one of ['none', 'sat', 'ddcat', 'pgd_at', 'trades']"),
+        (["defense", "madry"], "defense must be one of ['none', 'ddcat', 'pgd_at', 'sat', 'trades'], got 'madry'"),
         (["trades_beta", "-1"], "trades_beta must be >= 0"),
         (["adv_clean_fraction", "1"], "adv_clean_fraction must be in [0, 1)"),
         (["adv_norm", "l3"], "adv_norm must be one of ['linf', 'l2']"),
@@ -140,9 +140,10 @@ def test_attack_on_unlabelled_split(run_cli, tiny_opts):
         (["sam_rho", "0"], "sam_rho > 0"),
     ],
 )
-def test_bad_defense_and_optimizer_settings(run_cli, tiny_opts, override, needle):
+def test_bad_defense_and_optimizer_settings(run_cli, tiny_opts, tmp_path, override, needle):
     code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, *override])
     assert code == 2 and needle in one_line(err)
+    assert not (tmp_path / "model").exists()  # refused before anything is written
 
 
 @pytest.mark.parametrize(
@@ -335,3 +336,26 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_a_dead_runs_lock_taken_o
     code, out, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "epochs", "1"])
     assert code == 0, err
     assert "is gone; taking the folder over" in out and not (tmp_path / "model/.lock").exists()
+
+
+def test_a_job_submitted_twice_on_one_save_path_is_refused_not_raced(run_cli, tiny_opts, tmp_path, monkeypatch):
+    """The race of two train.py on one save_path, forced in-process: while one run reads the folder for other runs'
+    checkpoints, the other runs from start to end. Reading under the lock, one of them is refused; reading before
+    taking it, both exited 0 and the later one overwrote the other's checkpoints."""
+    argv = ["--config", CONFIG, *tiny_opts, "epochs", "1"]
+    real, runs, codes = train_entry.stale_checkpoints, [], []
+
+    def while_reading(*args, **kwargs):
+        found = real(*args, **kwargs)  # the folder as this run sees it
+        if not runs:
+            runs.append("second")
+            codes.append(run_cli(train_entry, argv)[::2])  # the same job, submitted again, runs now
+        return found
+
+    monkeypatch.setattr(train_entry, "stale_checkpoints", while_reading)
+    code, _, err = run_cli(train_entry, argv)
+    ((other, other_err),) = codes
+    assert code == 0, err
+    assert other == 2 and "is in use by another run" in one_line(other_err)
+    assert sorted(p.name for p in (tmp_path / "model").glob("*.pth")) == ["train_epoch_1.pth"]
+    assert not (tmp_path / "model/.lock").exists()

@@ -21,13 +21,12 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from defense import TrainingAttack, build_defense, train_step, unwrap
+from defense import DEFENSES, SAT, TrainingAttack, train_step, unwrap
 from model import build_model
 from tests.conftest import ROOT
 from tests.entry import train_entry
@@ -62,16 +61,15 @@ def run_steps(defense_name: str, optimizer_name: str) -> dict[str, torch.Tensor]
     cpu = torch.device("cpu")
     torch.manual_seed(0)
     model = build_model("psp", 18, CLASSES, dropout=0.0, ddcat=defense_name == "ddcat").double()
-    model = train_entry.prepare_model(SimpleNamespace(sync_bn=True, channels_last=False), model, cpu)
+    model = train_entry.prepare_model(model, cpu, sync_bn=True, channels_last=False)
     optimizer, split = build_optimizer(optimizer_name, model, LR, sam_rho=0.05)
     model = dist.wrap(model, cpu).train()
-    defense = build_defense(defense_name, 0.4, 255, TrainingAttack(eps=0.03, steps=2))
-    cfg = SimpleNamespace(save_path="unused", sam_warmup_iters=0, sam_second_pass_updates_bn=False)
+    defense = DEFENSES.get(defense_name)(attack=TrainingAttack(eps=0.03, steps=2))
     for step in range(STEPS):
         images, target = global_batch(step)
         set_lr(optimizer, LR, split)
         rank, world = dist.rank(), dist.world_size()
-        train_step(cfg, model, defense, optimizer, images[rank::world], target[rank::world], step + 1)
+        train_step(model, defense, optimizer, images[rank::world], target[rank::world], step + 1)
     return {k: v.clone() for k, v in unwrap(model).state_dict().items()}
 
 
@@ -300,9 +298,8 @@ def test_training_attack_crafts_in_fp32_unless_adv_amp(adv_amp) -> None:
     images, target = global_batch(0)
     amp = MixedPrecision("cpu", "bf16", adv=adv_amp)
     train_step(
-        SimpleNamespace(save_path="unused", sam_warmup_iters=0, sam_second_pass_updates_bn=False),
         model,
-        build_defense("sat", 0.4, 255, TrainingAttack(eps=0.03, steps=2)),
+        SAT(attack=TrainingAttack(eps=0.03, steps=2)),
         optimizer,
         images[:2].float(),
         target[:2],

@@ -28,7 +28,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -36,7 +35,8 @@ if str(ROOT) not in sys.path:
 
 import torch
 
-from defense import TrainingAttack, build_defense, train_step
+from defense import TrainingAttack, train_step
+from defense.base import DEFENSES as STRATEGIES
 from model import build_model
 from model.vainf import VainFDeepLab
 from util.amp import MixedPrecision
@@ -118,13 +118,12 @@ def run_steps(net, defense_name: str, precision: str, channels_last: bool, image
         net = net.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     optimizer, _ = build_optimizer("sam" if defense_name == "sam" else "sgd", net, 0.01)
-    defense = build_defense("none" if defense_name == "sam" else defense_name, 0.4, 255, TrainingAttack())
-    cfg = SimpleNamespace(save_path="-", sam_warmup_iters=0, sam_second_pass_updates_bn=False)
-    losses = [float(train_step(cfg, net, defense, optimizer, images, target, 1, amp).loss)]
+    defense = STRATEGIES.get("none" if defense_name == "sam" else defense_name)(attack=TrainingAttack())
+    losses = [float(train_step(net, defense, optimizer, images, target, 1, amp).loss)]
     sync(device)
     start = time.perf_counter()
     for step in range(steps):
-        losses.append(float(train_step(cfg, net, defense, optimizer, images, target, step + 2, amp).loss))
+        losses.append(float(train_step(net, defense, optimizer, images, target, step + 2, amp).loss))
     sync(device)
     return {
         "losses": [round(v, 5) for v in losses],

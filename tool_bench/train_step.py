@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -29,7 +28,7 @@ if str(ROOT) not in sys.path:
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from defense import TrainingAttack, build_defense, train_step
+from defense import DEFENSES, TrainingAttack, train_step
 from model import build_model
 from util.amp import MixedPrecision
 from util.device import select_device
@@ -63,12 +62,8 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def measure(args: argparse.Namespace, defense_name: str) -> dict:
-    """Time ``args.steps`` steps of one defense in this process."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    device = select_device(args.device, [0])
+def step_function(args: argparse.Namespace, defense_name: str, device: torch.device):
+    """A closure running one training step of ``args.impl`` on a fresh model and fixed random data."""
     net = (
         build_model(args.arch, args.layers, args.classes, backbone=args.backbone, ddcat=defense_name == "ddcat")
         .to(device)
@@ -78,20 +73,26 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
     images = torch.randn(args.batch, 3, args.crop, args.crop, device=device)
     target = torch.randint(0, args.classes, (args.batch, args.crop, args.crop), device=device)
     if args.impl == "ours":
-        defense = build_defense(defense_name, 0.4, 255, TrainingAttack())
-        cfg = SimpleNamespace(save_path="-", sam_warmup_iters=0, sam_second_pass_updates_bn=False)
-
+        defense = DEFENSES.get(defense_name)(aux_weight=0.4, ignore_label=255, attack=TrainingAttack())
         amp = MixedPrecision(device.type, args.amp)
+        return lambda: train_step(net, defense, optimizer, images, target, curr_iter=1, amp=amp)
 
-        def step() -> None:
-            train_step(cfg, net, defense, optimizer, images, target, curr_iter=1, amp=amp)
-    else:
-        from tool_bench.original import original_step
+    from tool_bench.original import original_step
 
-        def step() -> None:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
-                original_step(defense_name, net, optimizer, images, target)
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+            original_step(defense_name, net, optimizer, images, target)
 
+    return step
+
+
+def measure(args: argparse.Namespace, defense_name: str) -> dict:
+    """Time ``args.steps`` steps of one defense in this process."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = select_device(args.device, [0])
+    step = step_function(args, defense_name, device)
     step()  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -115,15 +116,21 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
         with FlopCounterMode(display=False) as counter:
             step()
         result["gflop_per_step"] = round(counter.get_total_flops() / 1e9, 1)
+    return {**result, **settings(args, device)}
+
+
+def settings(args: argparse.Namespace, device: torch.device) -> dict:
+    """The fields of a result line that differ from the defaults, and the CUDA memory peak."""
+    extra = {}
     if args.backbone != "resnet":
-        result["backbone"] = args.backbone
+        extra["backbone"] = args.backbone
     if args.amp != "off":
-        result["amp"] = args.amp
+        extra["amp"] = args.amp
     if args.impl != "ours":
-        result["impl"] = args.impl
+        extra["impl"] = args.impl
     if device.type == "cuda":
-        result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return result
+        extra["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return extra
 
 
 def main() -> None:

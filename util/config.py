@@ -162,7 +162,6 @@ class Config(TestConfig, DistributedConfig, TrainConfig, DataConfig):
 CHOICES = {
     "layers": (18, 34, 50, 101, 152),
     "output_stride": (8, 16),
-    "defense": ("none", "sat", "ddcat", "pgd_at", "trades"),
     "adv_norm": ("linf", "l2"),
     "optimizer": ("sgd", "adam", "sam"),
     "augmentation": ("semseg", "vainf"),

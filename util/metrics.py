@@ -78,7 +78,7 @@ class SegMetric:
     def update(self, output: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
         """Add the counts of one prediction (class indices) against its target."""
         counts = intersection_and_union(output, target, self.classes, self.ignore_index)
-        self.add_counts(*(c.cpu().numpy() for c in counts))
+        self.add_counts(*torch.stack(counts).cpu().numpy())  # one copy to the host, not three
 
     def add_counts(self, intersection: np.ndarray, union: np.ndarray, target: np.ndarray) -> None:
         self.intersection += intersection.astype(np.int64)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defense import DDCAT, PGDAT, SAT, NoDefense, TrainingAttack, train_step
+from defense import DDCAT, PGDAT, SAT, NoDefense, StepSettings, TrainingAttack, train_step
 from model import build_model, load_checkpoint_weights
 from model.export import export
 from util.data.dataset import IMAGENET_MEAN, IMAGENET_STD
@@ -44,10 +43,6 @@ def _batch(seed: int = 0, n: int = 4, size: int = 33, classes: int = 4):
 def _model(arch: str = "psp", ddcat: bool = False, classes: int = 4) -> nn.Module:
     torch.manual_seed(0)
     return build_model(arch, 18, classes, dropout=0.0, ddcat=ddcat).double().train()
-
-
-def _cfg(**kw) -> SimpleNamespace:
-    return SimpleNamespace(**{"save_path": "unused", "sam_warmup_iters": 0, "sam_second_pass_updates_bn": False, **kw})
 
 
 def reference_bim(model: nn.Module, logits_of, images, target) -> torch.Tensor:
@@ -141,7 +136,7 @@ def test_sat_step_matches_original(arch: str) -> None:
     assert pixels.min() >= -1e-9 and pixels.max() <= 1 + 1e-9
 
     model.train()
-    train_step(_cfg(), model, defense, opt, images, target, curr_iter=1)
+    train_step(model, defense, opt, images, target, curr_iter=1)
     _assert_same_params(model, reference)
     assert all(p.grad is None or p.grad.abs().sum() > 0 for p in model.parameters())
 
@@ -160,7 +155,7 @@ def test_ddcat_step_matches_original() -> None:
     assert torch.allclose(batch.images, expected_batch, rtol=0, atol=1e-10)
     assert torch.equal(batch.mask_target, expected_mask)
     assert model.training
-    train_step(_cfg(), model, defense, opt, images, target, curr_iter=1)
+    train_step(model, defense, opt, images, target, curr_iter=1)
     _assert_same_params(model, reference)
 
 
@@ -267,7 +262,7 @@ def test_sam_step_matches_hand_computation(adaptive: bool) -> None:
     opt, split = build_optimizer("sam", model, lr, momentum=0.0, weight_decay=0.0, sam_rho=rho, sam_adaptive=adaptive)
     assert isinstance(opt, SAM)
     set_lr(opt, lr, split)
-    train_step(_cfg(), model, NoDefense(), opt, images, target, curr_iter=1)
+    train_step(model, NoDefense(), opt, images, target, curr_iter=1)
     for p, e in zip(model.parameters(), expected):
         assert torch.allclose(p, e, atol=1e-6)
 
@@ -280,13 +275,12 @@ def test_sam_warmup_is_plain_sgd_and_bn_counts_the_batch_once() -> None:
     sgd, _ = build_optimizer("sgd", sgd_model, 0.1)
     for opt in (sam, sgd):
         set_lr(opt, 0.1, split)
-    cfg = _cfg()
-    cfg.sam_warmup_iters = 1
-    train_step(cfg, sam_model, NoDefense(), sam, images, target, curr_iter=1)
-    train_step(cfg, sgd_model, NoDefense(), sgd, images, target, curr_iter=1)
+    settings = StepSettings(sam_warmup_iters=1)
+    train_step(sam_model, NoDefense(), sam, images, target, curr_iter=1, settings=settings)
+    train_step(sgd_model, NoDefense(), sgd, images, target, curr_iter=1, settings=settings)
     _assert_same_params(sam_model, sgd_model)
-    train_step(cfg, sam_model, NoDefense(), sam, images, target, curr_iter=2)
-    train_step(cfg, sgd_model, NoDefense(), sgd, images, target, curr_iter=2)
+    train_step(sam_model, NoDefense(), sam, images, target, curr_iter=2, settings=settings)
+    train_step(sgd_model, NoDefense(), sgd, images, target, curr_iter=2, settings=settings)
     # both saw the same weights in the first forward of step 2; SAM's second forward (at w + e) must
     # not move the running statistics again
     bn_sam, bn_sgd = sam_model.body[1], sgd_model.body[1]
@@ -313,7 +307,7 @@ def test_sam_stops_on_a_non_finite_loss_at_the_perturbed_weights_and_leaves_w() 
     opt, _ = build_optimizer("sam", model, 0.1, sam_rho=0.05)
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(UserError, match=r"loss at SAM's w \+ e became nan at iteration 1"):
-        train_step(_cfg(), model, NanAtSecondPass(), opt, images.float(), target, curr_iter=1)
+        train_step(model, NanAtSecondPass(), opt, images.float(), target, curr_iter=1)
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
     _tiny_loss(model, images.float(), target).backward()
     assert opt.ascend() and not all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
@@ -366,17 +360,16 @@ def test_sam_at_separate_warmup_runs_at_the_constant_rate_and_sam_starts_with_fr
     model, reference = _Tiny().double().train(), _Tiny().double().train()
     sam, split = build_optimizer("sam", model, 0.1, sam_rho=0.05, head_mult=1.0, sam_warmup_separate=True)
     plain = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    cfg = _cfg()
-    cfg.sam_warmup_iters = 2
+    settings = StepSettings(sam_warmup_iters=2)
     for it in (1, 2):
         set_lr(sam, 0.1 * (1 - it / 10), split, 1.0)  # the schedule moves; the warm-up ignores it
-        train_step(cfg, model, NoDefense(), sam, images, target, curr_iter=it)
+        train_step(model, NoDefense(), sam, images, target, curr_iter=it, settings=settings)
         plain.zero_grad()
         _tiny_loss(reference, images, target).backward()
         plain.step()
     _assert_same_params(model, reference)
     assert not sam.base.state  # SAM's SGD has no momentum yet
-    train_step(cfg, model, NoDefense(), sam, images, target, curr_iter=3)
+    train_step(model, NoDefense(), sam, images, target, curr_iter=3, settings=settings)
     assert sam.base.state and all(g["lr"] == pytest.approx(0.08) for g in sam.param_groups)
     restored = build_optimizer("sam", _Tiny(), 0.1, sam_rho=0.05, sam_warmup_separate=True)[0]
     restored.load_state_dict(sam.state_dict())  # checkpoints carry the warm-up optimizer too
@@ -390,7 +383,9 @@ def test_sam_second_pass_can_update_bn_as_sam_at_does() -> None:
     model, reference = _Tiny(bn=True).double().train(), _Tiny(bn=True).double().train()
     sam, split = build_optimizer("sam", model, 0.1, sam_rho=0.05, momentum=0.0, weight_decay=0.0)
     set_lr(sam, 0.1, split, 10.0)
-    train_step(_cfg(sam_second_pass_updates_bn=True), model, NoDefense(), sam, images, target, curr_iter=1)
+    train_step(
+        model, NoDefense(), sam, images, target, curr_iter=1, settings=StepSettings(sam_second_pass_updates_bn=True)
+    )
     params = list(reference.parameters())
     grads = torch.autograd.grad(_tiny_loss(reference, images, target), params)
     scale = 0.05 / torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
@@ -417,7 +412,7 @@ def test_pgd_at_as_sam_at_adv_matches_a_restatement(norm: str) -> None:
     attack = TrainingAttack(eps, 1, eps, False, norm, train_mode=True)
     sgd, split = build_optimizer("sgd", model, 0.1, momentum=0.0, weight_decay=0.0)
     set_lr(sgd, 0.1, split, 1.0)
-    train_step(_cfg(), model, PGDAT(attack=attack), sgd, images, target, curr_iter=1)
+    train_step(model, PGDAT(attack=attack), sgd, images, target, curr_iter=1)
 
     x = (images * STD + MEAN).requires_grad_(True)
     loss = F.cross_entropy(reference((x - MEAN) / STD)["out"], target, ignore_index=255)
@@ -446,10 +441,10 @@ def test_a_batch_without_labelled_pixels_contributes_no_loss(defense) -> None:
     model = _Tiny().double().train()
     sgd, _ = build_optimizer("sgd", model, 0.1, momentum=0.0, weight_decay=0.0)
     before = [p.clone() for p in model.parameters()]
-    step = train_step(_cfg(), model, defense, sgd, images, torch.full_like(target, 255), curr_iter=1)
+    step = train_step(model, defense, sgd, images, torch.full_like(target, 255), curr_iter=1)
     assert step.loss.item() == 0.0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert torch.isfinite(train_step(_cfg(), model, defense, sgd, images, target, curr_iter=2).loss)
+    assert torch.isfinite(train_step(model, defense, sgd, images, target, curr_iter=2).loss)
 
 
 def test_a_diverged_loss_names_its_likely_causes() -> None:
@@ -459,7 +454,7 @@ def test_a_diverged_loss_names_its_likely_causes() -> None:
         model.cls.weight.fill_(float("inf"))
     sgd, _ = build_optimizer("sgd", model, 0.1)
     with pytest.raises(UserError, match=r"became nan at iteration 1: the weights diverged \(lower base_lr.*fp16"):
-        train_step(_cfg(), model, NoDefense(), sgd, images, target, curr_iter=1)
+        train_step(model, NoDefense(), sgd, images, target, curr_iter=1)
 
 
 def test_trades_step_matches_a_restatement() -> None:
@@ -472,7 +467,7 @@ def test_trades_step_matches_a_restatement() -> None:
     sgd, split = build_optimizer("sgd", model, 0.1, momentum=0.0, weight_decay=0.0)
     set_lr(sgd, 0.1, split, 1.0)
     torch.manual_seed(5)
-    train_step(_cfg(), model, TRADES(attack=TrainingAttack(EPS, STEPS), beta=2.0), sgd, images, target, curr_iter=1)
+    train_step(model, TRADES(attack=TrainingAttack(EPS, STEPS), beta=2.0), sgd, images, target, curr_iter=1)
 
     torch.manual_seed(5)
     valid = (target != 255).double()
