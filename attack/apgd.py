@@ -84,10 +84,8 @@ def pixel_losses(
 
 def inverse_frequency_weights(counts: Sequence[int]) -> list[float]:
     """The official code's class table of ``balanced_masked_ce`` (its ``VOC_WTS``) from the pixels per class of
-    a dataset's labels: 1 / each class's pixel count, normalised to sum 1 (a class without pixels counts one).
-
-    Pooled mIoU loses about 1 / (a class's pixels in the evaluated set) per pixel flipped, so a dataset table
-    weights what the attack flips as the metric does; per-image counts do not (docs/attack_fidelity.md)."""
+    a dataset's labels: 1 / each class's pixel count, normalised to sum 1 (a class without pixels counts one);
+    why a dataset table and not per-image counts: docs/attack_fidelity.md."""
     inverse = [1.0 / max(int(c), 1) for c in counts]
     return [round(w / sum(inverse), 8) for w in inverse]
 
@@ -96,7 +94,8 @@ class APGD(Attack):
     """Auto-PGD (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
     parameter-free attacks", ICML 2020), L-inf, with segmentation losses and the radius schedule of SEA
     (Croce et al., "Towards Reliable Evaluation and Fast Training of Robust Semantic Segmentation Models",
-    ECCV 2024), run as their code (``apgd_largereps``) runs it (docs/attack_fidelity.md).
+    ECCV 2024), run as their code (``apgd_largereps``) runs it: the schedule in docs/evaluation.md, each
+    difference from the official code in docs/attack_fidelity.md.
 
     Returns per image the iterate of the final ball with the lowest pixel accuracy (ties go to the later one).
 

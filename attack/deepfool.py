@@ -16,10 +16,12 @@ class DeepFool(MinNormAttack):
     neural networks", CVPR 2016) for segmentation, L2 or L-inf.
 
     Per pixel p still predicted as its label (the active set A) the nearest boundary is taken as the
-    runner-up class, f_p = z_{k_p} - z_{y_p} < 0; each iteration takes DeepFool's step for
+    runner-up class k_p, f_p = z_{k_p} - z_{y_p} < 0 (the linearised nearest when the classes' gradients have
+    equal norms; ranking every class needs a backward pass each). Each iteration takes DeepFool's step for
     G = sum_{p in A} |f_p| * f_p (weights detached), r = |G| / ||grad G||_2^2 * grad G (L-inf:
-    |G| / ||grad G||_1 * sign(grad G)), and x = clip_[0,1](x0 + (1 + overshoot) * sum r), until A is empty
-    or after ``steps``. Minimum-norm in ``norm``: eps inf returns the unclipped result.
+    |G| / ||grad G||_1 * sign(grad G)): with orthogonal active gradients of equal norm it moves every pixel
+    onto its own linearised boundary. x = clip_[0,1](x0 + (1 + overshoot) * sum r), until A is empty or after
+    ``steps``. Minimum-norm in ``norm``: eps inf returns the unclipped result.
     """
 
     name = "deepfool"

@@ -115,7 +115,7 @@ class PGD(Attack):
             for step in range(self.steps):
                 x.requires_grad_(True)
                 logits = self.logits(x, size)
-                if not self.last_iterate:
+                if not self.last_iterate:  # scored with the forward pass its gradient needs anyway
                     keep(x, logits)
                 grad = self.input_grad(self.loss(logits, target, step), x)
                 x = self.project(x.detach() + self.alpha * self.ascent(grad), x0)
