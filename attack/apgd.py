@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attack.base import Attack
+from attack.base import Attack, linf_ball
 
 LOSSES = ("ce", "masked_ce", "balanced_masked_ce", "js", "masked_spherical", "segpgd")
+SEA_STAGES = ((0.3, 2.0), (0.3, 1.5), (0.4, 1.0))  # (fraction of iterations, radius / eps) per stage
 
 
 def checkpoints(iterations: int) -> list[int]:
@@ -81,10 +84,8 @@ def pixel_losses(
 
 def inverse_frequency_weights(counts: Sequence[int]) -> list[float]:
     """The official code's class table of ``balanced_masked_ce`` (its ``VOC_WTS``) from the pixels per class of
-    a dataset's labels: 1 / each class's pixel count, normalised to sum 1 (a class without pixels counts one).
-
-    Pooled mIoU loses about 1 / (a class's pixels in the evaluated set) per pixel flipped, so a dataset table
-    weights what the attack flips as the metric does; per-image counts do not (docs/attack_fidelity.md)."""
+    a dataset's labels: 1 / each class's pixel count, normalised to sum 1 (a class without pixels counts one);
+    why a dataset table and not per-image counts: docs/attack_fidelity.md."""
     inverse = [1.0 / max(int(c), 1) for c in counts]
     return [round(w / sum(inverse), 8) for w in inverse]
 
@@ -93,19 +94,10 @@ class APGD(Attack):
     """Auto-PGD (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
     parameter-free attacks", ICML 2020), L-inf, with segmentation losses and the radius schedule of SEA
     (Croce et al., "Towards Reliable Evaluation and Fast Training of Robust Semantic Segmentation Models",
-    ECCV 2024), run as their code (``apgd_largereps``) runs it.
+    ECCV 2024), run as their code (``apgd_largereps``) runs it: the schedule in docs/evaluation.md, each
+    difference from the official code in docs/attack_fidelity.md.
 
-    The iterations are split over shrinking radii (``stages``; SEA: 30/30/40 % at 2, 1.5 and 1 times eps).
-    The first stage starts from a uniformly random point of its ball (``random_start``), each later one
-    from the previous stage's lowest-accuracy iterate projected into its ball. A stage takes sign steps
-    of the ``loss`` gradient with momentum 0.75 from step size 2 * radius. Its step size is controlled by
-    the ``track`` loss (plain CE, as the official code does: a masked loss falls as pixels flip and would
-    halve the step for progress): at each of :func:`checkpoints` the step is halved, and the run goes on
-    from the iterate with the highest tracked loss (keeping its momentum), when at most ``rho`` of the
-    steps since the last checkpoint raised the tracked loss, or, unless the last checkpoint halved, when
-    the highest tracked loss did not rise. Returns per image the iterate of the final ball with the lowest
-    pixel accuracy (ties go to the later one); an image leaves a stage once it is fully misclassified, and
-    only the images still attacked go through the model. Defaults: eps 8/255, 300 iterations, masked CE.
+    Returns per image the iterate of the final ball with the lowest pixel accuracy (ties go to the later one).
 
     Args:
         model: segmentation model (logits in eval mode).
@@ -123,7 +115,18 @@ class APGD(Attack):
     """
 
     name = "apgd"
-    fields = frozenset({"eps", "steps", "loss", "momentum", "rho", "track", "random_start", "class_weights"})
+    defaults = MappingProxyType(
+        {
+            "eps": 8 / 255,
+            "steps": 300,
+            "loss": "masked_ce",
+            "momentum": 0.75,
+            "rho": 0.75,
+            "track": "ce",
+            "random_start": True,
+            "class_weights": None,
+        }
+    )
     iterative = True
 
     revision = 2  # 2: the official schedule (docs/attack_fidelity.md)
@@ -131,22 +134,40 @@ class APGD(Attack):
     def __init__(
         self,
         model: nn.Module,
-        eps: float = 8 / 255,
-        steps: int = 300,
-        loss: str = "masked_ce",
-        stages: tuple[tuple[float, float], ...] = ((0.3, 2.0), (0.3, 1.5), (0.4, 1.0)),
-        momentum: float = 0.75,
-        rho: float = 0.75,
-        track: str = "ce",
-        random_start: bool = True,
-        class_weights: Sequence[float] | None = None,
+        eps: float = defaults["eps"],
+        steps: int = defaults["steps"],
+        loss: str = defaults["loss"],
+        stages: tuple[tuple[float, float], ...] = SEA_STAGES,
+        momentum: float = defaults["momentum"],
+        rho: float = defaults["rho"],
+        track: str = defaults["track"],
+        random_start: bool = defaults["random_start"],
+        class_weights: Sequence[float] | str | None = defaults["class_weights"],
         ignore_index: int = 255,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
-        for name, value in (("loss", loss), ("track", track)):
-            if value not in LOSSES:
-                raise ValueError(f"{name} must be one of {LOSSES}, got {value!r}")
+        APGD.validate(eps=eps, steps=steps, loss=loss, stages=stages, track=track, class_weights=class_weights)
+        if class_weights == "image":
+            class_weights = None
+        self.class_weights = None if class_weights is None else torch.tensor([float(w) for w in class_weights])
+        self.steps = steps
+        self.loss_name = loss
+        self.track = track
+        self.stages = stages
+        self.momentum = momentum
+        self.rho = rho
+        self.random_start = random_start
+        self.schedule: list[torch.Tensor] = []  # per-image step sizes after each checkpoint of the last call
+
+    @classmethod
+    def validate(cls, **values: Any) -> None:
+        super().validate(**values)
+        v = {**cls.defaults, "stages": SEA_STAGES, **values}
+        for name in ("loss", "track"):
+            if v[name] not in LOSSES:
+                raise ValueError(f"{name} must be one of {LOSSES}, got {v[name]!r}")
+        class_weights = v["class_weights"]
         if class_weights == "image":
             class_weights = None
         if class_weights is not None and (
@@ -160,17 +181,12 @@ class APGD(Attack):
                 f"class_weights must be a list of numbers >= 0 (one per class), 'image', or 'train' "
                 f"(test.py: the training labels' table), got {class_weights!r}"
             )
-        self.class_weights = None if class_weights is None else torch.tensor([float(w) for w in class_weights])
-        if steps < len(stages):
-            raise ValueError(f"APGD needs at least one step per stage, got steps={steps}")
-        self.steps = steps
-        self.loss_name = loss
-        self.track = track
-        self.stages = stages
-        self.momentum = momentum
-        self.rho = rho
-        self.random_start = random_start
-        self.schedule: list[torch.Tensor] = []  # per-image step sizes after each checkpoint of the last call
+        if v["steps"] < len(v["stages"]):
+            raise ValueError(f"APGD needs at least one step per stage, got steps={v['steps']}")
+
+    @classmethod
+    def takes_class_weights(cls, params: Mapping[str, Any]) -> bool:
+        return params.get("loss") == "balanced_masked_ce" or "class_weights" in params
 
     def stage_iterations(self) -> list[int]:
         """Iterations per stage: int(fraction * steps), the last stage takes the rest (as the official)."""
@@ -189,7 +205,7 @@ class APGD(Attack):
         self.schedule = []
         for iterations, (_, scale) in zip(self.stage_iterations(), self.stages):
             radius = self.eps * scale
-            x, acc = self._stage(ball(x, x0, radius), x0, target, radius, iterations, done)
+            x, acc = self._stage(linf_ball(x, x0, radius), x0, target, radius, iterations, done)
             done += iterations
             if radius <= self.eps:  # only points of the final ball can be returned
                 better = acc <= best_acc
@@ -247,9 +263,9 @@ class APGD(Attack):
                 if not len(ids):
                     break
             x, step = s["x"], s["step"]
-            z = ball(x + step * s["grad"].sign(), s["x0"], radius)
+            z = linf_ball(x + step * s["grad"].sign(), s["x0"], radius)
             coeff = self.momentum if k > 0 else 1.0
-            x_new = ball(x + coeff * (z - x) + (1 - coeff) * (x - s["x_prev"]), s["x0"], radius)
+            x_new = linf_ball(x + coeff * (z - x) + (1 - coeff) * (x - s["x_prev"]), s["x0"], radius)
             need_grad = k + 1 < iterations  # the last iterate's gradient is never used
             tracked, grad, acc = self._evaluate(x_new, s["target"], offset + k + 1, need_grad)
             record(x_new, acc)
@@ -278,8 +294,3 @@ class APGD(Attack):
         steps = s["step"].new_full((n,), float("nan"))
         steps[ids] = s["step"].view(-1)
         self.schedule.append(steps)
-
-
-def ball(x: torch.Tensor, x0: torch.Tensor, radius: float) -> torch.Tensor:
-    """Project onto the L-inf ball of ``radius`` around ``x0`` and onto [0, 1]."""
-    return torch.min(torch.max(x, x0 - radius), x0 + radius).clamp(0.0, 1.0)

@@ -1,22 +1,27 @@
 """The attack base class: attacks think in [0, 1] pixel space on batches of normalized inputs.
 
-A subclass only writes :meth:`Attack.perturb`. The base un-normalizes the model's input, puts the model in
-eval mode (BN running statistics untouched, no dropout), restores its train/eval mode afterwards, takes
-input-only gradients (``torch.autograd.grad``: parameter gradients are neither computed nor accumulated),
-and checks the result: finite, in [0, 1], inside the eps-ball.
+A subclass only writes :meth:`Attack.perturb`. The base un-normalizes the model's input, runs the model in
+eval mode, takes input-only gradients and checks the result: finite, in [0, 1], inside the eps-ball. Each
+attack class declares what the registry and the report need (:attr:`Attack.defaults`, ...) and registers
+itself under its :attr:`Attack.name` in :data:`ATTACKS`.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from util.data.dataset import IMAGENET_MEAN, IMAGENET_STD
+from util.registry import Registry
+
+# The config's attack names -> their classes; each class with a ``name`` registers itself when defined.
+ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
 @contextmanager
@@ -43,6 +48,11 @@ def label_margin(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) 
     return (z_y - z_other) * valid, torch.where(valid, runner_up, ignore_index)
 
 
+def linf_ball(x: torch.Tensor, x0: torch.Tensor, radius: float) -> torch.Tensor:
+    """Project onto the L-inf ball of ``radius`` around ``x0`` and onto [0, 1]."""
+    return torch.min(torch.max(x, x0 - radius), x0 + radius).clamp_(0.0, 1.0)
+
+
 class Attack:
     """Base class of all attacks.
 
@@ -60,13 +70,22 @@ class Attack:
             which feeds the [0, 1] pixels as they are).
     """
 
-    name = ""  # the config's ``name`` of the attack (attack/registry.py)
-    fields: frozenset[str] = frozenset({"eps"})  # constructor arguments a config entry may set
+    name = ""  # the config's ``name`` of the attack; a class with a name registers itself in ATTACKS
+    # Every config field (constructor argument a config entry may set) -> its default; the constructor reads it.
+    defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    fields: ClassVar[frozenset[str]] = frozenset()  # the keys of ``defaults``
     iterative = False  # maximises a loss step by step in the eps-ball: more steps must not make it weaker
+    min_norm = False  # looks for the smallest perturbation that fools the model (without eps: unclipped)
     norm = "linf"  # threat model: "linf" or "l2" (per image)
     # Raised when the attack's results change for the same spec, so that stored predictions of the older
     # code are not reused (test.py's prediction fingerprint).
     revision = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.fields = frozenset(cls.defaults)
+        if "name" in vars(cls) and cls.name:
+            ATTACKS.register(cls.name)(cls)
 
     def __init__(
         self,
@@ -79,8 +98,7 @@ class Attack:
         train_mode: bool = False,
         normalize_input: bool = True,
     ) -> None:
-        if eps < 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
+        Attack.validate(eps=eps)
         self.model = model
         self.forward = forward or model
         self.train_mode = train_mode
@@ -92,14 +110,28 @@ class Attack:
         self.std = torch.tensor(std).view(1, -1, 1, 1)
 
     @classmethod
-    def default(cls, argument: str):
-        """The constructor's default of ``argument`` (e.g. the steps of a spec that sets none), from the nearest
-        class that names it (SegPGD passes ``norm`` on to PGD through ``**kwargs``)."""
-        for klass in cls.__mro__:
-            parameter = inspect.signature(klass).parameters.get(argument) if issubclass(klass, Attack) else None
-            if parameter is not None:
-                return parameter.default
-        raise KeyError(f"{cls.__name__} takes no argument {argument!r}")
+    def validate(cls, **values: Any) -> None:
+        """Raise what the constructor raises for these values, without building the attack.
+
+        Args:
+            values: field values (and other constructor arguments); one not given is its default.
+
+        Raises:
+            ValueError: a value the attack cannot run with (TypeError: one of the wrong type).
+        """
+        eps = {**cls.defaults, **values}["eps"]
+        if eps < 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+
+    @classmethod
+    def members(cls, params: Mapping[str, Any]) -> list[tuple[str, str, dict]]:
+        """An ensemble's members for its entry's ``params``: (label suffix, attack name, their params); [] else."""
+        return []
+
+    @classmethod
+    def takes_class_weights(cls, params: Mapping[str, Any]) -> bool:
+        """Whether a spec with ``params`` runs a balanced masked CE, which needs a class table."""
+        return False
 
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized input -> [0, 1] pixels."""
@@ -143,7 +175,7 @@ class Attack:
             delta = x01 - x0
             norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
             return (x0 + delta * (self.eps / norms).clamp(max=1.0)).clamp_(0.0, 1.0)
-        return torch.min(torch.max(x01, x0 - self.eps), x0 + self.eps).clamp_(0.0, 1.0)
+        return linf_ball(x01, x0, self.eps)
 
     def pixel_accuracy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-image accuracy over non-ignored pixels (1 for an image without labelled pixels)."""
@@ -193,13 +225,12 @@ class MinNormAttack(Attack):
     """Base of minimum-norm attacks (DAG, C&W, DeepFool): :meth:`minimize` looks for the smallest
     perturbation that fools the model, without a budget; :meth:`perturb` projects it onto the eps-ball.
 
-    ``eps = inf`` (the default) returns the unclipped minimum-norm result; the base's check then only
-    asks for finite pixels in [0, 1]. A finite eps reports the same attack clipped to the ball, as the
-    DDC-AT paper does. Either way the last call keeps ``last_unclipped`` (pixels) and ``last_norms``
-    (per image, in :attr:`norm`) of the unclipped result, and :meth:`median_norm` summarises them;
-    :meth:`take_norms` hands over the norms of every call since it was last called (e.g. all crops of one
-    image, which test.py stores next to the predictions).
+    ``eps = inf`` (the default) returns the unclipped result, a finite eps the same attack clipped to the
+    ball, as the DDC-AT paper reports it. The unclipped per-image norms are kept (``last_norms``,
+    :meth:`take_norms`, :meth:`median_norm`).
     """
+
+    min_norm = True
 
     def __init__(self, model: nn.Module, eps: float = float("inf"), ignore_index: int = 255, **kwargs) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -11,11 +14,8 @@ from attack.base import Attack
 class BIM(Attack):
     """Basic Iterative Method (Kurakin et al., "Adversarial examples in the physical world", 2017), L-inf.
 
-    ``x <- clip_{[x0-eps, x0+eps] ∩ [0,1]}(x + alpha * sign(grad_x CE))`` for ``steps`` iterations from the
-    clean image, CE over non-ignored pixels. Defaults are the DDC-AT test protocol: 2 steps, eps 0.03,
-    alpha 0.01 in [0, 1] pixel units (0.03*255 and 0.01*255 on 0-255 images). DDC-AT's training attack
-    is 3 steps of eps/3. ``random_start`` starts from a uniform point of the eps-ball (torch's global
-    RNG), which makes it PGD (Madry et al. 2018).
+    ``x <- clip_{[x0-eps, x0+eps] ∩ [0,1]}(x + alpha * sign(grad_x CE))`` from the clean image. The defaults
+    are the DDC-AT test protocol (2 steps, eps 0.03, alpha 0.01); ``random_start`` makes it PGD.
 
     Args:
         model: segmentation model (logits in eval mode).
@@ -28,27 +28,34 @@ class BIM(Attack):
     """
 
     name = "bim"
-    fields = frozenset({"eps", "steps", "alpha", "random_start"})
+    defaults = MappingProxyType({"eps": 0.03, "steps": 2, "alpha": 0.01, "random_start": False})
     iterative = True
 
     def __init__(
         self,
         model: nn.Module,
-        eps: float = 0.03,
-        steps: int = 2,
-        alpha: float = 0.01,
+        eps: float = defaults["eps"],
+        steps: int = defaults["steps"],
+        alpha: float = defaults["alpha"],
         ignore_index: int = 255,
-        random_start: bool = False,
+        random_start: bool = defaults["random_start"],
         **kwargs,
     ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
-        if steps < 1 or alpha < 0 or (alpha == 0 and eps > 0):
-            raise ValueError(
-                f"BIM needs steps >= 1 and alpha > 0 (0 only with eps 0), got steps={steps}, alpha={alpha}"
-            )
+        BIM.validate(eps=eps, steps=steps, alpha=alpha)
         self.steps = steps
         self.alpha = alpha
         self.random_start = random_start
+
+    @classmethod
+    def validate(cls, **values: Any) -> None:
+        super().validate(**values)
+        v = {**cls.defaults, **values}
+        steps, alpha = v["steps"], v["alpha"]
+        if steps < 1 or alpha < 0 or (alpha == 0 and v["eps"] > 0):
+            raise ValueError(
+                f"BIM needs steps >= 1 and alpha > 0 (0 only with eps 0), got steps={steps}, alpha={alpha}"
+            )
 
     def perturb(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x = x0.clone()

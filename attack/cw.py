@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -19,49 +22,53 @@ class CW(MinNormAttack):
     """Carlini & Wagner L2 ("Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017) for
     segmentation.
 
-    x = (tanh(w) + 1) / 2 keeps pixels in [0, 1]; Adam (learning rate ``lr``) minimises
-    ||x - x0||_2^2 + c * :func:`margin_loss` per image for ``steps`` iterations, from w at the clean image.
-    A binary search over c per image (``search_steps`` rounds from ``c``; c grows tenfold until the first
-    success, then bisects) keeps the smallest-L2 iterate that succeeds, success meaning a pixel accuracy
-    on non-ignored pixels of at most ``success_acc``; an image never fooled that far keeps its
-    lowest-accuracy iterate. Minimum-norm attack in L2: eps = inf (default) returns the unclipped
-    result, a finite eps its projection onto the L2 ball (per image).
-    Defaults: 100 Adam steps, lr 0.01, 5 search steps, c 1, kappa 0, success_acc 0.1, eps inf.
+    Adam (learning rate ``lr``) in tanh space minimises ||x - x0||_2^2 + c * :func:`margin_loss` per image;
+    a binary search over c per image (``search_steps`` rounds from ``c``: tenfold until the first success,
+    then bisection) keeps the smallest-L2 iterate whose pixel accuracy is at most ``success_acc`` (else the
+    lowest-accuracy one). Minimum-norm in L2: eps inf returns the unclipped result.
     """
 
     name = "cw"
-    fields = frozenset({"eps", "steps", "search_steps", "c", "lr", "kappa", "success_acc"})
-    iterative = False
+    defaults = MappingProxyType(
+        {"eps": float("inf"), "steps": 100, "search_steps": 5, "c": 1.0, "lr": 0.01, "kappa": 0.0, "success_acc": 0.1}
+    )
 
     norm = "l2"
 
     def __init__(
         self,
         model: nn.Module,
-        eps: float = float("inf"),
-        steps: int = 100,
-        search_steps: int = 5,
-        c: float = 1.0,
-        lr: float = 0.01,
-        kappa: float = 0.0,
-        success_acc: float = 0.1,
+        eps: float = defaults["eps"],
+        steps: int = defaults["steps"],
+        search_steps: int = defaults["search_steps"],
+        c: float = defaults["c"],
+        lr: float = defaults["lr"],
+        kappa: float = defaults["kappa"],
+        success_acc: float = defaults["success_acc"],
         ignore_index: int = 255,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
-        if steps < 1 or search_steps < 1:
-            raise ValueError(f"C&W needs steps >= 1 and search_steps >= 1, got {steps}, {search_steps}")
-        if c <= 0 or lr <= 0 or kappa < 0 or not 0 <= success_acc <= 1:
-            raise ValueError(
-                f"C&W needs c > 0, lr > 0, kappa >= 0 and 0 <= success_acc <= 1, got c={c}, "
-                f"lr={lr}, kappa={kappa}, success_acc={success_acc}"
-            )
+        CW.validate(eps=eps, steps=steps, search_steps=search_steps, c=c, lr=lr, kappa=kappa, success_acc=success_acc)
         self.steps = steps
         self.search_steps = search_steps
         self.c = c
         self.lr = lr
         self.kappa = kappa
         self.success_acc = success_acc
+
+    @classmethod
+    def validate(cls, **values: Any) -> None:
+        super().validate(**values)
+        v = {**cls.defaults, **values}
+        if v["steps"] < 1 or v["search_steps"] < 1:
+            raise ValueError(f"C&W needs steps >= 1 and search_steps >= 1, got {v['steps']}, {v['search_steps']}")
+        c, lr, kappa, success_acc = v["c"], v["lr"], v["kappa"], v["success_acc"]
+        if c <= 0 or lr <= 0 or kappa < 0 or not 0 <= success_acc <= 1:
+            raise ValueError(
+                f"C&W needs c > 0, lr > 0, kappa >= 0 and 0 <= success_acc <= 1, got c={c}, "
+                f"lr={lr}, kappa={kappa}, success_acc={success_acc}"
+            )
 
     def minimize(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         size, n = target.shape[-2:], x0.shape[0]

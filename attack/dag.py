@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -12,34 +15,35 @@ class DAG(MinNormAttack):
     """Dense Adversary Generation (Xie et al., "Adversarial Examples for Semantic Segmentation and Object
     Detection", ICCV 2017), untargeted form.
 
-    Each pixel gets a fixed adversarial label l'_p: the runner-up class of the clean logits (the highest
-    class other than its label). At iteration n the active set T_n holds the non-ignored pixels still
-    predicted as their label; g = grad_x sum_{p in T_n} (z_{l'_p, p} - z_{l_p, p}) and
-    x <- clip_[0,1](x + gamma * g / ||g||_inf) per image. An image stops when its active set is empty,
-    all stop after ``steps`` iterations. The paper's gamma 0.5 on 0-255 pixels is 0.5/255 here (every
-    step moves the most-changed pixel by half a grey level). Minimum-norm attack in L-inf: eps = inf
-    (default) returns the unclipped result, a finite eps its projection onto the L-inf ball.
-    Defaults: gamma 0.5/255, 200 iterations (the paper's maximum for segmentation), eps inf.
+    Each pixel's adversarial label l'_p is the runner-up class of the clean logits; while non-ignored pixels
+    are still predicted as their label (the active set T), x <- clip_[0,1](x + gamma * g / ||g||_inf) with
+    g = grad_x sum_{p in T} (z_{l'_p, p} - z_{l_p, p}), at most ``steps`` times. The paper's gamma 0.5 on
+    0-255 pixels is 0.5/255 here. Minimum-norm in L-inf: eps inf returns the unclipped result.
     """
 
     name = "dag"
-    fields = frozenset({"eps", "steps", "gamma"})
-    iterative = False
+    defaults = MappingProxyType({"eps": float("inf"), "steps": 200, "gamma": 0.5 / 255})
 
     def __init__(
         self,
         model: nn.Module,
-        eps: float = float("inf"),
-        steps: int = 200,
-        gamma: float = 0.5 / 255,
+        eps: float = defaults["eps"],
+        steps: int = defaults["steps"],
+        gamma: float = defaults["gamma"],
         ignore_index: int = 255,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
-        if steps < 1 or gamma <= 0:
-            raise ValueError(f"DAG needs steps >= 1 and gamma > 0, got steps={steps}, gamma={gamma}")
+        DAG.validate(eps=eps, steps=steps, gamma=gamma)
         self.steps = steps
         self.gamma = gamma
+
+    @classmethod
+    def validate(cls, **values: Any) -> None:
+        super().validate(**values)
+        v = {**cls.defaults, **values}
+        if v["steps"] < 1 or v["gamma"] <= 0:
+            raise ValueError(f"DAG needs steps >= 1 and gamma > 0, got steps={v['steps']}, gamma={v['gamma']}")
 
     def minimize(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         size = target.shape[-2:]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -12,43 +15,42 @@ class DeepFool(MinNormAttack):
     """DeepFool (Moosavi-Dezfooli, Fawzi & Frossard, "DeepFool: a simple and accurate method to fool deep
     neural networks", CVPR 2016) for segmentation, L2 or L-inf.
 
-    Per pixel p of the active set A (non-ignored pixels still predicted as their label y_p) the nearest
-    class boundary is taken as the runner-up class k_p (the smallest logit gap
-    f_p = z_{k_p} - z_{y_p} < 0: the linearised nearest boundary when the classes' gradients have equal
-    norms; ranking by |f_k| / ||grad f_k|| per pixel and class would need one backward pass each).
-    Aggregation: DeepFool's step for G = sum_{p in A} |f_p| * f_p (weights |f_p| detached), the smallest
-    perturbation that zeroes G's linearisation, r = |G| / ||grad G||_2^2 * grad G (L-inf:
-    |G| / ||grad G||_1 * sign(grad G)). When the active pixels' gradients are orthogonal (disjoint
-    receptive fields) and of equal norm, r moves every pixel exactly onto its own linearised boundary;
-    a single pixel gets the classifier's DeepFool step. The steps add up,
-    x = clip_[0,1](x0 + (1 + overshoot) * sum r), until A is empty for every image or after ``steps``
-    iterations. Minimum-norm attack: eps = inf (default)
-    returns the unclipped result, a finite eps its projection onto the ball of ``norm``.
-    Defaults: overshoot 0.02, 50 iterations (the paper's maximum), L2, eps inf.
+    Per pixel p still predicted as its label (the active set A) the nearest boundary is taken as the
+    runner-up class k_p, f_p = z_{k_p} - z_{y_p} < 0 (the linearised nearest when the classes' gradients have
+    equal norms; ranking every class needs a backward pass each). Each iteration takes DeepFool's step for
+    G = sum_{p in A} |f_p| * f_p (weights detached), r = |G| / ||grad G||_2^2 * grad G (L-inf:
+    |G| / ||grad G||_1 * sign(grad G)): with orthogonal active gradients of equal norm it moves every pixel
+    onto its own linearised boundary. x = clip_[0,1](x0 + (1 + overshoot) * sum r), until A is empty or after
+    ``steps``. Minimum-norm in ``norm``: eps inf returns the unclipped result.
     """
 
     name = "deepfool"
-    fields = frozenset({"eps", "steps", "overshoot", "norm"})
-    iterative = False
+    defaults = MappingProxyType({"eps": float("inf"), "steps": 50, "overshoot": 0.02, "norm": "l2"})
 
     def __init__(
         self,
         model: nn.Module,
-        eps: float = float("inf"),
-        steps: int = 50,
-        overshoot: float = 0.02,
-        norm: str = "l2",
+        eps: float = defaults["eps"],
+        steps: int = defaults["steps"],
+        overshoot: float = defaults["overshoot"],
+        norm: str = defaults["norm"],
         ignore_index: int = 255,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
-        if norm not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-        if steps < 1 or overshoot < 0:
-            raise ValueError(f"DeepFool needs steps >= 1 and overshoot >= 0, got {steps}, {overshoot}")
+        DeepFool.validate(eps=eps, steps=steps, overshoot=overshoot, norm=norm)
         self.norm = norm
         self.steps = steps
         self.overshoot = overshoot
+
+    @classmethod
+    def validate(cls, **values: Any) -> None:
+        super().validate(**values)
+        v = {**cls.defaults, **values}
+        if v["norm"] not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'linf' or 'l2', got {v['norm']!r}")
+        if v["steps"] < 1 or v["overshoot"] < 0:
+            raise ValueError(f"DeepFool needs steps >= 1 and overshoot >= 0, got {v['steps']}, {v['overshoot']}")
 
     def step(self, gap: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """The smallest step r with gap + <grad, r> = 0 per image, for per-image ``gap`` (N,) <= 0."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Any
+
 from torch import nn
 
 from attack.bim import BIM
@@ -9,11 +12,16 @@ from attack.bim import BIM
 
 class FGSM(BIM):
     """Fast gradient sign method (Goodfellow et al., "Explaining and Harnessing Adversarial Examples",
-    ICLR 2015): one step of size eps along sign(grad_x CE) from the clean image. Default eps 8/255."""
+    ICLR 2015): one step of size eps along sign(grad_x CE) from the clean image."""
 
     name = "fgsm"
-    fields = frozenset({"eps"})
+    defaults = MappingProxyType({"eps": 8 / 255})
     iterative = False
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, ignore_index: int = 255, **kwargs) -> None:
+    def __init__(self, model: nn.Module, eps: float = defaults["eps"], ignore_index: int = 255, **kwargs) -> None:
         super().__init__(model, eps=eps, steps=1, alpha=eps, ignore_index=ignore_index, **kwargs)
+
+    @classmethod
+    def validate(cls, **values: Any) -> None:
+        eps = {**cls.defaults, **values}["eps"]
+        BIM.validate(eps=eps, steps=1, alpha=eps)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -15,17 +18,23 @@ class PAdam(PGD):
     """Projected Adam (Halmosi, Mohos & Jelasity, "Evaluating the Adversarial Robustness of Semantic
     Segmentation: Trying Harder Pays Off", ECCV 2024), L-inf.
 
-    Gradient ascent on the perturbation with Adam's AMSGrad update (beta 0.9 / 0.999, epsilon 1e-8,
-    learning rate ``alpha``), projected onto the eps-ball and [0, 1] after every step, from a random
-    start; the Adam state starts afresh for each restart. Losses: ``ce`` (pixel cross-entropy) or
-    ``cosine`` (-cos(softmax(z), onehot(y)) per pixel); both summed over the non-ignored pixels of an
-    image and divided by its pixel count (Adam is invariant to the scale). As :class:`attack.pgd.PGD`,
-    returns per image the iterate with the lowest pixel accuracy (the paper returns the last one).
-    Defaults: eps 8/255, 200 steps, alpha (learning rate) 2/255, CE, one restart, random start.
+    :class:`PGD` whose step is Adam's AMSGrad update (beta 0.9 / 0.999, epsilon 1e-8, learning rate
+    ``alpha``), its state fresh for each restart. Losses: ``ce`` or ``cosine`` (-cos(softmax(z), onehot(y))
+    per pixel), each summed over an image's non-ignored pixels over its pixel count. Returns per image the
+    lowest-accuracy iterate (the paper returns the last one).
     """
 
     name = "padam"
-    fields = frozenset({"eps", "steps", "alpha", "loss", "restarts", "random_start"})
+    defaults = MappingProxyType(
+        {
+            "eps": PGD.defaults["eps"],
+            "steps": 200,
+            "alpha": 2 / 255,
+            "loss": "ce",
+            "restarts": PGD.defaults["restarts"],
+            "random_start": PGD.defaults["random_start"],
+        }
+    )
 
     betas = (0.9, 0.999)
     adam_eps = 1e-8
@@ -33,19 +42,25 @@ class PAdam(PGD):
     def __init__(
         self,
         model: nn.Module,
-        eps: float = 8 / 255,
-        steps: int = 200,
-        alpha: float = 2 / 255,
-        loss: str = "ce",
+        eps: float = defaults["eps"],
+        steps: int = defaults["steps"],
+        alpha: float = defaults["alpha"],
+        loss: str = defaults["loss"],
         **kwargs,
     ) -> None:
         super().__init__(model, eps, steps, alpha=alpha, norm="linf", **kwargs)
-        if loss not in PADAM_LOSSES:
-            raise ValueError(f"loss must be one of {PADAM_LOSSES}, got {loss!r}")
-        if alpha <= 0:
-            raise ValueError(f"alpha (the learning rate) must be > 0, got {alpha}")
+        PAdam.validate(loss=loss, alpha=alpha)  # PGD's values are checked by its constructor
         self.loss_name = loss
         self._moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None
+
+    @classmethod
+    def validate(cls, **values: Any) -> None:
+        v = {**cls.defaults, **values}
+        PGD.validate(**{**v, "norm": "linf"})
+        if v["loss"] not in PADAM_LOSSES:
+            raise ValueError(f"loss must be one of {PADAM_LOSSES}, got {v['loss']!r}")
+        if v["alpha"] <= 0:
+            raise ValueError(f"alpha (the learning rate) must be > 0, got {v['alpha']}")
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
         if self.loss_name == "cosine":

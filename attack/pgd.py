@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,53 +16,69 @@ class PGD(Attack):
     """Projected gradient descent (Madry et al., "Towards Deep Learning Models Resistant to Adversarial
     Attacks", ICLR 2018) on the pixel cross-entropy, L-inf (sign steps) or L2 (normalized steps).
 
-    Starts from a uniform point of the L-inf ball (L2: a random direction scaled by U(0, 1) * eps),
-    runs ``restarts`` times, and returns per image the iterate with the lowest pixel accuracy (every
-    iterate is scored with the forward pass its gradient needs anyway, the last one with one more).
-    Defaults: eps 8/255, 10 steps, step 2.5 * eps / steps, one restart.
+    Returns per image the iterate with the lowest pixel accuracy over all steps and restarts (or the last
+    iterate with ``last_iterate``).
 
     Args:
         model: segmentation model (logits in eval mode).
         eps: radius of the ball in [0, 1] pixel units (L2: per image).
         steps: iterations per restart.
-        alpha: step size; default 2.5 * eps / steps.
+        alpha: step size; default (None) 2.5 * eps / steps.
         norm: "linf" or "l2".
         restarts: independent runs from random starts; the best per image is kept.
-        random_start: start at a random point of the ball (False: from the clean image).
+        random_start: start at a random point of the ball (L2: a random direction scaled by U(0, 1) * eps);
+            False: from the clean image.
+        last_iterate: return the last iterate (SAM-AT's and the textbook PGD's result); one restart only.
         ignore_index: label ignored by the loss and the accuracy.
         kwargs: see :class:`attack.base.Attack` (mean, std, forward).
     """
 
     name = "pgd"
-    fields = frozenset({"eps", "steps", "alpha", "norm", "restarts", "random_start", "last_iterate"})
+    defaults = MappingProxyType(
+        {
+            "eps": 8 / 255,
+            "steps": 10,
+            "alpha": None,
+            "norm": "linf",
+            "restarts": 1,
+            "random_start": True,
+            "last_iterate": False,
+        }
+    )
     iterative = True
 
     def __init__(
         self,
         model: nn.Module,
-        eps: float = 8 / 255,
-        steps: int = 10,
-        alpha: float | None = None,
-        norm: str = "linf",
-        restarts: int = 1,
-        random_start: bool = True,
-        last_iterate: bool = False,
+        eps: float = defaults["eps"],
+        steps: int = defaults["steps"],
+        alpha: float | None = defaults["alpha"],
+        norm: str = defaults["norm"],
+        restarts: int = defaults["restarts"],
+        random_start: bool = defaults["random_start"],
+        last_iterate: bool = defaults["last_iterate"],
         ignore_index: int = 255,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
-        if norm not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-        if steps < 1 or restarts < 1:
-            raise ValueError(f"need steps >= 1 and restarts >= 1, got {steps}, {restarts}")
+        PGD.validate(eps=eps, steps=steps, norm=norm, restarts=restarts, last_iterate=last_iterate)
         self.norm = norm
         self.steps = steps
         self.alpha = alpha if alpha is not None else 2.5 * eps / steps
         self.restarts = restarts
         self.random_start = random_start
-        if last_iterate and restarts > 1:
+        self.last_iterate = last_iterate
+
+    @classmethod
+    def validate(cls, **values: Any) -> None:
+        super().validate(**values)
+        v = {**cls.defaults, **values}
+        if v["norm"] not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'linf' or 'l2', got {v['norm']!r}")
+        if v["steps"] < 1 or v["restarts"] < 1:
+            raise ValueError(f"need steps >= 1 and restarts >= 1, got {v['steps']}, {v['restarts']}")
+        if v["last_iterate"] and v["restarts"] > 1:
             raise ValueError("last_iterate takes one run: set restarts 1")
-        self.last_iterate = last_iterate  # SAM-AT's and the textbook PGD's result; default: the most fooling iterate
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
         """The objective to ascend at ``step`` (0-based), summed over the batch."""
@@ -96,7 +115,7 @@ class PGD(Attack):
             for step in range(self.steps):
                 x.requires_grad_(True)
                 logits = self.logits(x, size)
-                if not self.last_iterate:
+                if not self.last_iterate:  # scored with the forward pass its gradient needs anyway
                     keep(x, logits)
                 grad = self.input_grad(self.loss(logits, target, step), x)
                 x = self.project(x.detach() + self.alpha * self.ascent(grad), x0)
@@ -109,17 +128,17 @@ class PGD(Attack):
 
 class SegPGD(PGD):
     """SegPGD (Gu et al., "SegPGD: An Effective and Efficient Adversarial Attack for Evaluating and
-    Boosting Segmentation Robustness", ECCV 2022).
-
-    At step t = 1..T the correctly and wrongly classified pixels P_T, P_F are recomputed from the
-    (detached) argmax; loss = [(1 - l_t) * sum_{P_T} CE + l_t * sum_{P_F} CE] / (H * W) with
-    l_t = (t - 1) / (2T); ignored pixels contribute 0. Sign steps, L-inf projection and random start
-    as :class:`PGD`. Defaults: eps 8/255, 20 steps, step 2.5 * eps / steps.
+    Boosting Segmentation Robustness", ECCV 2022): :class:`PGD` on
+    [(1 - l_t) * sum_{P_T} CE + l_t * sum_{P_F} CE] / (H * W), P_T / P_F the correctly / wrongly classified
+    pixels at step t = 1..T, l_t = (t - 1) / (2T); ignored pixels contribute 0.
     """
 
     name = "segpgd"
+    defaults = MappingProxyType({**PGD.defaults, "steps": 20})
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, **kwargs) -> None:
+    def __init__(
+        self, model: nn.Module, eps: float = defaults["eps"], steps: int = defaults["steps"], **kwargs
+    ) -> None:
         super().__init__(model, eps, steps, **kwargs)
 
     def weight(self, step: int) -> float:
@@ -143,28 +162,36 @@ def label_cosine(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) 
 
 class CosPGD(PGD):
     """CosPGD (Agnihotri & Keuper, "CosPGD: an efficient white-box adversarial attack for pixel-wise
-    prediction tasks", ICML 2024).
+    prediction tasks", ICML 2024): :class:`PGD` on the mean over pixels of w * CE, w = cos(softmax(z),
+    onehot(y)) detached (0 on ignored pixels).
 
-    Per pixel w = cos(softmax(z), onehot(y)) (detached), loss = mean over pixels of w * CE, so pixels
-    the model still gets right weigh most; sign steps as :class:`PGD`. Ignored pixels weigh 0.
-    ``targeted``: the paper's targeted variant towards a target map y* (here per pixel the runner-up
-    class of the clean logits, see :func:`attack.base.label_margin`): w = 1 - cos(softmax(z),
-    onehot(y*)) and sign steps that *descend* the weighted CE(z, y*), so pixels far from their target
-    weigh most; the iterate kept is still the one with the lowest accuracy on the true labels.
-    Defaults: eps 8/255, 20 steps, step 2.5 * eps / steps, untargeted.
+    ``targeted``: the paper's targeted variant towards y*, per pixel the runner-up class of the clean
+    logits (:func:`attack.base.label_margin`): w = 1 - cos(softmax(z), onehot(y*)), descending CE(z, y*);
+    the iterate kept is still the one with the lowest accuracy on the true labels.
     """
 
     name = "cospgd"
-    fields = PGD.fields | {"targeted"}
+    defaults = MappingProxyType({**PGD.defaults, "steps": 20, "targeted": False})
 
     def __init__(
-        self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, targeted: bool = False, **kwargs
+        self,
+        model: nn.Module,
+        eps: float = defaults["eps"],
+        steps: int = defaults["steps"],
+        targeted: bool = defaults["targeted"],
+        **kwargs,
     ) -> None:
         super().__init__(model, eps, steps, **kwargs)
-        if not isinstance(targeted, bool):
-            raise ValueError(f"targeted must be true or false, got {targeted!r}")
+        CosPGD.validate(targeted=targeted)  # PGD's values are checked by its constructor
         self.targeted = targeted
         self.adv_target: torch.Tensor | None = None  # y* of the current call (targeted only)
+
+    @classmethod
+    def validate(cls, **values: Any) -> None:
+        super().validate(**values)
+        targeted = {**cls.defaults, **values}["targeted"]
+        if not isinstance(targeted, bool):
+            raise ValueError(f"targeted must be true or false, got {targeted!r}")
 
     def weights(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Untargeted: cos(softmax(z), onehot(y)); targeted (``target`` = y*): 1 - cos. 0 on ignored pixels."""

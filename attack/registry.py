@@ -10,26 +10,12 @@ from typing import Any
 
 from torch import nn
 
-from attack.apgd import APGD
-from attack.base import Attack, MinNormAttack
-from attack.bim import BIM
-from attack.cw import CW
-from attack.dag import DAG
-from attack.deepfool import DeepFool
-from attack.fgsm import FGSM
-from attack.padam import PAdam
-from attack.pgd import PGD, CosPGD, SegPGD
-from attack.sea import SEA
+from attack.base import ATTACKS, Attack
 from attack.transfer import parse_source
 from util.errors import UserError
 
-ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls for cls in (FGSM, BIM, PGD, SegPGD, CosPGD, APGD, SEA, PAdam, DAG, CW, DeepFool)
-}
-# Constructor arguments a spec may set, per attack.
-FIELDS = {name: cls.fields for name, cls in ATTACKS.items()}
-# Minimum-norm attacks: without eps (or with eps .inf) they report the unclipped result.
-MIN_NORM = {name for name, cls in ATTACKS.items() if issubclass(cls, MinNormAttack)}
+__all__ = ["ATTACKS", "AttackSpec", "build_attack", "check_spec", "parse_specs"]
+
 _PIXEL_UNITS = ("alpha", "gamma")  # step sizes given in 1/unit like eps
 _COUNTS = ("steps", "restarts", "search_steps")  # whole numbers >= 1
 _SPEC_ONLY = {"name", "unit", "source"}  # entry fields that are not constructor arguments
@@ -53,14 +39,14 @@ class AttackSpec:
 
     @property
     def attack_class(self) -> type[Attack]:
-        return ATTACKS[self.name]
+        return ATTACKS.get(self.name, f"attack '{self.label}'")
 
     @property
     def steps(self) -> int | None:
-        """Iterations of an iterative attack (its constructor's default when the entry sets none), else None."""
+        """Iterations of an iterative attack (its default when the entry sets none), else None."""
         if not self.attack_class.iterative:
             return None
-        return self.params.get("steps") or self.attack_class.default("steps")
+        return self.params.get("steps") or self.attack_class.defaults["steps"]
 
     @property
     def norm(self) -> str:
@@ -68,7 +54,7 @@ class AttackSpec:
         if "norm" in self.params:
             return self.params["norm"]
         cls = self.attack_class
-        return cls.default("norm") if "norm" in cls.fields else cls.norm
+        return cls.defaults.get("norm", cls.norm)
 
     def replace(self, **changes: Any) -> AttackSpec:
         return dataclasses.replace(self, **changes)
@@ -90,48 +76,59 @@ def _label(name: str, eps: float) -> str:
 def parse_specs(raw: Sequence[Any], where: str = "config key 'attacks'") -> list[AttackSpec]:
     """Expand ``attacks`` entries into one spec per eps, with eps and step sizes in [0, 1] pixel units.
 
-    An entry is a mapping: ``name`` (one of :data:`ATTACKS`), ``eps`` (a number or a list), the
-    attack's fields of :data:`FIELDS`, and ``unit`` (default 255: eps 8 means 8/255; 1 for fractions, as
-    the original's BIM 0.03). ``alpha`` and ``gamma`` are in the same unit as eps. The minimum-norm
-    attacks (:data:`MIN_NORM`) take eps ``.inf`` for their unclipped result, the default without eps.
+    An entry is a mapping: ``name`` (one of :data:`ATTACKS`), ``eps`` (a number or a list), the attack's
+    fields (:attr:`Attack.defaults`), and ``unit`` (default 255: eps 8 means 8/255; 1 for fractions, as the
+    original's BIM 0.03); ``alpha`` and ``gamma`` are in the same unit as eps. A minimum-norm attack without
+    eps (or with eps .inf) reports its unclipped result.
 
     Raises:
         UserError: an unknown attack or field, or a bad value, naming the entry.
     """
+    return [spec for index, entry in enumerate(raw) for spec in _entry_specs(entry, f"{where}, entry {index + 1}")]
+
+
+def _entry_specs(entry: Any, at: str) -> list[AttackSpec]:
+    """The specs of one ``attacks`` entry, one per eps; ``at`` names the entry in errors."""
+    cls = _attack_class(entry, at)
+    unit = _unit(entry, at)
+    eps_list = _eps_list(entry, cls, at)
+    _check_values(entry, at)
     specs = []
-    for index, entry in enumerate(raw):
-        at = f"{where}, entry {index + 1}"
-        if not isinstance(entry, Mapping) or "name" not in entry:
-            raise UserError(f"{at}: expected a mapping with 'name' and 'eps', got {entry!r}")
-        name = str(entry["name"]).lower()
-        if name not in ATTACKS:
-            raise UserError(f"{at}: unknown attack '{name}'; known: {', '.join(ATTACKS)}")
-        allowed = FIELDS[name] | _SPEC_ONLY
-        unknown = sorted(set(entry) - allowed)
-        if unknown:
-            raise UserError(f"{at}: {name} has no field '{unknown[0]}'; it takes {', '.join(sorted(allowed))}")
-        unit = _unit(entry, at)
-        eps_list = entry.get("eps", float("inf") if name in MIN_NORM else None)
-        eps_list = list(eps_list) if isinstance(eps_list, Sequence) and not isinstance(eps_list, str) else [eps_list]
-        if not eps_list:
-            raise UserError(f"{at}: eps is an empty list; give at least one radius")
-        _check_values(entry, at)
-        for eps in eps_list:
-            if not isinstance(eps, (int, float)) or not eps >= 0:
-                raise UserError(f"{at}: eps must be numbers >= 0 (in 1/{unit:g} units), got {eps!r}")
-            params = {k: v for k, v in entry.items() if k not in _SPEC_ONLY and k != "eps"}
-            for key in _PIXEL_UNITS:
-                if params.get(key) is None:
-                    continue
-                if not isinstance(params[key], (int, float)):
-                    raise UserError(f"{at}: {key} must be a number (in 1/{unit:g} units), got {params[key]!r}")
-                params[key] = params[key] / unit
-            spec = AttackSpec(name, _label(name, eps), eps / unit, params)
-            if "source" in entry:  # transfer attack: crafted on another model (attack/transfer.py)
-                source = parse_source(entry["source"], at)
-                spec = spec.replace(source=source, label=f"{spec.label}_from_{Path(source['config']).stem}")
-            specs.append(spec)
+    for eps in eps_list:
+        if not isinstance(eps, (int, float)) or not eps >= 0:
+            raise UserError(f"{at}: eps must be numbers >= 0 (in 1/{unit:g} units), got {eps!r}")
+        params = {k: v for k, v in entry.items() if k not in _SPEC_ONLY and k != "eps"}
+        params.update({k: params[k] / unit for k in _PIXEL_UNITS if params.get(k) is not None})
+        spec = AttackSpec(cls.name, _label(cls.name, eps), eps / unit, params)
+        if "source" in entry:  # transfer attack: crafted on another model (attack/transfer.py)
+            source = parse_source(entry["source"], at)
+            spec = spec.replace(source=source, label=f"{spec.label}_from_{Path(source['config']).stem}")
+        specs.append(spec)
     return specs
+
+
+def _attack_class(entry: Any, at: str) -> type[Attack]:
+    """The attack class an entry names, after checking that it sets only that attack's fields."""
+    if not isinstance(entry, Mapping) or "name" not in entry:
+        raise UserError(f"{at}: expected a mapping with 'name' and 'eps', got {entry!r}")
+    name = str(entry["name"]).lower()
+    if name not in ATTACKS:
+        raise UserError(f"{at}: unknown attack '{name}'; known: {', '.join(ATTACKS)}")
+    cls = ATTACKS.get(name)
+    allowed = cls.fields | _SPEC_ONLY
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise UserError(f"{at}: {name} has no field '{unknown[0]}'; it takes {', '.join(sorted(allowed))}")
+    return cls
+
+
+def _eps_list(entry: Mapping[str, Any], cls: type[Attack], at: str) -> list[Any]:
+    """The entry's radii as a list (a minimum-norm attack without eps: [inf], its unclipped result)."""
+    eps = entry.get("eps", float("inf") if cls.min_norm else None)
+    eps = list(eps) if isinstance(eps, Sequence) and not isinstance(eps, str) else [eps]
+    if not eps:
+        raise UserError(f"{at}: eps is an empty list; give at least one radius")
+    return eps
 
 
 def _unit(entry: Mapping[str, Any], at: str) -> float:
@@ -153,6 +150,19 @@ def _check_values(entry: Mapping[str, Any], at: str) -> None:
             isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")
         ):
             raise UserError(f"{at}: {key} must be a number > 0, got {value!r}")
+
+
+def check_spec(spec: AttackSpec) -> None:
+    """Every check the spec's attack constructor makes on its values, without building it.
+
+    Raises:
+        UserError: a value the attack refuses, as ``attack '<label>': <reason>``.
+    """
+    cls = spec.attack_class
+    try:
+        cls.validate(**{**cls.defaults, **spec.params, "eps": spec.eps})
+    except (ValueError, TypeError) as err:  # a bad value, or a value of the wrong type
+        raise UserError(f"attack '{spec.label}': {err}") from None
 
 
 def build_attack(spec: AttackSpec, model: nn.Module, ignore_index: int = 255, **extra: Any) -> Attack:

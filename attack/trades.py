@@ -33,7 +33,7 @@ class TRADESAttack(PGD):
         kwargs: see :class:`attack.base.Attack` (mean, std).
     """
 
-    name = "trades"
+    name = ""  # a training attack: not registered for the evaluation suite
 
     def __init__(
         self,

@@ -28,13 +28,11 @@ import cv2
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 from tqdm import tqdm
 
 from attack.apgd import inverse_frequency_weights
-from attack.base import Attack, MinNormAttack
-from attack.registry import AttackSpec, build_attack
-from attack.sea import SEA
+from attack.base import Attack
+from attack.registry import AttackSpec, build_attack, check_spec
 from attack.transfer import Transfer
 from evaluation import predictions, summary
 from evaluation.inference import Protocol, WholeImageForward, predict
@@ -124,7 +122,7 @@ def run_inference(
         protocol = dataclasses.replace(protocol, attack_protocol=attack_spec.protocol or cfg.attack_protocol)
     attack = make_attack(cfg, attack_spec, model, device, protocol)
     min_norm = getattr(attack, "source", attack)  # a transfer attack's norms are its source attack's
-    min_norm = min_norm if isinstance(min_norm, MinNormAttack) else None
+    min_norm = min_norm if min_norm is not None and min_norm.min_norm else None
     norms_folder = gray_folder.parent / "norms"
     if min_norm is not None:
         norms_folder.mkdir(parents=True, exist_ok=True)
@@ -431,9 +429,7 @@ def resolve_class_weights(cfg: DictConfig, specs: list[AttackSpec | None]) -> li
     """
 
     def balanced(spec: AttackSpec | None) -> bool:
-        if spec is None or spec.name not in ("sea", "apgd"):
-            return False
-        return spec.name == "sea" or spec.params.get("loss") == "balanced_masked_ce" or "class_weights" in spec.params
+        return spec is not None and spec.attack_class.takes_class_weights(spec.params)
 
     @functools.cache
     def train_table() -> tuple[float, ...]:
@@ -472,22 +468,22 @@ def resolve_class_weights(cfg: DictConfig, specs: list[AttackSpec | None]) -> li
     return out
 
 
-def expand_sea(specs: list[AttackSpec | None]) -> tuple[list[AttackSpec | None], list[tuple[AttackSpec, list[str]]]]:
-    """SEA entries become their APGD members (one stored mode each, label <sea label>/<loss>), so SEA's
-    worst case is computed over stored predictions; returns the specs to run and (SEA spec, member labels)."""
+def expand_ensembles(
+    specs: list[AttackSpec | None],
+) -> tuple[list[AttackSpec | None], list[tuple[AttackSpec, list[str]]]]:
+    """An ensemble's entry (SEA) becomes its members (one stored mode each, label <entry label>/<suffix>), so its
+    worst case is computed over stored predictions; returns the specs to run and (entry spec, member labels)."""
     runs, ensembles = [], []
     for spec in specs:
-        if spec is None or spec.name != "sea":
+        members = spec.attack_class.members(spec.params) if spec else []
+        if not members:
             runs.append(spec)
             continue
-        members = []
-        for loss in SEA.default("losses"):
-            params = {**spec.params, "loss": loss}
-            if loss != "balanced_masked_ce":  # the class weights are the balanced member's only
-                params.pop("class_weights", None)
-            members.append(spec.replace(name="apgd", label=f"{spec.label}/{loss}", params=params))
-        runs += members
-        ensembles.append((spec, [m.label for m in members]))
+        member_specs = [
+            spec.replace(name=name, label=f"{spec.label}/{suffix}", params=params) for suffix, name, params in members
+        ]
+        runs += member_specs
+        ensembles.append((spec, [m.label for m in member_specs]))
     return runs, ensembles
 
 
@@ -504,7 +500,7 @@ def worst_cases(
     by_mode = {row["mode"]: (row, counts) for row, counts in evaluated}
     rows = [
         ensemble_row(
-            spec.label, "sea", spec.eps, [by_mode[m] for m in members], names, save_folder / spec.label, background
+            spec.label, spec.name, spec.eps, [by_mode[m] for m in members], names, save_folder / spec.label, background
         )
         for spec, members in ensembles
     ]
@@ -574,7 +570,7 @@ def check_before_writing(
     the checkpoint, checked before anything is written (an invalid entry, a folder of another run or a checkpoint
     that does not load must not leave the clean mode re-scored, its results rewritten, or a new empty folder)."""
     for spec in filter(None, runs):
-        build_attack(spec, nn.Identity(), cfg.ignore_label)  # the constructors' checks (steps: 0, ...)
+        check_spec(spec)  # the constructors' checks (steps: 0, ...)
     folders = [Path(cfg.save_folder) / spec.label if spec else Path(cfg.save_folder) for spec in runs]
     missing = {folder: predictions.missing(folder / "gray", image_names) for folder in folders}
     if cfg.has_prediction:  # only stored predictions are scored: each must be there
@@ -601,7 +597,7 @@ def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.dev
         raise UserError("an attack needs labels, but split is 'test'; evaluate a labelled split (val)")
     names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
     data, list_sha256 = evaluation_data(cfg)
-    runs, ensembles = expand_sea(resolve_class_weights(cfg, specs))
+    runs, ensembles = expand_ensembles(resolve_class_weights(cfg, specs))
     model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
     check_before_writing(cfg, runs, model_loader, list_sha256, [image_name(path) for path, _ in data.data_list])
     with owned(cfg.save_folder, "save_folder", dist.is_main_process()):  # a second run on save_folder is refused

@@ -82,6 +82,49 @@ def test_the_rule_catches_a_class_made_with_type(tmp_path):
     assert classes_made_with_type(module) == [3]
 
 
+# A function's signature read at run time: the inspect module, or the attributes it reads.
+_SIGNATURE_ATTRIBUTES = {"__signature__", "__defaults__", "__kwdefaults__", "__code__"}
+
+
+def signature_reads(path: Path) -> list[str]:
+    """Where ``path`` imports or uses ``inspect`` or reads a function's signature attributes ('line: what')."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [f"{node.lineno}: import {a.name}" for a in node.names if a.name.split(".")[0] == "inspect"]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "inspect":
+            found.append(f"{node.lineno}: from inspect import ...")
+        elif isinstance(node, ast.Name) and node.id == "inspect":
+            found.append(f"{node.lineno}: inspect")
+        elif isinstance(node, ast.Attribute) and node.attr in _SIGNATURE_ATTRIBUTES:
+            found.append(f"{node.lineno}: .{node.attr}")
+    return found
+
+
+def test_attacks_declare_what_they_know():
+    """An attack class declares its fields and defaults (Attack.defaults); no attack code inspects signatures."""
+    offenders = {str(p.relative_to(ROOT)): signature_reads(p) for p in sorted((ROOT / "attack").rglob("*.py"))}
+    assert not {k: v for k, v in offenders.items() if v}, f"attack/ reads signatures: {offenders}"
+
+
+def test_the_rule_catches_signature_inspection(tmp_path):
+    module = tmp_path / "bad.py"
+    module.write_text(
+        "def default(cls, name):\n"
+        "    import inspect\n"
+        "    from inspect import signature\n"
+        "    return inspect.signature(cls).parameters[name].default or cls.__init__.__defaults__\n"
+    )
+    assert sorted(signature_reads(module)) == [
+        "2: import inspect",
+        "3: from inspect import ...",
+        "4: .__defaults__",
+        "4: inspect",
+    ]
+    (tmp_path / "good.py").write_text("def default(cls, name):\n    return cls.defaults[name]\n")
+    assert signature_reads(tmp_path / "good.py") == []
+
+
 def test_functions_fit_on_a_screen():
     long = [
         f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"

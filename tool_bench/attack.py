@@ -92,7 +92,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        budget = crops * args.steps * (len(attack.members) if name == "sea" else 1)
+        budget = crops * args.steps * max(1, len(spec.attack_class.members(spec.params)))
         print(
             json.dumps(
                 {

@@ -274,12 +274,14 @@ def test_registry_rejects_bad_fields_and_values(entry, needle):
 
 
 def test_sea_gives_its_class_weights_to_the_balanced_member_only():
-    from evaluation.suite import expand_sea
-
-    specs = parse_specs([{"name": "sea", "eps": 8, "steps": 3, "class_weights": [0.2, 0.8]}])
-    runs, ((sea, members),) = expand_sea(specs)
-    weights = {run.params["loss"]: run.params.get("class_weights") for run in runs}
+    (sea,) = parse_specs([{"name": "sea", "eps": 8, "steps": 3, "class_weights": [0.2, 0.8]}])
+    members = sea.attack_class.members(sea.params)
+    weights = {suffix: params.get("class_weights") for suffix, _, params in members}
     assert weights == {"balanced_masked_ce": [0.2, 0.8], "masked_ce": None, "js": None}
-    assert members == [f"sea_eps8/{loss}" for loss in weights]
+    assert [(name, params["loss"], params["steps"]) for suffix, name, params in members] == [
+        ("apgd", suffix, 3) for suffix in weights
+    ]
     attack = build_attack(sea, nn.Conv2d(3, 2, 1))
-    assert attack.members[0].class_weights.tolist() == pytest.approx([0.2, 0.8])
+    assert [member.loss_name for member in attack.member_attacks] == list(weights)
+    assert attack.member_attacks[0].class_weights.tolist() == pytest.approx([0.2, 0.8])
+    assert [member.class_weights for member in attack.member_attacks[1:]] == [None, None]
