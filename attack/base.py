@@ -119,9 +119,11 @@ class Attack:
         Raises:
             ValueError: a value the attack cannot run with (TypeError: one of the wrong type).
         """
-        eps = {**cls.defaults, **values}["eps"]
-        if eps < 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
+        v = {**cls.defaults, **values}
+        if v["eps"] < 0:
+            raise ValueError(f"eps must be >= 0, got {v['eps']}")
+        if "norm" in cls.defaults and v["norm"] not in ("linf", "l2"):  # an attack with a choice of threat model
+            raise ValueError(f"norm must be 'linf' or 'l2', got {v['norm']!r}")
 
     @classmethod
     def members(cls, params: Mapping[str, Any]) -> list[tuple[str, str, dict]]:

@@ -47,8 +47,6 @@ class DeepFool(MinNormAttack):
     def validate(cls, **values: Any) -> None:
         super().validate(**values)
         v = {**cls.defaults, **values}
-        if v["norm"] not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'linf' or 'l2', got {v['norm']!r}")
         if v["steps"] < 1 or v["overshoot"] < 0:
             raise ValueError(f"DeepFool needs steps >= 1 and overshoot >= 0, got {v['steps']}, {v['overshoot']}")
 

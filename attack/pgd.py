@@ -73,8 +73,6 @@ class PGD(Attack):
     def validate(cls, **values: Any) -> None:
         super().validate(**values)
         v = {**cls.defaults, **values}
-        if v["norm"] not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'linf' or 'l2', got {v['norm']!r}")
         if v["steps"] < 1 or v["restarts"] < 1:
             raise ValueError(f"need steps >= 1 and restarts >= 1, got {v['steps']}, {v['restarts']}")
         if v["last_iterate"] and v["restarts"] > 1:
