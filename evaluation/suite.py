@@ -595,12 +595,13 @@ def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.dev
     check_creatable(cfg.save_folder, "save_folder")
     if any(specs) and cfg.split == "test":
         raise UserError("an attack needs labels, but split is 'test'; evaluate a labelled split (val)")
-    names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
-    data, list_sha256 = evaluation_data(cfg)
-    runs, ensembles = expand_ensembles(resolve_class_weights(cfg, specs))
-    model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
-    check_before_writing(cfg, runs, model_loader, list_sha256, [image_name(path) for path, _ in data.data_list])
-    with owned(cfg.save_folder, "save_folder", dist.is_main_process()):  # a second run on save_folder is refused
+    # The lock comes before anything reads save_folder: a run started twice on one folder is refused, not raced.
+    with owned(cfg.save_folder, "save_folder", dist.is_main_process()):
+        names, colors = load_names_colors(cfg.names_path, cfg.colors_path, cfg.classes)
+        data, list_sha256 = evaluation_data(cfg)
+        runs, ensembles = expand_ensembles(resolve_class_weights(cfg, specs))
+        model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
+        check_before_writing(cfg, runs, model_loader, list_sha256, [image_name(path) for path, _ in data.data_list])
         evaluated = [evaluate(cfg, data, spec, names, colors, model_loader, list_sha256) for spec in runs]
         if len(evaluated) > 1 and all(evaluated):
             save_folder = Path(cfg.save_folder)

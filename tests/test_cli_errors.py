@@ -359,3 +359,30 @@ def test_a_job_submitted_twice_on_one_save_path_is_refused_not_raced(run_cli, ti
     assert other == 2 and "is in use by another run" in one_line(other_err)
     assert sorted(p.name for p in (tmp_path / "model").glob("*.pth")) == ["train_epoch_1.pth"]
     assert not (tmp_path / "model/.lock").exists()
+
+
+def test_an_evaluation_submitted_twice_on_one_save_folder_is_refused_not_raced(
+    run_cli, tiny_opts, tmp_path, monkeypatch
+):
+    """test.py's half of the race: while one run checks save_folder's stored predictions, the same evaluation runs
+    from start to end. Checking under the lock, the second is refused and the first's results stand; checking
+    before taking it, both exited 0 and the two wrote into one folder."""
+    from evaluation import suite
+
+    torch.save({"state_dict": build_model("psp", 18, 5).state_dict()}, tmp_path / "m.pth")
+    argv = ["--config", CONFIG, *tiny_opts, "model_path", str(tmp_path / "m.pth")]
+    real, codes = suite.check_before_writing, []
+
+    def while_checking(*args, **kwargs):
+        real(*args, **kwargs)  # the folder as this run sees it
+        if not codes:
+            codes.append(None)
+            codes[0] = run_cli(test_entry, argv)[::2]  # the same evaluation, submitted again, runs now
+
+    monkeypatch.setattr(suite, "check_before_writing", while_checking)
+    code, _, err = run_cli(test_entry, argv)
+    ((other, other_err),) = codes
+    assert code == 0, err
+    assert other == 2 and "save_folder" in one_line(other_err) and "is in use by another run" in one_line(other_err)
+    assert len(list((tmp_path / "result/gray").glob("*.png"))) == 4
+    assert not (tmp_path / "result/.lock").exists()
