@@ -11,7 +11,8 @@ import argparse
 import logging
 
 from attack.registry import parse_specs
-from evaluation.suite import ORIGINAL_BIM, distinct_labels, run_suite
+from evaluation.specs import ORIGINAL_BIM, distinct_labels
+from evaluation.suite import run_suite
 from model import check_names
 from util import dist
 from util.config import load_config

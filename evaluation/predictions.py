@@ -10,6 +10,7 @@ without re-attacking.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -20,7 +21,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
+from attack.registry import AttackSpec
+from util.config import TestConfig, load_config
 from util.data.dataset import read_label
 from util.errors import UserError
 from util.metrics import intersection_and_union
@@ -143,3 +147,63 @@ def image_counts(
         for k, count in enumerate(intersection_and_union(prediction, label, classes, ignore_index)):
             counts[k, i] = count.numpy()
     return counts[0], counts[1], counts[2]
+
+
+# What a stored prediction depends on besides the checkpoint and the attack spec: the model's layout, the
+# data, the crops per forward (random starts are drawn per batch of crops) and every TEST key except those
+# that only pick images or outputs.
+_PREDICTION_KEYS = (
+    "arch",
+    "backbone",
+    "layers",
+    "classes",
+    "zoom_factor",
+    "output_stride",
+    "ignore_label",
+    "data_root",
+    "manual_seed",
+    "batch_size_val",
+)
+
+
+_NOT_PREDICTION_KEYS = {
+    "test_list",
+    "split",
+    "has_prediction",
+    "index_start",
+    "index_step",
+    "test_gpu",
+    "model_path",
+    "save_folder",
+    "colors_path",
+    "names_path",
+    "attacks",
+    "panels",
+}
+
+
+def prediction_fingerprint(cfg: DictConfig, attack_spec: AttackSpec | None, model_loader, list_sha256: str) -> dict:
+    """The attack spec, the checkpoint's SHA-256 (and a transfer attack's source checkpoint's), the settings
+    that a mode's predictions depend on, the SHA-256 of the whole image/label list (predictions are
+    stored by image name: another list may give a name another image or label), and the attack's revision
+    when its code changed results since predictions were first stored (:attr:`attack.base.Attack.revision`)."""
+    if not cfg.model_path or not os.path.isfile(cfg.model_path):
+        model_loader()  # fails with the loader's one-line error
+    values = OmegaConf.to_container(cfg)
+    keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
+    if cfg.model:  # a VainF model (older fingerprints, made before these keys existed, stay valid)
+        keys += ["model", "separable_conv", "rescale_normalized_input"]
+    fingerprint = {
+        "attack": attack_spec.as_dict() if attack_spec else None,
+        "model_sha256": file_sha256(cfg.model_path),
+        "settings": {k: values[k] for k in keys},
+        "list_sha256": list_sha256,
+    }
+    if attack_spec and attack_spec.attack_class.revision > 1:
+        fingerprint["attack_revision"] = attack_spec.attack_class.revision
+    if attack_spec and attack_spec.source:
+        source = attack_spec.source
+        path = source["model_path"] or load_config(source["config"]).model_path
+        if path and os.path.isfile(path):  # otherwise loading the source model names the problem
+            fingerprint["source_sha256"] = file_sha256(path)
+    return fingerprint

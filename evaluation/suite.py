@@ -16,12 +16,9 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
-import re
 import time
 import zlib
-from collections import defaultdict
 from pathlib import Path
 
 import cv2
@@ -30,23 +27,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from attack.apgd import inverse_frequency_weights
 from attack.base import Attack
 from attack.registry import AttackSpec, build_attack, check_spec
 from attack.transfer import Transfer
 from evaluation import predictions, summary
 from evaluation.inference import Protocol, WholeImageForward, predict
+from evaluation.rows import median_norm, mode_row, worst_cases
+from evaluation.specs import expand_ensembles, resolve_class_weights
 from evaluation.visualize import save_panel
-from evaluation.worstcase import worst_case
 from model import eval_model_from_config
 from util import dist
-from util.config import TestConfig, load_config
+from util.config import load_config
 from util.data.dataset import SemData, colorize, load_names_colors
 from util.data.sampler import derived_seed
 from util.device import select_device
 from util.errors import UserError, check_creatable
 from util.lock import owned
-from util.metrics import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +54,6 @@ def image_name(path: str) -> str:
 
 def _first(batch: list):
     return batch[0]
-
-
-# The original DDC-AT evaluation attack (``--attack``): BIM, 2 steps, eps 0.03, step 0.01, on each crop.
-ORIGINAL_BIM = AttackSpec("bim", "bim", 0.03, {"steps": 2, "alpha": 0.01}, protocol="per_crop")
 
 
 def load_model(cfg: DictConfig, device: torch.device | None = None) -> tuple[torch.nn.Module, torch.device]:
@@ -151,96 +143,6 @@ def run_inference(
         colorize(gray, colors).save(str(color_folder / f"{name}.png"))
 
 
-# What a stored prediction depends on besides the checkpoint and the attack spec: the model's layout, the
-# data, the crops per forward (random starts are drawn per batch of crops) and every TEST key except those
-# that only pick images or outputs.
-_PREDICTION_KEYS = (
-    "arch",
-    "backbone",
-    "layers",
-    "classes",
-    "zoom_factor",
-    "output_stride",
-    "ignore_label",
-    "data_root",
-    "manual_seed",
-    "batch_size_val",
-)
-_NOT_PREDICTION_KEYS = {
-    "test_list",
-    "split",
-    "has_prediction",
-    "index_start",
-    "index_step",
-    "test_gpu",
-    "model_path",
-    "save_folder",
-    "colors_path",
-    "names_path",
-    "attacks",
-    "panels",
-}
-
-
-def prediction_fingerprint(cfg: DictConfig, attack_spec: AttackSpec | None, model_loader, list_sha256: str) -> dict:
-    """The attack spec, the checkpoint's SHA-256 (and a transfer attack's source checkpoint's), the settings
-    that a mode's predictions depend on, the SHA-256 of the whole image/label list (predictions are
-    stored by image name: another list may give a name another image or label), and the attack's revision
-    when its code changed results since predictions were first stored (:attr:`attack.base.Attack.revision`)."""
-    if not cfg.model_path or not os.path.isfile(cfg.model_path):
-        model_loader()  # fails with the loader's one-line error
-    values = OmegaConf.to_container(cfg)
-    keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
-    if cfg.model:  # a VainF model (older fingerprints, made before these keys existed, stay valid)
-        keys += ["model", "separable_conv", "rescale_normalized_input"]
-    fingerprint = {
-        "attack": attack_spec.as_dict() if attack_spec else None,
-        "model_sha256": predictions.file_sha256(cfg.model_path),
-        "settings": {k: values[k] for k in keys},
-        "list_sha256": list_sha256,
-    }
-    if attack_spec and attack_spec.attack_class.revision > 1:
-        fingerprint["attack_revision"] = attack_spec.attack_class.revision
-    if attack_spec and attack_spec.source:
-        source = attack_spec.source
-        path = source["model_path"] or load_config(source["config"]).model_path
-        if path and os.path.isfile(path):  # otherwise loading the source model names the problem
-            fingerprint["source_sha256"] = predictions.file_sha256(path)
-    return fingerprint
-
-
-def series_of(mode: str) -> str:
-    """A mode's series, its label without the eps: one line of the robustness curve."""
-    return re.sub(r"_eps[^_/]*", "", mode)
-
-
-def mode_row(
-    mode: str,
-    attack_spec: AttackSpec | None,
-    counts: tuple[np.ndarray, ...],
-    names: list[str],
-    background: int | None = 0,
-) -> dict:
-    """A mode's report row (see evaluation/summary.py) with per-class IoU and accuracy, from per-image counts."""
-    metrics = summarize(*counts, background=background)
-    kind = "clean" if attack_spec is None else "transfer" if attack_spec.source else "attack"
-    return {
-        "mode": mode,
-        "kind": kind,
-        "name": attack_spec.name if attack_spec else "clean",
-        "series": series_of(mode),
-        "eps": attack_spec.eps if attack_spec else 0.0,
-        "steps": attack_spec.steps if kind == "attack" else None,
-        "norm": attack_spec.norm if attack_spec else None,
-        "attack": attack_spec.as_dict() if attack_spec else None,
-        **{k: metrics[k] for k in ("mIoU", "fg_mIoU", "present_mIoU", "image_mIoU", "mAcc", "allAcc")},
-        "classes": [
-            {"name": n, "iou": metrics["iou_class"][i], "acc": metrics["acc_class"][i]} for i, n in enumerate(names)
-        ],
-        "images": len(counts[0]),
-    }
-
-
 def evaluate(
     cfg: DictConfig,
     data: SemData,
@@ -260,7 +162,7 @@ def evaluate(
     start = time.time()
     logger.info(f">>>>>>>>>>>>>>>> Start Evaluation ({label or 'clean'}, {len(data)} images) >>>>>>>>>>>>>>>>")
     if not cfg.has_prediction:  # has_prediction: only score what is stored
-        fingerprint = prediction_fingerprint(cfg, attack_spec, model_loader, list_sha256)
+        fingerprint = predictions.prediction_fingerprint(cfg, attack_spec, model_loader, list_sha256)
         if dist.is_main_process():  # distributed: rank 0 checks the folder and lists what is missing
             predictions.check_fingerprint(save_folder, fingerprint, cfg.overwrite)
         todo = dist.broadcast_object(predictions.missing(gray_folder, image_names) if dist.is_main_process() else None)
@@ -313,207 +215,6 @@ def evaluate(
     result.update(model_path=cfg.model_path, seconds=round(time.time() - start, 2), config=OmegaConf.to_container(cfg))
     (save_folder / "results.json").write_text(json.dumps(result, indent=2))
     return result, counts
-
-
-def median_norm(folder: Path, image_names: list[str]) -> dict:
-    """A minimum-norm attack's median unclipped perturbation norm over the attacked crops (or images with
-    whole_image) of the evaluated images, from the norms stored beside the predictions; {} for others."""
-    stored = [json.loads((folder / f"{n}.json").read_text()) for n in image_names if (folder / f"{n}.json").is_file()]
-    values = [v for entry in stored for v in entry["values"]]
-    if not values:
-        return {}
-    norm = stored[0]["norm"]
-    logger.info(
-        f"Median unclipped {norm} norm of the perturbation: {np.median(values):.4f} "
-        f"({np.median(values) * 255:.2f}/255) over {len(values)} attacked crops"
-    )
-    return {"median_norm": float(np.median(values)), "norm": norm, "norm_count": len(values)}
-
-
-def ensemble_row(
-    mode: str,
-    name: str,
-    eps: float,
-    members: list[tuple[dict, tuple]],
-    names: list[str],
-    folder: Path,
-    background: int | None = 0,
-) -> dict:
-    """The worst case over ``members`` (result row, counts) evaluated at one eps, without re-attacking (see
-    evaluation/worstcase.py): each metric minimised over per-image choices of a member's prediction, the pooled
-    mIoU (and its per-class IoU) by SEA's greedy search. Writes folder/results.json with the choices."""
-    inter, union = (np.stack([counts[k] for _, counts in members]) for k in (0, 1))
-    target = members[0][1][2]
-    choice = worst_case(inter, union, target, background)
-    images = np.arange(inter.shape[1])
-
-    def chosen(selection: np.ndarray) -> dict:
-        return summarize(inter[selection, images], union[selection, images], target, background)
-
-    norm = summary.norm_of(members[0][0])
-    spec = {"name": name, "eps": eps, "norm": norm, "members": [row["mode"] for row, _ in members]}
-    counts = (inter[choice.miou, images], union[choice.miou, images], target)
-    row = {
-        **mode_row(mode, None, counts, names, background),
-        "kind": "ensemble",
-        "name": name,
-        "eps": eps,
-        "norm": norm,
-        "attack": spec,
-    }
-    for key, selection in (
-        ("fg_mIoU", choice.fg_miou),
-        ("image_mIoU", choice.image_miou),
-        ("mAcc", choice.macc),
-        ("allAcc", choice.allacc),
-    ):
-        row[key] = chosen(selection)[key]
-    selections = {
-        key: [spec["members"][a] for a in getattr(choice, field)]
-        for key, field in (
-            ("mIoU", "miou"),
-            ("fg_mIoU", "fg_miou"),
-            ("image_mIoU", "image_miou"),
-            ("mAcc", "macc"),
-            ("allAcc", "allacc"),
-        )
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps({**row, "chosen_member_per_image": selections}, indent=2))
-    logger.info(
-        f"{mode}: worst case over {', '.join(spec['members'])}: mIoU {row['mIoU']:.4f} (SEA greedy search), "
-        f"aAcc {row['allAcc']:.4f}"
-    )
-    return row
-
-
-def _short(value) -> str:
-    """A setting as a label shows it: floats to 4 significant digits (a step of 0.25/255 is 0.0009804)."""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def distinct_labels(specs: list[AttackSpec | None]) -> list[AttackSpec | None]:
-    """Entries of one attack with different settings (PGD-20 and PGD-100) are told apart by the fields they
-    differ in, at every eps: pgd_steps20_eps8, pgd_steps100_eps8. So they never share a mode folder, nor a
-    series (a line of the robustness curve, along which mIoU must not rise with eps), even at distinct eps.
-    Transfers from a source config are a series of their own already (``..._from_<config>``)."""
-
-    def settings_of(spec: AttackSpec) -> dict:
-        return {k: v for k, v in spec.as_dict().items() if k not in ("eps", "label")}
-
-    settings = defaultdict(dict)  # series -> {entry settings (all but eps and label): their fields}
-    for spec in filter(None, specs):
-        fields = settings_of(spec)
-        settings[series_of(spec.label)][json.dumps(fields, sort_keys=True, default=str)] = fields
-    out = []
-    for spec in specs:
-        variants = list(settings[series_of(spec.label)].values()) if spec else []
-        if spec is None or len(variants) == 1:
-            out.append(spec)
-            continue
-        keys = sorted({k for v in variants for k in v if any(w.get(k) != v.get(k) for w in variants)})
-        fields = {**settings_of(spec), "norm": spec.norm}
-        suffix = "_".join(re.sub(r"[^A-Za-z0-9.+-]", "-", f"{k}{_short(fields.get(k, 'default'))}") for k in keys)
-        out.append(spec.replace(label=spec.label.replace(f"{spec.name}_eps", f"{spec.name}_{suffix}_eps", 1)))
-    return out
-
-
-def resolve_class_weights(cfg: DictConfig, specs: list[AttackSpec | None]) -> list[AttackSpec | None]:
-    """The class table of every balanced masked CE (SEA's balanced member, APGD with that loss): ``train`` (the
-    default where ``train_list`` exists) becomes :func:`~attack.apgd.inverse_frequency_weights` of the training
-    labels, as the official code's fixed table; ``image`` (the default without a train_list) weights by each
-    image's own counts. The resolved table is part of the spec, so stored predictions carry it.
-
-    Raises:
-        UserError: ``train`` without a readable train_list or with a broken label, naming what to do.
-    """
-
-    def balanced(spec: AttackSpec | None) -> bool:
-        return spec is not None and spec.attack_class.takes_class_weights(spec.params)
-
-    @functools.cache
-    def train_table() -> tuple[float, ...]:
-        hint = "; give class_weights: image (per-image weights) or a list to evaluate without training labels"
-        if not os.path.isfile(cfg.train_list):
-            raise UserError(
-                f"class_weights 'train' needs the training labels, but train_list '{cfg.train_list}' "
-                f"is not a file{hint}"
-            )
-        try:
-            counts = SemData("train", cfg.data_root, cfg.train_list, None, cfg.classes, cfg.ignore_label)
-            counts = counts.class_pixel_counts()
-        except UserError as err:
-            raise UserError(f"{err} (class_weights 'train' reads every training label){hint}") from None
-        table = tuple(inverse_frequency_weights(counts))
-        logger.info(
-            f"balanced masked CE: class weights from the {int(counts.sum())} labelled pixels of "
-            f"'{cfg.train_list}' (1 / pixels per class, summing to 1): {list(table)}"
-        )
-        return table
-
-    out = []
-    for spec in specs:
-        if balanced(spec):
-            default = "train" if os.path.isfile(cfg.train_list) else "image"
-            weights = spec.params.get("class_weights", default)
-            if weights == "train":
-                spec = spec.replace(params={**spec.params, "class_weights": list(train_table())})
-            elif "class_weights" not in spec.params:
-                logger.info(
-                    f"{spec.label}: no train_list '{cfg.train_list}': balanced masked CE weights each "
-                    f"class by its pixels in each image"
-                )
-                spec = spec.replace(params={**spec.params, "class_weights": weights})
-        out.append(spec)
-    return out
-
-
-def expand_ensembles(
-    specs: list[AttackSpec | None],
-) -> tuple[list[AttackSpec | None], list[tuple[AttackSpec, list[str]]]]:
-    """An ensemble's entry (SEA) becomes its members (one stored mode each, label <entry label>/<suffix>), so its
-    worst case is computed over stored predictions; returns the specs to run and (entry spec, member labels)."""
-    runs, ensembles = [], []
-    for spec in specs:
-        members = spec.attack_class.members(spec.params) if spec else []
-        if not members:
-            runs.append(spec)
-            continue
-        member_specs = [
-            spec.replace(name=name, label=f"{spec.label}/{suffix}", params=params) for suffix, name, params in members
-        ]
-        runs += member_specs
-        ensembles.append((spec, [m.label for m in member_specs]))
-    return runs, ensembles
-
-
-def worst_cases(
-    evaluated: list[tuple[dict, tuple]],
-    ensembles: list[tuple[AttackSpec, list[str]]],
-    names: list[str],
-    save_folder: Path,
-    background: int | None = 0,
-) -> list[dict]:
-    """SEA's rows (worst case over its members) and, per threat model and eps shared by two or more attack
-    entries, a worst_case row over every attack evaluated there (an L2 ball is not an L-inf one of the same
-    radius: their attacks are not mixed)."""
-    by_mode = {row["mode"]: (row, counts) for row, counts in evaluated}
-    rows = [
-        ensemble_row(
-            spec.label, spec.name, spec.eps, [by_mode[m] for m in members], names, save_folder / spec.label, background
-        )
-        for spec, members in ensembles
-    ]
-    entry = {m: spec.label for spec, members in ensembles for m in members}  # SEA member -> its entry
-    by_eps = defaultdict(list)
-    for row, counts in evaluated:
-        if row["kind"] in ("attack", "transfer") and math.isfinite(row["eps"]):
-            by_eps[summary.norm_of(row), round(row["eps"], 9)].append((row, counts))
-    for (norm, eps), members in sorted(by_eps.items()):
-        if len({entry.get(row["mode"], row["mode"]) for row, _ in members}) >= 2:
-            mode = f"worst_case_eps{round(eps * 255, 4):g}" if norm == "linf" else f"worst_case_{norm}_eps{eps:g}"
-            rows.append(ensemble_row(mode, "worst_case", eps, members, names, save_folder / mode, background))
-    return rows
 
 
 def write_summary(rows: list[dict], save_folder: Path) -> None:
@@ -585,7 +286,9 @@ def check_before_writing(
         return
     if not cfg.overwrite and dist.is_main_process():
         for spec, folder in zip(runs, folders):
-            predictions.check_fingerprint(folder, prediction_fingerprint(cfg, spec, model_loader, list_sha256))
+            predictions.check_fingerprint(
+                folder, predictions.prediction_fingerprint(cfg, spec, model_loader, list_sha256)
+            )
     if cfg.overwrite or any(missing.values()):
         model_loader()  # a checkpoint that does not load or fit is refused here, not once save_folder exists
 

@@ -28,7 +28,7 @@ import torch
 
 from attack.registry import build_attack, parse_specs
 from evaluation.inference import Protocol, predict
-from evaluation.suite import resolve_class_weights
+from evaluation.specs import resolve_class_weights
 from model import eval_model_from_config
 from util.config import load_config
 from util.data.dataset import SemData

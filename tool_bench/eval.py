@@ -34,7 +34,7 @@ from torch import nn
 
 from attack.registry import build_attack
 from evaluation.inference import Protocol, crop_windows, predict
-from evaluation.suite import ORIGINAL_BIM
+from evaluation.specs import ORIGINAL_BIM
 from model import eval_model_from_config
 from util.config import load_config
 from util.data.dataset import IMAGENET_MEAN, IMAGENET_STD, SemData, mean_std_255

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import predictions, suite, summary, worstcase
+from evaluation import predictions, summary, worstcase
+from evaluation.rows import mode_row, worst_cases
+from evaluation.specs import distinct_labels
 from model import build_model
 from tests.conftest import ROOT
 from tests.entry import test_entry
@@ -129,12 +131,12 @@ def test_settings_of_one_attack_are_separate_series():
     leaving a higher mIoU at the larger eps is no sign of gradient masking."""
     from attack.registry import parse_specs
 
-    specs = suite.distinct_labels(
+    specs = distinct_labels(
         parse_specs([{"name": "pgd", "eps": [4], "steps": 100}, {"name": "pgd", "eps": [8], "steps": 5}])
     )
     assert [s.label for s in specs] == ["pgd_steps100_eps4", "pgd_steps5_eps8"]
     counts = tuple(np.ones((1, 2)) for _ in range(3))
-    rows = [{**suite.mode_row(s.label, s, counts, ["a", "b"]), "mIoU": m} for s, m in zip(specs, (0.3, 0.4))]
+    rows = [{**mode_row(s.label, s, counts, ["a", "b"]), "mIoU": m} for s, m in zip(specs, (0.3, 0.4))]
     assert [r["series"] for r in rows] == ["pgd_steps100", "pgd_steps5"]
     assert summary.sanity_warnings(rows) == []
     assert len(summary.sanity_warnings([{**r, "series": "pgd"} for r in rows])) == 1  # what one series would say
@@ -164,7 +166,7 @@ def test_l2_attacks_are_their_own_threat_model(tmp_path):
     the L2 series get their own curve (removed again when a later run has none)."""
     from attack.registry import parse_specs
 
-    specs = suite.distinct_labels(
+    specs = distinct_labels(
         parse_specs(
             [
                 {"name": "bim", "eps": 0.5, "alpha": 0.25, "steps": 2, "unit": 1},
@@ -177,9 +179,9 @@ def test_l2_attacks_are_their_own_threat_model(tmp_path):
     assert specs[1].label == "pgd_eps0.5"
     pairs = {"bim": [([1, 1], [1, 0])], "pgd": [([0, 1], [1, 0])], "segpgd": [([1, 0], [1, 0])]}
     counts = {name: tuple(c[0] for c in counts_of([pair])) for name, pair in pairs.items()}
-    evaluated = [(suite.mode_row(s.label, s, counts[s.name], ["a", "b"]), counts[s.name]) for s in specs]
+    evaluated = [(mode_row(s.label, s, counts[s.name], ["a", "b"]), counts[s.name]) for s in specs]
     miou = {row["mode"]: row["mIoU"] for row, _ in evaluated}
-    (worst,) = suite.worst_cases(evaluated, [], ["a", "b"], tmp_path)
+    (worst,) = worst_cases(evaluated, [], ["a", "b"], tmp_path)
     assert worst["mode"] == "worst_case_eps127.5" and worst["attack"]["members"] == ["bim_eps0.5", "segpgd_eps0.5"]
     assert worst["mIoU"] == min(miou["bim_eps0.5"], miou["segpgd_eps0.5"]) > miou["pgd_eps0.5"]
     rows = [row for row, _ in evaluated]
@@ -197,7 +199,7 @@ def test_l2_attacks_are_their_own_threat_model(tmp_path):
 def test_labels_show_float_settings_short():
     from attack.registry import parse_specs
 
-    specs = suite.distinct_labels(
+    specs = distinct_labels(
         parse_specs(
             [
                 {"name": "pgd", "eps": 1, "alpha": 0.25, "steps": 10},
