@@ -14,35 +14,33 @@ from __future__ import annotations
 from pathlib import Path
 
 from evaluation.report import read_result
+from evaluation.rows import ResultRow, markdown_table
 from util.errors import ArgumentParser, run_main
 
 PROTOCOLS = (("SAM-AT", "run tool_test/voc2012/samat_eval.sh"), ("ours", "run tool_test/<dataset>/robust_eval.sh"))
 
 
-def rows(folder: Path, protocol: str, how: str) -> list[str]:
+def rows(folder: Path, protocol: str, how: str) -> list[tuple]:
+    """The table's rows of one test.py save_folder."""
     result = read_result(folder / "results.json", f"{how} into '{folder}'")
     out = []
-    for mode in result.get("modes", [result]):
-        attack = mode.get("attack") or {}
-        norm = attack.get("norm", "linf") if mode.get("kind") != "clean" else "-"
-        eps = mode.get("eps", 0.0)
-        shown = f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}" if norm == "l2" else "0"
-        present = mode.get("present_mIoU")
-        out.append(
-            f"| {protocol} | {mode.get('mode', 'clean')} | {norm} | {shown} | {mode['mIoU']:.4f} | "
-            f"{'-' if present is None else f'{present:.4f}'} | {mode.get('images', '-')} |"
-        )
+    for data in result.get("modes", [result]):
+        mode = ResultRow.from_json(data)
+        norm = mode.threat_model if mode.kind != "clean" else "-"
+        shown = f"{mode.eps * 255:.3g}/255" if norm == "linf" else f"{mode.eps:.3g}" if norm == "l2" else "0"
+        present = "-" if mode.present_mIoU is None else f"{mode.present_mIoU:.4f}"
+        out.append((protocol, mode.mode, norm, shown, f"{mode.mIoU:.4f}", present, data.get("images", "-")))
     return out
 
 
 def table(samat: Path, ours: Path) -> str:
-    lines = [
-        "| protocol | mode | norm | eps | mIoU | mIoU (present classes) | images |",
-        "|---|---|---|---|---|---|---|",
+    header = ("protocol", "mode", "norm", "eps", "mIoU", "mIoU (present classes)", "images")
+    body = [
+        row
+        for folder, (protocol, how) in zip((samat, ours), PROTOCOLS, strict=True)
+        for row in rows(folder, protocol, how)
     ]
-    for folder, (protocol, how) in zip((samat, ours), PROTOCOLS, strict=True):
-        lines += rows(folder, protocol, how)
-    return "\n".join(lines)
+    return "\n".join(markdown_table(header, body))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,8 @@ import json
 import math
 from pathlib import Path
 
-from evaluation.summary import draw_series, norm_of
+from evaluation.rows import ResultRow, markdown_table
+from evaluation.summary import draw_series
 from util.errors import ArgumentParser, UserError, check_creatable, run_main
 
 RUN_TEST = "run test.py (clean and --attack)"
@@ -47,16 +48,16 @@ def _has(value, keys: tuple[str, ...]) -> bool:
     return isinstance(value, dict) and all(key in value for key in keys)
 
 
-def mode_label(mode: dict) -> str:
+def mode_label(mode: ResultRow) -> str:
     """Column name of one attack-suite mode: ``segpgd-20``, ``apgd-20 js`` (a SEA member), ``sea``, ``worst case``
     (eps added when not 0.03)."""
-    label = "worst case" if mode["name"] == "worst_case" else mode["name"]
-    if mode["kind"] == "attack" and mode.get("steps"):
-        label += f"-{mode['steps']}"
-    if "/" in mode["mode"]:  # an ensemble's member, e.g. SEA's APGD with the JS loss
-        label += " " + mode["mode"].rsplit("/", 1)[1]
-    if abs(mode["eps"] - 0.03) > 1e-9:
-        label += f" @{mode['eps'] * 255:.3g}/255"
+    label = "worst case" if mode.name == "worst_case" else mode.name
+    if mode.kind == "attack" and mode.steps:
+        label += f"-{mode.steps}"
+    if "/" in mode.mode:  # an ensemble's member, e.g. SEA's APGD with the JS loss
+        label += " " + mode.mode.rsplit("/", 1)[1]
+    if abs(mode.eps - 0.03) > 1e-9:
+        label += f" @{mode.eps * 255:.3g}/255"
     return label
 
 
@@ -69,18 +70,19 @@ def collect_strong(folder: Path) -> dict:
         ("mIoU", "images"),
         ("mode", "kind", "name", "eps", "mIoU"),
     )
-    attacked = [m for m in result.get("modes", []) if m["kind"] != "clean"]
+    modes = [ResultRow.from_json(m) for m in result.get("modes", [])]
+    attacked = [m for m in modes if m.kind != "clean"]
     if not attacked:
         raise UserError(f"'{folder / 'results.json'}' holds no attack modes; {RUN_SUITE} into it")
     lowest: dict[float, float] = {}
     for m in attacked:
-        if math.isfinite(m["eps"]) and norm_of(m) == "linf":  # the curve's axis is L-inf eps
-            lowest[m["eps"]] = min(lowest.get(m["eps"], 1.0), m["mIoU"])
+        if math.isfinite(m.eps) and m.threat_model == "linf":  # the curve's axis is L-inf eps
+            lowest[m.eps] = min(lowest.get(m.eps, 1.0), m.mIoU)
     curve = [(0.0, result["mIoU"])] + [(eps * 255, miou) for eps, miou in sorted(lowest.items())]
     return {
         "images": result["images"],
         "clean": result["mIoU"],
-        "miou": {mode_label(m): m["mIoU"] for m in attacked},
+        "miou": {mode_label(m): m.mIoU for m in attacked},
         "curve": curve,
     }
 
@@ -109,26 +111,25 @@ def collect(result_dir: Path | None, strong_dir: Path | None = None) -> dict:
 
 def table(results: dict) -> str:
     """Markdown table, one row per defense; a second one for the defenses with an attack-suite run."""
-    lines = ["| defense | clean mIoU | BIM mIoU | clean allAcc | BIM allAcc |", "|---|---|---|---|---|"]
-    for name, r in results.items():
-        if "clean_miou" in r:
-            lines.append(
-                f"| {name} | {r['clean_miou']:.4f} | {r['bim_miou']:.4f} | {r['clean_allacc']:.4f} | "
-                f"{r['bim_allacc']:.4f} |"
-            )
+    keys = ("clean_miou", "bim_miou", "clean_allacc", "bim_allacc")
+    header = ("defense", "clean mIoU", "BIM mIoU", "clean allAcc", "BIM allAcc")
+    lines = markdown_table(
+        header, [(name, *(f"{r[k]:.4f}" for k in keys)) for name, r in results.items() if keys[0] in r]
+    )
     strong = {name: r["strong"] for name, r in results.items() if "strong" in r}
     if strong:
         columns = list(dict.fromkeys(label for s in strong.values() for label in s["miou"]))
-        lines += [
-            "",
-            "Attacked mIoU, the original BIM-2 beside stronger attacks (same images):",
-            "| defense | images | clean | " + " | ".join(columns) + " |",
-            "|---|---|---|" + "---|" * len(columns),
+        body = [
+            (
+                name,
+                s["images"],
+                f"{s['clean']:.4f}" if "clean" in s else "-",
+                *(f"{s['miou'][c]:.4f}" if c in s["miou"] else "-" for c in columns),
+            )
+            for name, s in strong.items()
         ]
-        for name, s in strong.items():
-            cells = [f"{s['miou'][c]:.4f}" if c in s["miou"] else "-" for c in columns]
-            clean = f"{s['clean']:.4f}" if "clean" in s else "-"
-            lines.append(f"| {name} | {s['images']} | {clean} | " + " | ".join(cells) + " |")
+        lines += ["", "Attacked mIoU, the original BIM-2 beside stronger attacks (same images):"]
+        lines += markdown_table(("defense", "images", "clean", *columns), body)
     if lines[2:] and not lines[2]:
         lines = lines[3:]  # no row with the original protocol: the suite table alone
     return "\n".join(lines)

@@ -32,7 +32,7 @@ from attack.registry import AttackSpec, build_attack, check_spec
 from attack.transfer import Transfer
 from evaluation import predictions, summary
 from evaluation.inference import Protocol, WholeImageForward, predict
-from evaluation.rows import median_norm, mode_row, worst_cases
+from evaluation.rows import ResultRow, median_norm, mode_row, worst_cases
 from evaluation.specs import expand_ensembles, resolve_class_weights
 from evaluation.visualize import save_panel
 from model import eval_model_from_config
@@ -151,7 +151,7 @@ def evaluate(
     colors: np.ndarray,
     model_loader,
     list_sha256: str,
-) -> tuple[dict, tuple[np.ndarray, ...]] | None:
+) -> tuple[ResultRow, tuple[np.ndarray, ...]] | None:
     """One evaluation mode (clean or one attack): predicts the images without a stored prediction, scores
     all stored predictions, logs them and writes results.json; the result row and the per-image counts
     (intersection, union, target), each (images, classes). None for the unlabelled split 'test'."""
@@ -204,20 +204,25 @@ def evaluate(
         Protocol.from_config(cfg).scored_label,
     )
     result = mode_row(label or "clean", attack_spec, counts, names, cfg.background_class)
-    for i, c in enumerate(result["classes"]):
+    for i, c in enumerate(result.classes):
         logger.info(f"Class_{i} result: iou/accuracy {c['iou']:.4f}/{c['acc']:.4f}, name: {c['name']}.")
-    logger.info(f"Eval result: mIoU/mAcc/allAcc {result['mIoU']:.4f}/{result['mAcc']:.4f}/{result['allAcc']:.4f}.")
+    logger.info(f"Eval result: mIoU/mAcc/allAcc {result.mIoU:.4f}/{result.mAcc:.4f}/{result.allAcc:.4f}.")
     logger.info(
-        f"Eval result: fg-mIoU/per-image mIoU/mIoU over present classes {result['fg_mIoU']:.4f}/"
-        f"{result['image_mIoU']:.4f}/{result['present_mIoU']:.4f}."
+        f"Eval result: fg-mIoU/per-image mIoU/mIoU over present classes {result.fg_mIoU:.4f}/"
+        f"{result.image_mIoU:.4f}/{result.present_mIoU:.4f}."
     )
-    result.update(median_norm(save_folder / "norms", image_names))
-    result.update(model_path=cfg.model_path, seconds=round(time.time() - start, 2), config=OmegaConf.to_container(cfg))
-    (save_folder / "results.json").write_text(json.dumps(result, indent=2))
+    result = dataclasses.replace(
+        result,
+        **median_norm(save_folder / "norms", image_names),
+        model_path=cfg.model_path,
+        seconds=round(time.time() - start, 2),
+        config=OmegaConf.to_container(cfg),
+    )
+    (save_folder / "results.json").write_text(json.dumps(result.to_json(), indent=2))
     return result, counts
 
 
-def write_summary(rows: list[dict], save_folder: Path) -> None:
+def write_summary(rows: list[ResultRow], save_folder: Path) -> None:
     """The report over all modes: the table in the log, results.csv, the sanity checks (warnings in the log
     and in results.json), robustness_curve.png, and every mode in save_folder/results.json (kept a clean
     result at its top level, as older readers expect)."""
@@ -228,9 +233,9 @@ def write_summary(rows: list[dict], save_folder: Path) -> None:
     for warning in warnings:
         logger.warning(warning)
     summary.draw_curve(rows, save_folder / "robustness_curve.png")
-    clean = dict(next(row for row in rows if row["kind"] == "clean"))
+    clean = next(row for row in rows if row.kind == "clean").to_json()
     clean.update(
-        modes=[{k: v for k, v in row.items() if k != "config"} for row in rows],
+        modes=[row.to_json(config=False) for row in rows],
         warnings=warnings,
         curve="robustness_curve.png",
     )

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from evaluation import predictions, summary, worstcase
-from evaluation.rows import mode_row, worst_cases
+from evaluation.rows import ResultRow, mode_row, worst_cases
 from evaluation.specs import distinct_labels
 from model import build_model
 from tests.conftest import ROOT
@@ -80,19 +81,8 @@ def test_worst_case_is_never_above_any_single_attack_and_sums_are_exact():
 
 
 def row(mode, name, eps255, miou, kind="attack", steps=None, series=None):
-    return {
-        "mode": mode,
-        "name": name,
-        "kind": kind,
-        "series": series or name,
-        "eps": eps255 / 255,
-        "steps": steps,
-        "mIoU": miou,
-        "fg_mIoU": miou,
-        "image_mIoU": miou,
-        "mAcc": miou,
-        "allAcc": miou,
-    }
+    metrics = dict.fromkeys(("mIoU", "fg_mIoU", "present_mIoU", "image_mIoU", "mAcc", "allAcc"), miou)
+    return ResultRow(mode, kind, name, series or name, eps255 / 255, steps, None, None, **metrics)
 
 
 def test_sanity_warnings_on_constructed_results():
@@ -136,10 +126,10 @@ def test_settings_of_one_attack_are_separate_series():
     )
     assert [s.label for s in specs] == ["pgd_steps100_eps4", "pgd_steps5_eps8"]
     counts = tuple(np.ones((1, 2)) for _ in range(3))
-    rows = [{**mode_row(s.label, s, counts, ["a", "b"]), "mIoU": m} for s, m in zip(specs, (0.3, 0.4))]
-    assert [r["series"] for r in rows] == ["pgd_steps100", "pgd_steps5"]
+    rows = [replace(mode_row(s.label, s, counts, ["a", "b"]), mIoU=m) for s, m in zip(specs, (0.3, 0.4))]
+    assert [r.series for r in rows] == ["pgd_steps100", "pgd_steps5"]
     assert summary.sanity_warnings(rows) == []
-    assert len(summary.sanity_warnings([{**r, "series": "pgd"} for r in rows])) == 1  # what one series would say
+    assert len(summary.sanity_warnings([replace(r, series="pgd") for r in rows])) == 1  # what one series would say
 
 
 def test_csv_keeps_the_old_columns_first_and_the_curve_is_a_png(tmp_path):
@@ -180,14 +170,14 @@ def test_l2_attacks_are_their_own_threat_model(tmp_path):
     pairs = {"bim": [([1, 1], [1, 0])], "pgd": [([0, 1], [1, 0])], "segpgd": [([1, 0], [1, 0])]}
     counts = {name: tuple(c[0] for c in counts_of([pair])) for name, pair in pairs.items()}
     evaluated = [(mode_row(s.label, s, counts[s.name], ["a", "b"]), counts[s.name]) for s in specs]
-    miou = {row["mode"]: row["mIoU"] for row, _ in evaluated}
+    miou = {row.mode: row.mIoU for row, _ in evaluated}
     (worst,) = worst_cases(evaluated, [], ["a", "b"], tmp_path)
-    assert worst["mode"] == "worst_case_eps127.5" and worst["attack"]["members"] == ["bim_eps0.5", "segpgd_eps0.5"]
-    assert worst["mIoU"] == min(miou["bim_eps0.5"], miou["segpgd_eps0.5"]) > miou["pgd_eps0.5"]
+    assert worst.mode == "worst_case_eps127.5" and worst.attack["members"] == ["bim_eps0.5", "segpgd_eps0.5"]
+    assert worst.mIoU == min(miou["bim_eps0.5"], miou["segpgd_eps0.5"]) > miou["pgd_eps0.5"]
     rows = [row for row, _ in evaluated]
     assert summary.table(rows)[2].startswith("| pgd_eps0.5 | 0.5 (L2) | ")
     assert summary.table(rows)[1].startswith("| bim_eps0.5 | 127.50/255 | ")
-    weak_l2 = [{**rows[0], "mIoU": 0.1}, {**rows[1], "mIoU": 0.9}]  # a 10-step L2 PGD above L-inf BIM-2
+    weak_l2 = [replace(rows[0], mIoU=0.1), replace(rows[1], mIoU=0.9)]  # a 10-step L2 PGD above L-inf BIM-2
     assert summary.sanity_warnings(weak_l2) == []
     assert list(summary.curve_series(rows, "l2")) == ["pgd"] and "pgd" not in summary.curve_series(rows)
     summary.draw_curve(rows, tmp_path / "curve.png")
@@ -710,7 +700,7 @@ def test_report_columns_keep_sea_members_and_sea_apart():
         {"mode": "sea_eps0.03", "kind": "ensemble", "name": "sea", "eps": 0.03},
         {"mode": "worst_case_eps7.65", "kind": "ensemble", "name": "worst_case", "eps": 0.03},
     ]
-    assert [mode_label(m) for m in modes] == [
+    assert [mode_label(ResultRow.from_json({**m, "mIoU": 0.5})) for m in modes] == [
         "apgd-20 balanced_masked_ce",
         "apgd-20 masked_ce",
         "apgd-20 js",
