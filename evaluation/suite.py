@@ -143,6 +143,50 @@ def run_inference(
         colorize(gray, colors).save(str(color_folder / f"{name}.png"))
 
 
+def predict_missing(
+    cfg: DictConfig,
+    data: SemData,
+    attack_spec: AttackSpec | None,
+    colors: np.ndarray,
+    model_loader,
+    list_sha256: str,
+    save_folder: Path,
+) -> None:
+    """Predict (and store) the images of one mode that have no stored prediction, after checking the folder's
+    fingerprint; distributed, rank 0 checks and lists, every rank predicts its share."""
+    gray_folder, color_folder = save_folder / "gray", save_folder / "color"
+    image_names = [image_name(image_path) for image_path, _ in data.data_list]
+    fingerprint = predictions.prediction_fingerprint(cfg, attack_spec, model_loader, list_sha256)
+    if dist.is_main_process():
+        predictions.check_fingerprint(save_folder, fingerprint, cfg.overwrite)
+    todo = dist.broadcast_object(predictions.missing(gray_folder, image_names) if dist.is_main_process() else None)
+    if len(todo) < len(data):
+        logger.info(
+            f"{len(data) - len(todo)} of {len(data)} predictions already stored in {gray_folder}; "
+            f"computing the other {len(todo)}"
+        )
+    if todo:
+        model, device = model_loader()
+        if dist.is_main_process():
+            predictions.record_fingerprint(save_folder, fingerprint)
+        subset = copy.copy(data)
+        subset.data_list = [data.data_list[i] for i in todo[dist.rank() :: dist.world_size()]]  # this rank's share
+        panels = frozenset(image_names[: cfg.panels])
+        run_inference(cfg, subset, model, device, attack_spec, gray_folder, color_folder, colors, panels)
+    dist.barrier()  # every prediction is stored before rank 0 scores them
+
+
+def log_row(result: ResultRow) -> None:
+    """A mode's scores in the log, as the original prints them."""
+    for i, c in enumerate(result.classes):
+        logger.info(f"Class_{i} result: iou/accuracy {c['iou']:.4f}/{c['acc']:.4f}, name: {c['name']}.")
+    logger.info(f"Eval result: mIoU/mAcc/allAcc {result.mIoU:.4f}/{result.mAcc:.4f}/{result.allAcc:.4f}.")
+    logger.info(
+        f"Eval result: fg-mIoU/per-image mIoU/mIoU over present classes {result.fg_mIoU:.4f}/"
+        f"{result.image_mIoU:.4f}/{result.present_mIoU:.4f}."
+    )
+
+
 def evaluate(
     cfg: DictConfig,
     data: SemData,
@@ -157,38 +201,12 @@ def evaluate(
     (intersection, union, target), each (images, classes). None for the unlabelled split 'test'."""
     label = attack_spec.label if attack_spec else None
     save_folder = Path(cfg.save_folder) / label if label else Path(cfg.save_folder)
-    gray_folder, color_folder = save_folder / "gray", save_folder / "color"
+    gray_folder = save_folder / "gray"
     image_names = [image_name(image_path) for image_path, _ in data.data_list]
     start = time.time()
     logger.info(f">>>>>>>>>>>>>>>> Start Evaluation ({label or 'clean'}, {len(data)} images) >>>>>>>>>>>>>>>>")
     if not cfg.has_prediction:  # has_prediction: only score what is stored
-        fingerprint = predictions.prediction_fingerprint(cfg, attack_spec, model_loader, list_sha256)
-        if dist.is_main_process():  # distributed: rank 0 checks the folder and lists what is missing
-            predictions.check_fingerprint(save_folder, fingerprint, cfg.overwrite)
-        todo = dist.broadcast_object(predictions.missing(gray_folder, image_names) if dist.is_main_process() else None)
-        if len(todo) < len(data):
-            logger.info(
-                f"{len(data) - len(todo)} of {len(data)} predictions already stored in {gray_folder}; "
-                f"computing the other {len(todo)}"
-            )
-        if todo:
-            model, device = model_loader()
-            if dist.is_main_process():
-                predictions.record_fingerprint(save_folder, fingerprint)
-            subset = copy.copy(data)
-            subset.data_list = [data.data_list[i] for i in todo[dist.rank() :: dist.world_size()]]  # this rank's share
-            run_inference(
-                cfg,
-                subset,
-                model,
-                device,
-                attack_spec,
-                gray_folder,
-                color_folder,
-                colors,
-                frozenset(image_names[: cfg.panels]),
-            )
-        dist.barrier()  # every prediction is stored before rank 0 scores them
+        predict_missing(cfg, data, attack_spec, colors, model_loader, list_sha256, save_folder)
     logger.info("<<<<<<<<<<<<<<<<< End Evaluation <<<<<<<<<<<<<<<<<")
     if not dist.is_main_process():
         return None
@@ -204,13 +222,7 @@ def evaluate(
         Protocol.from_config(cfg).scored_label,
     )
     result = mode_row(label or "clean", attack_spec, counts, names, cfg.background_class)
-    for i, c in enumerate(result.classes):
-        logger.info(f"Class_{i} result: iou/accuracy {c['iou']:.4f}/{c['acc']:.4f}, name: {c['name']}.")
-    logger.info(f"Eval result: mIoU/mAcc/allAcc {result.mIoU:.4f}/{result.mAcc:.4f}/{result.allAcc:.4f}.")
-    logger.info(
-        f"Eval result: fg-mIoU/per-image mIoU/mIoU over present classes {result.fg_mIoU:.4f}/"
-        f"{result.image_mIoU:.4f}/{result.present_mIoU:.4f}."
-    )
+    log_row(result)
     result = dataclasses.replace(
         result,
         **median_norm(save_folder / "norms", image_names),

@@ -12,6 +12,7 @@ The perturbation is drawn as ``0.5 + delta / (2 max|delta|)`` per channel: mid-g
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import cv2
@@ -26,7 +27,7 @@ from util.device import select_device
 from util.errors import ArgumentParser, UserError, check_creatable, run_main
 from util.log import setup_logging
 
-logger = setup_logging()
+logger = logging.getLogger(__name__)
 
 
 def panel_picture(
@@ -85,6 +86,7 @@ def compose(images: list[np.ndarray], titles: list[str], scale: int) -> np.ndarr
 
 
 def main() -> None:
+    setup_logging()  # an entry point: the library modules only log
     parser = ArgumentParser(description="Picture a model under the original BIM attack")
     parser.add_argument("--config", required=True, help="YAML config (model_path: the checkpoint)")
     parser.add_argument("--out", required=True, help="PNG file to write")

@@ -33,6 +33,7 @@ from model import eval_model_from_config
 from util.config import load_config
 from util.data.dataset import SemData
 from util.device import select_device
+from util.log import setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -48,21 +49,19 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    args = get_parser().parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    tmp = tempfile.TemporaryDirectory()
+def bench_config(args, folder: str):
+    """The config to measure: ``--config``, else a synthetic set (with a train list for SEA's class table) in
+    ``folder``."""
     if args.config:
-        cfg = load_config(args.config, ["model_path", args.model_path] if args.model_path else [])
+        return load_config(args.config, ["model_path", args.model_path] if args.model_path else [])
     else:
         from tool_data.synthetic import generate
 
-        generate(tmp.name, seed=0, num_train=20, num_val=args.images, size=96)
+        generate(folder, seed=0, num_train=20, num_val=args.images, size=96)
         opts = {
-            "data_root": tmp.name,
-            "train_list": f"{tmp.name}/list/train.txt",
-            "test_list": f"{tmp.name}/list/val.txt",
+            "data_root": folder,
+            "train_list": f"{folder}/list/train.txt",
+            "test_list": f"{folder}/list/val.txt",
             "classes": 5,
             "layers": 18,
             "base_size": 120,
@@ -70,7 +69,16 @@ def main() -> None:
             "test_w": 97,
             "device": args.device,
         }
-        cfg = load_config(None, [str(v) for item in opts.items() for v in item])
+        return load_config(None, [str(v) for item in opts.items() for v in item])
+
+
+def main() -> None:
+    setup_logging()  # the class table's line, as test.py logs it
+    args = get_parser().parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tmp = tempfile.TemporaryDirectory()
+    cfg = bench_config(args, tmp.name)
     device = select_device(cfg.device, cfg.test_gpu)
     torch.manual_seed(0)
     model = eval_model_from_config(cfg, device, cfg.model_path)

@@ -124,21 +124,17 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    args = get_parser().parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    tmp = tempfile.TemporaryDirectory()
+def bench_config(args, folder: str):
+    """The config to measure: ``--config``, else a tiny synthetic set written to ``folder``."""
     if args.config:
-        cfg = load_config(args.config, ["model_path", args.model_path] if args.model_path else [])
+        return load_config(args.config, ["model_path", args.model_path] if args.model_path else [])
     else:
         from tool_data.synthetic import generate
 
-        generate(tmp.name, seed=0, num_train=1, num_val=args.images, size=args.size)
+        generate(folder, seed=0, num_train=1, num_val=args.images, size=args.size)
         opts = {
-            "data_root": tmp.name,
-            "test_list": f"{tmp.name}/list/val.txt",
+            "data_root": folder,
+            "test_list": f"{folder}/list/val.txt",
             "classes": 5,
             "layers": args.layers,
             "base_size": args.base_size,
@@ -147,7 +143,31 @@ def main() -> None:
             "batch_size_val": args.batch_size_val,
             "device": args.device,
         }
-        cfg = load_config(None, [str(v) for item in opts.items() for v in item])
+        return load_config(None, [str(v) for item in opts.items() for v in item])
+
+
+def time_both(runs: dict, samples: list, sync) -> tuple[dict, dict]:
+    """Seconds per image and predictions of each implementation, alternating so machine load hits both alike."""
+    seconds, predictions = dict.fromkeys(runs, 0.0), {impl: [] for impl in runs}
+    for run in runs.values():
+        run(*samples[0])  # warm-up
+    for image, label in samples:
+        for impl, run in runs.items():
+            sync()
+            start = time.perf_counter()
+            predictions[impl].append(run(image, label))
+            sync()
+            seconds[impl] += (time.perf_counter() - start) / len(samples)
+    return seconds, predictions
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    tmp = tempfile.TemporaryDirectory()
+    cfg = bench_config(args, tmp.name)
     device = select_device(cfg.device, cfg.test_gpu)
     model = eval_model_from_config(cfg, device, cfg.model_path)
     data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label)
@@ -166,16 +186,7 @@ def main() -> None:
                 model, image, label, protocol, device, attack is not None
             ),
         }
-        seconds, predictions = dict.fromkeys(runs, 0.0), {impl: [] for impl in runs}
-        for run in runs.values():
-            run(*samples[0])  # warm-up
-        for image, label in samples:  # alternate, so that a change of machine load hits both alike
-            for impl, run in runs.items():
-                sync()
-                start = time.perf_counter()
-                predictions[impl].append(run(image, label))
-                sync()
-                seconds[impl] += (time.perf_counter() - start) / len(samples)
+        seconds, predictions = time_both(runs, samples, sync)
         differ = sum(int((a != b).sum()) for a, b in zip(predictions["ours"], predictions["original"]))
         pixels = sum(p.size for p in predictions["ours"])
         if differ > (0 if attack is None else MAX_ATTACK_DIFF * pixels):
