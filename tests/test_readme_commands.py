@@ -22,6 +22,10 @@ TESTED = {
 }
 
 
+# Set when the suite runs under `make test`: a nested make would print "Entering directory" lines.
+MAKE_VARS = {"MAKELEVEL", "MAKEFLAGS", "MFLAGS"}
+
+
 def _readme_commands() -> list[str]:
     blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     lines = (line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines())
@@ -44,7 +48,8 @@ def clone(tmp_path) -> Path:
 
 
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    env = {key: value for key, value in os.environ.items() if key not in MAKE_VARS}
+    env |= {"PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=120)
 
 
