@@ -182,21 +182,28 @@ _NOT_PREDICTION_KEYS = {
 }
 
 
-def prediction_fingerprint(cfg: DictConfig, attack_spec: AttackSpec | None, model_loader, list_sha256: str) -> dict:
-    """The attack spec, the checkpoint's SHA-256 (and a transfer attack's source checkpoint's), the settings
-    that a mode's predictions depend on, the SHA-256 of the whole image/label list (predictions are
-    stored by image name: another list may give a name another image or label), and the attack's revision
-    when its code changed results since predictions were first stored (:attr:`attack.base.Attack.revision`)."""
-    if not cfg.model_path or not os.path.isfile(cfg.model_path):
-        model_loader()  # fails with the loader's one-line error
+def prediction_settings(cfg: DictConfig) -> dict:
+    """The config's values that a mode's stored predictions depend on (besides the checkpoint and the attack)."""
     values = OmegaConf.to_container(cfg)
     keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
     if cfg.model:  # a VainF model (older fingerprints, made before these keys existed, stay valid)
         keys += ["model", "separable_conv", "rescale_normalized_input"]
+    return {k: values[k] for k in keys}
+
+
+def prediction_fingerprint(
+    settings: dict, model_path: str | None, attack_spec: AttackSpec | None, model_loader, list_sha256: str
+) -> dict:
+    """The attack spec, the checkpoint's SHA-256 (and a transfer attack's source checkpoint's), the
+    :func:`prediction_settings`, the SHA-256 of the whole image/label list (predictions are stored by image
+    name: another list may give a name another image or label), and the attack's revision when its code changed
+    results since predictions were first stored (:attr:`attack.base.Attack.revision`)."""
+    if not model_path or not os.path.isfile(model_path):
+        model_loader()  # fails with the loader's one-line error
     fingerprint = {
         "attack": attack_spec.as_dict() if attack_spec else None,
-        "model_sha256": file_sha256(cfg.model_path),
-        "settings": {k: values[k] for k in keys},
+        "model_sha256": file_sha256(model_path),
+        "settings": settings,
         "list_sha256": list_sha256,
     }
     if attack_spec and attack_spec.attack_class.revision > 1:

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -56,6 +57,55 @@ def _first(batch: list):
     return batch[0]
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What the config says about one test.py run, read once; the engine below takes this, not the config."""
+
+    save_folder: Path
+    split: str
+    classes: int
+    ignore_label: int
+    background_class: int | None
+    protocol: Protocol
+    workers: int
+    seed: int  # an attack's random draws are seeded per image from it
+    panels: int
+    overwrite: bool
+    has_prediction: bool
+    model_path: str | None
+    prediction_settings: dict  # the values the stored predictions' fingerprint holds
+    config: dict  # the whole config, as each results.json records it
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Evaluation:
+        return cls(
+            save_folder=Path(cfg.save_folder),
+            split=cfg.split,
+            classes=cfg.classes,
+            ignore_label=cfg.ignore_label,
+            background_class=cfg.background_class,
+            protocol=Protocol.from_config(cfg),
+            workers=cfg.workers,
+            seed=cfg.manual_seed or 0,
+            panels=cfg.panels,
+            overwrite=cfg.overwrite,
+            has_prediction=cfg.has_prediction,
+            model_path=cfg.model_path,
+            prediction_settings=predictions.prediction_settings(cfg),
+            config=OmegaConf.to_container(cfg),
+        )
+
+    def folder(self, spec: AttackSpec | None) -> Path:
+        """The folder of one mode's predictions and results: save_folder for clean, else save_folder/<label>."""
+        return self.save_folder / spec.label if spec else self.save_folder
+
+    def fingerprint(self, spec: AttackSpec | None, model_loader, list_sha256: str) -> dict:
+        """The stored predictions' fingerprint of one mode (:func:`evaluation.predictions.prediction_fingerprint`)."""
+        return predictions.prediction_fingerprint(
+            self.prediction_settings, self.model_path, spec, model_loader, list_sha256
+        )
+
+
 def load_model(cfg: DictConfig, device: torch.device | None = None) -> tuple[torch.nn.Module, torch.device]:
     """The model of ``model_path`` on ``device`` (default: the configured one), in eval mode."""
     if not cfg.model_path:
@@ -66,33 +116,34 @@ def load_model(cfg: DictConfig, device: torch.device | None = None) -> tuple[tor
     return model, device
 
 
-def load_source_model(cfg: DictConfig, spec: AttackSpec, device: torch.device) -> torch.nn.Module:
-    """The source model of a transfer attack spec, from its own config and checkpoint, on ``device``."""
+def load_source_model(spec: AttackSpec, classes: int, device: torch.device) -> torch.nn.Module:
+    """The source model of a transfer attack spec, from its own config and checkpoint, on ``device``; it must
+    predict the evaluated model's ``classes``."""
     source = spec.source
     source_cfg = load_config(source["config"], ["model_path", source["model_path"]] if source["model_path"] else [])
-    if source_cfg.classes != cfg.classes:
+    if source_cfg.classes != classes:
         raise UserError(
             f"attack '{spec.label}': source config '{source['config']}' has classes "
-            f"{source_cfg.classes}, the evaluated model {cfg.classes}; a source must share the labels"
+            f"{source_cfg.classes}, the evaluated model {classes}; a source must share the labels"
         )
     return load_model(source_cfg, device)[0]
 
 
 def make_attack(
-    cfg: DictConfig, spec: AttackSpec | None, model: torch.nn.Module, device: torch.device, protocol: Protocol
+    spec: AttackSpec | None, model: torch.nn.Module, device: torch.device, protocol: Protocol
 ) -> Attack | None:
     """The attack of one spec: on ``model``, or on the spec's source model wrapped in :class:`Transfer`;
     for ``whole_image`` through the differentiable inference of the model it is crafted on."""
     if spec is None:
         return None
-    source = load_source_model(cfg, spec, device) if spec.source else model
+    source = load_source_model(spec, protocol.classes, device) if spec.source else model
     forward = WholeImageForward(source, protocol) if protocol.attack_protocol == "whole_image" else None
-    attack = build_attack(spec, source, cfg.ignore_label, forward=forward)
-    return Transfer(model, attack, cfg.ignore_label) if source is not model else attack
+    attack = build_attack(spec, source, protocol.ignore_label, forward=forward)
+    return Transfer(model, attack, protocol.ignore_label) if source is not model else attack
 
 
 def run_inference(
-    cfg: DictConfig,
+    ev: Evaluation,
     data: SemData,
     model: torch.nn.Module,
     device: torch.device,
@@ -109,10 +160,10 @@ def run_inference(
     The random draws of an attack (random starts, restarts) are seeded per image from (manual_seed, image
     name), so an image's prediction is the same whether it is evaluated in one run, after a resume, or on
     another process."""
-    protocol = Protocol.from_config(cfg)
-    if attack_spec is not None:
-        protocol = dataclasses.replace(protocol, attack_protocol=attack_spec.protocol or cfg.attack_protocol)
-    attack = make_attack(cfg, attack_spec, model, device, protocol)
+    protocol = ev.protocol
+    if attack_spec is not None and attack_spec.protocol:
+        protocol = dataclasses.replace(protocol, attack_protocol=attack_spec.protocol)
+    attack = make_attack(attack_spec, model, device, protocol)
     min_norm = getattr(attack, "source", attack)  # a transfer attack's norms are its source attack's
     min_norm = min_norm if min_norm is not None and min_norm.min_norm else None
     norms_folder = gray_folder.parent / "norms"
@@ -120,12 +171,12 @@ def run_inference(
         norms_folder.mkdir(parents=True, exist_ok=True)
     gray_folder.mkdir(parents=True, exist_ok=True)
     color_folder.mkdir(parents=True, exist_ok=True)
-    loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=cfg.workers, collate_fn=_first)
+    loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, num_workers=ev.workers, collate_fn=_first)
     desc = attack_spec.label if attack_spec else "clean"
     for i, (image, label) in enumerate(tqdm(loader, desc=desc, unit="img", dynamic_ncols=True)):
         label = protocol.scored_label(label)
         name = image_name(data.data_list[i][0])
-        torch.manual_seed(derived_seed(cfg.manual_seed or 0, zlib.crc32(name.encode())))
+        torch.manual_seed(derived_seed(ev.seed, zlib.crc32(name.encode())))
         if attack is not None and name in panel_names:
             prediction, attacked = predict(model, image, label, protocol, device, attack, return_image=True)
             clean = predict(model, image, label, protocol, device)
@@ -144,21 +195,16 @@ def run_inference(
 
 
 def predict_missing(
-    cfg: DictConfig,
-    data: SemData,
-    attack_spec: AttackSpec | None,
-    colors: np.ndarray,
-    model_loader,
-    list_sha256: str,
-    save_folder: Path,
+    ev: Evaluation, data: SemData, attack_spec: AttackSpec | None, colors: np.ndarray, model_loader, list_sha256: str
 ) -> None:
     """Predict (and store) the images of one mode that have no stored prediction, after checking the folder's
     fingerprint; distributed, rank 0 checks and lists, every rank predicts its share."""
+    save_folder = ev.folder(attack_spec)
     gray_folder, color_folder = save_folder / "gray", save_folder / "color"
     image_names = [image_name(image_path) for image_path, _ in data.data_list]
-    fingerprint = predictions.prediction_fingerprint(cfg, attack_spec, model_loader, list_sha256)
+    fingerprint = ev.fingerprint(attack_spec, model_loader, list_sha256)
     if dist.is_main_process():
-        predictions.check_fingerprint(save_folder, fingerprint, cfg.overwrite)
+        predictions.check_fingerprint(save_folder, fingerprint, ev.overwrite)
     todo = dist.broadcast_object(predictions.missing(gray_folder, image_names) if dist.is_main_process() else None)
     if len(todo) < len(data):
         logger.info(
@@ -171,8 +217,8 @@ def predict_missing(
             predictions.record_fingerprint(save_folder, fingerprint)
         subset = copy.copy(data)
         subset.data_list = [data.data_list[i] for i in todo[dist.rank() :: dist.world_size()]]  # this rank's share
-        panels = frozenset(image_names[: cfg.panels])
-        run_inference(cfg, subset, model, device, attack_spec, gray_folder, color_folder, colors, panels)
+        panels = frozenset(image_names[: ev.panels])
+        run_inference(ev, subset, model, device, attack_spec, gray_folder, color_folder, colors, panels)
     dist.barrier()  # every prediction is stored before rank 0 scores them
 
 
@@ -188,7 +234,7 @@ def log_row(result: ResultRow) -> None:
 
 
 def evaluate(
-    cfg: DictConfig,
+    ev: Evaluation,
     data: SemData,
     attack_spec: AttackSpec | None,
     names: list[str],
@@ -200,35 +246,35 @@ def evaluate(
     all stored predictions, logs them and writes results.json; the result row and the per-image counts
     (intersection, union, target), each (images, classes). None for the unlabelled split 'test'."""
     label = attack_spec.label if attack_spec else None
-    save_folder = Path(cfg.save_folder) / label if label else Path(cfg.save_folder)
+    save_folder = ev.folder(attack_spec)
     gray_folder = save_folder / "gray"
     image_names = [image_name(image_path) for image_path, _ in data.data_list]
     start = time.time()
     logger.info(f">>>>>>>>>>>>>>>> Start Evaluation ({label or 'clean'}, {len(data)} images) >>>>>>>>>>>>>>>>")
-    if not cfg.has_prediction:  # has_prediction: only score what is stored
-        predict_missing(cfg, data, attack_spec, colors, model_loader, list_sha256, save_folder)
+    if not ev.has_prediction:  # has_prediction: only score what is stored
+        predict_missing(ev, data, attack_spec, colors, model_loader, list_sha256)
     logger.info("<<<<<<<<<<<<<<<<< End Evaluation <<<<<<<<<<<<<<<<<")
     if not dist.is_main_process():
         return None
-    if cfg.split == "test":
+    if ev.split == "test":
         logger.info(f"predictions written to {gray_folder} (split 'test' has no labels: no metrics)")
         return None
     counts = predictions.image_counts(
         gray_folder,
         image_names,
         [label_path for _, label_path in data.data_list],
-        cfg.classes,
-        cfg.ignore_label,
-        Protocol.from_config(cfg).scored_label,
+        ev.classes,
+        ev.ignore_label,
+        ev.protocol.scored_label,
     )
-    result = mode_row(label or "clean", attack_spec, counts, names, cfg.background_class)
+    result = mode_row(label or "clean", attack_spec, counts, names, ev.background_class)
     log_row(result)
     result = dataclasses.replace(
         result,
         **median_norm(save_folder / "norms", image_names),
-        model_path=cfg.model_path,
+        model_path=ev.model_path,
         seconds=round(time.time() - start, 2),
-        config=OmegaConf.to_container(cfg),
+        config=ev.config,
     )
     (save_folder / "results.json").write_text(json.dumps(result.to_json(), indent=2))
     return result, counts
@@ -282,17 +328,17 @@ def evaluation_data(cfg: DictConfig) -> tuple[SemData, str]:
 
 
 def check_before_writing(
-    cfg: DictConfig, runs: list[AttackSpec | None], model_loader, list_sha256: str, image_names: list[str]
+    ev: Evaluation, runs: list[AttackSpec | None], model_loader, list_sha256: str, image_names: list[str]
 ) -> None:
     """Every attack's values, every mode folder's stored predictions and, when a prediction is to be computed,
     the checkpoint, checked before anything is written (an invalid entry, a folder of another run or a checkpoint
     that does not load must not leave the clean mode re-scored, its results rewritten, or a new empty folder)."""
     for spec in filter(None, runs):
         check_spec(spec)  # the constructors' checks (steps: 0, ...)
-    folders = [Path(cfg.save_folder) / spec.label if spec else Path(cfg.save_folder) for spec in runs]
+    folders = [ev.folder(spec) for spec in runs]
     missing = {folder: predictions.missing(folder / "gray", image_names) for folder in folders}
-    if cfg.has_prediction:  # only stored predictions are scored: each must be there
-        lacking = [(folder, todo) for folder, todo in missing.items() if todo and cfg.split != "test"]
+    if ev.has_prediction:  # only stored predictions are scored: each must be there
+        lacking = [(folder, todo) for folder, todo in missing.items() if todo and ev.split != "test"]
         if lacking:
             folder, todo = lacking[0]
             raise UserError(
@@ -301,12 +347,10 @@ def check_before_writing(
                 f"False to compute them"
             )
         return
-    if not cfg.overwrite and dist.is_main_process():
+    if not ev.overwrite and dist.is_main_process():
         for spec, folder in zip(runs, folders):
-            predictions.check_fingerprint(
-                folder, predictions.prediction_fingerprint(cfg, spec, model_loader, list_sha256)
-            )
-    if cfg.overwrite or any(missing.values()):
+            predictions.check_fingerprint(folder, ev.fingerprint(spec, model_loader, list_sha256))
+    if ev.overwrite or any(missing.values()):
         model_loader()  # a checkpoint that does not load or fit is refused here, not once save_folder exists
 
 
@@ -321,12 +365,12 @@ def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.dev
         data, list_sha256 = evaluation_data(cfg)
         runs, ensembles = expand_ensembles(resolve_class_weights(cfg, specs))
         model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
-        check_before_writing(cfg, runs, model_loader, list_sha256, [image_name(path) for path, _ in data.data_list])
-        evaluated = [evaluate(cfg, data, spec, names, colors, model_loader, list_sha256) for spec in runs]
+        ev = Evaluation.from_config(cfg)
+        check_before_writing(ev, runs, model_loader, list_sha256, [image_name(path) for path, _ in data.data_list])
+        evaluated = [evaluate(ev, data, spec, names, colors, model_loader, list_sha256) for spec in runs]
         if len(evaluated) > 1 and all(evaluated):
-            save_folder = Path(cfg.save_folder)
             rows = [row for row, _ in evaluated] + worst_cases(
-                evaluated, ensembles, names, save_folder, cfg.background_class
+                evaluated, ensembles, names, ev.save_folder, ev.background_class
             )
-            write_summary(rows, save_folder)
+            write_summary(rows, ev.save_folder)
         dist.barrier()
