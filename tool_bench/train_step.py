@@ -8,7 +8,9 @@ warm-up step. ``--original`` also times the original DDC-AT code's iteration (:m
 on the same model, data and device, and adds ``"impl": "original"`` lines and a ``speedup`` field.
 ``--flops`` counts the floating-point operations of one more step (``torch.utils.flop_counter``) and adds
 ``gflop_per_step`` (and, with ``--original``, ``flop_ratio``: the speed-up that equal FLOP throughput
-would give, i.e. what the work removed is worth).
+would give, i.e. what the work removed is worth; ``of_flop_bound`` is the speed-up over it). ``--repeat N``
+measures each pair N times back to back and reports the medians (on a shared machine single runs vary by
+10 % or more).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -32,11 +35,12 @@ from defense import DEFENSES, TrainingAttack, train_step
 from model import build_model
 from util.amp import MixedPrecision
 from util.device import select_device
+from util.errors import ArgumentParser, run_main
 from util.optim import build_optimizer
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Time training steps on random data")
+    parser = ArgumentParser(description="Time training steps on random data")
     parser.add_argument("--arch", default="psp", choices=["psp", "aspp", "deeplabv3plus"])
     parser.add_argument("--backbone", default="resnet", choices=["resnet", "mobilenetv2"])
     parser.add_argument("--layers", type=int, default=50)
@@ -57,6 +61,9 @@ def get_parser() -> argparse.ArgumentParser:
         default="off",
         choices=["off", "bf16"],
         help="autocast the step (ours: util.amp; the original: around its iteration)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="measure ours and the original back to back N times; report medians"
     )
     parser.add_argument("--impl", default="ours", choices=["ours", "original"], help=argparse.SUPPRESS)
     return parser
@@ -134,7 +141,10 @@ def settings(args: argparse.Namespace, device: torch.device) -> dict:
 
 
 def main() -> None:
-    args = get_parser().parse_args()
+    parser = get_parser()
+    args = parser.parse_args()
+    if args.repeat < 1 or args.steps < 1:
+        parser.error(f"--repeat and --steps must be at least 1, got {args.repeat} and {args.steps}")
     defenses = args.defense or ["none", "sat", "ddcat"]
     if len(defenses) == 1 and "--impl" in sys.argv:  # a child process: one measurement
         print(json.dumps(measure(args, defenses[0])), flush=True)
@@ -144,26 +154,51 @@ def main() -> None:
         a for i, a in enumerate(passthrough) if a != "--defense" and (i == 0 or passthrough[i - 1] != "--defense")
     ]
     for name in defenses:
-        results = {}
-        for impl in ["ours", "original"] if args.original else ["ours"]:
-            child = subprocess.run(
-                [sys.executable, __file__, *passthrough, "--defense", name, "--impl", impl],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if child.returncode != 0:
-                sys.exit(f"error: measuring {name} ({impl}) failed: {child.stderr.strip().splitlines()[-1:]}")
-            results[impl] = json.loads(child.stdout.strip().splitlines()[-1])
-        if "original" in results:
-            results["ours"]["speedup"] = round(results["original"]["ms_per_step"] / results["ours"]["ms_per_step"], 2)
-            if args.flops:
-                results["ours"]["flop_ratio"] = round(
-                    results["original"]["gflop_per_step"] / results["ours"]["gflop_per_step"], 2
-                )
-            print(json.dumps(results["original"]), flush=True)
-        print(json.dumps(results["ours"]), flush=True)
+        runs = [{impl: child_measurement(passthrough, name, impl) for impl in impls(args)} for _ in range(args.repeat)]
+        for line in summarize(runs, args):
+            print(json.dumps(line), flush=True)
+
+
+def impls(args: argparse.Namespace) -> list[str]:
+    return ["ours", "original"] if args.original else ["ours"]
+
+
+def child_measurement(passthrough: list[str], name: str, impl: str) -> dict:
+    """One measurement in a fresh process (so its peak RSS is this defense's alone)."""
+    child = subprocess.run(
+        [sys.executable, __file__, *passthrough, "--defense", name, "--impl", impl],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        sys.exit(f"error: measuring {name} ({impl}) failed: {child.stderr.strip().splitlines()[-1:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def summarize(runs: list[dict], args: argparse.Namespace) -> list[dict]:
+    """The result lines of one defense over the repeats (original first): the median step time, and the
+    speed-up as the median of the repeats' ratios (each pair measured back to back, so a change of the
+    machine's load between repeats cancels out)."""
+    lines = {}
+    for impl in impls(args):
+        times = [run[impl]["ms_per_step"] for run in runs]
+        line = runs[0][impl] | {"ms_per_step": round(statistics.median(times), 1)}
+        line["images_per_s"] = round(args.batch / line["ms_per_step"] * 1000, 2)
+        if args.repeat > 1:
+            line["repeats"] = args.repeat
+        lines[impl] = line
+    if args.original:
+        ratios = [run["original"]["ms_per_step"] / run["ours"]["ms_per_step"] for run in runs]
+        lines["ours"]["speedup"] = round(statistics.median(ratios), 2)
+        if args.repeat > 1:
+            lines["ours"]["speedup_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+        if args.flops:
+            flop_ratio = lines["original"]["gflop_per_step"] / lines["ours"]["gflop_per_step"]
+            lines["ours"]["flop_ratio"] = round(flop_ratio, 2)
+            lines["ours"]["of_flop_bound"] = round(lines["ours"]["speedup"] / flop_ratio, 2)
+    return [lines[impl] for impl in reversed(impls(args))]
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

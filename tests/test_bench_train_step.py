@@ -1,0 +1,44 @@
+"""tool_bench/train_step.py: a tiny real run, the median over repeats, and its refusal of a repeat count of 0."""
+
+import argparse
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+from tool_bench.train_step import summarize
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "tool_bench/train_step.py", "--layers", "18", "--crop", "33", "--batch", "2", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
+
+
+def test_one_line_per_implementation_with_the_speedup_and_the_flop_bound():
+    done = _bench("--steps", "1", "--threads", "1", "--defense", "sat", "--original", "--flops", "--repeat", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    original, ours = map(json.loads, done.stdout.strip().splitlines())
+    assert original["impl"] == "original" and "impl" not in ours and ours["repeats"] == 2
+    assert original["gflop_per_step"] > ours["gflop_per_step"] > 0  # SAT attacks half the batch, input grads only
+    low, high = ours["speedup_range"]
+    assert low <= ours["speedup"] <= high and ours["of_flop_bound"] == round(ours["speedup"] / ours["flop_ratio"], 2)
+
+
+def test_the_speedup_is_the_median_of_the_back_to_back_ratios_not_the_ratio_of_medians():
+    args = argparse.Namespace(original=True, repeat=3, batch=4, flops=False)
+    times = [(100.0, 200.0), (200.0, 300.0), (50.0, 200.0)]  # (ours, original) ms per step per repeat
+    base = {"defense": "sat", "ms_per_step": 0.0}
+    runs = [
+        {"ours": base | {"ms_per_step": a}, "original": base | {"ms_per_step": b, "impl": "original"}} for a, b in times
+    ]
+    original, ours = summarize(runs, args)
+    assert (ours["ms_per_step"], original["ms_per_step"]) == (100.0, 200.0)
+    assert ours["speedup"] == 2.0 and ours["speedup_range"] == [1.5, 4.0]  # ratios 2, 1.5, 4
+    assert ours["images_per_s"] == 40.0
+
+
+def test_a_repeat_count_below_one_is_one_line_and_exit_code_2():
+    done = _bench("--repeat", "0")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: train_step.py: --repeat and --steps must be at least 1, got 0")
+    assert len(done.stderr.splitlines()) == 1
