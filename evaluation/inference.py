@@ -1,24 +1,11 @@
 """The test protocol: multi-scale, sliding-window inference with softmax averaging, and how attacks enter it.
 
-The original (semseg / DDC-AT) resizes the long side to ``base_size * scale``, pads the image with the mean
-to at least one crop, takes crops with stride ceil(2/3 * crop), sums softmax over overlapping windows, over
-scales and (clean only) over a horizontal flip. ``eval_crop`` picks the windows: ``sliding`` (the
-original), ``whole`` (the whole resized image in one forward; the models here take any size, so it is not
-padded) or ``center`` (only the central crop of each scale; the other pixels are not scored).
-
-Attacks (``attack_protocol``):
-
-- ``per_crop`` (the original): every crop is attacked separately against its label crop (resized with
-  nearest neighbour, padded with ignore) and predicted without flip, as in the DDC-AT test scripts.
-- ``whole_image``: one perturbation of the original-resolution image is optimised through the whole
-  inference (:class:`WholeImageForward`: resize, pad, windows, flip, scales, resize back) against the full
-  label; the attacked image is then predicted exactly like a clean one (flip included).
-
-Crops of one image go through the model in batches of ``crop_batch``; in eval mode this gives the same clean
-predictions as one crop at a time, and under attacks without random draws the same up to sign flips of
-near-zero gradient components, a few pixels (``tool_bench/eval.py`` checks both and times them). Random
-starts and restarts are drawn per batch of crops, so those results depend on ``crop_batch``
-(``batch_size_val``, part of the stored predictions' fingerprint).
+As semseg / DDC-AT: the long side resized to ``base_size * scale``, padded with the mean to one crop, crops with
+stride ceil(2/3 * crop), softmax summed over windows, scales and (clean) a horizontal flip; ``eval_crop`` picks
+the windows (sliding, whole, center). ``attack_protocol``: ``per_crop`` (the original: each crop attacked alone
+against its label crop) or ``whole_image`` (one perturbation through the whole inference,
+:class:`WholeImageForward`). Crops go through the model ``crop_batch`` at a time; random starts are drawn per
+batch, so ``batch_size_val`` is part of the stored predictions' fingerprint (docs/evaluation.md).
 """
 
 from __future__ import annotations

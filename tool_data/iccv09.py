@@ -1,29 +1,9 @@
 """Stanford Background (Gould et al., ICCV 2009, ``iccv09Data``) -> label PNGs and list files.
 
-The dataset ships 715 images (about 320x240) with per-pixel labels as text matrices
-``labels/<id>.regions.txt``: one text row per image row, values 0..7 for the 8 classes (sky, tree,
-road, grass, water, building, mountain, foreground object) and -1 for unknown. ``SemData`` reads
-PNGs of class indices, so run once after unpacking ``iccv09Data.tar.gz``::
-
     python -m tool_data.iccv09 --root dataset/stanford/iccv09Data
 
-It writes, under the root:
-
-- ``label/<id>.png``: single-channel uint8 class indices, -1 (unknown) -> 255 (ignore);
-- ``list/train.txt`` and ``list/val.txt``: ``images/<id>.jpg label/<id>.png`` per line.
-
-``<id>.surfaces.txt``, ``<id>.layers.txt`` and ``horizons.txt`` are not used.
-
-No official split ships with the data; the usual protocol (Gould et al. used 5-fold
-cross-validation with 572 training and 143 test images) is a random 80/20 split. Here the split is
-fixed by ``--seed``: images are ordered by the SHA-256 of ``"<seed>/<id>"`` and the first
-``round(n * val_fraction)`` go to val (143 of 715 at the default 0.2), so the same seed gives the
-same split on every machine, Python and NumPy version. Numbers on it compare with the papers'
-statistically, not fold for fold.
-
-Every regions file is parsed and checked (integers only, equal row lengths, values in -1..7, the
-image's size) before anything is written, so a bad file leaves the folder as it was. Outputs that
-already exist with the same content are kept; different ones are replaced only with ``--overwrite``.
+writes ``label/<id>.png`` (the ``labels/<id>.regions.txt`` matrices, -1 -> 255) and ``list/{train,val}.txt``,
+a split fixed by ``--seed``. Every regions file is checked before anything is written (docs/data.md).
 """
 
 from __future__ import annotations

@@ -1,28 +1,11 @@
 """A built-in synthetic segmentation dataset in semseg's list-file layout, generated from a seed in seconds.
 
-Each image shows a few filled shapes (circle, square, triangle, cross) on a textured background. With
-``colour_hint=1`` an object's hue lies within ``hue_spread`` degrees of its class's hue family, as real
-classes have typical colours; ``colour_hint=0`` draws every object's colour from one distribution, so only
-the *shape* tells classes apart (a small CNN from scratch then needs far more than the demo's few minutes).
-``background_chroma=1`` gives backgrounds of any colour (a model must then find an object's extent and
-shape), 0 grey ones. ``contrast`` pulls every colour towards mid-grey, so a fixed L-inf perturbation is
-larger next to the image's colour differences. The defaults (``DEMO_*``) make the demo's set: grey
-backgrounds, hues within 10 degrees of 90-degree-apart families, contrast 0.2. A robust cue exists there
-(an object's hue and saturation), but an undefended model trained on it is brittle under the original
-BIM, so adversarial training has something to win back. Labels follow VOC: 0 is background, k is
-``CLASS_NAMES[k]``, and a 2-px band on every visible object boundary is 255 (ignored).
+    python -m tool_data.synthetic --root dataset/synthetic [--seed 0] [--num-train 400] [--overwrite]
 
-Layout written under ``root`` (paths in the lists are relative to ``root``, as in semseg)::
-
-    image/{train,val}/00000.png   RGB
-    label/{train,val}/00000.png   single-channel class indices
-    list/{train,val}.txt          "image/train/00000.png label/train/00000.png" per line
-    synthetic.json                the parameters, so an up-to-date dataset is not regenerated
-
-Every image has its own generator seeded by (seed, split, index): the same parameters give
-byte-identical files, and the val split does not change when ``num_train`` does.
-
-Usage: ``python -m tool_data.synthetic --root dataset/synthetic [--seed 0] [--num-train 400] [--overwrite]``
+Filled shapes (circle, square, triangle, cross) on textured backgrounds; labels follow VOC (0 background, a
+255 band on object boundaries). The :class:`Knobs` set how much colour tells the class and how much room a
+fixed L-inf perturbation has; the parameters are kept in ``synthetic.json``, and every image has its own
+generator seeded by (seed, split, index), so the same parameters give byte-identical files (docs/data.md).
 """
 
 from __future__ import annotations
