@@ -10,6 +10,7 @@ from torch import nn
 
 from model.checkpoint import load_checkpoint_weights, load_vainf_init, read_checkpoint
 from model.registry import ARCHS, BACKBONES, MODELS
+from util.errors import UserError
 from util.registry import import_submodules
 
 # The import order is the registration order, the order of the choices in error messages.
@@ -91,6 +92,11 @@ def model_from_config(cfg, pretrained: bool = False, ddcat: bool = False) -> nn.
     it here."""
     if cfg.model:
         model = MODELS.get(cfg.model)(cfg.model, cfg.classes, cfg.output_stride, cfg.separable_conv)
+        if pretrained and not isinstance(model, VainFDeepLab):
+            raise UserError(
+                f"pretrained True: no ImageNet initialisation for model {cfg.model!r} here yet; set pretrained "
+                f"False, or give a full checkpoint as weight"
+            )
         if pretrained:
             load_vainf_init(model, cfg.init_path)
         return model

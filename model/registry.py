@@ -6,4 +6,4 @@ from util.registry import Registry
 
 ARCHS = Registry("arch")  # semseg-style networks (model.base.SegNet subclasses), config key ``arch``
 BACKBONES = Registry("backbone")  # trunks a SegNet is built on (model.base.Trunk builders), key ``backbone``
-MODELS = Registry("model")  # VainF's networks by VainF's name, key ``model``
+MODELS = Registry("model")  # networks named whole (VainF's, PIR-AT's UperNet-ConvNeXt), key ``model``
