@@ -297,6 +297,10 @@ def _resnet_depth(state: Mapping[str, torch.Tensor]) -> int | str:
 
 def guess_model(state: Mapping[str, torch.Tensor]) -> str:
     """Which model a state dict belongs to, as the config keys that build it ('' when the keys do not say)."""
+    if "backbone.downsample_layers.0.stem.0.weight" in state:  # PIR-AT's ConvNeXt with the convolution stem
+        size = {9: "t", 27: "s"}.get(_blocks(state, "backbone.stages.2."), "?")
+        name = f"upernet_convnext_{size}_cvst"
+        return f"PIR-AT UperNet-ConvNeXt-{size.upper()}: set model {name}{_classes(state, 'decode_head.classifier')}"
     if "backbone.low_level_features.0.0.weight" in state or "backbone.conv1.weight" in state:
         head = "deeplabv3plus" if "classifier.project.0.weight" in state else "deeplabv3"
         backbone = (

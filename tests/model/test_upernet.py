@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import model_from_config
+from model import load_checkpoint_weights, model_from_config
 from model.registry import MODELS
 from model.upernet import UperNetConvNeXt
 from util.config import load_config
@@ -195,3 +195,17 @@ def test_a_config_names_the_model_and_its_unsupported_options_are_one_line():
     cfg.separable_conv = True
     with pytest.raises(UserError, match="separable_conv is VainF's DeepLabV3\\+ option"), torch.device("meta"):
         model_from_config(cfg)
+
+
+def test_a_checkpoint_of_another_size_or_class_count_is_named_in_one_line(tmp_path):
+    """A PIR-AT file for 151 classes (ADE20K) given to a VOC model: the error names the model that fits it."""
+    path = tmp_path / "UperNet_ConvNext_T_ADE.pth"
+    tiny = {**TINY, "depths": (1, 1, 9, 1)}  # stage 3 with T's 9 blocks
+    torch.save(UperNetConvNeXt(151, **tiny).state_dict(), path)
+    load_checkpoint_weights(UperNetConvNeXt(151, **tiny), str(path))  # a bare state dict, strictly
+    with pytest.raises(UserError) as err:
+        load_checkpoint_weights(UperNetConvNeXt(21, **tiny), str(path))
+    assert "\n" not in str(err.value)
+    assert str(err.value).endswith(
+        "looks like PIR-AT UperNet-ConvNeXt-T: set model upernet_convnext_t_cvst classes 151"
+    )
