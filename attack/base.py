@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from util.data.dataset import IMAGENET_MEAN, IMAGENET_STD
+from util.config import IMAGENET_MEAN, IMAGENET_STD
 from util.registry import Registry
 
 # The config's attack names -> their classes; each class with a ``name`` registers itself when defined.

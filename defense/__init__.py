@@ -61,6 +61,8 @@ def build_training_attack(cfg: DictConfig) -> TrainingAttack:
         norm=cfg.adv_norm,
         train_mode=cfg.adv_train_mode,
         unnormalized=cfg.adv_grad_at_unnormalized,
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
     )
 
 

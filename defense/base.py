@@ -15,6 +15,7 @@ from attack.bim import BIM
 from attack.pgd import PGD
 from model.base import output_size
 from util import dist
+from util.config import IMAGENET_MEAN, IMAGENET_STD
 from util.dist import unwrap
 from util.registry import Registry
 
@@ -57,6 +58,8 @@ class TrainingAttack:
     norm: str = "linf"  # linf (BIM / PGD) | l2 (PGD with normalised-gradient steps, SAM-AT's --norm l2)
     train_mode: bool = False  # craft with the model in train mode (SAM-AT); default eval mode
     unnormalized: bool = False  # feed the model the [0, 1] pixels while crafting (SAM-AT's slip)
+    mean: tuple[float, ...] = IMAGENET_MEAN  # the model's input normalisation (config keys mean, std)
+    std: tuple[float, ...] = IMAGENET_STD
 
     @property
     def alpha(self) -> float:
@@ -79,6 +82,8 @@ class TrainingAttack:
                 forward=forward,
                 train_mode=self.train_mode,
                 normalize_input=not self.unnormalized,
+                mean=self.mean,
+                std=self.std,
             )
         return BIM(
             model,
@@ -90,6 +95,8 @@ class TrainingAttack:
             forward=forward,
             train_mode=self.train_mode,
             normalize_input=not self.unnormalized,
+            mean=self.mean,
+            std=self.std,
         )
 
 

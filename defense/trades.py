@@ -41,6 +41,8 @@ class TRADES(NoDefense):
             norm=a.norm,
             random_start=a.random_start,
             ignore_index=self.ignore_label,
+            mean=a.mean,
+            std=a.std,
         )
         return UpdateBatch(images, target, adversarial=attack(images, target))
 

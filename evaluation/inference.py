@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from util.config import IMAGENET_MEAN, IMAGENET_STD
 from util.data.dataset import mean_std_255
 
 AttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -39,6 +40,8 @@ class Protocol:
     attack_protocol: str = "per_crop"
     ignore_as_background: bool = False
     flip: bool = True  # clean inference averages with the horizontal flip (the original always does)
+    mean: tuple[float, ...] = IMAGENET_MEAN  # the model's input normalisation, in [0, 1] units
+    std: tuple[float, ...] = IMAGENET_STD
 
     @classmethod
     def from_config(cls, cfg) -> Protocol:
@@ -54,6 +57,8 @@ class Protocol:
             cfg.attack_protocol,
             cfg.ignore_as_background,
             cfg.flip,
+            tuple(cfg.mean),
+            tuple(cfg.std),
         )
 
     def scaled_size(self, h: int, w: int, scale: float) -> tuple[int, int]:
@@ -190,7 +195,7 @@ def scale_process(
     """Class probabilities (h, w, classes) of one resized image by window inference; with ``keep_image``
     also the perturbations of the attacked crops assembled (overlaps averaged) and resized to (h, w, 3)."""
     p = protocol
-    mean, std = mean_std_255()
+    mean, std = mean_std_255(p.mean, p.std)
     ori_h, ori_w, _ = image.shape
     (top, bottom, left, right), windows = p.layout(ori_h, ori_w)
     if top + bottom + left + right:
@@ -254,7 +259,7 @@ def predict(
     p = protocol
     h, w, _ = image.shape
     if attack is not None and p.attack_protocol == "whole_image":
-        mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in mean_std_255())
+        mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in mean_std_255(p.mean, p.std))
         x = (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().to(device)[None] - mean) / std
         target = torch.from_numpy(np.ascontiguousarray(label)).long().to(device)[None]
         adv = (attack(x, target) * std + mean)[0].permute(1, 2, 0).cpu().numpy()

@@ -24,7 +24,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from attack.registry import AttackSpec
-from util.config import TestConfig, load_config
+from util.config import IMAGENET_MEAN, IMAGENET_STD, TestConfig, load_config
 from util.data.dataset import read_label
 from util.errors import UserError
 from util.metrics import intersection_and_union
@@ -188,6 +188,8 @@ def prediction_settings(cfg: DictConfig) -> dict:
     keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
     if cfg.model:  # a VainF model (older fingerprints, made before these keys existed, stay valid)
         keys += ["model", "separable_conv", "rescale_normalized_input"]
+    if (tuple(cfg.mean), tuple(cfg.std)) != (IMAGENET_MEAN, IMAGENET_STD):  # older fingerprints: ImageNet's
+        keys += ["mean", "std"]
     return {k: values[k] for k in keys}
 
 

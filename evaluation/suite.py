@@ -116,15 +116,21 @@ def load_model(cfg: DictConfig, device: torch.device | None = None) -> tuple[tor
     return model, device
 
 
-def load_source_model(spec: AttackSpec, classes: int, device: torch.device) -> torch.nn.Module:
+def load_source_model(spec: AttackSpec, protocol: Protocol, device: torch.device) -> torch.nn.Module:
     """The source model of a transfer attack spec, from its own config and checkpoint, on ``device``; it must
-    predict the evaluated model's ``classes``."""
+    predict the evaluated model's classes from the same normalisation (``protocol``'s)."""
     source = spec.source
     source_cfg = load_config(source["config"], ["model_path", source["model_path"]] if source["model_path"] else [])
-    if source_cfg.classes != classes:
+    if source_cfg.classes != protocol.classes:
         raise UserError(
             f"attack '{spec.label}': source config '{source['config']}' has classes "
-            f"{source_cfg.classes}, the evaluated model {classes}; a source must share the labels"
+            f"{source_cfg.classes}, the evaluated model {protocol.classes}; a source must share the labels"
+        )
+    if (tuple(source_cfg.mean), tuple(source_cfg.std)) != (protocol.mean, protocol.std):
+        raise UserError(
+            f"attack '{spec.label}': source config '{source['config']}' normalises its input with mean "
+            f"{list(source_cfg.mean)}, std {list(source_cfg.std)}, the evaluated model with {list(protocol.mean)}, "
+            f"{list(protocol.std)}; a transfer attack here needs one normalisation for both"
         )
     return load_model(source_cfg, device)[0]
 
@@ -136,9 +142,9 @@ def make_attack(
     for ``whole_image`` through the differentiable inference of the model it is crafted on."""
     if spec is None:
         return None
-    source = load_source_model(spec, protocol.classes, device) if spec.source else model
+    source = load_source_model(spec, protocol, device) if spec.source else model
     forward = WholeImageForward(source, protocol) if protocol.attack_protocol == "whole_image" else None
-    attack = build_attack(spec, source, protocol.ignore_label, forward=forward)
+    attack = build_attack(spec, source, protocol.ignore_label, forward=forward, mean=protocol.mean, std=protocol.std)
     return Transfer(model, attack, protocol.ignore_label) if source is not model else attack
 
 

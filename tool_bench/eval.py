@@ -36,8 +36,8 @@ from attack.registry import build_attack
 from evaluation.inference import Protocol, crop_windows, predict
 from evaluation.specs import ORIGINAL_BIM
 from model import eval_model_from_config
-from util.config import load_config
-from util.data.dataset import IMAGENET_MEAN, IMAGENET_STD, SemData, mean_std_255
+from util.config import IMAGENET_MEAN, IMAGENET_STD, load_config
+from util.data.dataset import SemData, mean_std_255
 from util.device import select_device
 
 # Clean predictions must be identical. Under attack, a gradient component near 0 can change sign between a

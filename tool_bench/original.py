@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attack.base import eval_mode
-from util.data.dataset import IMAGENET_MEAN, IMAGENET_STD
+from util.config import IMAGENET_MEAN, IMAGENET_STD
 
 
 def full_forward(net: nn.Module, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

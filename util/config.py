@@ -22,6 +22,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from util.errors import UserError
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 @dataclass
 class DataConfig:
@@ -31,6 +34,8 @@ class DataConfig:
     train_list: str = "dataset/synthetic/list/train.txt"  # lines 'image_rel label_rel'
     val_list: str = "dataset/synthetic/list/val.txt"  # validation list used while training
     classes: int = 2  # number of classes (label values 0..classes-1, plus ignore_label)
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # the model's input normalisation, per
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))  # RGB channel in [0, 1] units (PIR-AT: 0, 1)
 
 
 @dataclass
@@ -358,6 +363,11 @@ def _check_more(cfg: DictConfig, where: str) -> None:
     if cfg.adv_norm == "linf" and cfg.adv_eps > 1:
         raise UserError(
             f"{where}: adv_eps must be <= 1 under linf (pixels are in [0, 1]; 8/255 is 0.0314), got {cfg.adv_eps}"
+        )
+    if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
+        raise UserError(
+            f"{where}: mean and std are three values each (RGB, in [0, 1] units) and std > 0, got mean "
+            f"{list(cfg.mean)}, std {list(cfg.std)}; ImageNet's are the default, PIR-AT's models take mean 0, std 1"
         )
     if cfg.background_class is not None and not 0 <= cfg.background_class < cfg.classes:
         raise UserError(

@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,19 +27,20 @@ import numpy as np
 import torch.utils.data
 from PIL import Image
 
+from util.config import IMAGENET_MEAN, IMAGENET_STD
 from util.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-
 SPLITS = ("train", "val", "test")
 
 
-def mean_std_255() -> tuple[list[float], list[float]]:
-    """ImageNet mean and std in 0..255 pixel units, as semseg's Normalize and padding expect."""
-    return [m * 255 for m in IMAGENET_MEAN], [s * 255 for s in IMAGENET_STD]
+def mean_std_255(
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> tuple[list[float], list[float]]:
+    """A normalisation (default ImageNet's, config keys ``mean``/``std`` in [0, 1] units) in 0..255 pixel units, as
+    semseg's Normalize and padding expect."""
+    return [m * 255 for m in mean], [s * 255 for s in std]
 
 
 def _read_lines(path: str, what: str, hint: str) -> list[str]:

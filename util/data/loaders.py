@@ -36,7 +36,7 @@ def augmentation(cfg: DictConfig) -> list:
             transform.VainFRandomCrop(crop),
             transform.RandomHorizontalFlip(),
         ]
-    mean, _ = mean_std_255()
+    mean, _ = mean_std_255(cfg.mean, cfg.std)
     return [
         transform.RandScale([cfg.scale_min, cfg.scale_max]),
         transform.RandRotate([cfg.rotate_min, cfg.rotate_max], padding=mean, ignore_label=cfg.ignore_label),
@@ -54,7 +54,7 @@ def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tupl
     augmentation is seeded by (data_seed, epoch, image), so a run resumes mid-epoch exactly and the data do
     not depend on the number of workers. Validation images are dealt r, r + N, ... as well.
     """
-    mean, std = mean_std_255()
+    mean, std = mean_std_255(cfg.mean, cfg.std)
     batch_size_val, workers = per_process(cfg)
     train_transform = transform.Compose([*augmentation(cfg), transform.ToTensor(), transform.Normalize(mean, std)])
     train_data = SemData(
@@ -89,7 +89,7 @@ def build_loaders(cfg: DictConfig, device: torch.device, data_seed: int) -> tupl
 
 def _val_loader(cfg: DictConfig, batch_size: int, workers: int, pin: bool, data_seed: int):
     """The center-crop validation loader of this process: images r, r + N, ... (no padding: each scored once)."""
-    mean, std = mean_std_255()
+    mean, std = mean_std_255(cfg.mean, cfg.std)
     crop = [cfg.train_h, cfg.train_w]
     val_transform = transform.Compose(
         [

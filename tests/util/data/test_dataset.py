@@ -84,7 +84,8 @@ def test_mean_std_255():
     mean, std = mean_std_255()
     np.testing.assert_allclose(mean, [0.485 * 255, 0.456 * 255, 0.406 * 255])
     np.testing.assert_allclose(std, np.array(IMAGENET_STD) * 255)
-    assert IMAGENET_MEAN == [0.485, 0.456, 0.406]
+    assert IMAGENET_MEAN == (0.485, 0.456, 0.406)
+    assert mean_std_255((0, 0.5, 1), (1, 1, 2)) == ([0, 127.5, 255], [255, 255, 510])  # PIR-AT's: (0, 0, 0), 1s
 
 
 def test_palette_png_loads_indices_not_luminance(tmp_path):
