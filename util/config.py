@@ -268,7 +268,7 @@ def _check_choices(cfg: DictConfig, where: str) -> None:
             raise UserError(f"{where}: {key} must be one of {list(allowed)}, got {cfg[key]!r}")
     if cfg.model is not None and (cfg.defense == "ddcat" or cfg.zoom_factor != 8):
         raise UserError(
-            f"{where}: model {cfg.model} (VainF) predicts at full resolution without DDC-AT's heads; "
+            f"{where}: model {cfg.model} predicts at full resolution without DDC-AT's heads; "
             f"use defense none/sat and zoom_factor 8, or an arch (psp, aspp) for DDC-AT"
         )
 
