@@ -42,3 +42,13 @@ def test_a_repeat_count_below_one_is_one_line_and_exit_code_2():
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("error: train_step.py: --repeat and --steps must be at least 1, got 0")
     assert len(done.stderr.splitlines()) == 1
+
+
+def test_a_named_model_is_timed_and_an_unknown_name_is_one_line():
+    done = _bench("--model", "upernet_convnext_t_cvst", "--steps", "1", "--threads", "2", "--defense", "none")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = map(json.loads, done.stdout.strip().splitlines())
+    assert line["model"] == "upernet_convnext_t_cvst" and line["ms_per_step"] > 0
+    unknown = _bench("--model", "upernet_convnext_x", "--defense", "none")
+    assert unknown.returncode == 2 and len(unknown.stderr.splitlines()) == 1
+    assert "model must be one of" in unknown.stderr and "did you mean" in unknown.stderr

@@ -32,7 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from defense import DEFENSES, TrainingAttack, train_step
-from model import build_model
+from model import MODELS, build_model
 from util.amp import MixedPrecision
 from util.device import select_device
 from util.errors import ArgumentParser, run_main
@@ -65,17 +65,22 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeat", type=int, default=1, help="measure ours and the original back to back N times; report medians"
     )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a network named whole (config key model, e.g. upernet_convnext_t_cvst); ours only",
+    )
     parser.add_argument("--impl", default="ours", choices=["ours", "original"], help=argparse.SUPPRESS)
     return parser
 
 
 def step_function(args: argparse.Namespace, defense_name: str, device: torch.device):
     """A closure running one training step of ``args.impl`` on a fresh model and fixed random data."""
-    net = (
-        build_model(args.arch, args.layers, args.classes, backbone=args.backbone, ddcat=defense_name == "ddcat")
-        .to(device)
-        .train()
-    )
+    if args.model:
+        net = MODELS.get(args.model, "--model")(args.model, args.classes)
+    else:
+        net = build_model(args.arch, args.layers, args.classes, backbone=args.backbone, ddcat=defense_name == "ddcat")
+    net = net.to(device).train()
     optimizer, _ = build_optimizer(args.optimizer if args.impl == "ours" else "sgd", net, 0.01)
     images = torch.randn(args.batch, 3, args.crop, args.crop, device=device)
     target = torch.randint(0, args.classes, (args.batch, args.crop, args.crop), device=device)
@@ -129,6 +134,8 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
 def settings(args: argparse.Namespace, device: torch.device) -> dict:
     """The fields of a result line that differ from the defaults, and the CUDA memory peak."""
     extra = {}
+    if args.model:
+        extra["model"] = args.model
     if args.backbone != "resnet":
         extra["backbone"] = args.backbone
     if args.amp != "off":
@@ -145,6 +152,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeat < 1 or args.steps < 1:
         parser.error(f"--repeat and --steps must be at least 1, got {args.repeat} and {args.steps}")
+    if args.model and (args.original or "ddcat" in (args.defense or ["ddcat"])):
+        parser.error("--model times ours with --defense none or sat only (the original code is DDC-AT's)")
+    if args.model:
+        MODELS.get(args.model, "train_step.py --model")  # an unknown name: one line, with the known ones
     defenses = args.defense or ["none", "sat", "ddcat"]
     if len(defenses) == 1 and "--impl" in sys.argv:  # a child process: one measurement
         print(json.dumps(measure(args, defenses[0])), flush=True)
