@@ -21,7 +21,9 @@ def test_one_line_per_implementation_with_the_speedup_and_the_flop_bound():
     assert original["impl"] == "original" and "impl" not in ours and ours["repeats"] == 2
     assert original["gflop_per_step"] > ours["gflop_per_step"] > 0  # SAT attacks half the batch, input grads only
     low, high = ours["speedup_range"]
-    assert low <= ours["speedup"] <= high and ours["of_flop_bound"] == round(ours["speedup"] / ours["flop_ratio"], 2)
+    assert (
+        low <= ours["speedup"] <= high and abs(ours["of_flop_bound"] - ours["speedup"] / ours["flop_ratio"]) <= 0.02
+    )  # from unrounded ratios
 
 
 def test_the_speedup_is_the_median_of_the_back_to_back_ratios_not_the_ratio_of_medians():
