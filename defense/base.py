@@ -68,36 +68,21 @@ class TrainingAttack:
 
     def build(self, model: nn.Module, ignore_label: int, forward=None) -> Attack:
         """BIM (L-inf) or PGD (L2) on ``model`` (or on ``forward``, e.g. one head), as configured."""
-        alpha = self.alpha
+        common = {
+            "eps": self.eps,
+            "steps": self.steps,
+            "alpha": self.alpha,
+            "random_start": self.random_start,
+            "ignore_index": ignore_label,
+            "forward": forward,
+            "train_mode": self.train_mode,
+            "normalize_input": not self.unnormalized,
+            "mean": self.mean,
+            "std": self.std,
+        }
         if self.norm == "l2":
-            return PGD(
-                model,
-                eps=self.eps,
-                steps=self.steps,
-                alpha=alpha,
-                norm="l2",
-                random_start=self.random_start,
-                last_iterate=True,
-                ignore_index=ignore_label,
-                forward=forward,
-                train_mode=self.train_mode,
-                normalize_input=not self.unnormalized,
-                mean=self.mean,
-                std=self.std,
-            )
-        return BIM(
-            model,
-            eps=self.eps,
-            steps=self.steps,
-            alpha=alpha,
-            ignore_index=ignore_label,
-            random_start=self.random_start,
-            forward=forward,
-            train_mode=self.train_mode,
-            normalize_input=not self.unnormalized,
-            mean=self.mean,
-            std=self.std,
-        )
+            return PGD(model, norm="l2", last_iterate=True, **common)
+        return BIM(model, **common)
 
 
 def resize_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

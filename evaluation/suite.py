@@ -63,8 +63,6 @@ class Evaluation:
 
     save_folder: Path
     split: str
-    classes: int
-    ignore_label: int
     background_class: int | None
     protocol: Protocol
     workers: int
@@ -81,8 +79,6 @@ class Evaluation:
         return cls(
             save_folder=Path(cfg.save_folder),
             split=cfg.split,
-            classes=cfg.classes,
-            ignore_label=cfg.ignore_label,
             background_class=cfg.background_class,
             protocol=Protocol.from_config(cfg),
             workers=cfg.workers,
@@ -269,8 +265,8 @@ def evaluate(
         gray_folder,
         image_names,
         [label_path for _, label_path in data.data_list],
-        ev.classes,
-        ev.ignore_label,
+        ev.protocol.classes,
+        ev.protocol.ignore_label,
         ev.protocol.scored_label,
     )
     result = mode_row(label or "clean", attack_spec, counts, names, ev.background_class)

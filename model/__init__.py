@@ -91,12 +91,13 @@ def model_from_config(cfg, pretrained: bool = False, ddcat: bool = False) -> nn.
     """The network a config describes (``model``: VainF's, else ``arch`` on ``backbone``); every entry point builds
     it here."""
     if cfg.model:
-        model = MODELS.get(cfg.model)(cfg.model, cfg.classes, cfg.output_stride, cfg.separable_conv)
-        if pretrained and not isinstance(model, VainFDeepLab):
+        builder = MODELS.get(cfg.model)
+        if pretrained and builder is not VainFDeepLab:  # refused before a large network is built
             raise UserError(
                 f"pretrained True: no ImageNet initialisation for model {cfg.model!r} here yet; set pretrained "
                 f"False, or give a full checkpoint as weight"
             )
+        model = builder(cfg.model, cfg.classes, cfg.output_stride, cfg.separable_conv)
         if pretrained:
             load_vainf_init(model, cfg.init_path)
         return model
