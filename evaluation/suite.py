@@ -112,9 +112,12 @@ def load_model(cfg: DictConfig, device: torch.device | None = None) -> tuple[tor
     return model, device
 
 
-def load_source_model(spec: AttackSpec, protocol: Protocol, device: torch.device) -> torch.nn.Module:
-    """The source model of a transfer attack spec, from its own config and checkpoint, on ``device``; it must
-    predict the evaluated model's classes from the same normalisation (``protocol``'s)."""
+def source_config(spec: AttackSpec, protocol: Protocol) -> DictConfig:
+    """The config of a transfer attack's source model (its ``model_path`` the spec's, when given).
+
+    Raises:
+        UserError: the source predicts other classes than the evaluated model, or from another normalisation.
+    """
     source = spec.source
     source_cfg = load_config(source["config"], ["model_path", source["model_path"]] if source["model_path"] else [])
     if source_cfg.classes != protocol.classes:
@@ -128,7 +131,7 @@ def load_source_model(spec: AttackSpec, protocol: Protocol, device: torch.device
             f"{list(source_cfg.mean)}, std {list(source_cfg.std)}, the evaluated model with {list(protocol.mean)}, "
             f"{list(protocol.std)}; a transfer attack here needs one normalisation for both"
         )
-    return load_model(source_cfg, device)[0]
+    return source_cfg
 
 
 def make_attack(
@@ -138,7 +141,7 @@ def make_attack(
     for ``whole_image`` through the differentiable inference of the model it is crafted on."""
     if spec is None:
         return None
-    source = load_source_model(spec, protocol, device) if spec.source else model
+    source = load_model(source_config(spec, protocol), device)[0] if spec.source else model
     forward = WholeImageForward(source, protocol) if protocol.attack_protocol == "whole_image" else None
     attack = build_attack(spec, source, protocol.ignore_label, forward=forward, mean=protocol.mean, std=protocol.std)
     return Transfer(model, attack, protocol.ignore_label) if source is not model else attack
@@ -337,6 +340,8 @@ def check_before_writing(
     that does not load must not leave the clean mode re-scored, its results rewritten, or a new empty folder)."""
     for spec in filter(None, runs):
         check_spec(spec)  # the constructors' checks (steps: 0, ...)
+        if spec.source:
+            source_config(spec, ev.protocol)  # a source of other classes or normalisation, refused before writing
     folders = [ev.folder(spec) for spec in runs]
     missing = {folder: predictions.missing(folder / "gray", image_names) for folder in folders}
     if ev.has_prediction:  # only stored predictions are scored: each must be there

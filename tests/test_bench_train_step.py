@@ -54,3 +54,10 @@ def test_a_named_model_is_timed_and_an_unknown_name_is_one_line():
     unknown = _bench("--model", "upernet_convnext_x", "--defense", "none")
     assert unknown.returncode == 2 and len(unknown.stderr.splitlines()) == 1
     assert "model must be one of" in unknown.stderr and "did you mean" in unknown.stderr
+
+
+def test_a_named_model_with_the_original_or_ddcat_is_one_line():
+    for extra in (["--original", "--defense", "none"], ["--defense", "ddcat"]):
+        done = _bench("--model", "upernet_convnext_t_cvst", *extra)
+        assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1
+        assert done.stderr.startswith("error: train_step.py: --model times ours with --defense none or sat only")

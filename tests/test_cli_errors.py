@@ -386,3 +386,39 @@ def test_an_evaluation_submitted_twice_on_one_save_folder_is_refused_not_raced(
     assert other == 2 and "save_folder" in one_line(other_err) and "is in use by another run" in one_line(other_err)
     assert len(list((tmp_path / "result/gray").glob("*.png"))) == 4
     assert not (tmp_path / "result/.lock").exists()
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        (["std", "[0.2, 0, 0.2]"], "mean and std are three values each (RGB, in [0, 1] units) and std > 0"),
+        (["mean", "[0.5, 0.5]"], "mean and std are three values each (RGB, in [0, 1] units) and std > 0"),
+        (["model", "upernet_convnext_t_cvst"], "pretrained True: no ImageNet initialisation for model"),
+        (
+            ["model", "upernet_convnext_t_cvst", "pretrained", "False", "separable_conv", "True"],
+            "separable_conv is VainF's DeepLabV3+ option",
+        ),
+    ],
+)
+def test_a_bad_normalisation_or_upernet_option_is_one_line_before_anything_is_written(
+    run_cli, tiny_opts, tmp_path, override, needle
+):
+    code, _, err = run_cli(train_entry, ["--config", CONFIG, *tiny_opts, "pretrained", "True", *override])
+    assert code == 2 and needle in one_line(err), err
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_transfer_source_with_another_normalisation_is_refused_before_anything_is_written(
+    run_cli, tiny_opts, tmp_path
+):
+    checkpoint = tmp_path / "random.pth"
+    torch.save({"state_dict": build_model("psp", 18, 5, pretrained=False).state_dict()}, checkpoint)
+    source = tmp_path / "raw_pixels.yaml"
+    source.write_text((ROOT / CONFIG).read_text().replace("DATA:\n", "DATA:\n  mean: [0, 0, 0]\n  std: [1, 1, 1]\n", 1))
+    attacks = f"[{{name: bim, eps: 4, steps: 1, source: {{config: {source}, model_path: {checkpoint}}}}}]"
+    opts = [*tiny_opts, "model_path", str(checkpoint), "attacks", attacks]
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *opts])
+    line = one_line(err)
+    assert code == 2 and "normalises its input with mean [0.0, 0.0, 0.0], std [1.0, 1.0, 1.0]" in line, line
+    assert line.endswith("a transfer attack here needs one normalisation for both")
+    assert not (tmp_path / "result").exists()  # not even the clean mode was scored
