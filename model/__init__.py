@@ -92,12 +92,10 @@ def model_from_config(cfg, pretrained: bool = False, ddcat: bool = False) -> nn.
     it here."""
     if cfg.model:
         builder = MODELS.get(cfg.model)
-        if pretrained and builder is not VainFDeepLab:  # refused before a large network is built
-            raise UserError(
-                f"pretrained True: no ImageNet initialisation for model {cfg.model!r} here yet; set pretrained "
-                f"False, or give a full checkpoint as weight"
-            )
-        model = builder(cfg.model, cfg.classes, cfg.output_stride, cfg.separable_conv)
+        if builder is not VainFDeepLab:  # refused before a large network is built
+            _refuse_vainf_options(cfg, pretrained)
+            return builder(cfg.model, cfg.classes)
+        model = VainFDeepLab(cfg.model, cfg.classes, cfg.output_stride, cfg.separable_conv)
         if pretrained:
             load_vainf_init(model, cfg.init_path)
         return model
@@ -112,6 +110,19 @@ def model_from_config(cfg, pretrained: bool = False, ddcat: bool = False) -> nn.
         init_path=cfg.init_path,
         ddcat=ddcat,
     )
+
+
+def _refuse_vainf_options(cfg, pretrained: bool) -> None:
+    """VainF's options, given to a network named whole that has no such choice, in one line."""
+    if pretrained:
+        raise UserError(
+            f"pretrained True: no ImageNet initialisation for model {cfg.model!r} here yet; set pretrained "
+            f"False, or give a full checkpoint as weight"
+        )
+    if cfg.separable_conv:
+        raise UserError(
+            f"separable_conv is VainF's DeepLabV3+ option; model {cfg.model!r} has no such choice: set it False"
+        )
 
 
 def eval_model_from_config(cfg, device: torch.device, path: str | None) -> nn.Module:

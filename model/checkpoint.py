@@ -301,6 +301,11 @@ def guess_model(state: Mapping[str, torch.Tensor]) -> str:
         size = {9: "t", 27: "s"}.get(_blocks(state, "backbone.stages.2."), "?")
         name = f"upernet_convnext_{size}_cvst"
         return f"PIR-AT UperNet-ConvNeXt-{size.upper()}: set model {name}{_classes(state, 'decode_head.classifier')}"
+    if "encoder.pos_embed" in state and "decoder.cls_emb" in state:  # Segmenter (PIR-AT's ViT-S/16)
+        width, classes = state["encoder.pos_embed"].shape[-1], state["decoder.cls_emb"].shape[1]
+        if width != 384:
+            return f"a Segmenter-ViT of width {width}: only segmenter_vit_s (width 384) is built here"
+        return f"PIR-AT Segmenter-ViT-S: set model segmenter_vit_s classes {classes}"
     if "backbone.low_level_features.0.0.weight" in state or "backbone.conv1.weight" in state:
         head = "deeplabv3plus" if "classifier.project.0.weight" in state else "deeplabv3"
         backbone = (
@@ -496,6 +501,18 @@ def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
     )
 
 
+def _without_unused_keys(
+    state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor], model: nn.Module, path: str
+) -> dict[str, torch.Tensor]:
+    """``state`` without the keys the model names as read by no forward pass (``unused_checkpoint_keys``: e.g.
+    the 1000-class ImageNet head a released Segmenter file keeps), dropped by exact name and logged."""
+    unused = [k for k in getattr(model, "unused_checkpoint_keys", ()) if k in state and k not in expected]
+    if not unused:
+        return state
+    logger.info("checkpoint %s: dropped %s (read by no forward pass)", path, ", ".join(unused))
+    return {k: v for k, v in state.items() if k not in unused}
+
+
 def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:
     """Load a training checkpoint into ``model``, checked before loading (DDC-AT <-> plain converted, see
     docs/checkpoints.md); with ``strict=False`` missing and unexpected keys are only logged.
@@ -517,6 +534,7 @@ def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) ->
     elif is_ddcat_state(expected) and not is_ddcat_state(state) and any(k.startswith("cls.") for k in state):
         state = from_plain_state_dict(state, expected)
         logger.info("checkpoint %s is a plain model: its cls head starts cls1 and cls2, mask1 is new", path)
+    state = _without_unused_keys(state, expected, target, path)
     if state_dict_mismatch(state, expected, strict=strict):
         guess = guess_model(as_read)
         advice = f"looks like {guess}" if guess else "check model/arch/layers/classes/defense in the config"

@@ -6,4 +6,5 @@ from util.registry import Registry
 
 ARCHS = Registry("arch")  # semseg-style networks (model.base.SegNet subclasses), config key ``arch``
 BACKBONES = Registry("backbone")  # trunks a SegNet is built on (model.base.Trunk builders), key ``backbone``
-MODELS = Registry("model")  # networks named whole (VainF's, PIR-AT's UperNet-ConvNeXt), key ``model``
+# Networks named whole, config key ``model``: builder(name, classes); VainF's also take output_stride, separable_conv.
+MODELS = Registry("model")

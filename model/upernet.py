@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.layers import DropPath, linear_rates
 from model.registry import MODELS
-from util.errors import UserError
 
 # Released configurations: (depths, stochastic depth rate while training).
 CONFIGS = {
@@ -33,22 +33,6 @@ class LayerNorm2d(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: in training, zero a residual branch per sample with probability ``p`` (survivors scaled
-    by 1 / (1 - p)); the identity in eval mode."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-        return x * mask / keep
 
 
 class ConvStem(nn.Module):
@@ -102,8 +86,7 @@ class ConvNeXt(nn.Module):
         self.downsample_layers = nn.ModuleList([ConvStem(dims[0])])
         for i in range(3):
             self.downsample_layers.append(nn.Sequential(LayerNorm2d(dims[i]), nn.Conv2d(dims[i], dims[i + 1], 2, 2)))
-        blocks = sum(depths)
-        rates = [drop_path_rate * k / max(blocks - 1, 1) for k in range(blocks)]  # linear in depth, 0 to the rate
+        rates = linear_rates(drop_path_rate, sum(depths))
         starts = [sum(depths[:i]) for i in range(4)]
         self.stages = nn.ModuleList(
             nn.Sequential(*(Block(dims[i], rates[starts[i] + j]) for j in range(depths[i]))) for i in range(4)
@@ -226,14 +209,8 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def upernet_convnext(name: str, classes: int, output_stride: int = 32, separable_conv: bool = False) -> nn.Module:
-    """A released configuration by name (``MODELS``' calling convention; ConvNeXt's stride is always 32).
-
-    Raises:
-        UserError: ``separable_conv``, which only VainF's DeepLabV3+ has.
-    """
-    if separable_conv:
-        raise UserError(f"separable_conv is VainF's DeepLabV3+ option; model {name!r} has no such choice: set it False")
+def upernet_convnext(name: str, classes: int) -> nn.Module:
+    """A released configuration by name (``MODELS``' calling convention for a network named whole)."""
     depths, drop_path_rate = CONFIGS[name]
     return UperNetConvNeXt(classes, depths, WIDTHS, drop_path_rate)
 
