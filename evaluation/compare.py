@@ -1,12 +1,15 @@
-"""One checkpoint under SAM-AT's protocol and under ours, in one table.
+"""One checkpoint under a paper's own protocol and under ours, in one table.
 
     python -m evaluation.compare exp/voc2012/deeplabv3plus_mobilenet_sam/robust_samat \
         exp/voc2012/deeplabv3plus_mobilenet_sam/robust
+    python -m evaluation.compare --reference pirat exp/voc2012/upernet_convnext_t_pirat/robust_pirat \
+        exp/voc2012/upernet_convnext_t_pirat/robust
 
-The first folder is a ``tool_test/voc2012/samat_eval.sh`` run (PGD-10, last iterate, native resolution), the
-second a ``robust_eval.sh`` run (the strong suite, SEA and the worst case); both are test.py save_folders. Each
-row: the protocol, the mode, its threat model and eps, mIoU (semseg's convention) and VainF's mean over present
-classes, and the number of images.
+The first folder is a run of the paper's protocol: ``tool_test/voc2012/samat_eval.sh`` (SAM-AT: PGD-10, last
+iterate, native resolution) or, with ``--reference pirat``, ``tool_test/<dataset>/pirat_eval.sh`` (PIR-AT: resize
+and centre crop, SEA-300); the second a ``robust_eval.sh`` run (the strong suite, SEA and the worst case); both are
+test.py save_folders. Each row: the protocol, the mode, its threat model and eps, mIoU (semseg's convention) and
+the mean over present classes (VainF's and PIR-AT's mIoU), and the number of images.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from evaluation.report import read_result
 from evaluation.rows import ResultRow, markdown_table
 from util.errors import ArgumentParser, run_main
 
-PROTOCOLS = (("SAM-AT", "run tool_test/voc2012/samat_eval.sh"), ("ours", "run tool_test/<dataset>/robust_eval.sh"))
+REFERENCES = {
+    "samat": ("SAM-AT", "run tool_test/voc2012/samat_eval.sh"),
+    "pirat": ("PIR-AT", "run tool_test/<dataset>/pirat_eval.sh"),
+}
+OURS = ("ours", "run tool_test/<dataset>/robust_eval.sh")
 
 
 def rows(folder: Path, protocol: str, how: str) -> list[tuple]:
@@ -33,11 +40,12 @@ def rows(folder: Path, protocol: str, how: str) -> list[tuple]:
     return out
 
 
-def table(samat: Path, ours: Path) -> str:
+def table(reference: Path, ours: Path, kind: str = "samat") -> str:
+    """The table of a ``kind`` protocol's save_folder and ours."""
     header = ("protocol", "mode", "norm", "eps", "mIoU", "mIoU (present classes)", "images")
     body = [
         row
-        for folder, (protocol, how) in zip((samat, ours), PROTOCOLS, strict=True)
+        for folder, (protocol, how) in ((reference, REFERENCES[kind]), (ours, OURS))
         for row in rows(folder, protocol, how)
     ]
     return "\n".join(markdown_table(header, body))
@@ -45,10 +53,19 @@ def table(samat: Path, ours: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m evaluation.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("samat", type=Path, help="save_folder of tool_test/voc2012/samat_eval.sh")
+    parser.add_argument(
+        "reference", type=Path, help="save_folder of the paper's protocol (samat_eval.sh, pirat_eval.sh)"
+    )
     parser.add_argument("ours", type=Path, help="save_folder of tool_test/<dataset>/robust_eval.sh")
+    parser.add_argument(
+        "--reference",
+        dest="kind",
+        choices=list(REFERENCES),
+        default="samat",
+        help="whose protocol the first folder ran",
+    )
     args = parser.parse_args(argv)
-    print(table(args.samat, args.ours))
+    print(table(args.reference, args.ours, args.kind))
 
 
 if __name__ == "__main__":

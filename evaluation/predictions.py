@@ -121,9 +121,11 @@ def image_counts(
     classes: int,
     ignore_index: int = 255,
     scored_label: Callable[[np.ndarray], np.ndarray] | None = None,
+    read: Callable[[str], np.ndarray] = read_label,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-image, per-class intersection / union / target counts (N, C) of the stored predictions against
-    the labels (passed through ``scored_label``, the evaluation protocol's view of a label, when given).
+    the labels as ``read`` gives them (the dataset's :meth:`~util.data.dataset.SemData.read_label`), passed
+    through ``scored_label``, the evaluation protocol's view of a label, when given.
 
     Raises:
         UserError: a prediction is missing, cut off, or not the size of its label.
@@ -137,7 +139,7 @@ def image_counts(
                 f"prediction '{path}' is missing or cut off; run test.py with has_prediction False, "
                 f"which recomputes it (or delete it and its folder's other predictions to redo them)"
             )
-        label = read_label(label_path)
+        label = read(label_path)
         label = scored_label(label) if scored_label else label
         if prediction.shape != label.shape:
             raise UserError(
@@ -182,14 +184,19 @@ _NOT_PREDICTION_KEYS = {
 }
 
 
+# Keys added after predictions were first stored: in a fingerprint only when set to another value than this (their
+# value before they existed), so that the predictions stored before stay valid.
+_KEYS_WHEN_SET = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "test_preprocess": "none"}
+
+
 def prediction_settings(cfg: DictConfig) -> dict:
     """The config's values that a mode's stored predictions depend on (besides the checkpoint and the attack)."""
     values = OmegaConf.to_container(cfg)
-    keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in _NOT_PREDICTION_KEYS)]
+    skipped = _NOT_PREDICTION_KEYS | set(_KEYS_WHEN_SET)
+    keys = [*_PREDICTION_KEYS, *(f.name for f in dataclasses.fields(TestConfig) if f.name not in skipped)]
     if cfg.model:  # a VainF model (older fingerprints, made before these keys existed, stay valid)
         keys += ["model", "separable_conv", "rescale_normalized_input"]
-    if (tuple(cfg.mean), tuple(cfg.std)) != (IMAGENET_MEAN, IMAGENET_STD):  # older fingerprints: ImageNet's
-        keys += ["mean", "std"]
+    keys += [k for k, default in _KEYS_WHEN_SET.items() if values[k] != default]
     return {k: values[k] for k in keys}
 
 

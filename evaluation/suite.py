@@ -39,7 +39,7 @@ from evaluation.visualize import save_panel
 from model import eval_model_from_config
 from util import dist
 from util.config import load_config
-from util.data.dataset import SemData, colorize, load_names_colors
+from util.data.dataset import SemData, colorize, load_names_colors, test_data
 from util.data.sampler import derived_seed
 from util.device import select_device
 from util.errors import UserError, check_creatable
@@ -271,6 +271,7 @@ def evaluate(
         ev.protocol.classes,
         ev.protocol.ignore_label,
         ev.protocol.scored_label,
+        data.read_label,
     )
     result = mode_row(label or "clean", attack_spec, counts, names, ev.background_class)
     log_row(result)
@@ -308,9 +309,7 @@ def write_summary(rows: list[ResultRow], save_folder: Path) -> None:
 def evaluation_data(cfg: DictConfig) -> tuple[SemData, str]:
     """The images to evaluate (``index_start``, ``index_step`` of ``test_list``) and the SHA-256 of the whole
     list, which every stored prediction's fingerprint holds."""
-    data = SemData(
-        cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label, cfg.rescale_normalized_input
-    )
+    data = test_data(cfg)
     first: dict[str, str] = {}
     for image, _ in data.data_list:  # predictions are stored by file name: two images may not share one
         other = first.setdefault(image_name(image), image)

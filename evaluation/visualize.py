@@ -22,7 +22,7 @@ from attack import BIM
 from evaluation.inference import Protocol, WholeImageForward, predict
 from model import eval_model_from_config
 from util.config import load_config
-from util.data.dataset import SemData, colorize, load_names_colors
+from util.data.dataset import colorize, load_names_colors, test_data
 from util.device import select_device
 from util.errors import ArgumentParser, UserError, check_creatable, run_main
 from util.log import setup_logging
@@ -102,9 +102,7 @@ def main() -> None:
     check_creatable(str(Path(args.out).parent), "--out's folder")
     if args.scale < 1:
         raise UserError(f"--scale must be >= 1 (screen pixels per image pixel), got {args.scale}")
-    data = SemData(
-        "val", cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label, cfg.rescale_normalized_input
-    )
+    data = test_data(cfg)
     if not 0 <= args.index < len(data):
         raise UserError(f"--index {args.index} is outside test_list '{cfg.test_list}' ({len(data)} images)")
     image, label = data.sample(args.index)  # checked: readable, one size, label values in range

@@ -31,7 +31,7 @@ from evaluation.inference import Protocol, predict
 from evaluation.specs import resolve_class_weights
 from model import eval_model_from_config
 from util.config import load_config
-from util.data.dataset import SemData
+from util.data.dataset import test_data
 from util.device import select_device
 from util.log import setup_logging
 
@@ -84,7 +84,7 @@ def main() -> None:
     model = eval_model_from_config(cfg, device, cfg.model_path)
     crops_seen = [0]
     model.register_forward_pre_hook(lambda _, inputs: crops_seen.__setitem__(0, crops_seen[0] + len(inputs[0])))
-    data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label)
+    data = test_data(cfg)
     samples = [data[i] for i in range(min(args.images, len(data)))]
     protocol = Protocol.from_config(cfg)
     for name in args.attack or ["apgd", "sea"]:

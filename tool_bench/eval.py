@@ -37,7 +37,7 @@ from evaluation.inference import Protocol, crop_windows, predict
 from evaluation.specs import ORIGINAL_BIM
 from model import eval_model_from_config
 from util.config import IMAGENET_MEAN, IMAGENET_STD, load_config
-from util.data.dataset import SemData, mean_std_255
+from util.data.dataset import mean_std_255, test_data
 from util.device import select_device
 
 # Clean predictions must be identical. Under attack, a gradient component near 0 can change sign between a
@@ -170,7 +170,7 @@ def main() -> None:
     cfg = bench_config(args, tmp.name)
     device = select_device(cfg.device, cfg.test_gpu)
     model = eval_model_from_config(cfg, device, cfg.model_path)
-    data = SemData(cfg.split, cfg.data_root, cfg.test_list, None, cfg.classes, cfg.ignore_label)
+    data = test_data(cfg)
     samples = [data[i] for i in range(min(args.images, len(data)))]
     protocol = Protocol.from_config(cfg)
 

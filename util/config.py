@@ -150,6 +150,8 @@ class TestConfig:
     eval_crop: str = "sliding"  # sliding (original) | whole (one forward) | center (central window only scored)
     ignore_as_background: bool = False  # ignore_label pixels count as class 0 in metrics and attacks
     flip: bool = True  # clean predictions average in the horizontal flip (original); so does whole_image
+    test_preprocess: str = "none"  # none | pirat: each test image (and label) decoded by PIL, its short side
+    # resized to the crop, one test_h x test_w centre crop: PIR-AT's evaluation data (docs/pir_at.md)
     background_class: int | None = 0  # the class fg-mIoU leaves out; empty when there is none (Cityscapes)
     panels: int = 4  # per attack mode, a panel PNG for the first N images in save_folder/<mode>/panels (0: none)
 
@@ -175,6 +177,7 @@ CHOICES = {
     "split": ("train", "val", "test"),
     "attack_protocol": ("per_crop", "whole_image"),
     "eval_crop": ("sliding", "whole", "center"),
+    "test_preprocess": ("none", "pirat"),
 }
 
 

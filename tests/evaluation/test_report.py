@@ -631,9 +631,9 @@ def test_apgd_predictions_of_the_code_before_its_revision_are_not_reused(run_cli
     assert code == 2 and "another 'attack_revision'" in err.strip().splitlines()[-1], err
 
 
-def test_compare_puts_the_sam_at_protocol_beside_ours(tmp_path, capsys):
+def test_compare_puts_the_sam_at_and_pir_at_protocols_beside_ours(tmp_path, capsys):
     """evaluation.compare: one row per mode of each run, the threat model and eps as SAM-AT states them, both
-    mIoU conventions; a missing run is one line naming the command that makes it."""
+    mIoU conventions; a missing run is one line naming the command that makes it; PIR-AT's likewise."""
     from evaluation import compare
 
     def run(folder, modes):
@@ -667,6 +667,10 @@ def test_compare_puts_the_sam_at_protocol_beside_ours(tmp_path, capsys):
     assert lines[5] == "| ours | sea_eps4 | linf | 4/255 | 0.1000 | 0.2000 | 3 |"
     with pytest.raises(UserError, match="run tool_test/voc2012/samat_eval.sh into"):
         compare.main([str(tmp_path / "none"), str(tmp_path / "robust")])
+    compare.main(["--reference", "pirat", str(tmp_path / "robust"), str(tmp_path / "robust")])
+    assert capsys.readouterr().out.splitlines()[3] == "| PIR-AT | sea_eps4 | linf | 4/255 | 0.1000 | 0.2000 | 3 |"
+    with pytest.raises(UserError, match="run tool_test/<dataset>/pirat_eval.sh into"):
+        compare.main(["--reference", "pirat", str(tmp_path / "none"), str(tmp_path / "robust")])
 
 
 def test_report_refuses_an_out_file_it_did_not_write_and_a_folder_below_a_file(

@@ -28,11 +28,13 @@ import torch.utils.data
 from PIL import Image
 
 from util.config import IMAGENET_MEAN, IMAGENET_STD
+from util.data.transform import ShortSideCenterCrop
 from util.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+PREPROCESS = ("none", "pirat")  # what SemData does to a sample before any transform (config key test_preprocess)
 
 
 def mean_std_255(
@@ -140,15 +142,23 @@ def _list_fields(line: str, line_no: int, split: str, data_root: str, data_list:
     return fields
 
 
-def read_image(path: str) -> np.ndarray:
-    """Read an image as an HxWx3 float32 RGB array in 0..255.
+def read_image(path: str, decoder: str = "cv2") -> np.ndarray:
+    """Read an image as an HxWx3 float32 RGB array in 0..255, decoded by cv2 (semseg's way) or PIL (VainF's and
+    PIR-AT's way: JPEG decoders may differ by a grey level here and there).
 
     Raises:
         UserError: the file is missing or cannot be decoded as an image.
     """
     if not os.path.isfile(path):
         raise UserError(f"image '{path}' not found; check data_root and the list file")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if decoder == "pil":
+        try:
+            with Image.open(path) as pil_image:
+                return np.asarray(pil_image.convert("RGB"), dtype=np.float32)
+        except (OSError, SyntaxError, ValueError):
+            image = None
+    else:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         raise UserError(
             f"image '{path}' cannot be decoded (corrupt or not an image file); replace it or remove it from the list"
@@ -217,6 +227,21 @@ def rescale_normalized(image: np.ndarray) -> np.ndarray:
     return np.float32(255.0 * (normalized - low) / max(high - low, 1e-12))
 
 
+def test_data(cfg) -> SemData:
+    """The config's ``test_list`` as test.py, the visualiser and the benches read it (TEST keys applied)."""
+    return SemData(
+        cfg.split,
+        cfg.data_root,
+        cfg.test_list,
+        None,
+        cfg.classes,
+        cfg.ignore_label,
+        cfg.rescale_normalized_input,
+        cfg.test_preprocess,
+        (cfg.test_h, cfg.test_w),
+    )
+
+
 class SemData(torch.utils.data.Dataset):
     """Image/label pairs from a list file, loaded and checked lazily (all at once: :meth:`check_samples`), then
     transformed.
@@ -234,6 +259,8 @@ class SemData(torch.utils.data.Dataset):
         classes: int | None = None,
         ignore_label: int = 255,
         rescale_normalized: bool = False,
+        preprocess: str = "none",
+        crop: tuple[int, int] | None = None,
     ) -> None:
         """Read the list (checking that every file exists).
 
@@ -245,7 +272,12 @@ class SemData(torch.utils.data.Dataset):
             classes: number of classes; when given, label values are checked against it.
             ignore_label: label value excluded from the loss and metrics (0..255).
             rescale_normalized: feed :func:`rescale_normalized` images (SAM-AT's input).
+            preprocess: ``none``, or ``pirat``: each image decoded by PIL and given as PIR-AT's validation
+                transform makes it (:class:`~util.data.transform.ShortSideCenterCrop` to ``crop``), its label too.
+            crop: (h, w) of ``pirat``'s centre crop.
         """
+        if preprocess not in PREPROCESS:
+            raise ValueError(f"preprocess must be one of {PREPROCESS}, got {preprocess!r}")
         if not isinstance(ignore_label, int) or not 0 <= ignore_label <= 255:
             raise ValueError(f"ignore_label must be an int in 0..255, got {ignore_label!r}")
         if classes is not None and (not isinstance(classes, int) or not 0 < classes <= 256):
@@ -256,6 +288,7 @@ class SemData(torch.utils.data.Dataset):
         self.classes = classes
         self.ignore_label = ignore_label
         self.rescale_normalized = rescale_normalized
+        self.preprocess = ShortSideCenterCrop(crop) if preprocess == "pirat" else None
 
     def __len__(self) -> int:
         return len(self.data_list)
@@ -269,9 +302,7 @@ class SemData(torch.utils.data.Dataset):
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The checked, untransformed ``(image, label)`` of item ``index``: HxWx3 float32 RGB, HxW uint8."""
         image_path, label_path = self.data_list[index]
-        image = read_image(image_path)
-        if self.rescale_normalized:
-            image = rescale_normalized(image)
+        image = read_image(image_path, "cv2" if self.preprocess is None else "pil")
         if label_path is None:
             label = np.full(image.shape[:2], self.ignore_label, dtype=np.uint8)
         else:
@@ -283,7 +314,16 @@ class SemData(torch.utils.data.Dataset):
                     "(HxW); they must have the same size"
                 )
             self._check_values(label, label_path)
+        if self.preprocess is not None:
+            image, label = self.preprocess(image, label, f"image '{image_path}'")
+        if self.rescale_normalized:
+            image = rescale_normalized(image)
         return image, label
+
+    def read_label(self, path: str) -> np.ndarray:
+        """The label file at ``path`` as :meth:`sample` gives it (``preprocess`` applied)."""
+        label = read_label(path)
+        return label if self.preprocess is None else self.preprocess.label(label, f"label '{path}'")
 
     def check_samples(self) -> None:
         """Check every item before a run writes anything (not when an epoch reaches it): each image's header
@@ -335,6 +375,8 @@ class SemData(torch.utils.data.Dataset):
             self.sample(index)  # the decoded image decides (cv2 applies a JPEG's EXIF orientation)
             return
         self._check_values(label, label_path)
+        if self.preprocess is not None:
+            self.preprocess.resized(*height_width, f"image '{image_path}'")
 
     def _check_values(self, label: np.ndarray, label_path: str) -> np.ndarray | None:
         """Raise if the label holds values outside [0, classes) and not ignore_label; else its pixels per value

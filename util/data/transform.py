@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 import torch
 
+from util.errors import UserError
+
 # (image, label): numpy arrays before ToTensor, tensors after it.
 Pair = tuple[Any, Any]
 
@@ -401,6 +403,50 @@ class VainFRandomCrop:
             image[top : top + self.crop_h, left : left + self.crop_w],
             label[top : top + self.crop_h, left : left + self.crop_w],
         )
+
+
+class ShortSideCenterCrop:
+    """PIR-AT's validation transform (``_val_sync_transform`` of nmndeep/Robust-Segmentation): the short side
+    resized to the crop's shorter side with PIL (image bilinear, label nearest; the long side int(long * short'
+    / short)), then one crop_h x crop_w centre crop at round((side - crop) / 2), Python's round (half to even).
+    The image is taken as 8-bit, as the reference's PIL images are."""
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.crop_h, self.crop_w = (size, size) if _is_number(size) else (int(size[0]), int(size[1]))
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, name: str = "image") -> Pair:
+        from PIL import Image
+
+        _check_pair(image, label, "ShortSideCenterCrop")
+        size = self.resized(*label.shape, name)
+        pixels = Image.fromarray(np.clip(image, 0, 255).round().astype(np.uint8)).resize(size, Image.BILINEAR)
+        return self._crop(np.asarray(pixels, dtype=np.float32)), self.label(label, name)
+
+    def label(self, label: np.ndarray, name: str = "label") -> np.ndarray:
+        """The label alone, as :meth:`__call__` gives it (nearest)."""
+        from PIL import Image
+
+        return self._crop(np.asarray(Image.fromarray(label).resize(self.resized(*label.shape, name), Image.NEAREST)))
+
+    def _crop(self, array: np.ndarray) -> np.ndarray:
+        h, w = array.shape[:2]
+        top, left = round((h - self.crop_h) / 2.0), round((w - self.crop_w) / 2.0)  # half to even
+        return array[top : top + self.crop_h, left : left + self.crop_w]
+
+    def resized(self, h: int, w: int, name: str = "image") -> tuple[int, int]:
+        """PIL's (width, height) of an h x w image with its short side resized.
+
+        Raises:
+            UserError: the resized image is smaller than the crop (only a non-square crop can be).
+        """
+        short = min(self.crop_h, self.crop_w)
+        size = (int(w * short / h), short) if w > h else (short, int(h * short / w))
+        if size[0] < self.crop_w or size[1] < self.crop_h:
+            raise UserError(
+                f"{name} is {h}x{w}, {size[1]}x{size[0]} with its short side resized to {short}: smaller than the "
+                f"crop {self.crop_h}x{self.crop_w} (HxW); use a square crop (test_h = test_w) or leave the image out"
+            )
+        return size
 
 
 class RandomGaussianBlur:
