@@ -46,10 +46,14 @@ demo: $(STAMP)
 ## Every defense at one budget, judged by the strong attacks: an undefended model (STRONG_BASE_EPOCHS, trained
 ## when missing) fine-tuned STRONG_EPOCHS epochs with each defense at eps 0.03 (TRADES at beta 1: beta 6
 ## collapses here); each evaluated on STRONG_IMAGES val images under STRONG_ATTACKS; one table and one curve in
-## exp/synthetic/strong/ (measured: docs/demo.md). The data step keeps an up-to-date set and refuses another.
-STRONG_DEFENSES := none sat ddcat sam pgd_at trades
+## exp/synthetic/strong/ (measured: docs/demo.md). STRONG_RUNS are family:defense, psp the PSPNet-18 and upernet
+## the tiny UperNet-ConvNeXt (PIR-AT's family, its own base). The data step keeps an up-to-date set and refuses
+## another.
+STRONG_RUNS := psp:none psp:sat psp:ddcat psp:sam psp:pgd_at psp:trades upernet:none upernet:pgd_at
 STRONG_BASE_EPOCHS := 12
 STRONG_BASE := exp/synthetic/strong_base/model/train_epoch_$(STRONG_BASE_EPOCHS).pth
+STRONG_UPERNET_BASE_EPOCHS := 40
+STRONG_UPERNET_BASE := exp/synthetic/strong_base_upernet/model/train_epoch_$(STRONG_UPERNET_BASE_EPOCHS).pth
 STRONG_EPOCHS := 2
 STRONG_IMAGES := 4
 STRONG_ADV := adv_eps 0.03 adv_steps 3 adv_step_size 0.01
@@ -58,17 +62,24 @@ demo-strong: $(STAMP)
 	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic
 	test -f $(STRONG_BASE) || PYTHON=$(PYTHON) EXP_NAME=strong_base sh tool_train/synthetic/psp_train.sh \
 	  overwrite True epochs $(STRONG_BASE_EPOCHS) save_freq $(STRONG_BASE_EPOCHS)
+	test -f $(STRONG_UPERNET_BASE) || PYTHON=$(PYTHON) EXP_NAME=strong_base_upernet \
+	  sh tool_train/synthetic/upernet_demo_train.sh overwrite True epochs $(STRONG_UPERNET_BASE_EPOCHS) \
+	  save_freq $(STRONG_UPERNET_BASE_EPOCHS)
 	rm -f exp/synthetic/strong/results.json
-	for defense in $(STRONG_DEFENSES); do \
-	  suffix=_$$defense; extra="weight $(STRONG_BASE)"; \
+	for run in $(STRONG_RUNS); do \
+	  family=$${run%%:*}; defense=$${run#*:}; suffix=_$$defense; \
+	  case $$family in psp) script=psp; config=pspnet18; name=strong_$$defense; label=$$defense; \
+	    extra="weight $(STRONG_BASE)";; \
+	  upernet) script=upernet_demo; config=upernet_demo; name=strong_upernet_$$defense; label=upernet_$$defense; \
+	    extra="weight $(STRONG_UPERNET_BASE)";; esac; \
 	  case $$defense in none) suffix=;; pgd_at) extra="$$extra $(STRONG_ADV)";; \
 	    trades) extra="$$extra $(STRONG_ADV) trades_beta 1";; esac; \
-	  PYTHON=$(PYTHON) EXP_NAME=strong_$$defense sh tool_train/synthetic/psp_train$$suffix.sh overwrite True \
+	  PYTHON=$(PYTHON) EXP_NAME=$$name sh tool_train/synthetic/$${script}_train$$suffix.sh overwrite True \
 	    $$extra epochs $(STRONG_EPOCHS) save_freq $(STRONG_EPOCHS) base_lr 0.01 || exit 1; \
-	  PYTHON=$(PYTHON) EXP_NAME=strong_$$defense CONFIG=config/synthetic/synthetic_pspnet18$$suffix.yaml \
+	  PYTHON=$(PYTHON) EXP_NAME=$$name CONFIG=config/synthetic/synthetic_$$config$$suffix.yaml \
 	    ATTACKS=$(STRONG_ATTACKS) sh tool_test/synthetic/robust_eval.sh overwrite True panels 0 \
 	    index_step $(STRONG_IMAGES) || exit 1; \
-	  $(PYTHON) -m evaluation.report --strong exp/synthetic/strong_$$defense/robust --defense $$defense \
+	  $(PYTHON) -m evaluation.report --strong exp/synthetic/$$name/robust --defense $$label \
 	    --out exp/synthetic/strong/results.json --curve exp/synthetic/strong/robustness_curve.png || exit 1; \
 	done
 

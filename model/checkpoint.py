@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from model.ddcat import from_plain_state_dict, is_ddcat_state, to_plain_state_dict
+from model.upernet import CONFIGS as UPERNET_CONFIGS
+from model.upernet import WIDTHS
 from util import dist
 from util.errors import UserError
 
@@ -37,6 +39,14 @@ VAINF_INIT = {
     "mobilenet": "initmodel/mobilenet_v2.pth",
 }
 CHECKPOINT_GLOB = "train_*.pth"
+# PIR-AT's released files (nmndeep/Robust-Segmentation; docs/pir_at.md) by name -> the config each runs with.
+PIRAT_RELEASES = {
+    "UperNet_ConvNext_T_VOC.pth": "config/voc2012/voc2012_upernet_convnext_t_pirat.yaml",
+    "UperNet_ConvNext_S_VOC.pth": "config/voc2012/voc2012_upernet_convnext_s_pirat.yaml",
+    "UperNet_ConvNext_T_ADE.pth": "config/ade20k/ade20k_upernet_convnext_t_pirat.yaml",
+    "UperNet_ConvNext_S_ADE.pth": "config/ade20k/ade20k_upernet_convnext_s_pirat.yaml",
+    "Segmenter_vit_s_robust.pth": "config/ade20k/ade20k_segmenter_vit_s_pirat.yaml",
+}
 # Stem module of semseg's ImageNet ResNet -> its index in the segmentation models' layer0 Sequential.
 STEM_TO_LAYER0 = {"conv1": "0", "bn1": "1", "conv2": "3", "bn2": "4", "conv3": "6", "bn3": "7"}
 BACKBONE_NAMES = ("layer0", "layer1", "layer2", "layer3", "layer4")
@@ -298,9 +308,14 @@ def _resnet_depth(state: Mapping[str, torch.Tensor]) -> int | str:
 def guess_model(state: Mapping[str, torch.Tensor]) -> str:
     """Which model a state dict belongs to, as the config keys that build it ('' when the keys do not say)."""
     if "backbone.downsample_layers.0.stem.0.weight" in state:  # PIR-AT's ConvNeXt with the convolution stem
-        size = {9: "t", 27: "s"}.get(_blocks(state, "backbone.stages.2."), "?")
-        name = f"upernet_convnext_{size}_cvst"
-        return f"PIR-AT UperNet-ConvNeXt-{size.upper()}: set model {name}{_classes(state, 'decode_head.classifier')}"
+        depths = tuple(_blocks(state, f"backbone.stages.{i}.") for i in range(4))
+        width = state["backbone.norm0.weight"].shape[0]
+        name = next(
+            (n for n, c in UPERNET_CONFIGS.items() if c["depths"] == depths and c.get("dims", WIDTHS)[0] == width), None
+        )
+        if name is None:
+            return f"a UperNet-ConvNeXt of depths {depths} and width {width}, which no model name here builds"
+        return f"PIR-AT UperNet-ConvNeXt: set model {name}{_classes(state, 'decode_head.classifier')}"
     if "encoder.pos_embed" in state and "decoder.cls_emb" in state:  # Segmenter (PIR-AT's ViT-S/16)
         width, classes = state["encoder.pos_embed"].shape[-1], state["decoder.cls_emb"].shape[1]
         if width != 384:
@@ -538,6 +553,9 @@ def load_checkpoint_weights(model: nn.Module, path: str, strict: bool = True) ->
     if state_dict_mismatch(state, expected, strict=strict):
         guess = guess_model(as_read)
         advice = f"looks like {guess}" if guess else "check model/arch/layers/classes/defense in the config"
+        release = PIRAT_RELEASES.get(Path(path).name)
+        if release:
+            advice += f" (PIR-AT's {Path(path).name} runs with {release})"
         name = path if len(path) <= 40 else "..." + path[-37:]
         raise UserError(
             f"checkpoint '{name}' ({checkpoint[FORMAT_KEY]}) does not fit: "

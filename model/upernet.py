@@ -2,8 +2,8 @@
 nmndeep/Robust-Segmentation), built with the key names of its released state dicts so that they load strictly.
 
 Names (config key ``model``): ``upernet_convnext_t_cvst`` (depths 3-3-9-3) and ``upernet_convnext_s_cvst``
-(3-3-27-3), widths 96-192-384-768. Widths, depths and head widths are constructor arguments, so a test builds a
-tiny one.
+(3-3-27-3), widths 96-192-384-768; ``upernet_convnext_demo``, a tiny one for the synthetic demo. Widths, depths
+and head widths are constructor arguments, so a test builds a tiny one.
 """
 
 from __future__ import annotations
@@ -17,12 +17,20 @@ from torch import nn
 from model.layers import DropPath, linear_rates
 from model.registry import MODELS
 
-# Released configurations: (depths, stochastic depth rate while training).
-CONFIGS = {
-    "upernet_convnext_t_cvst": ((3, 3, 9, 3), 0.4),
-    "upernet_convnext_s_cvst": ((3, 3, 27, 3), 0.3),
-}
 WIDTHS = (96, 192, 384, 768)
+# The released configurations (stochastic depth: the last block's rate while training), and a tiny one for the
+# synthetic demo (make demo-strong), which no release has.
+CONFIGS = {
+    "upernet_convnext_t_cvst": {"depths": (3, 3, 9, 3), "drop_path_rate": 0.4},
+    "upernet_convnext_s_cvst": {"depths": (3, 3, 27, 3), "drop_path_rate": 0.3},
+    "upernet_convnext_demo": {
+        "depths": (1, 1, 2, 1),
+        "dims": (16, 32, 64, 128),
+        "drop_path_rate": 0.1,
+        "channels": 64,
+        "aux_channels": 32,
+    },
+}
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -211,8 +219,7 @@ def _init_weights(module: nn.Module) -> None:
 
 def upernet_convnext(name: str, classes: int) -> nn.Module:
     """A released configuration by name (``MODELS``' calling convention for a network named whole)."""
-    depths, drop_path_rate = CONFIGS[name]
-    return UperNetConvNeXt(classes, depths, WIDTHS, drop_path_rate)
+    return UperNetConvNeXt(classes, **CONFIGS[name])
 
 
 for _name in CONFIGS:

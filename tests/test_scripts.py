@@ -85,15 +85,20 @@ def test_every_demo_defense_has_its_scripts_and_config(target):
     dry = subprocess.run(
         ["make", "-n", target, "PYTHON=python"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
-    loop = next(line for line in dry.splitlines() if line.lstrip().startswith("for defense in"))
-    defenses = loop.split(" in ", 1)[1].split(";")[0].split()
-    assert {"none", "sat", "ddcat", "sam"} <= set(defenses)
-    for defense in defenses:
+    loop = next(line for line in dry.splitlines() if line.lstrip().startswith(("for defense in", "for run in")))
+    runs = [run if ":" in run else f"psp:{run}" for run in loop.split(" in ", 1)[1].split(";")[0].split()]
+    assert {"psp:none", "psp:sat", "psp:ddcat", "psp:sam"} <= set(runs)
+    if target == "demo-strong":
+        assert {"upernet:none", "upernet:pgd_at"} <= set(runs)  # PIR-AT's family, trained and attacked
+    names = {"psp": ("psp", "pspnet18"), "upernet": ("upernet_demo", "upernet_demo")}
+    for family, defense in (run.split(":") for run in runs):
         suffix = "" if defense == "none" else f"_{defense}"
-        for kind in ("train", "test"):
-            assert (ROOT / f"tool_{kind}/synthetic/psp_{kind}{suffix}.sh").is_file()
-        cfg = load_config(str(ROOT / f"config/synthetic/synthetic_pspnet18{suffix}.yaml"))
+        script, config = names[family]
+        assert (ROOT / f"tool_train/synthetic/{script}_train{suffix}.sh").is_file()
+        assert family != "psp" or (ROOT / f"tool_test/synthetic/psp_test{suffix}.sh").is_file()
+        cfg = load_config(str(ROOT / f"config/synthetic/synthetic_{config}{suffix}.yaml"))
         assert (cfg.optimizer == "sam") if defense == "sam" else (cfg.defense == defense)
+        assert (cfg.model == "upernet_convnext_demo") == (family == "upernet")
 
 
 def _named_attack_lists() -> set[str]:
@@ -153,3 +158,22 @@ def test_robust_eval_takes_its_attacks_from_the_file_attacks_names(listed, tmp_p
         assert proc.stderr == (
             f"error: attack list '{attacks}' not found; set ATTACKS to a YAML list of attacks (config/attacks_*.yaml)\n"
         )
+
+
+@pytest.mark.parametrize("release,config", sorted(__import__("model.checkpoint").checkpoint.PIRAT_RELEASES.items()))
+def test_every_pir_at_release_has_a_config_that_builds_it_and_scripts(release, config):
+    """Each released file's config builds its network for raw [0, 1] input, names the file, and its dataset has
+    pirat_eval.sh; its training script trains that config."""
+    import torch
+
+    from model import model_from_config
+    from util.config import load_config
+
+    cfg = load_config(str(ROOT / config))
+    with torch.device("meta"):
+        model_from_config(cfg)
+    assert cfg.model_path.endswith("/" + release) and list(cfg.mean) == [0, 0, 0] and list(cfg.std) == [1, 1, 1]
+    dataset = config.split("/")[1]
+    assert "test_preprocess pirat" in (ROOT / f"tool_test/{dataset}/pirat_eval.sh").read_text()
+    name = config.split("/")[-1].removeprefix(f"{dataset}_").removesuffix("_pirat.yaml")
+    assert config in (ROOT / f"tool_train/{dataset}/{name}_train_pirat.sh").read_text()

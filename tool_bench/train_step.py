@@ -114,10 +114,10 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / args.steps
+    network = {"model": args.model} if args.model else {"arch": args.arch, "layers": args.layers}
     result = {
         "defense": defense_name,
-        "arch": args.arch,
-        "layers": args.layers,
+        **network,
         "crop": args.crop,
         "batch": args.batch,
         "ms_per_step": round(seconds * 1000, 1),
@@ -134,8 +134,6 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
 def settings(args: argparse.Namespace, device: torch.device) -> dict:
     """The fields of a result line that differ from the defaults, and the CUDA memory peak."""
     extra = {}
-    if args.model:
-        extra["model"] = args.model
     if args.backbone != "resnet":
         extra["backbone"] = args.backbone
     if args.amp != "off":

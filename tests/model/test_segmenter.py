@@ -153,7 +153,10 @@ def test_a_checkpoint_of_another_class_count_is_named_in_one_line(tmp_path):
     with pytest.raises(UserError) as err:
         load_checkpoint_weights(Segmenter(150, **shape), str(path))
     assert "\n" not in str(err.value)
-    assert str(err.value).endswith("looks like PIR-AT Segmenter-ViT-S: set model segmenter_vit_s classes 151")
+    assert str(err.value).endswith(
+        "looks like PIR-AT Segmenter-ViT-S: set model segmenter_vit_s classes 151 (PIR-AT's Segmenter_vit_s_robust.pth "
+        "runs with config/ade20k/ade20k_segmenter_vit_s_pirat.yaml)"
+    )
 
 
 def test_a_config_builds_it_and_refuses_vainf_options_in_one_line():

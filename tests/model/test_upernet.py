@@ -198,14 +198,21 @@ def test_a_config_names_the_model_and_its_unsupported_options_are_one_line():
 
 
 def test_a_checkpoint_of_another_size_or_class_count_is_named_in_one_line(tmp_path):
-    """A PIR-AT file for 151 classes (ADE20K) given to a VOC model: the error names the model that fits it."""
+    """A file for 151 classes (ADE20K) given to a 21-class model: the error names the model that fits it, and the
+    config of a PIR-AT release by its file name; depths no name builds are said to be so."""
     path = tmp_path / "UperNet_ConvNext_T_ADE.pth"
-    tiny = {**TINY, "depths": (1, 1, 9, 1)}  # stage 3 with T's 9 blocks
-    torch.save(UperNetConvNeXt(151, **tiny).state_dict(), path)
-    load_checkpoint_weights(UperNetConvNeXt(151, **tiny), str(path))  # a bare state dict, strictly
+    demo = MODELS.get("upernet_convnext_demo")
+    torch.save(demo("upernet_convnext_demo", 151).state_dict(), path)
+    load_checkpoint_weights(demo("upernet_convnext_demo", 151), str(path))  # a bare state dict, strictly
     with pytest.raises(UserError) as err:
-        load_checkpoint_weights(UperNetConvNeXt(21, **tiny), str(path))
+        load_checkpoint_weights(demo("upernet_convnext_demo", 21), str(path))
     assert "\n" not in str(err.value)
     assert str(err.value).endswith(
-        "looks like PIR-AT UperNet-ConvNeXt-T: set model upernet_convnext_t_cvst classes 151"
+        "looks like PIR-AT UperNet-ConvNeXt: set model upernet_convnext_demo classes 151 (PIR-AT's "
+        "UperNet_ConvNext_T_ADE.pth runs with config/ade20k/ade20k_upernet_convnext_t_pirat.yaml)"
     )
+    torch.save(UperNetConvNeXt(21, **TINY).state_dict(), tmp_path / "other.pth")
+    with pytest.raises(
+        UserError, match="looks like a UperNet-ConvNeXt of depths \\(1, 1, 2, 1\\) and width 8, which no"
+    ):
+        load_checkpoint_weights(demo("upernet_convnext_demo", 21), str(tmp_path / "other.pth"))
