@@ -43,7 +43,7 @@ def broken_label(tiny_data, tmp_path):
         (train_entry, [], "required: --config"),
         (test_entry, ["--config"], "--config: expected one argument"),
         (report, ["--defense", "none"], "required: --out"),
-        (compare, [], "required: samat, ours"),
+        (compare, [], "required: reference, ours"),
         (visualize, ["--config", CONFIG, "--out", "x.png", "--index", "x"], "invalid int value: 'x'"),
         (nproc, ["--config", "no/such.yaml"], "config file 'no/such.yaml' not found"),
         (synthetic, ["--seed", "x"], "invalid int value: 'x'"),
