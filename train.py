@@ -134,6 +134,7 @@ def train_epoch(cfg: DictConfig, run: Run, epoch: int, start: int = 0, after_ste
     loader = run.train_loader
     loader.batch_sampler.set_epoch(epoch, start)
     max_iter = cfg.iters or cfg.epochs * len(loader)
+    warmup = int(cfg.warmup_epochs * len(loader))  # PIR-AT's warm-up iterations: epochs x iterations per epoch
     log = EpochLog(cfg, epoch, len(loader), max_iter)
     end = time.time()
     stopped = False
@@ -142,7 +143,7 @@ def train_epoch(cfg: DictConfig, run: Run, epoch: int, start: int = 0, after_ste
         images = images.to(run.device, non_blocking=True, memory_format=run.memory_format)
         target = target.to(run.device, non_blocking=True)
         curr_iter = epoch * len(loader) + i + 1
-        lr = poly_lr(cfg.base_lr, curr_iter - 1, max_iter, cfg.power, cfg.min_lr)
+        lr = poly_lr(cfg.base_lr, curr_iter - 1, max_iter, cfg.power, cfg.min_lr, warmup, cfg.warmup_ratio)
         set_lr(run.optimizer, lr, run.index_split, cfg.head_lr_mult)
         step = train_step(run.model, run.defense, run.optimizer, images, target, curr_iter, run.amp, run.settings)
         log.update(step, images.size(0) * dist.world_size())
@@ -318,6 +319,11 @@ def train(cfg: DictConfig, device: torch.device, defense: NoDefense) -> bool:
     iters = len(train_loader)
     if cfg.iters:  # VainF's total_itrs: as many epochs as it takes
         cfg.epochs = math.ceil(cfg.iters / iters)
+    if int(cfg.warmup_epochs * iters) >= (cfg.iters or cfg.epochs * iters):
+        raise UserError(
+            f"config: warmup_epochs {cfg.warmup_epochs} ({int(cfg.warmup_epochs * iters)} iterations of {iters} per "
+            f"epoch) leaves no iteration of the {cfg.iters or cfg.epochs * iters} for the poly schedule; shorten it"
+        )
     done = int(checkpoint.get("iteration", checkpoint.get("epoch", cfg.start_epoch) * iters))
     if cfg.resume:
         restore_rng(checkpoint, cfg.resume)

@@ -398,6 +398,7 @@ def test_an_evaluation_submitted_twice_on_one_save_folder_is_refused_not_raced(
             ["model", "upernet_convnext_t_cvst", "pretrained", "False", "separable_conv", "True"],
             "separable_conv is VainF's DeepLabV3+ option",
         ),
+        (["pretrained", "False", "warmup_epochs", "2"], "leaves no iteration of the 8 for the poly schedule"),
     ],
 )
 def test_a_bad_normalisation_or_upernet_option_is_one_line_before_anything_is_written(

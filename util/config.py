@@ -63,7 +63,7 @@ class TrainConfig:
     trades_beta: float = 6.0  # trades: weight of the KL(clean || adversarial) term (TRADES' 1/lambda)
     adv_grad_at_unnormalized: bool = False  # SAM-AT's slip: its training attack feeds the model the [0, 1] image
     # without normalising it while crafting (training then normalises); off: the model sees what it is trained on
-    optimizer: str = "sgd"  # sgd (original) | adam | sam (SAM around SGD)
+    optimizer: str = "sgd"  # sgd (original) | adam | adamw (PIR-AT: no decay for 1-d parameters) | sam (around SGD)
     sam_rho: float = 0.02  # SAM neighbourhood radius
     sam_adaptive: bool = False  # adaptive SAM (ASAM): perturbation scaled by |w|
     sam_warmup_iters: int = 0  # plain SGD iterations before SAM starts
@@ -92,6 +92,8 @@ class TrainConfig:
     epochs: int = 50  # training epochs
     iters: int = 0  # train this many iterations instead (VainF's total_itrs; the last epoch is cut); 0: epochs
     min_lr: float = 0.0  # floor of the poly schedule (VainF/SAM-AT: 1e-6)
+    warmup_epochs: float = 0.0  # linear warm-up before the poly schedule, in epochs (PIR-AT: 10 VOC, 5 ADE20K)
+    warmup_ratio: float = 0.0  # the warm-up's first learning rate over base_lr (PIR-AT: 1e-5)
     backbone_bn_momentum: float | None = None  # the backbone's BN momentum (VainF/SAM-AT: 0.01); empty: 0.1
     start_epoch: int = 0  # first epoch (overwritten by resume)
     power: float = 0.9  # poly learning-rate power
@@ -170,7 +172,7 @@ CHOICES = {
     "layers": (18, 34, 50, 101, 152),
     "output_stride": (8, 16),
     "adv_norm": ("linf", "l2"),
-    "optimizer": ("sgd", "adam", "sam"),
+    "optimizer": ("sgd", "adam", "adamw", "sam"),
     "augmentation": ("semseg", "vainf"),
     "amp": ("off", "bf16", "fp16"),
     "zoom_factor": (1, 2, 4, 8),
@@ -323,6 +325,10 @@ def _check_training(cfg: DictConfig, where: str) -> None:
         raise UserError(f"{where}: backbone_bn_momentum must be in (0, 1] or empty, got {cfg.backbone_bn_momentum}")
     if cfg.base_lr <= 0:
         raise UserError(f"{where}: base_lr must be > 0, got {cfg.base_lr}")
+    if cfg.warmup_epochs < 0 or not 0 <= cfg.warmup_ratio <= 1:
+        raise UserError(
+            f"{where}: need warmup_epochs >= 0 and warmup_ratio in [0, 1], got {cfg.warmup_epochs}, {cfg.warmup_ratio}"
+        )
 
 
 def _check_evaluation(cfg: DictConfig, where: str) -> None:

@@ -115,12 +115,27 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
-def param_groups(model: nn.Module, base_lr: float, head_mult: float = 10.0) -> tuple[list[dict], int]:
+def param_groups(
+    model: nn.Module, base_lr: float, head_mult: float = 10.0, no_decay_1d: bool = False
+) -> tuple[list[dict], int]:
     """semseg's groups: backbone modules at base_lr, head modules at ``head_mult`` x; returns (groups, index of
-    the first head group)."""
-    groups = [{"params": list(m.parameters()), "lr": base_lr} for m in model.backbone_modules()]
+    the first head group). With ``no_decay_1d`` each module's parameters split in two groups as PIR-AT's
+    ``group_weight`` splits them: weight decay for the others, none for 1-d ones (biases, norms, layer scale)
+    and any whose name holds ``norm``."""
+
+    def split(module: nn.Module, lr: float) -> list[dict]:
+        if not no_decay_1d:
+            return [{"params": list(module.parameters()), "lr": lr}]
+        named = list(module.named_parameters())
+        plain = [p for n, p in named if p.ndim <= 1 or "norm" in n]
+        return [
+            {"params": [p for n, p in named if not (p.ndim <= 1 or "norm" in n)], "lr": lr},
+            {"params": plain, "lr": lr, "weight_decay": 0.0},
+        ]
+
+    groups = [g for m in model.backbone_modules() for g in split(m, base_lr)]
     index_split = len(groups)
-    groups += [{"params": list(m.parameters()), "lr": base_lr * head_mult} for m in model.head_modules()]
+    groups += [g for m in model.head_modules() for g in split(m, base_lr * head_mult)]
     return groups, index_split
 
 
@@ -135,11 +150,15 @@ def build_optimizer(
     head_mult: float = 10.0,
     sam_warmup_separate: bool = False,
 ) -> tuple[torch.optim.Optimizer | SAM, int]:
-    """``sgd`` (the original), ``adam``, or ``sam`` (SAM around SGD); returns (optimizer, index of the
-    first head parameter group)."""
-    groups, index_split = param_groups(model, base_lr, head_mult)
+    """``sgd`` (the original), ``adam``, ``adamw`` (PIR-AT's: decoupled weight decay, none for 1-d parameters),
+    or ``sam`` (SAM around SGD); returns (optimizer, index of the first head parameter group)."""
+    groups, index_split = param_groups(model, base_lr, head_mult, no_decay_1d=name == "adamw")
     if name == "adam":
         return torch.optim.Adam(groups, lr=base_lr, weight_decay=weight_decay), index_split
+    if name == "adamw":
+        return torch.optim.AdamW(
+            groups, lr=base_lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay
+        ), index_split
     sgd = torch.optim.SGD(groups, lr=base_lr, momentum=momentum, weight_decay=weight_decay)
     if name == "sgd":
         return sgd, index_split
@@ -153,12 +172,26 @@ def build_optimizer(
                 weight_decay=weight_decay,
             )
         return SAM(sgd, rho=sam_rho, adaptive=sam_adaptive, warmup=warmup), index_split
-    raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam or sam")
+    raise ValueError(f"unknown optimizer {name!r}; expected sgd, adam, adamw or sam")
 
 
-def poly_lr(base_lr: float, curr_iter: int, max_iter: int, power: float = 0.9, min_lr: float = 0.0) -> float:
-    """Poly learning-rate schedule, not below ``min_lr`` (VainF's PolyLR floor)."""
-    return max(base_lr * (1 - float(curr_iter) / max_iter) ** power, min_lr)
+def poly_lr(
+    base_lr: float,
+    curr_iter: int,
+    max_iter: int,
+    power: float = 0.9,
+    min_lr: float = 0.0,
+    warmup_iters: int = 0,
+    warmup_ratio: float = 0.0,
+) -> float:
+    """The learning rate of update ``curr_iter`` (from 0): poly, not below ``min_lr`` (VainF's PolyLR floor); with
+    ``warmup_iters``, PIR-AT's WarmupPolyLR: first a linear rise from ``warmup_ratio`` x, then poly over the
+    remaining updates."""
+    if curr_iter < warmup_iters:
+        ratio = warmup_ratio + (1.0 - warmup_ratio) * curr_iter / warmup_iters
+    else:
+        ratio = (1 - float(curr_iter - warmup_iters) / (max_iter - warmup_iters)) ** power
+    return max(base_lr * ratio, min_lr)
 
 
 def set_lr(optimizer: torch.optim.Optimizer | SAM, lr: float, index_split: int, head_mult: float = 10.0) -> None:
