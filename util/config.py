@@ -75,7 +75,9 @@ class TrainConfig:
     train_h: int = 473  # training crop height
     train_w: int = 473  # training crop width
     augmentation: str = "semseg"  # semseg (scale, rotate, blur, flip, crop padded with mean/ignore) | vainf
-    # (VainF/SAM-AT: scale, crop padded as VainF's, flip; the rotate keys unused; see docs/sam_at.md)
+    # (VainF/SAM-AT: scale, crop padded as VainF's, flip; the rotate keys unused; see docs/sam_at.md) | pirat
+    # (PIR-AT: flip, short side scale_min..scale_max x train_base_size, pad with 0, blur, crop; docs/pir_at.md)
+    train_base_size: int = 512  # pirat: the short side at scale 1 (PIR-AT's TRAIN.BASE_SIZE: 512 VOC, 520 ADE20K)
     scale_min: float = 0.5  # minimum random scale
     scale_max: float = 2.0  # maximum random scale
     rotate_min: float = -10.0  # minimum random rotate
@@ -173,7 +175,7 @@ CHOICES = {
     "output_stride": (8, 16),
     "adv_norm": ("linf", "l2"),
     "optimizer": ("sgd", "adam", "adamw", "sam"),
-    "augmentation": ("semseg", "vainf"),
+    "augmentation": ("semseg", "vainf", "pirat"),
     "amp": ("off", "bf16", "fp16"),
     "zoom_factor": (1, 2, 4, 8),
     "split": ("train", "val", "test"),
@@ -302,6 +304,8 @@ def _check_counts(cfg: DictConfig, where: str) -> None:
 def _check_augmentation(cfg: DictConfig, where: str) -> None:
     if cfg.scale_min <= 0 or cfg.scale_min > cfg.scale_max:
         raise UserError(f"{where}: need 0 < scale_min <= scale_max, got {cfg.scale_min}, {cfg.scale_max}")
+    if cfg.train_base_size < 1:
+        raise UserError(f"{where}: train_base_size must be >= 1, got {cfg.train_base_size}")
     if cfg.rotate_min > cfg.rotate_max:
         raise UserError(f"{where}: need rotate_min <= rotate_max, got {cfg.rotate_min}, {cfg.rotate_max}")
     for key in ("train_h", "train_w", "test_h", "test_w"):

@@ -27,9 +27,11 @@ def per_process(cfg: DictConfig) -> tuple[int, int]:
 
 
 def augmentation(cfg: DictConfig) -> list:
-    """The training augmentation: semseg's (scale, rotate, blur, flip, crop padded with the mean / ignore_label)
-    or VainF's (scale, crop padded as VainF's, flip; SAM-AT's)."""
+    """The training augmentation: semseg's (scale, rotate, blur, flip, crop padded with the mean / ignore_label),
+    VainF's (scale, crop padded as VainF's, flip; SAM-AT's) or PIR-AT's (flip, short-side scale, pad, blur, crop)."""
     crop = [cfg.train_h, cfg.train_w]
+    if cfg.augmentation == "pirat":
+        return [transform.PIRATRandomScaleCrop(cfg.train_base_size, crop, [cfg.scale_min, cfg.scale_max])]
     if cfg.augmentation == "vainf":
         return [
             transform.VainFRandomScale([cfg.scale_min, cfg.scale_max]),

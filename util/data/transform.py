@@ -405,6 +405,44 @@ class VainFRandomCrop:
         )
 
 
+class PIRATRandomScaleCrop:
+    """PIR-AT's training transform (``_sync_transform`` of nmndeep/Robust-Segmentation), with Python's ``random``
+    in its order: a horizontal flip with probability 0.5; the short side resized to randint(int(base * low),
+    int(base * high)) with PIL (image bilinear, label nearest; the long side int(long * short' / short)); when
+    shorter than the crop, padded at the bottom and right with 0 in the image and in the label (class 0, as the
+    reference fills it); with probability 0.5 a PIL Gaussian blur of radius random(); a random crop_h x crop_w
+    crop. The image is taken as 8-bit, as the reference's PIL images are: use it first in the pipeline."""
+
+    def __init__(self, base_size: int, size: int | Sequence[int], scale: Sequence[float] = (0.5, 2.0)) -> None:
+        self.base_size = int(base_size)
+        self.crop_h, self.crop_w = (size, size) if _is_number(size) else (int(size[0]), int(size[1]))
+        self.scale = _number_pair(scale, "PIRATRandomScaleCrop scale", positive=True)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> Pair:
+        from PIL import Image, ImageFilter
+
+        _check_pair(image, label, "PIRATRandomScaleCrop")
+        pixels = Image.fromarray(np.clip(image, 0, 255).round().astype(np.uint8))
+        mask = Image.fromarray(label)
+        if random.random() < 0.5:
+            pixels, mask = pixels.transpose(Image.FLIP_LEFT_RIGHT), mask.transpose(Image.FLIP_LEFT_RIGHT)
+        short = random.randint(int(self.base_size * self.scale[0]), int(self.base_size * self.scale[1]))
+        w, h = pixels.size
+        size = (short, int(1.0 * h * short / w)) if h > w else (int(1.0 * w * short / h), short)
+        pixels, mask = pixels.resize(size, Image.BILINEAR), mask.resize(size, Image.NEAREST)
+        array, label = np.asarray(pixels), np.asarray(mask)
+        pad_h, pad_w = max(self.crop_h - size[1], 0), max(self.crop_w - size[0], 0)
+        if pad_h or pad_w:
+            array = np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)))
+            label = np.pad(label, ((0, pad_h), (0, pad_w)))
+        if random.random() < 0.5:
+            array = np.asarray(Image.fromarray(array).filter(ImageFilter.GaussianBlur(radius=random.random())))
+        h, w = label.shape
+        left, top = random.randint(0, w - self.crop_w), random.randint(0, h - self.crop_h)
+        window = (slice(top, top + self.crop_h), slice(left, left + self.crop_w))
+        return array[window].astype(np.float32), np.ascontiguousarray(label[window])
+
+
 class ShortSideCenterCrop:
     """PIR-AT's validation transform (``_val_sync_transform`` of nmndeep/Robust-Segmentation): the short side
     resized to the crop's shorter side with PIL (image bilinear, label nearest; the long side int(long * short'
