@@ -24,11 +24,15 @@ class BIM(Attack):
         alpha: step size in [0, 1] units.
         ignore_index: label ignored by the loss.
         random_start: start from ``x0 + U(-eps, eps)`` clipped to [0, 1].
+        keep: ``last``, the last iterate; or ``best_batch_loss``, PIR-AT's training attack (``Pgd_Attack`` of
+            nmndeep/Robust-Segmentation): the iterate after the last step whose batch loss, measured before the
+            step, was at least the highest so far.
         kwargs: see :class:`attack.base.Attack` (mean, std, forward).
     """
 
     name = "bim"
-    defaults = MappingProxyType({"eps": 0.03, "steps": 2, "alpha": 0.01, "random_start": False})
+    defaults = MappingProxyType({"eps": 0.03, "steps": 2, "alpha": 0.01, "random_start": False, "keep": "last"})
+    keeps = ("last", "best_batch_loss")
     iterative = True
 
     def __init__(
@@ -39,13 +43,15 @@ class BIM(Attack):
         alpha: float = defaults["alpha"],
         ignore_index: int = 255,
         random_start: bool = defaults["random_start"],
+        keep: str = defaults["keep"],
         **kwargs,
     ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
-        BIM.validate(eps=eps, steps=steps, alpha=alpha)
+        BIM.validate(eps=eps, steps=steps, alpha=alpha, keep=keep)
         self.steps = steps
         self.alpha = alpha
         self.random_start = random_start
+        self.keep = keep
 
     @classmethod
     def validate(cls, **values: Any) -> None:
@@ -56,14 +62,21 @@ class BIM(Attack):
             raise ValueError(
                 f"BIM needs steps >= 1 and alpha > 0 (0 only with eps 0), got steps={steps}, alpha={alpha}"
             )
+        if v["keep"] not in cls.keeps:
+            raise ValueError(f"BIM's keep is one of {', '.join(cls.keeps)}, got {v['keep']!r}")
 
     def perturb(self, x0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x = x0.clone()
         if self.random_start:
             x = (x + torch.empty_like(x).uniform_(-self.eps, self.eps)).clamp_(0.0, 1.0)
+        kept, highest = x, None
         for _ in range(self.steps):
             x.requires_grad_(True)
             loss = self.ce_loss(self.logits(x, target.shape[-2:]), target)
             grad = self.input_grad(loss, x)
             x = self.project(x.detach() + self.alpha * grad.sign(), x0)
-        return x
+            if self.keep == "best_batch_loss":  # torch.where, not ``if``: no host sync in the loop
+                improved = loss.detach() >= highest if highest is not None else torch.ones((), dtype=torch.bool)
+                kept = torch.where(improved, x, kept)
+                highest = loss.detach() if highest is None else torch.maximum(highest, loss.detach())
+        return x if self.keep == "last" else kept

@@ -61,6 +61,7 @@ def build_training_attack(cfg: DictConfig) -> TrainingAttack:
         norm=cfg.adv_norm,
         train_mode=cfg.adv_train_mode,
         unnormalized=cfg.adv_grad_at_unnormalized,
+        keep=cfg.adv_keep,
         mean=tuple(cfg.mean),
         std=tuple(cfg.std),
     )

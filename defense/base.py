@@ -58,6 +58,7 @@ class TrainingAttack:
     norm: str = "linf"  # linf (BIM / PGD) | l2 (PGD with normalised-gradient steps, SAM-AT's --norm l2)
     train_mode: bool = False  # craft with the model in train mode (SAM-AT); default eval mode
     unnormalized: bool = False  # feed the model the [0, 1] pixels while crafting (SAM-AT's slip)
+    keep: str = "last"  # linf: the last iterate, or best_batch_loss (PIR-AT's Pgd_Attack; see attack.bim.BIM)
     mean: tuple[float, ...] = IMAGENET_MEAN  # the model's input normalisation (config keys mean, std)
     std: tuple[float, ...] = IMAGENET_STD
 
@@ -82,7 +83,7 @@ class TrainingAttack:
         }
         if self.norm == "l2":
             return PGD(model, norm="l2", last_iterate=True, **common)
-        return BIM(model, **common)
+        return BIM(model, keep=self.keep, **common)
 
 
 def resize_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

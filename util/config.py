@@ -57,6 +57,8 @@ class TrainConfig:
     adv_steps: int = 3  # training attack BIM steps (original: 3)
     adv_step_size: float | None = None  # training attack step; empty: adv_eps / adv_steps (original)
     adv_random_start: bool = False  # start the training attack at a random point of the ball (PGD)
+    adv_keep: str = "last"  # the training attack's result: last (iterate) | best_batch_loss (PIR-AT's Pgd_Attack:
+    # the iterate after the last step whose batch loss was at least the highest before; L-inf only)
     adv_norm: str = "linf"  # training attack threat model: linf | l2 (SAM-AT's --norm)
     adv_train_mode: bool = False  # craft with the model in train mode, BN updating (SAM-AT's --adv); else eval
     adv_clean_fraction: float = 0.0  # pgd_at: share of each batch kept clean
@@ -174,6 +176,7 @@ CHOICES = {
     "layers": (18, 34, 50, 101, 152),
     "output_stride": (8, 16),
     "adv_norm": ("linf", "l2"),
+    "adv_keep": ("last", "best_batch_loss"),
     "optimizer": ("sgd", "adam", "adamw", "sam"),
     "augmentation": ("semseg", "vainf", "pirat"),
     "amp": ("off", "bf16", "fp16"),
@@ -349,6 +352,8 @@ def _check_evaluation(cfg: DictConfig, where: str) -> None:
 
 
 def _check_training_attack(cfg: DictConfig, where: str) -> None:
+    if cfg.adv_keep != "last" and cfg.adv_norm != "linf":
+        raise UserError(f"{where}: adv_keep {cfg.adv_keep} is for L-inf training attacks; set adv_keep last for l2")
     if cfg.adv_eps <= 0 or cfg.adv_steps < 1:
         raise UserError(f"{where}: need adv_eps > 0 and adv_steps >= 1, got {cfg.adv_eps}, {cfg.adv_steps}")
     if cfg.adv_step_size is not None and cfg.adv_step_size <= 0:
