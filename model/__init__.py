@@ -8,7 +8,7 @@ import logging
 import torch
 from torch import nn
 
-from model.checkpoint import load_checkpoint_weights, load_vainf_init, read_checkpoint
+from model.checkpoint import load_checkpoint_weights, load_pirat_init, load_vainf_init, read_checkpoint
 from model.registry import ARCHS, BACKBONES, MODELS
 from util.errors import UserError
 from util.registry import import_submodules
@@ -94,7 +94,10 @@ def model_from_config(cfg, pretrained: bool = False, ddcat: bool = False) -> nn.
         builder = MODELS.get(cfg.model)
         if builder is not VainFDeepLab:  # refused before a large network is built
             _refuse_vainf_options(cfg, pretrained)
-            return builder(cfg.model, cfg.classes)
+            model = builder(cfg.model, cfg.classes)
+            if pretrained:
+                load_pirat_init(model, cfg.init_path)
+            return model
         model = VainFDeepLab(cfg.model, cfg.classes, cfg.output_stride, cfg.separable_conv)
         if pretrained:
             load_vainf_init(model, cfg.init_path)
@@ -113,11 +116,11 @@ def model_from_config(cfg, pretrained: bool = False, ddcat: bool = False) -> nn.
 
 
 def _refuse_vainf_options(cfg, pretrained: bool) -> None:
-    """VainF's options, given to a network named whole that has no such choice, in one line."""
-    if pretrained:
+    """VainF's options, given to a network named whole that has no such choice, in one line (before it is built)."""
+    if pretrained and not cfg.init_path:
         raise UserError(
-            f"pretrained True: no ImageNet initialisation for model {cfg.model!r} here yet; set pretrained "
-            f"False, or give a full checkpoint as weight"
+            f"pretrained True: model {cfg.model!r} starts from a revisiting-at ImageNet file given as init_path "
+            f"(initmodel/README.md); set init_path, or pretrained False"
         )
     if cfg.separable_conv:
         raise UserError(

@@ -4,8 +4,10 @@ with ``latest``) in this one place; the formats and the guarantees: docs/checkpo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
+import re
 import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -499,6 +501,88 @@ def load_vainf_init(model: nn.Module, path: str | None) -> None:
         )
     model.backbone.load_state_dict(state, strict=True)
     logger.info("loaded ImageNet init weights from %s", path)
+
+
+# PIR-AT's robust ImageNet initialisations (nmndeep/revisiting-at): timm's ConvNeXt names -> ours, in order.
+_CONVNEXT_TIMM = (
+    (re.compile(r"^stem\.stem\.(\d+)\."), r"downsample_layers.0.stem.\1."),
+    (re.compile(r"^stages\.(\d+)\.downsample\.(\d+)\."), r"downsample_layers.\1.\2."),
+    (re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.conv_dw\."), r"stages.\1.\2.dwconv."),
+    (re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\."), r"stages.\1.\2.pwconv1."),
+    (re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.mlp\.fc2\."), r"stages.\1.\2.pwconv2."),
+    (re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\."), r"stages.\1.\2."),
+)
+
+
+def imagenet_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A revisiting-at file's network keys: DDP's ``module.`` and the wrappers' ``base_model.`` / ``model.`` taken
+    off, the normaliser (``normalize.*``) and the ImageNet classifier (``head.*``) dropped."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "base_model.", "model."):
+            key = key.removeprefix(prefix)
+        if not key.startswith(("normalize.", "head.")):
+            out[key] = value
+    return out
+
+
+def convnext_init_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A robust ConvNeXt-CvSt file (timm's names) in our ConvNeXt's names, as PIR-AT's ``load_carefully_cvst``
+    maps it; a file already in ours (facebookresearch/ConvNeXt's layout) is kept as it is."""
+    out = {}
+    for key, value in imagenet_keys(state).items():
+        for pattern, replacement in _CONVNEXT_TIMM:
+            key, hits = pattern.subn(replacement, key)
+            if hits:
+                break
+        out[key] = value
+    return out
+
+
+def vit_init_state(state: Mapping[str, torch.Tensor], pos_embed: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A robust ViT file (timm's names, which our encoder shares) with its position embedding resized bilinearly
+    from its square grid (14 x 14 at 224) to ``pos_embed``'s, as PIR-AT's ``create_vit`` resizes it."""
+    out = imagenet_keys(state)
+    grid, new = out.get("pos_embed"), math.isqrt(pos_embed.shape[1] - 1)
+    if grid is not None and grid.dim() == 3 and grid.shape[1] != pos_embed.shape[1]:
+        old = math.isqrt(grid.shape[1] - 1)
+        cells = grid[:, 1 : 1 + old * old].reshape(1, old, old, -1).permute(0, 3, 1, 2)
+        cells = torch.nn.functional.interpolate(cells, size=(new, new), mode="bilinear", align_corners=False)
+        out["pos_embed"] = torch.cat([grid[:, :1], cells.permute(0, 2, 3, 1).reshape(1, new * new, -1)], 1)
+    return out
+
+
+def load_pirat_init(model: nn.Module, path: str | None) -> None:
+    """A robust (or clean) ImageNet file into UperNet-ConvNeXt's ``backbone`` or Segmenter's ``encoder``,
+    strictly: every weight of the file is used and every weight of the trunk set, except the stage-output norms
+    (``norm0`` .. ``norm3``) that no ImageNet ConvNeXt has (they keep their initial values, as in PIR-AT).
+
+    Raises:
+        UserError: no ``init_path``, or a file that is missing, unreadable or does not fit (keys named).
+    """
+    from model.segmenter import Segmenter
+
+    if not path:
+        raise UserError(
+            "pretrained True needs init_path: a robust ImageNet ConvNeXt-CvSt or ViT-S file of nmndeep/revisiting-at "
+            "(initmodel/README.md), or set pretrained False"
+        )
+    state = read_init_state(path, "a revisiting-at ImageNet file (initmodel/README.md)")
+    if isinstance(model, Segmenter):
+        trunk, what = model.encoder, "the ViT encoder"
+        state, optional = vit_init_state(state, trunk.pos_embed), ()
+    else:
+        trunk, what = model.backbone, "the ConvNeXt backbone"
+        state, optional = convnext_init_state(state), tuple(f"norm{i}." for i in range(4))
+    expected = {k: v for k, v in trunk.state_dict().items() if not k.startswith(optional)}
+    problem = state_dict_mismatch(state, expected)
+    if problem:
+        raise UserError(
+            f"ImageNet init '{path}' does not fit {what}: {_fit(problem, 200)}; use the revisiting-at file of the "
+            f"same size (ConvNeXt-T/S-CvSt, ViT-S; initmodel/README.md)"
+        )
+    trunk.load_state_dict(state, strict=False)  # the optional norms only: the check above accounted for the rest
+    logger.info("loaded ImageNet init %s into %s (normaliser and classifier dropped)", path, what)
 
 
 def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -136,7 +136,7 @@ def test_attack_on_unlabelled_split(run_cli, tiny_opts):
         (["trades_beta", "-1"], "trades_beta must be >= 0"),
         (["adv_clean_fraction", "1"], "adv_clean_fraction must be in [0, 1)"),
         (["adv_norm", "l3"], "adv_norm must be one of ['linf', 'l2']"),
-        (["optimizer", "sgdd"], "optimizer must be one of ['sgd', 'adam', 'sam']"),
+        (["optimizer", "sgdd"], "optimizer must be one of ['sgd', 'adam', 'adamw', 'sam']"),
         (["sam_rho", "0"], "sam_rho > 0"),
     ],
 )
@@ -393,7 +393,7 @@ def test_an_evaluation_submitted_twice_on_one_save_folder_is_refused_not_raced(
     [
         (["std", "[0.2, 0, 0.2]"], "mean and std are three values each (RGB, in [0, 1] units) and std > 0"),
         (["mean", "[0.5, 0.5]"], "mean and std are three values each (RGB, in [0, 1] units) and std > 0"),
-        (["model", "upernet_convnext_t_cvst"], "pretrained True: no ImageNet initialisation for model"),
+        (["model", "upernet_convnext_t_cvst"], "starts from a revisiting-at ImageNet file given as init_path"),
         (
             ["model", "upernet_convnext_t_cvst", "pretrained", "False", "separable_conv", "True"],
             "separable_conv is VainF's DeepLabV3+ option",

@@ -189,7 +189,7 @@ def test_a_config_names_the_model_and_its_unsupported_options_are_one_line():
     )
     with torch.device("meta"):
         assert isinstance(model_from_config(cfg), UperNetConvNeXt)
-    unsupported = "no ImageNet initialisation for model 'upernet_convnext_t_cvst'"
+    unsupported = "model 'upernet_convnext_t_cvst' starts from a revisiting-at ImageNet file given as init_path"
     with pytest.raises(UserError, match=unsupported), torch.device("meta"):
         model_from_config(cfg, pretrained=True)
     cfg.separable_conv = True
