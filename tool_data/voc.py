@@ -43,15 +43,20 @@ SBD_PNG = SBD / "cls_png"
 SBD_SPLIT = "sbd_trainval"
 SBD_CLASSES = 21
 IGNORE_LABEL = 255
-SBD_HINT = "unpack SBD's benchmark.tgz there (benchmark_RELEASE/dataset renamed to VOCaug/dataset, as PIR-AT has it)"
+SBD_HINT = "unpack SBD's benchmark.tgz into --root and rename benchmark_RELEASE to VOCaug (PIR-AT's layout)"
+
+
+Note = tuple[int, str]  # a logging level and a message, logged once everything is checked (an error stays one line)
 
 
 class SbdPlan(NamedTuple):
-    """What :func:`plan_sbd` checked: the list's text and the class-map PNGs to write (encoded, by path)."""
+    """What :func:`plan_sbd` checked: the list's text, the class-map PNGs to write (encoded, by path), how many
+    existing PNGs are kept, and what was done about VOC 2012 val."""
 
     text: str
     pngs: dict[Path, bytes]
     kept: int
+    note: Note
 
 
 def _ids(path: Path) -> list[str]:
@@ -74,7 +79,6 @@ def plan_voc(root: Path) -> dict[str, str]:
         source = _split_file(root, split)
         if source is None:
             if split == "train_aug":
-                logger.info("no train_aug.txt in %s or ImageSets/Segmentation: list/train_aug.txt not written", root)
                 continue
             raise UserError(
                 f"'{root / VOC / 'ImageSets/Segmentation' / f'{split}.txt'}' not found; the VOC 2012 "
@@ -127,7 +131,9 @@ def read_sbd_mat(path: Path) -> np.ndarray:
         raise UserError(
             f"'{path}' GTcls.Segmentation is a {seg.dtype} array of shape {seg.shape}, not an HxW class map"
         )
-    bad = (seg < 0) | ((seg >= SBD_CLASSES) & (seg != IGNORE_LABEL)) | (seg != np.floor(seg))
+    bad = (seg < 0) | ((seg >= SBD_CLASSES) & (seg != IGNORE_LABEL))
+    if seg.dtype.kind == "f":
+        bad |= seg != np.floor(seg)  # NaN included
     if bad.any():
         raise UserError(
             f"'{path}' GTcls.Segmentation holds value {seg[bad].flat[0]}; SBD class maps hold 0..{SBD_CLASSES - 1} "
@@ -145,8 +151,8 @@ def _sbd_ids(root: Path) -> list[str]:
     source = base / "trainval.txt"
     if not source.is_file():
         raise UserError(
-            f"'{source}' not found; write it as train.txt followed by val.txt (cat train.txt val.txt > trainval.txt), "
-            f"the list PIR-AT trains on"
+            f"'{source}' not found; SBD ships train.txt and val.txt: write trainval.txt as the two one after the "
+            f"other (cat train.txt val.txt > trainval.txt), as gluoncv's pascal_voc.py that makes this layout does"
         )
     ids = _ids(source)
     if not ids:
@@ -157,8 +163,9 @@ def _sbd_ids(root: Path) -> list[str]:
     return ids
 
 
-def _without_voc_val(root: Path, ids: list[str], keep_val_overlap: bool) -> list[str]:
-    """``ids`` less those in VOC 2012's segmentation val.txt (all of them with ``keep_val_overlap``), logged."""
+def _without_voc_val(root: Path, ids: list[str], keep_val_overlap: bool) -> tuple[list[str], Note]:
+    """``ids`` less those in VOC 2012's segmentation val.txt (all of them with ``keep_val_overlap``), and the note
+    that says so."""
     val_path = root / VOC_VAL
     if not val_path.is_file():
         if not keep_val_overlap:
@@ -166,21 +173,17 @@ def _without_voc_val(root: Path, ids: list[str], keep_val_overlap: bool) -> list
                 f"'{val_path}' not found, so SBD's trainval cannot be checked for VOC 2012 val images; unpack VOC 2012 "
                 f"into '{root}' or pass --keep-val-overlap to list all of trainval"
             )
-        logger.warning("%s not found: list/%s.txt not checked for VOC 2012 val images", val_path, SBD_SPLIT)
-        return ids
+        return ids, (logging.WARNING, f"{val_path} not found: list/{SBD_SPLIT}.txt not checked for VOC 2012 val images")
     val = set(_ids(val_path))
     overlap = sum(i in val for i in ids)
     if keep_val_overlap:
-        logger.warning(
-            "list/%s.txt holds %d of the %d VOC 2012 val images (--keep-val-overlap, as PIR-AT): a model trained on "
-            "it has seen them, so its VOC val numbers are not held-out",
-            SBD_SPLIT,
-            overlap,
-            len(val),
+        message = (
+            f"list/{SBD_SPLIT}.txt holds {overlap} of the {len(val)} VOC 2012 val images (--keep-val-overlap, as "
+            f"PIR-AT): a model trained on it has seen them, so its VOC val numbers are not held-out"
         )
-        return ids
-    logger.info("removed %d of %d SBD trainval images that are in VOC 2012 val", overlap, len(ids))
-    return [i for i in ids if i not in val]
+        return ids, (logging.WARNING, message)
+    note = (logging.INFO, f"removed {overlap} of {len(ids)} SBD trainval images that are in VOC 2012 val")
+    return [i for i in ids if i not in val], note
 
 
 def _check_sbd_map(root: Path, sbd_id: str) -> np.ndarray:
@@ -206,8 +209,8 @@ def _png_bytes(seg: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def plan_sbd(root: Path, keep_val_overlap: bool = False, overwrite: bool = False) -> SbdPlan | None:
-    """Check SBD's trainval under ``root`` and encode its class maps; None (logged) when ``VOCaug/dataset`` is absent.
+def plan_sbd(root: Path, keep_val_overlap: bool = False, overwrite: bool = False) -> SbdPlan:
+    """Check SBD's trainval under ``root`` (which holds ``VOCaug/dataset``) and encode its class maps.
 
     Every listed .mat is read and checked; the PNGs of those that have none yet (all with ``overwrite``) are
     encoded here, so that writing them cannot fail half-way on a bad file.
@@ -216,11 +219,8 @@ def plan_sbd(root: Path, keep_val_overlap: bool = False, overwrite: bool = False
         UserError: a missing folder, list or file, a bad .mat, or VOC 2012's val.txt absent while not
             ``keep_val_overlap``.
     """
-    if not (root / SBD).is_dir():
-        logger.info("no %s in %s: list/%s.txt not written", SBD, root, SBD_SPLIT)
-        return None
     ids = _sbd_ids(root)
-    listed = _without_voc_val(root, ids, keep_val_overlap)
+    listed, note = _without_voc_val(root, ids, keep_val_overlap)
     pngs = {}
     for done, sbd_id in enumerate(ids, start=1):
         seg = _check_sbd_map(root, sbd_id)
@@ -230,35 +230,45 @@ def plan_sbd(root: Path, keep_val_overlap: bool = False, overwrite: bool = False
         if done % 2000 == 0:
             logger.info("checked %d of %d SBD class maps", done, len(ids))
     text = "".join(f"{SBD / 'img' / f'{i}.jpg'} {SBD_PNG / f'{i}.png'}\n" for i in listed)
-    return SbdPlan(text, pngs, len(ids) - len(pngs))
+    return SbdPlan(text, pngs, len(ids) - len(pngs), note)
 
 
 def plan_lists(
     root: Path, keep_val_overlap: bool = False, overwrite: bool = False
-) -> tuple[dict[str, str], SbdPlan | None]:
-    """The text of each list file to write and the SBD plan; UserError naming the first missing piece."""
+) -> tuple[dict[str, str], SbdPlan | None, list[Note]]:
+    """The text of each list file to write, the SBD plan (None without ``VOCaug/dataset``) and the notes to log;
+    UserError naming the first missing piece."""
     has_voc, has_sbd = (root / VOC).is_dir(), (root / SBD).is_dir()
     if not has_voc and not has_sbd:
         raise UserError(
             f"'{root / VOC}' not found; pass --root the folder that holds VOCdevkit/ (VainF's --data_root) or "
             f"VOCaug/ (PIR-AT's)"
         )
-    if has_voc:
-        texts = plan_voc(root)
+    texts = plan_voc(root) if has_voc else {}
+    notes: list[Note] = []
+    if not has_voc:
+        notes.append((logging.INFO, f"no {VOC} in {root}: only SBD's list is written"))
+    elif "train_aug" not in texts:
+        notes.append(
+            (logging.INFO, f"no train_aug.txt in {root} or ImageSets/Segmentation: list/train_aug.txt not written")
+        )
+    sbd = plan_sbd(root, keep_val_overlap, overwrite) if has_sbd else None
+    if sbd is None:
+        notes.append((logging.INFO, f"no {SBD} in {root}: list/{SBD_SPLIT}.txt not written"))
     else:
-        logger.info("no %s in %s: only SBD's list is written", VOC, root)
-        texts = {}
-    sbd = plan_sbd(root, keep_val_overlap, overwrite)
-    if sbd is not None:
         texts[SBD_SPLIT] = sbd.text
-    return texts, sbd
+        notes.append(sbd.note)
+    return texts, sbd, notes
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write through a temporary file and rename it, so no half-written file is left behind."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise UserError(f"cannot write '{path}' ({err}); check that '{path.parent}' is writable") from err
 
 
 def write_lists(root: str | Path, overwrite: bool = False, keep_val_overlap: bool = False) -> dict[str, Path]:
@@ -266,7 +276,7 @@ def write_lists(root: str | Path, overwrite: bool = False, keep_val_overlap: boo
     unless ``overwrite``, which also rewrites existing PNGs. ``keep_val_overlap`` keeps VOC 2012 val images in
     ``list/sbd_trainval.txt``."""
     root = Path(root)
-    texts, sbd = plan_lists(root, keep_val_overlap, overwrite)
+    texts, sbd, notes = plan_lists(root, keep_val_overlap, overwrite)
     out = {split: root / "list" / f"{split}.txt" for split in texts}
     changed = [p for split, p in out.items() if p.exists() and p.read_text() != texts[split]]
     if changed and not overwrite:
@@ -274,6 +284,8 @@ def write_lists(root: str | Path, overwrite: bool = False, keep_val_overlap: boo
     for folder in (root / "list", root / SBD_PNG):
         if folder.exists() and not folder.is_dir():
             raise UserError(f"'{folder}' is a file, not a folder; move it so the outputs can be written there")
+    for level, message in notes:
+        logger.log(level, "%s", message)
     if sbd is not None:
         (root / SBD_PNG).mkdir(exist_ok=True)
         for path, data in sbd.pngs.items():
@@ -299,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--keep-val-overlap",
         action="store_true",
-        help="keep the VOC 2012 val images in list/sbd_trainval.txt (PIR-AT's list exactly; its val mIoU is not held-out)",
+        help="keep the VOC 2012 val images in list/sbd_trainval.txt (PIR-AT's list exactly; VOC val is then seen)",
     )
     args = parser.parse_args(argv)
     for split, path in write_lists(args.root, args.overwrite, args.keep_val_overlap).items():
