@@ -177,3 +177,21 @@ def test_every_pir_at_release_has_a_config_that_builds_it_and_scripts(release, c
     assert "test_preprocess pirat" in (ROOT / f"tool_test/{dataset}/pirat_eval.sh").read_text()
     name = config.split("/")[-1].removeprefix(f"{dataset}_").removesuffix("_pirat.yaml")
     assert config in (ROOT / f"tool_train/{dataset}/{name}_train_pirat.sh").read_text()
+
+
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("config/*/*_clean.yaml")))
+def test_every_pir_at_clean_counterpart_trains_its_network_without_attack(config):
+    import torch
+
+    from model import model_from_config
+    from util.config import load_config
+
+    cfg = load_config(str(ROOT / config))
+    pirat = load_config(str(ROOT / config.replace("_clean.yaml", "_pirat.yaml")))
+    with torch.device("meta"):
+        model_from_config(cfg)
+    assert cfg.defense == "none" and pirat.defense == "pgd_at" and cfg.model == pirat.model
+    assert (cfg.optimizer, cfg.base_lr, cfg.epochs) == (pirat.optimizer, pirat.base_lr, pirat.epochs)
+    dataset = config.split("/")[1]
+    name = config.split("/")[-1].removeprefix(f"{dataset}_").removesuffix("_clean.yaml")
+    assert config in (ROOT / f"tool_train/{dataset}/{name}_train_clean.sh").read_text()

@@ -1,4 +1,4 @@
 #!/bin/sh
-# Train PIR-AT's UperNet-ConvNeXt-S on ade20k with PGD-AT (5 steps at 4/255; PIR-AT's AdamW recipe and robust ImageNet init are not
-# here yet, docs/pir_at.md): sh tool_train/ade20k/upernet_convnext_s_train_pirat.sh [key value ...]
+# Train UperNet-ConvNeXt-S on ade20k with PIR-AT's recipe (config/ade20k/ade20k_upernet_convnext_s_pirat.yaml):
+# sh tool_train/ade20k/upernet_convnext_s_train_pirat.sh [key value ...]
 exec sh tool_train/train.sh ade20k upernet_convnext_s_pirat config/ade20k/ade20k_upernet_convnext_s_pirat.yaml "$@"

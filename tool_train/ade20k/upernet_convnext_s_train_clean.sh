@@ -1,0 +1,4 @@
+#!/bin/sh
+# Train UperNet-ConvNeXt-S on ade20k with PIR-AT's recipe, clean (its counterpart) (config/ade20k/ade20k_upernet_convnext_s_clean.yaml):
+# sh tool_train/ade20k/upernet_convnext_s_train_clean.sh [key value ...]
+exec sh tool_train/train.sh ade20k upernet_convnext_s_clean config/ade20k/ade20k_upernet_convnext_s_clean.yaml "$@"
