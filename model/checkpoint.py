@@ -553,9 +553,10 @@ def vit_init_state(state: Mapping[str, torch.Tensor], pos_embed: torch.Tensor) -
 
 
 def load_pirat_init(model: nn.Module, path: str | None) -> None:
-    """A robust (or clean) ImageNet file into UperNet-ConvNeXt's ``backbone`` or Segmenter's ``encoder``,
-    strictly: every weight of the file is used and every weight of the trunk set, except the stage-output norms
-    (``norm0`` .. ``norm3``) that no ImageNet ConvNeXt has (they keep their initial values, as in PIR-AT).
+    """A robust (or clean) ImageNet file, or the trunk of a segmentation checkpoint, into UperNet-ConvNeXt's
+    ``backbone`` or Segmenter's ``encoder``, strictly: every weight of the file is used and every weight of the
+    trunk set, except the stage-output norms (``norm0`` .. ``norm3``) that no ImageNet ConvNeXt has (they keep
+    their initial values, as in PIR-AT).
 
     Raises:
         UserError: no ``init_path``, or a file that is missing, unreadable or does not fit (keys named).
@@ -568,13 +569,17 @@ def load_pirat_init(model: nn.Module, path: str | None) -> None:
             "(initmodel/README.md), or set pretrained False"
         )
     state = read_init_state(path, "a revisiting-at ImageNet file (initmodel/README.md)")
+    name = "encoder" if isinstance(model, Segmenter) else "backbone"
+    if any(k.startswith(name + ".") for k in state):  # a segmentation checkpoint (ours, PIR-AT's): its trunk only
+        state = {k.removeprefix(name + "."): v for k, v in state.items() if k.startswith(name + ".")}
+        logger.info("ImageNet init %s is a segmentation checkpoint: its %s is used, the heads are not", path, name)
     if isinstance(model, Segmenter):
         trunk, what = model.encoder, "the ViT encoder"
         state, optional = vit_init_state(state, trunk.pos_embed), ()
     else:
         trunk, what = model.backbone, "the ConvNeXt backbone"
         state, optional = convnext_init_state(state), tuple(f"norm{i}." for i in range(4))
-    expected = {k: v for k, v in trunk.state_dict().items() if not k.startswith(optional)}
+    expected = {k: v for k, v in trunk.state_dict().items() if k in state or not k.startswith(optional)}
     problem = state_dict_mismatch(state, expected)
     if problem:
         raise UserError(

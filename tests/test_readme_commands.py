@@ -17,6 +17,7 @@ TESTED = {
     "make demo",
     "make test",
     "make demo-strong",
+    "make demo-pirat",
     "sh tool_train/voc2012/psp_train.sh",
     "sh tool_test/voc2012/robust_eval.sh",
 }
@@ -71,10 +72,11 @@ def _clean(clone: Path) -> bool:
     return _run(["git", "status", "--porcelain"], clone).stdout == ""
 
 
-@pytest.mark.parametrize("target", ["demo", "demo-strong"])
+@pytest.mark.parametrize("target", ["demo", "demo-strong", "demo-pirat"])
 def test_the_demos_first_step_writes_the_dataset_on_a_fresh_clone(clone, target):
-    """The data step of both demos on a clone that holds only the tracked class names (demo-strong used to
-    refuse it); demo-strong's keeps that set on a second run and refuses one made with other parameters."""
+    """The data step of the demos on a clone that holds only the tracked class names (demo-strong used to
+    refuse it); demo-strong's keeps that set on a second run and refuses one made with other parameters;
+    demo-pirat's second step writes its pre-training set, which git ignores."""
     step = _steps(clone, target)[0]
     assert "tool_data.synthetic" in step
     proc = _run(["sh", "-c", step], clone)
@@ -83,6 +85,13 @@ def test_the_demos_first_step_writes_the_dataset_on_a_fresh_clone(clone, target)
     assert len((root / "list/train.txt").read_text().splitlines()) == 400
     assert len((root / "list/val.txt").read_text().splitlines()) == 50
     assert _clean(clone)  # the class-name files are as committed
+    if target == "demo-pirat":
+        second = _steps(clone, target)[1]
+        assert "--root dataset/synthetic_pretrain" in second
+        proc = _run(["sh", "-c", second], clone)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert len((clone / "dataset/synthetic_pretrain/list/train.txt").read_text().splitlines()) == 400
+        assert _clean(clone)
     if target == "demo-strong":
         again = _run(["sh", "-c", step], clone)
         assert again.returncode == 0 and "dataset up to date" in again.stdout

@@ -195,3 +195,17 @@ def test_every_pir_at_clean_counterpart_trains_its_network_without_attack(config
     dataset = config.split("/")[1]
     name = config.split("/")[-1].removeprefix(f"{dataset}_").removesuffix("_clean.yaml")
     assert config in (ROOT / f"tool_train/{dataset}/{name}_train_clean.sh").read_text()
+
+
+def test_demo_pirat_trains_and_evaluates_with_files_that_exist():
+    """make demo-pirat: its pre-training and fine-tuning scripts, configs and attack list exist, the three starts
+    are fine-tuned with PGD-AT, and the robust and clean pre-trainings hand their checkpoints on as init_path."""
+    dry = subprocess.run(
+        ["make", "-n", "demo-pirat", "PYTHON=python"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "tool_train/synthetic/upernet_demo_train$suffix.sh" in dry  # suffix: _pgd_at for the robust one
+    assert "tool_train/synthetic/upernet_demo_train_pgd_at.sh" in dry
+    for path in ("tool_train/synthetic/upernet_demo_train.sh", "tool_train/synthetic/upernet_demo_train_pgd_at.sh"):
+        assert (ROOT / path).is_file()
+    assert "for start in robust clean scratch" in dry and "init_path exp/synthetic/pirat_pre_$start/model/" in dry
+    assert (ROOT / "config/attacks_demo_pirat.yaml").is_file() and "ATTACKS=config/attacks_demo_pirat.yaml" in dry

@@ -166,3 +166,14 @@ def test_a_file_that_does_not_fit_and_a_missing_init_path_are_one_line(tmp_path)
     cfg.init_path = str(tmp_path / "other_depth.pt")
     with pytest.raises(UserError, match="does not fit the ConvNeXt backbone"):
         model_from_config(cfg, pretrained=True)
+
+
+def test_a_segmentation_checkpoint_gives_its_trunk_only(tmp_path):
+    """The miniature's pre-training (make demo-pirat) hands a segmentation model's backbone on, heads left out."""
+    demo = MODELS.get("upernet_convnext_demo")
+    source, target = demo("upernet_convnext_demo", 5), demo("upernet_convnext_demo", 3)
+    torch.save({"state_dict": source.state_dict(), "epoch": 1}, tmp_path / "train_epoch_1.pth")
+    heads = {k: v.clone() for k, v in target.state_dict().items() if not k.startswith("backbone.")}
+    load_pirat_init(target, str(tmp_path / "train_epoch_1.pth"))
+    assert all(torch.equal(v, source.backbone.state_dict()[k]) for k, v in target.backbone.state_dict().items())
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in heads.items())
