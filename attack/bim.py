@@ -27,6 +27,9 @@ class BIM(Attack):
         keep: ``last``, the last iterate; or ``best_batch_loss``, PIR-AT's training attack (``Pgd_Attack`` of
             nmndeep/Robust-Segmentation): the iterate after the last step whose batch loss, measured before the
             step, was at least the highest so far.
+        param_grads: PIR-AT's slip, for training only: each step's ``loss.backward()`` also adds the gradient of
+            the batch's mean CE to the model's parameters' ``.grad``, which its training step then keeps in the
+            update (its ``zero_grad`` runs before the attack). Not a config field of evaluation attacks.
         kwargs: see :class:`attack.base.Attack` (mean, std, forward).
     """
 
@@ -44,6 +47,7 @@ class BIM(Attack):
         ignore_index: int = 255,
         random_start: bool = defaults["random_start"],
         keep: str = defaults["keep"],
+        param_grads: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(model, eps, ignore_index, **kwargs)
@@ -52,6 +56,7 @@ class BIM(Attack):
         self.alpha = alpha
         self.random_start = random_start
         self.keep = keep
+        self.param_grads = param_grads
 
     @classmethod
     def validate(cls, **values: Any) -> None:
@@ -73,10 +78,17 @@ class BIM(Attack):
         for _ in range(self.steps):
             x.requires_grad_(True)
             loss = self.ce_loss(self.logits(x, target.shape[-2:]), target)
-            grad = self.input_grad(loss, x)
+            grad = self.input_grad(loss, x) if not self.param_grads else self._grad_and_param_grads(loss, x, target)
             x = self.project(x.detach() + self.alpha * grad.sign(), x0)
             if self.keep == "best_batch_loss":  # torch.where, not ``if``: no host sync in the loop
                 improved = loss.detach() >= highest if highest is not None else torch.ones((), dtype=torch.bool)
                 kept = torch.where(improved, x, kept)
                 highest = loss.detach() if highest is None else torch.maximum(highest, loss.detach())
         return x if self.keep == "last" else kept
+
+    def _grad_and_param_grads(self, loss: torch.Tensor, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """d loss / d x, with the mean CE's parameter gradients accumulated into ``.grad`` (``param_grads``)."""
+        valid = (target != self.ignore_index).sum().clamp_min(1)
+        (loss / valid).backward()
+        grad, x.grad = x.grad, None
+        return grad

@@ -62,6 +62,7 @@ def build_training_attack(cfg: DictConfig) -> TrainingAttack:
         train_mode=cfg.adv_train_mode,
         unnormalized=cfg.adv_grad_at_unnormalized,
         keep=cfg.adv_keep,
+        param_grads=cfg.adv_param_grads,
         mean=tuple(cfg.mean),
         std=tuple(cfg.std),
     )

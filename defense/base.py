@@ -59,6 +59,7 @@ class TrainingAttack:
     train_mode: bool = False  # craft with the model in train mode (SAM-AT); default eval mode
     unnormalized: bool = False  # feed the model the [0, 1] pixels while crafting (SAM-AT's slip)
     keep: str = "last"  # linf: the last iterate, or best_batch_loss (PIR-AT's Pgd_Attack; see attack.bim.BIM)
+    param_grads: bool = False  # linf: PIR-AT's slip, the attack's parameter gradients kept in the update
     mean: tuple[float, ...] = IMAGENET_MEAN  # the model's input normalisation (config keys mean, std)
     std: tuple[float, ...] = IMAGENET_STD
 
@@ -83,7 +84,7 @@ class TrainingAttack:
         }
         if self.norm == "l2":
             return PGD(model, norm="l2", last_iterate=True, **common)
-        return BIM(model, keep=self.keep, **common)
+        return BIM(model, keep=self.keep, param_grads=self.param_grads, **common)
 
 
 def resize_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -65,13 +65,13 @@ def train_step(
     gradient over processes, so its ascent is that of the global batch, as with one process.
     """
     amp, settings = amp or MixedPrecision(), settings or StepSettings()
+    optimizer.zero_grad(set_to_none=True)  # before crafting: an attack with param_grads adds to .grad (PIR-AT)
     with amp.autocast(crafting=True):
         batch = defense.make_batch(model, images, target)
     with amp.autocast():
         step = defense.loss(model, batch)
     logged = dist.all_reduce_mean(torch.stack([step.loss.detach(), step.main_loss, step.aux_loss]).float())
     check_finite(logged[0], curr_iter, settings.save_path)
-    optimizer.zero_grad(set_to_none=True)
     amp.scaler.scale(step.loss).backward()
     base = optimizer
     if isinstance(optimizer, SAM):

@@ -59,6 +59,8 @@ class TrainConfig:
     adv_random_start: bool = False  # start the training attack at a random point of the ball (PGD)
     adv_keep: str = "last"  # the training attack's result: last (iterate) | best_batch_loss (PIR-AT's Pgd_Attack:
     # the iterate after the last step whose batch loss was at least the highest before; L-inf only)
+    adv_param_grads: bool = False  # PIR-AT's slip: its attack's loss.backward() also fills the parameters' .grad
+    # (the mean CE at each iterate, in eval mode), which its update keeps beside the training loss's; L-inf only
     adv_norm: str = "linf"  # training attack threat model: linf | l2 (SAM-AT's --norm)
     adv_train_mode: bool = False  # craft with the model in train mode, BN updating (SAM-AT's --adv); else eval
     adv_clean_fraction: float = 0.0  # pgd_at: share of each batch kept clean
@@ -352,8 +354,15 @@ def _check_evaluation(cfg: DictConfig, where: str) -> None:
 
 
 def _check_training_attack(cfg: DictConfig, where: str) -> None:
-    if cfg.adv_keep != "last" and cfg.adv_norm != "linf":
-        raise UserError(f"{where}: adv_keep {cfg.adv_keep} is for L-inf training attacks; set adv_keep last for l2")
+    if cfg.adv_param_grads and cfg.amp == "fp16":
+        raise UserError(
+            f"{where}: adv_param_grads adds unscaled gradients, which fp16's scaler would shrink; use amp bf16 or off"
+        )
+    if (cfg.adv_keep != "last" or cfg.adv_param_grads) and cfg.adv_norm != "linf":
+        raise UserError(
+            f"{where}: adv_keep {cfg.adv_keep} and adv_param_grads restate PIR-AT's L-inf attack; for l2 set "
+            f"adv_keep last and adv_param_grads False"
+        )
     if cfg.adv_eps <= 0 or cfg.adv_steps < 1:
         raise UserError(f"{where}: need adv_eps > 0 and adv_steps >= 1, got {cfg.adv_eps}, {cfg.adv_steps}")
     if cfg.adv_step_size is not None and cfg.adv_step_size <= 0:

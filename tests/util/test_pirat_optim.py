@@ -61,3 +61,11 @@ def test_warmup_keys_are_checked_in_one_line():
     with pytest.raises(UserError, match="need warmup_epochs >= 0 and warmup_ratio in \\[0, 1\\]"):
         load_config(config, ["warmup_ratio", "2"])
     assert load_config(config, ["optimizer", "adamw"]).optimizer == "adamw"
+
+
+def test_pir_at_s_attack_options_are_refused_where_they_cannot_hold():
+    config = str(ROOT / "config/synthetic/synthetic_pspnet18_pgd_at.yaml")
+    with pytest.raises(UserError, match="adv_param_grads adds unscaled gradients"):
+        load_config(config, ["adv_param_grads", "True", "amp", "fp16"])
+    with pytest.raises(UserError, match="restate PIR-AT's L-inf attack; for l2 set"):
+        load_config(config, ["adv_keep", "best_batch_loss", "adv_norm", "l2"])
