@@ -60,4 +60,22 @@ def test_a_named_model_with_the_original_or_ddcat_is_one_line():
     for extra in (["--original", "--defense", "none"], ["--defense", "ddcat"]):
         done = _bench("--model", "upernet_convnext_t_cvst", *extra)
         assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1
-        assert done.stderr.startswith("error: train_step.py: --model times ours with --defense none or sat only")
+        assert done.stderr.startswith("error: train_step.py: --model times ours with --defense none, sat or pgd_at;")
+    done = _bench("--defense", "pgd_at")
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "give --model" in done.stderr
+
+
+def test_pir_at_s_step_is_timed_against_the_reference_s_with_the_work_it_skips():
+    """Ours crafts without parameter gradients (fewer FLOPs than the reference's iteration); with PIR-AT's slip
+    (--adv-param-grads) it computes them as the reference does, so the counts meet."""
+    common = ("--model", "upernet_convnext_demo", "--defense", "pgd_at", "--classes", "5", "--steps", "1")
+    done = _bench(*common, "--original", "--flops", "--threads", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    original, ours = map(json.loads, done.stdout.strip().splitlines())
+    assert original["impl"] == "original" and original["gflop_per_step"] > ours["gflop_per_step"] > 0
+    slip = _bench(*common, "--flops", "--threads", "1", "--adv-param-grads")
+    (line,) = map(json.loads, slip.stdout.strip().splitlines())
+    assert (
+        line["adv_param_grads"]
+        and abs(line["gflop_per_step"] - original["gflop_per_step"]) <= 0.02 * original["gflop_per_step"]
+    )

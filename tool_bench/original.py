@@ -89,3 +89,39 @@ def original_step(
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def pirat_step(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    eps: float = 4 / 255,
+    alpha: float = 0.01,
+    steps: int = 5,
+) -> torch.Tensor:
+    """One iteration of PIR-AT's ``tools/train_rob_seg.py`` (its ``Pgd_Attack``) on a UperNet-ConvNeXt: the
+    gradients zeroed, PGD in eval mode whose every ``loss.backward()`` also computes (and keeps) the parameters'
+    gradients, the best-batch-loss iterate, then main + 0.4 aux in train mode and the step. ``images`` in [0, 1]."""
+    optimizer.zero_grad(set_to_none=True)
+    net.eval()
+    delta = torch.zeros_like(images, requires_grad=True)
+    running_best = torch.zeros(images.size(0), device=images.device)
+    best_delta = torch.zeros_like(images)
+    for _ in range(steps):
+        loss = F.cross_entropy(net((images + delta).clamp(0.0, 1.0)), target)
+        ind = (loss.detach() >= running_best).nonzero().squeeze()
+        running_best[ind] = loss.detach()
+        loss.backward()
+        delta.data = delta + alpha * delta.grad.sign()
+        delta.data = ((images + delta.data).clamp(0.0, 1.0) - images).clamp(-eps, eps)
+        delta.grad.zero_()
+        best_delta[ind] = delta[ind].data
+    net.train()
+    outputs = net((images + best_delta).clamp(0.0, 1.0))
+    loss = F.cross_entropy(outputs["out"], target, ignore_index=-1) + 0.4 * F.cross_entropy(
+        outputs["aux"], target, ignore_index=-1
+    )
+    loss.backward()
+    optimizer.step()
+    return loss.detach()

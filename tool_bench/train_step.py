@@ -49,7 +49,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument(
-        "--defense", action="append", choices=["none", "sat", "ddcat"], help="repeatable; default: none, sat, ddcat"
+        "--defense",
+        action="append",
+        choices=["none", "sat", "ddcat", "pgd_at"],
+        help="repeatable; default: none, sat, ddcat; pgd_at (with --model): PIR-AT's step",
+    )
+    parser.add_argument(
+        "--adv-param-grads", action="store_true", help="pgd_at: ours with PIR-AT's slip (adv_param_grads True)"
     )
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "sam"])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -81,9 +87,12 @@ def step_function(args: argparse.Namespace, defense_name: str, device: torch.dev
     else:
         net = build_model(args.arch, args.layers, args.classes, backbone=args.backbone, ddcat=defense_name == "ddcat")
     net = net.to(device).train()
+    target = torch.randint(0, args.classes, (args.batch, args.crop, args.crop), device=device)
+    if defense_name == "pgd_at":  # PIR-AT's step: AdamW, [0, 1] pixels, PGD-5 at 4/255
+        images = torch.rand(args.batch, 3, args.crop, args.crop, device=device)
+        return pirat_step_function(args, net, images, target, device)
     optimizer, _ = build_optimizer(args.optimizer if args.impl == "ours" else "sgd", net, 0.01)
     images = torch.randn(args.batch, 3, args.crop, args.crop, device=device)
-    target = torch.randint(0, args.classes, (args.batch, args.crop, args.crop), device=device)
     if args.impl == "ours":
         defense = DEFENSES.get(defense_name)(aux_weight=0.4, ignore_label=255, attack=TrainingAttack())
         amp = MixedPrecision(device.type, args.amp)
@@ -96,6 +105,21 @@ def step_function(args: argparse.Namespace, defense_name: str, device: torch.dev
             original_step(defense_name, net, optimizer, images, target)
 
     return step
+
+
+def pirat_step_function(args: argparse.Namespace, net, images: torch.Tensor, target: torch.Tensor, device):
+    """PIR-AT's step, ours (``pgd_at`` with its attack) or the reference's iteration restated."""
+    optimizer, _ = build_optimizer("adamw", net, 1e-3, weight_decay=0.01, head_mult=1.0)
+    if args.impl == "original":
+        from tool_bench.original import pirat_step
+
+        return lambda: pirat_step(net, optimizer, images, target)
+    attack = TrainingAttack(
+        4 / 255, 5, 0.01, keep="best_batch_loss", param_grads=args.adv_param_grads, mean=(0, 0, 0), std=(1, 1, 1)
+    )
+    defense = DEFENSES.get("pgd_at")(aux_weight=0.4, ignore_label=255, attack=attack)
+    amp = MixedPrecision(device.type, args.amp)
+    return lambda: train_step(net, defense, optimizer, images, target, curr_iter=1, amp=amp)
 
 
 def measure(args: argparse.Namespace, defense_name: str) -> dict:
@@ -133,7 +157,7 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
 
 def settings(args: argparse.Namespace, device: torch.device) -> dict:
     """The fields of a result line that differ from the defaults, and the CUDA memory peak."""
-    extra = {}
+    extra = {"adv_param_grads": True} if args.adv_param_grads else {}
     if args.backbone != "resnet":
         extra["backbone"] = args.backbone
     if args.amp != "off":
@@ -150,11 +174,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeat < 1 or args.steps < 1:
         parser.error(f"--repeat and --steps must be at least 1, got {args.repeat} and {args.steps}")
-    if args.model and (args.original or "ddcat" in (args.defense or ["ddcat"])):
-        parser.error("--model times ours with --defense none or sat only (the original code is DDC-AT's)")
+    defenses = args.defense or ["none", "sat", "ddcat"]
+    if args.model and ("ddcat" in defenses or (args.original and defenses != ["pgd_at"])):
+        parser.error("--model times ours with --defense none, sat or pgd_at; with --original, pgd_at only (PIR-AT's)")
+    if "pgd_at" in defenses and not args.model:
+        parser.error("--defense pgd_at times PIR-AT's step: give --model (upernet_convnext_t_cvst, ...)")
     if args.model:
         MODELS.get(args.model, "train_step.py --model")  # an unknown name: one line, with the known ones
-    defenses = args.defense or ["none", "sat", "ddcat"]
     if len(defenses) == 1 and "--impl" in sys.argv:  # a child process: one measurement
         print(json.dumps(measure(args, defenses[0])), flush=True)
         return
