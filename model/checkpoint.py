@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from model.ddcat import from_plain_state_dict, is_ddcat_state, to_plain_state_dict
+from model.segmenter import Segmenter
 from model.upernet import CONFIGS as UPERNET_CONFIGS
 from model.upernet import WIDTHS
 from util import dist
@@ -561,8 +562,6 @@ def load_pirat_init(model: nn.Module, path: str | None) -> None:
     Raises:
         UserError: no ``init_path``, or a file that is missing, unreadable or does not fit (keys named).
     """
-    from model.segmenter import Segmenter
-
     if not path:
         raise UserError(
             "pretrained True needs init_path: a robust ImageNet ConvNeXt-CvSt or ViT-S file of nmndeep/revisiting-at "
