@@ -157,7 +157,7 @@ def measure(args: argparse.Namespace, defense_name: str) -> dict:
 
 def settings(args: argparse.Namespace, device: torch.device) -> dict:
     """The fields of a result line that differ from the defaults, and the CUDA memory peak."""
-    extra = {"adv_param_grads": True} if args.adv_param_grads else {}
+    extra = {"adv_param_grads": True} if args.adv_param_grads and args.impl == "ours" else {}
     if args.backbone != "resnet":
         extra["backbone"] = args.backbone
     if args.amp != "off":
