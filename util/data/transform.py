@@ -405,6 +405,12 @@ class VainFRandomCrop:
         )
 
 
+def _short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
+    """PIL's (width, height) of an h x w image with its short side resized to ``short``, the long side
+    int(long * short / short side), as PIR-AT's transforms round it."""
+    return (int(w * short / h), short) if w > h else (short, int(h * short / w))
+
+
 class PIRATRandomScaleCrop:
     """PIR-AT's training transform (``_sync_transform`` of nmndeep/Robust-Segmentation), with Python's ``random``
     in its order: a horizontal flip with probability 0.5; the short side resized to randint(int(base * low),
@@ -428,7 +434,7 @@ class PIRATRandomScaleCrop:
             pixels, mask = pixels.transpose(Image.FLIP_LEFT_RIGHT), mask.transpose(Image.FLIP_LEFT_RIGHT)
         short = random.randint(int(self.base_size * self.scale[0]), int(self.base_size * self.scale[1]))
         w, h = pixels.size
-        size = (short, int(1.0 * h * short / w)) if h > w else (int(1.0 * w * short / h), short)
+        size = _short_side_size(h, w, short)
         pixels, mask = pixels.resize(size, Image.BILINEAR), mask.resize(size, Image.NEAREST)
         array, label = np.asarray(pixels), np.asarray(mask)
         pad_h, pad_w = max(self.crop_h - size[1], 0), max(self.crop_w - size[0], 0)
@@ -478,7 +484,7 @@ class ShortSideCenterCrop:
             UserError: the resized image is smaller than the crop (only a non-square crop can be).
         """
         short = min(self.crop_h, self.crop_w)
-        size = (int(w * short / h), short) if w > h else (short, int(h * short / w))
+        size = _short_side_size(h, w, short)
         if size[0] < self.crop_w or size[1] < self.crop_h:
             raise UserError(
                 f"{name} is {h}x{w}, {size[1]}x{size[0]} with its short side resized to {short}: smaller than the "
