@@ -120,7 +120,8 @@ def _refuse_vainf_options(cfg, pretrained: bool) -> None:
     if pretrained and not cfg.init_path:
         raise UserError(
             f"pretrained True: model {cfg.model!r} starts from a revisiting-at ImageNet file given as init_path "
-            f"(initmodel/README.md); set init_path, or pretrained False"
+            f"(facebookresearch's ConvNeXt-T for upernet_convnext_t; initmodel/README.md); set init_path, or "
+            f"pretrained False"
         )
     if cfg.separable_conv:
         raise UserError(

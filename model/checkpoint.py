@@ -310,14 +310,23 @@ def _resnet_depth(state: Mapping[str, torch.Tensor]) -> int | str:
 
 def guess_model(state: Mapping[str, torch.Tensor]) -> str:
     """Which model a state dict belongs to, as the config keys that build it ('' when the keys do not say)."""
-    if "backbone.downsample_layers.0.stem.0.weight" in state:  # PIR-AT's ConvNeXt with the convolution stem
+    if "backbone.norm0.weight" in state and "backbone.downsample_layers.1.0.weight" in state:  # PIR-AT's ConvNeXt
         depths = tuple(_blocks(state, f"backbone.stages.{i}.") for i in range(4))
         width = state["backbone.norm0.weight"].shape[0]
+        stem = "conv" if "backbone.downsample_layers.0.stem.0.weight" in state else "patch"
         name = next(
-            (n for n, c in UPERNET_CONFIGS.items() if c["depths"] == depths and c.get("dims", WIDTHS)[0] == width), None
+            (
+                n
+                for n, c in UPERNET_CONFIGS.items()
+                if (c["depths"], c.get("dims", WIDTHS)[0], c.get("stem", "conv")) == (depths, width, stem)
+            ),
+            None,
         )
         if name is None:
-            return f"a UperNet-ConvNeXt of depths {depths} and width {width}, which no model name here builds"
+            return (
+                f"a UperNet-ConvNeXt of depths {depths}, width {width} and the {stem} stem, which no model name here "
+                "builds"
+            )
         return f"PIR-AT UperNet-ConvNeXt: set model {name}{_classes(state, 'decode_head.classifier')}"
     if "encoder.pos_embed" in state and "decoder.cls_emb" in state:  # Segmenter (PIR-AT's ViT-S/16)
         width, classes = state["encoder.pos_embed"].shape[-1], state["decoder.cls_emb"].shape[1]
@@ -529,9 +538,12 @@ def imagenet_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def convnext_init_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A robust ConvNeXt-CvSt file (timm's names) in our ConvNeXt's names, as PIR-AT's ``load_carefully_cvst``
-    maps it; a file already in ours (facebookresearch/ConvNeXt's layout) is kept as it is."""
+    maps it. A file already in ours (facebookresearch/ConvNeXt's layout, read by PIR-AT's ``load_carefully``)
+    keeps its names; its final LayerNorm (``norm.*``, the classifier's input) is dropped with the classifier."""
     out = {}
     for key, value in imagenet_keys(state).items():
+        if key.startswith("norm."):
+            continue
         for pattern, replacement in _CONVNEXT_TIMM:
             key, hits = pattern.subn(replacement, key)
             if hits:
@@ -582,8 +594,9 @@ def load_pirat_init(model: nn.Module, path: str | None) -> None:
     problem = state_dict_mismatch(state, expected)
     if problem:
         raise UserError(
-            f"ImageNet init '{path}' does not fit {what}: {_fit(problem, 200)}; use the revisiting-at file of the "
-            f"same size (ConvNeXt-T/S-CvSt, ViT-S; initmodel/README.md)"
+            f"ImageNet init '{path}' does not fit {what}: {_fit(problem, 200)}; use the ImageNet file of the same "
+            f"size and stem (revisiting-at's ConvNeXt-T/S-CvSt or ViT-S, facebookresearch's ConvNeXt-T for "
+            f"upernet_convnext_t; initmodel/README.md)"
         )
     trunk.load_state_dict(state, strict=False)  # the optional norms only: the check above accounted for the rest
     logger.info("loaded ImageNet init %s into %s (normaliser and classifier dropped)", path, what)

@@ -1,9 +1,11 @@
-"""UperNet on ConvNeXt with the convolution stem: PIR-AT's UperNet-ConvNeXt (Croce, Singh & Hein, ECCV 2024,
-nmndeep/Robust-Segmentation), built with the key names of its released state dicts so that they load strictly.
+"""UperNet on ConvNeXt: PIR-AT's UperNet-ConvNeXt (Croce, Singh & Hein, ECCV 2024, nmndeep/Robust-Segmentation),
+built with the key names of its released state dicts so that they load strictly.
 
 Names (config key ``model``): ``upernet_convnext_t_cvst`` (depths 3-3-9-3) and ``upernet_convnext_s_cvst``
-(3-3-27-3), widths 96-192-384-768; ``upernet_convnext_demo``, a tiny one for the synthetic demo. Widths, depths
-and head widths are constructor arguments, so a test builds a tiny one.
+(3-3-27-3), widths 96-192-384-768, with the convolution stem of the robust ImageNet backbones;
+``upernet_convnext_t``, ConvNeXt-T with the original 4x4 patch stem (the reference's ``ConvNeXt-T``, which starts
+from facebookresearch/ConvNeXt's clean ImageNet file); ``upernet_convnext_demo``, a tiny one for the synthetic demo.
+Widths, depths, stem and head widths are constructor arguments, so a test builds a tiny one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ WIDTHS = (96, 192, 384, 768)
 CONFIGS = {
     "upernet_convnext_t_cvst": {"depths": (3, 3, 9, 3), "drop_path_rate": 0.4},
     "upernet_convnext_s_cvst": {"depths": (3, 3, 27, 3), "drop_path_rate": 0.3},
+    "upernet_convnext_t": {"depths": (3, 3, 9, 3), "drop_path_rate": 0.4, "stem": "patch"},
     "upernet_convnext_demo": {
         "depths": (1, 1, 2, 1),
         "dims": (16, 32, 64, 128),
@@ -63,6 +66,15 @@ class ConvStem(nn.Module):
         return self.stem(x)
 
 
+def patch_stem(width: int) -> nn.Sequential:
+    """ConvNeXt's original stem: a 4x4 stride-4 conv and a channels-first LayerNorm (facebookresearch's
+    ``downsample_layers.0.0`` / ``.0.1``)."""
+    return nn.Sequential(nn.Conv2d(3, width, 4, stride=4), LayerNorm2d(width))
+
+
+STEMS = {"conv": ConvStem, "patch": patch_stem}
+
+
 class Block(nn.Module):
     """ConvNeXt block: 7x7 depthwise conv, LayerNorm, 4x MLP (as linear layers on channels-last), layer scale
     ``gamma``, residual with stochastic depth."""
@@ -84,14 +96,19 @@ class Block(nn.Module):
 
 
 class ConvNeXt(nn.Module):
-    """ConvNeXt (Liu et al., "A ConvNet for the 2020s", CVPR 2022) with the convolution stem, returning the four
-    stages' outputs (strides 4, 8, 16, 32), each through its own LayerNorm (``norm0`` ... ``norm3``)."""
+    """ConvNeXt (Liu et al., "A ConvNet for the 2020s", CVPR 2022) with the convolution or the patch stem (a key
+    of :data:`STEMS`), returning the four stages' outputs (strides 4, 8, 16, 32), each through its own LayerNorm
+    (``norm0`` ... ``norm3``)."""
 
     def __init__(
-        self, depths: Sequence[int] = (3, 3, 9, 3), dims: Sequence[int] = WIDTHS, drop_path_rate: float = 0.0
+        self,
+        depths: Sequence[int] = (3, 3, 9, 3),
+        dims: Sequence[int] = WIDTHS,
+        drop_path_rate: float = 0.0,
+        stem: str = "conv",
     ) -> None:
         super().__init__()
-        self.downsample_layers = nn.ModuleList([ConvStem(dims[0])])
+        self.downsample_layers = nn.ModuleList([STEMS[stem](dims[0])])
         for i in range(3):
             self.downsample_layers.append(nn.Sequential(LayerNorm2d(dims[i]), nn.Conv2d(dims[i], dims[i + 1], 2, 2)))
         rates = linear_rates(drop_path_rate, sum(depths))
@@ -175,6 +192,7 @@ class UperNetConvNeXt(nn.Module):
         classes: output classes (21 VOC, 151 PIR-AT's ADE20K, 150 the common ADE20K convention).
         depths, dims: ConvNeXt's blocks and widths per stage.
         drop_path_rate: the largest stochastic-depth rate (the last block's), used in training only.
+        stem: ``conv`` (the robust backbones' convolution stem) or ``patch`` (ConvNeXt's original).
         channels, aux_channels: the UperNet and the auxiliary head's widths.
     """
 
@@ -188,9 +206,10 @@ class UperNetConvNeXt(nn.Module):
         drop_path_rate: float = 0.4,
         channels: int = 512,
         aux_channels: int = 256,
+        stem: str = "conv",
     ) -> None:
         super().__init__()
-        self.backbone = ConvNeXt(depths, dims, drop_path_rate)
+        self.backbone = ConvNeXt(depths, dims, drop_path_rate, stem)
         self.decode_head = UperNetHead(dims, classes, channels)
         self.auxiliary_head = FCNHead(dims[2], classes, aux_channels)
         self.apply(_init_weights)

@@ -1,6 +1,7 @@
 """PIR-AT's robust ImageNet initialisations (nmndeep/revisiting-at files: timm's names inside the normaliser and
 DDP wrappers): the releases' key lists, restated here, map strictly onto our ConvNeXt and ViT; the weights land
-where a restatement of PIR-AT's ``load_carefully_cvst`` copies them; the ViT's position embedding is resized as
+where a restatement of PIR-AT's ``load_carefully_cvst`` (and, for facebookresearch/ConvNeXt's clean file of the
+patch-stem ConvNeXt-T, ``load_carefully``) copies them; the ViT's position embedding is resized as
 its ``resize_pos_embed`` does; a file that does not fit is one line."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from model import model_from_config
 from model.checkpoint import convnext_init_state, load_pirat_init, state_dict_mismatch, vit_init_state
 from model.registry import MODELS
 from model.segmenter import Segmenter
+from model.upernet import UperNetConvNeXt
 from util.config import load_config
 from util.errors import UserError
 
@@ -44,6 +46,27 @@ def convnext_cvst_keys(depths, dims=(96, 192, 384, 768)) -> dict[str, tuple[int,
             add(b + "mlp.fc2.weight", d, 4 * d), add(b + "mlp.fc2.bias", d)
     add("head.norm.weight", dims[-1]), add("head.norm.bias", dims[-1])
     add("head.fc.weight", 1000, dims[-1]), add("head.fc.bias", 1000)
+    return keys
+
+
+def convnext_patch_keys(depths, dims=(96, 192, 384, 768)) -> dict[str, tuple[int, ...]]:
+    """facebookresearch/ConvNeXt's ImageNet file (``convnext_tiny_1k_224_ema.pth``: the state dict under
+    ``model``): the patch stem, LayerNorm + 2x2 conv downsamplings, blocks, the final norm and the head."""
+    keys = {"downsample_layers.0.0.weight": (dims[0], 3, 4, 4), "downsample_layers.0.0.bias": (dims[0],)}
+    keys.update({"downsample_layers.0.1.weight": (dims[0],), "downsample_layers.0.1.bias": (dims[0],)})
+    for i, (depth, d) in enumerate(zip(depths, dims)):
+        if i:
+            keys[f"downsample_layers.{i}.0.weight"] = keys[f"downsample_layers.{i}.0.bias"] = (dims[i - 1],)
+            keys[f"downsample_layers.{i}.1.weight"] = (d, dims[i - 1], 2, 2)
+            keys[f"downsample_layers.{i}.1.bias"] = (d,)
+        for k in range(depth):
+            b = f"stages.{i}.{k}."
+            keys.update({b + "gamma": (d,), b + "dwconv.weight": (d, 1, 7, 7), b + "dwconv.bias": (d,)})
+            keys.update({b + "norm.weight": (d,), b + "norm.bias": (d,)})
+            keys.update({b + "pwconv1.weight": (4 * d, d), b + "pwconv1.bias": (4 * d,)})
+            keys.update({b + "pwconv2.weight": (d, 4 * d), b + "pwconv2.bias": (d,)})
+    keys.update({"norm.weight": (dims[-1],), "norm.bias": (dims[-1],)})
+    keys.update({"head.weight": (1000, dims[-1]), "head.bias": (1000,)})
     return keys
 
 
@@ -82,6 +105,15 @@ def test_the_convnext_cvst_release_layout_maps_strictly(name, depths):
         k: v for k, v in backbone.state_dict().items() if not k.startswith(("norm0.", "norm1.", "norm2.", "norm3."))
     }
     assert state_dict_mismatch(convnext_init_state(_meta(convnext_cvst_keys(depths))), expected) == ""
+
+
+def test_facebookresearchs_convnext_t_layout_maps_strictly_onto_the_patch_stem_model():
+    with torch.device("meta"):
+        backbone = MODELS.get("upernet_convnext_t")("upernet_convnext_t", 21).backbone
+    expected = {
+        k: v for k, v in backbone.state_dict().items() if not k.startswith(tuple(f"norm{i}." for i in range(4)))
+    }
+    assert state_dict_mismatch(convnext_init_state(_meta(convnext_patch_keys((3, 3, 9, 3)))), expected) == ""
 
 
 def test_the_vit_s_release_layout_maps_strictly_with_its_grid_resized():
@@ -133,6 +165,44 @@ def test_a_robust_convnext_file_lands_where_pir_at_copies_it(tmp_path):
         assert torch.equal(a, b), key  # the stage-output norms and the heads untouched in both
     x = torch.rand(1, 3, 64, 64)
     assert all(torch.equal(a, b) for a, b in zip(ours.eval().backbone(x), reference.eval().backbone(x)))
+
+
+def restated_load_carefully(backbone, ckpt, depths):
+    """PIR-AT's load_carefully (the patch-stem ConvNeXt from facebookresearch's file), as written there."""
+    ckpt = ckpt["model"]
+    with torch.no_grad():
+        for i in range(4):
+            for p in range(2):
+                backbone.downsample_layers[i][p].weight.copy_(ckpt[f"downsample_layers.{i}.{p}.weight"])
+                backbone.downsample_layers[i][p].bias.copy_(ckpt[f"downsample_layers.{i}.{p}.bias"])
+        for j in range(4):
+            for k in range(depths[j]):
+                block, b = backbone.stages[j][k], f"stages.{j}.{k}."
+                block.gamma.copy_(ckpt[b + "gamma"])
+                for name in ("dwconv", "norm", "pwconv1", "pwconv2"):
+                    getattr(block, name).weight.copy_(ckpt[b + name + ".weight"])
+                    getattr(block, name).bias.copy_(ckpt[b + name + ".bias"])
+
+
+def test_a_clean_facebookresearch_convnext_file_lands_where_pir_at_copies_it(tmp_path):
+    depths, dims = (1, 1, 2, 1), (16, 32, 64, 128)
+    g = torch.Generator().manual_seed(1)
+    state = {"model": {k: torch.randn(shape, generator=g) for k, shape in convnext_patch_keys(depths, dims).items()}}
+    torch.save(state, tmp_path / "convnext_tiny_1k_224_ema.pth")
+    tiny = {"depths": depths, "dims": dims, "channels": 32, "aux_channels": 16, "stem": "patch"}
+    ours, reference = UperNetConvNeXt(5, **tiny), UperNetConvNeXt(5, **tiny)
+    reference.load_state_dict(ours.state_dict())
+    load_pirat_init(ours, str(tmp_path / "convnext_tiny_1k_224_ema.pth"))
+    restated_load_carefully(reference.backbone, state, depths)
+    for (key, a), b in zip(ours.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), key
+    x = torch.rand(1, 3, 64, 64)
+    assert all(torch.equal(a, b) for a, b in zip(ours.eval().backbone(x), reference.eval().backbone(x)))
+    with pytest.raises(UserError, match="does not fit the ConvNeXt backbone: .*facebookresearch's ConvNeXt-T"):
+        load_pirat_init(
+            MODELS.get("upernet_convnext_demo")("upernet_convnext_demo", 5),
+            str(tmp_path / "convnext_tiny_1k_224_ema.pth"),
+        )
 
 
 def test_a_robust_vit_file_gets_its_position_embedding_resized_as_pir_at_s(tmp_path):

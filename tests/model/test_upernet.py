@@ -213,6 +213,9 @@ def test_a_checkpoint_of_another_size_or_class_count_is_named_in_one_line(tmp_pa
     )
     torch.save(UperNetConvNeXt(21, **TINY).state_dict(), tmp_path / "other.pth")
     with pytest.raises(
-        UserError, match="looks like a UperNet-ConvNeXt of depths \\(1, 1, 2, 1\\) and width 8, which no"
+        UserError, match="like a UperNet-ConvNeXt of depths \\(1, 1, 2, 1\\), width 8 and the conv stem"
     ):
         load_checkpoint_weights(demo("upernet_convnext_demo", 21), str(tmp_path / "other.pth"))
+    torch.save(MODELS.get("upernet_convnext_t")("upernet_convnext_t", 21).state_dict(), tmp_path / "patch.pth")
+    with pytest.raises(UserError, match="looks like PIR-AT UperNet-ConvNeXt: set model upernet_convnext_t classes 21"):
+        load_checkpoint_weights(demo("upernet_convnext_demo", 21), str(tmp_path / "patch.pth"))
