@@ -128,6 +128,18 @@ def test_attack_on_unlabelled_split(run_cli, tiny_opts):
 
 
 @pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--protocol", "pirats"], "unknown evaluation protocol 'pirats'; known: ddcat, ours, pirat, samat"),
+        (["--protocol", "ddcat", "--attack"], "with --protocol give one of the two"),
+    ],
+)
+def test_an_unknown_or_doubled_protocol_is_one_line(run_cli, tiny_opts, tmp_path, extra, needle):
+    code, _, err = run_cli(test_entry, ["--config", CONFIG, *extra, *tiny_opts, "save_folder", str(tmp_path / "r")])
+    assert code == 2 and needle in one_line(err) and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
     "override,needle",
     [
         (["adv_eps", "-0.03"], "adv_eps > 0"),

@@ -102,8 +102,9 @@ def test_every_demo_defense_has_its_scripts_and_config(target):
 
 
 def _named_attack_lists() -> set[str]:
-    """The config/attacks_*.yaml files that the Makefile and the tool_test scripts name."""
+    """The config/attacks_*.yaml files that the Makefile, the tool_test scripts and the protocols name."""
     texts = [(ROOT / "Makefile").read_text(), *(p.read_text() for p in (ROOT / "tool_test").rglob("*.sh"))]
+    texts += [p.read_text() for p in (ROOT / "config/protocols").glob("*.yaml")]
     return {name for text in texts for name in re.findall(r"config/attacks_\w+\.yaml", text)}
 
 
@@ -174,7 +175,7 @@ def test_every_pir_at_release_has_a_config_that_builds_it_and_scripts(release, c
         model_from_config(cfg)
     assert cfg.model_path.endswith("/" + release) and list(cfg.mean) == [0, 0, 0] and list(cfg.std) == [1, 1, 1]
     dataset = config.split("/")[1]
-    assert "test_preprocess pirat" in (ROOT / f"tool_test/{dataset}/pirat_eval.sh").read_text()
+    assert "PROTOCOL=pirat " in (ROOT / f"tool_test/{dataset}/pirat_eval.sh").read_text()
     name = config.split("/")[-1].removeprefix(f"{dataset}_").removesuffix("_pirat.yaml")
     assert config in (ROOT / f"tool_train/{dataset}/{name}_train_pirat.sh").read_text()
 

@@ -5,7 +5,6 @@ makes, restated here from nmndeep/Robust-Segmentation's ``_val_sync_transform`` 
 from __future__ import annotations
 
 import json
-import shlex
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from PIL import Image
 
 from evaluation.inference import Protocol
 from evaluation.predictions import prediction_settings
+from evaluation.protocols import load_protocol
 from model import build_model
 from tests.conftest import ROOT
 from tests.entry import test_entry
@@ -104,16 +104,16 @@ def test_a_resized_image_smaller_than_the_crop_is_one_line_before_anything_runs(
 
 
 def test_test_py_scores_the_crops_with_pir_at_s_miou(tiny_data, tmp_path, run_cli):
-    """test.py with the preset's keys (read from tool_test/voc2012/pirat_eval.sh) on the synthetic set: predictions
-    of crop size, and results.json's present_mIoU equal to the reference's mIoU of those predictions."""
+    """test.py with the protocol pirat_eval.sh names (config/protocols/pirat.yaml) on the synthetic set, its attacks
+    left out: predictions of crop size, and results.json's present_mIoU equal to the reference's mIoU of those."""
     torch.manual_seed(0)
     model = build_model("psp", 18, 5)
     torch.save({"state_dict": model.state_dict()}, tmp_path / "m.pth")
-    script = shlex.split((ROOT / "tool_test/voc2012/pirat_eval.sh").read_text().replace("\\\n", " "), comments=True)
-    preset = script[script.index("${config}") + 1 : script.index("save_folder")]
-    assert preset[:2] == ["test_preprocess", "pirat"] and "ignore_as_background" in preset
+    assert "PROTOCOL=pirat " in (ROOT / "tool_test/voc2012/pirat_eval.sh").read_text()
+    assert load_protocol("pirat").overrides["ignore_as_background"] is True
     opts = ["data_root", str(tiny_data), "test_list", str(tiny_data / "list/val.txt"), "pretrained", "False"]
-    opts += [*preset, "test_h", "40", "test_w", "40", "save_folder", str(tmp_path / "r"), "model_path"]
+    opts += ["attacks", "[]", "test_h", "40", "test_w", "40", "save_folder", str(tmp_path / "r"), "model_path"]
+    opts = ["--protocol", "pirat", *opts]
     code, _, err = run_cli(test_entry, ["--config", CONFIG, *opts, str(tmp_path / "m.pth")])
     assert code == 0, err
     data = SemData("val", str(tiny_data), str(tiny_data / "list/val.txt"), classes=5, preprocess="pirat", crop=40)
