@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: venv demo demo-strong demo-pirat test clean-demo
+.PHONY: venv demo demo-strong demo-pirat benchmark-demo test clean-demo
 
 $(STAMP): requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -12,6 +12,15 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 venv: $(STAMP)
+
+## The benchmark (python -m evaluation.benchmark, docs/benchmark.md) on the embedded zoo, zoo/demo.yaml: the models
+## of make demo-strong (run it first), clean, under DDC-AT's BIM-2 and SEA at 4/255 and 8/255 (20 iterations per
+## member, a reduced budget), on the first BENCH_DEMO_IMAGES val images; exp/synthetic/benchmark/leaderboard.md.
+BENCH_DEMO_IMAGES := 4
+benchmark-demo: $(STAMP)
+	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic
+	$(PYTHON) -m evaluation.benchmark --zoo zoo/demo.yaml --models-dir exp/synthetic --out exp/synthetic/benchmark \
+	  --images $(BENCH_DEMO_IMAGES) --attacks config/attacks_benchmark_demo.yaml panels 0
 
 ## Train PSPNet-18 on the synthetic set without defense, fine-tune it with SAT, DDC-AT and SAM; evaluate each
 ## on the first DEMO_IMAGES val images under DEMO_ATTACKS (clean, BIM-2, SegPGD-20, worst case); picture each,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from util.config import as_opts
 from util.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,22 +23,23 @@ def names() -> list[str]:
 
 @dataclass(frozen=True)
 class EvalProtocol:
-    """A named evaluation: ``overrides`` (config key -> value) and the attack list file ``attacks``."""
+    """A named evaluation: ``overrides`` (config key -> value), the attack list files ``attacks``, the result's
+    ``metric`` its paper reports (a :data:`evaluation.rows.METRICS` name) and, for models evaluated in L2 too,
+    ``l2_attacks``."""
 
     name: str
     overrides: dict
-    attacks: str
+    attacks: tuple[str, ...]
+    metric: str = "mIoU"
+    l2_attacks: str | None = None
 
     def attack_text(self) -> str:
-        """The attack list's YAML text, as test.py's ``attacks`` key takes it."""
-        return (ROOT / self.attacks).read_text()
+        """The attack lists' YAML text, as test.py's ``attacks`` key takes it."""
+        return "\n".join((ROOT / path).read_text() for path in self.attacks)
 
     def opts(self) -> list[str]:
         """``key value`` overrides for :func:`util.config.load_config`: the protocol's keys and its attacks."""
-        out = []
-        for key, value in self.overrides.items():
-            out += [key, yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()]
-        return [*out, "attacks", self.attack_text()]
+        return [*as_opts(self.overrides), "attacks", self.attack_text()]
 
 
 def load_protocol(name: str) -> EvalProtocol:
@@ -50,7 +52,8 @@ def load_protocol(name: str) -> EvalProtocol:
     if not path.is_file():
         raise UserError(f"unknown evaluation protocol '{name}'; known: {', '.join(names())} (config/protocols/)")
     data = yaml.safe_load(path.read_text()) or {}
-    attacks = data.get("attacks")
-    if not isinstance(attacks, str) or not (ROOT / attacks).is_file():
-        raise UserError(f"protocol file '{path}': 'attacks' must name an attack list file, got {attacks!r}")
-    return EvalProtocol(name, dict(data.get("overrides") or {}), attacks)
+    attacks, l2 = data.get("attacks"), data.get("l2_attacks")
+    for value in (attacks, *([l2] if l2 else [])):
+        if not isinstance(value, str) or not (ROOT / value).is_file():
+            raise UserError(f"protocol file '{path}': an attack list must name an existing file, got {value!r}")
+    return EvalProtocol(name, dict(data.get("overrides") or {}), (attacks,), data.get("metric", "mIoU"), l2)

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -360,8 +361,11 @@ def check_before_writing(
         model_loader()  # a checkpoint that does not load or fit is refused here, not once save_folder exists
 
 
-def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.device) -> None:
-    """Evaluate each spec (None: clean) and, for more than one mode, their worst cases and the report."""
+def run_suite(
+    cfg: DictConfig, specs: list[AttackSpec | None], device: torch.device, on_mode: Callable | None = None
+) -> None:
+    """Evaluate each spec (None: clean) and, for more than one mode, their worst cases and the report.
+    ``on_mode(spec, seconds)`` is told of each mode once it is scored (the benchmark's progress)."""
     check_creatable(cfg.save_folder, "save_folder")
     if any(specs) and cfg.split == "test":
         raise UserError("an attack needs labels, but split is 'test'; evaluate a labelled split (val)")
@@ -373,7 +377,12 @@ def run_suite(cfg: DictConfig, specs: list[AttackSpec | None], device: torch.dev
         model_loader = functools.cache(lambda: load_model(cfg, device))  # loaded only when a prediction is missing
         ev = Evaluation.from_config(cfg)
         check_before_writing(ev, runs, model_loader, list_sha256, [image_name(path) for path, _ in data.data_list])
-        evaluated = [evaluate(ev, data, spec, names, colors, model_loader, list_sha256) for spec in runs]
+        evaluated = []
+        for spec in runs:
+            start = time.time()
+            evaluated.append(evaluate(ev, data, spec, names, colors, model_loader, list_sha256))
+            if on_mode is not None:
+                on_mode(spec, time.time() - start)
         if len(evaluated) > 1 and all(evaluated):
             rows = [row for row, _ in evaluated] + worst_cases(
                 evaluated, ensembles, names, ev.save_folder, ev.background_class

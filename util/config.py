@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,15 @@ def parse_opts(opts: Sequence[str]) -> dict:
         except yaml.YAMLError:
             out[key] = text
     return out
+
+
+def as_opts(values: Mapping[str, Any]) -> list[str]:
+    """A mapping of config keys as the ``key value`` pairs :func:`parse_opts` reads back (values as YAML)."""
+
+    def text(value: Any) -> str:  # a scalar's dump ends with YAML's document end marker
+        return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+    return [s for k, v in values.items() for s in (k, text(v))]
 
 
 def check(cfg: DictConfig, where: str = "config") -> None:
