@@ -181,7 +181,7 @@ class ModelSource:
             return None, self.zip_problem
         found = self._from_zip(entry) if self.zip is not None else self._from_folder(entry)
         if found is None:
-            return None, f"missing: no '{entry.file}' in '{self.path}'; download it from {entry.url}"
+            return None, f"missing: no '{entry.file}' in '{self.path}'; where to get it: {entry.url}"
         size = found.stat().st_size
         if entry.size and size != entry.size:
             return None, (

@@ -3,6 +3,7 @@ first step (the steps after it need minutes of training).
 
 The clone is `git clone` of this checkout, so it holds what is committed: commit before running these."""
 
+import json
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ TESTED = {
     "make test",
     "make demo-strong",
     "make demo-pirat",
+    "make benchmark-demo",
     "sh tool_train/voc2012/psp_train.sh",
     "sh tool_test/voc2012/robust_eval.sh",
 }
@@ -101,6 +103,20 @@ def test_the_demos_first_step_writes_the_dataset_on_a_fresh_clone(clone, target)
         assert other.returncode == 0, other.stderr
         refused = _run(["sh", "-c", step], clone)
         assert refused.returncode == 2 and refused.stderr.startswith("error: dataset/synthetic holds a synthetic")
+
+
+def test_make_benchmark_demo_on_a_fresh_clone_reports_each_model_missing_and_how_to_make_it(clone):
+    """Without demo-strong's models the benchmark goes through the embedded zoo, one line per model, and still
+    writes its leaderboard (the run over real models: tests/evaluation/test_benchmark.py)."""
+    steps = _steps(clone, "benchmark-demo")
+    assert "tool_data.synthetic" in steps[0] and "-m evaluation.benchmark --zoo zoo/demo.yaml" in steps[1]
+    for step in steps:
+        proc = _run(["sh", "-c", step], clone)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads((clone / "exp/synthetic/benchmark/leaderboard.json").read_text())
+    assert len(rows) == 8 and all(r["status"].startswith("missing: ") for r in rows)
+    assert "where to get it: run make demo-strong (it trains exp/synthetic/strong_none)" in rows[0]["status"]
+    assert _clean(clone)
 
 
 def test_make_test_lints_and_collects_the_suite_on_a_fresh_clone(clone):

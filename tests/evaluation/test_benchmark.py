@@ -72,7 +72,7 @@ def test_the_zoo_is_benchmarked_with_bad_files_reported_and_a_stop_resumed(zoo, 
     assert bim_claim["difference"] == pytest.approx(bim_claim["measured"] - 20, abs=0.011)
     assert clean_claim["claimed"] == 50.0 and clean_claim["protocol"] == "ddcat"
     assert (
-        rows["missing"]["status"] == "missing: no 'nowhere.pth' in '" + str(zoo / "models") + "'; download it from here"
+        rows["missing"]["status"] == "missing: no 'nowhere.pth' in '" + str(zoo / "models") + "'; where to get it: here"
     )
     assert "truncated.pth' is not a loadable torch checkpoint" in rows["truncated"]["status"]
     assert "does not fit" in rows["foreign"]["status"] and rows["foreign"]["clean"] is None
