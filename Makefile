@@ -18,7 +18,7 @@ venv: $(STAMP)
 ## member, a reduced budget), on the first BENCH_DEMO_IMAGES val images; exp/synthetic/benchmark/leaderboard.md.
 BENCH_DEMO_IMAGES := 4
 benchmark-demo: $(STAMP)
-	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic
+	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic && mkdir -p exp/synthetic
 	$(PYTHON) -m evaluation.benchmark --zoo zoo/demo.yaml --models-dir exp/synthetic --out exp/synthetic/benchmark \
 	  --images $(BENCH_DEMO_IMAGES) --attacks config/attacks_benchmark_demo.yaml panels 0
 
