@@ -108,11 +108,10 @@ def test_the_demos_first_step_writes_the_dataset_on_a_fresh_clone(clone, target)
 def test_make_benchmark_demo_on_a_fresh_clone_reports_each_model_missing_and_how_to_make_it(clone):
     """Without demo-strong's models the benchmark goes through the embedded zoo, one line per model, and still
     writes its leaderboard (the run over real models: tests/evaluation/test_benchmark.py)."""
-    steps = _steps(clone, "benchmark-demo")
-    assert "tool_data.synthetic" in steps[0] and "-m evaluation.benchmark --zoo zoo/demo.yaml" in steps[1]
-    for step in steps:
-        proc = _run(["sh", "-c", step], clone)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    script = "\n".join(_steps(clone, "benchmark-demo"))
+    assert "tool_data.synthetic" in script and "-m evaluation.benchmark --zoo zoo/demo.yaml" in script
+    proc = _run(["sh", "-c", script], clone)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads((clone / "exp/synthetic/benchmark/leaderboard.json").read_text())
     assert len(rows) == 8 and all(r["status"].startswith("missing: ") for r in rows)
     assert "where to get it: run make demo-strong (it trains exp/synthetic/strong_none)" in rows[0]["status"]
