@@ -154,11 +154,10 @@ def leaderboard_row(entry: ZooEntry, out: Path, status: str) -> dict:
     ours = read_rows(out / entry.name / OURS)
     clean = next((r for r in ours if r.kind == "clean"), None)
     row = {"model": entry.name, "paper": entry.paper, "dataset": entry.dataset, "status": status}
-    row["clean"] = _pct(clean.mIoU if clean else None)
+    row["clean"], row["images"] = _pct(clean.mIoU if clean else None), clean.images if clean else None
     for eps in ROBUST_EPS:
         worst = worst_at(ours, eps)
         row[f"worst_{eps * 255:g}"] = _pct(worst.mIoU if worst else None)
-        row["images"] = clean.images if clean else None
     comparisons = []
     for claims, protocol in ((entry.claims, protocols.get(entry.protocol)), (entry.claims_elsewhere, None)):
         rows = read_rows(out / entry.name / protocol.name) if protocol else ours
@@ -292,7 +291,9 @@ def main(argv: list[str] | None = None) -> None:
     opts = [*(["index_step", str(args.images)] if args.images else []), *args.opts]
     source = ModelSource(args.models_dir, out / "extracted")
     device = dist.setup(select_device(args.device, []))
-    if dist.is_main_process():
+    if not dist.is_main_process():
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs the progress and writes the leaderboard
+    else:
         out.mkdir(parents=True, exist_ok=True)
     rows = []
     for index, entry in enumerate(entries):
@@ -305,9 +306,9 @@ def main(argv: list[str] | None = None) -> None:
             except UserError as err:
                 problem = str(err)
         status = problem or "measured"
-        if problem:
-            logger.warning(f"benchmark {position} {entry.name}: {problem}")
         if dist.is_main_process():
+            if problem:
+                logger.warning(f"benchmark {position} {entry.name}: {problem}")
             rows.append(leaderboard_row(entry, out, status))
             write_leaderboard(out, rows)
     if dist.is_main_process():
