@@ -14,9 +14,9 @@ $(STAMP): requirements.txt
 venv: $(STAMP)
 
 ## The benchmark (python -m evaluation.benchmark, docs/benchmark.md) on the embedded zoo, zoo/demo.yaml: the models
-## of make demo-strong (run it first), clean, under DDC-AT's BIM-2 and SEA at 4/255 and 8/255 (20 iterations per
+## of make demo-strong (run it first), clean, under DDC-AT's BIM-2 and SEA at 4/255 and 8/255 (10 iterations per
 ## member, a reduced budget), on the first BENCH_DEMO_IMAGES val images; exp/synthetic/benchmark/leaderboard.md.
-BENCH_DEMO_IMAGES := 4
+BENCH_DEMO_IMAGES := 2
 benchmark-demo: $(STAMP)
 	$(PYTHON) -m tool_data.synthetic --root dataset/synthetic && mkdir -p exp/synthetic
 	$(PYTHON) -m evaluation.benchmark --zoo zoo/demo.yaml --models-dir exp/synthetic --out exp/synthetic/benchmark \
