@@ -87,9 +87,21 @@ def test_original_config_loads_unchanged(original):
     assert cfg.arch == "psp" and cfg.defense == "none"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*/*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(p for p in (ROOT / "config").glob("*/*.yaml") if p.parent.name != "protocols"), ids=lambda p: p.name
+)
 def test_project_configs_load(path):
     load_config(str(path))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "config/protocols").glob("*.yaml")))
+def test_every_protocol_sets_known_keys_and_attacks(name):
+    """config/protocols/ files are not configs: their keys and attack list load on top of one."""
+    from evaluation.protocols import load_protocol
+
+    protocol = load_protocol(name)
+    cfg = load_config(str(ROOT / "config/synthetic/synthetic_pspnet18.yaml"), protocol.opts())
+    assert cfg.attacks and all(cfg[key] == value for key, value in protocol.overrides.items())
 
 
 def test_overrides_are_yaml_literals(original):
