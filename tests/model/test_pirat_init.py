@@ -136,18 +136,19 @@ def restated_load_carefully_cvst(backbone, ckpt, depths):
             for p in range(2):
                 backbone.downsample_layers[stage][p].weight.copy_(ckpt[f"stages.{stage}.downsample.{p}.weight"])
                 backbone.downsample_layers[stage][p].bias.copy_(ckpt[f"stages.{stage}.downsample.{p}.bias"])
-        for j in range(4):
-            for k in range(depths[j]):
-                block, b = backbone.stages[j][k], f"stages.{j}.blocks.{k}."
-                block.gamma.copy_(ckpt[b + "gamma"])
-                for ours, theirs in (
-                    ("dwconv", "conv_dw"),
-                    ("norm", "norm"),
-                    ("pwconv1", "mlp.fc1"),
-                    ("pwconv2", "mlp.fc2"),
-                ):
-                    getattr(block, ours).weight.copy_(ckpt[b + theirs + ".weight"])
-                    getattr(block, ours).bias.copy_(ckpt[b + theirs + ".bias"])
+        timm = {"dwconv": "conv_dw", "norm": "norm", "pwconv1": "mlp.fc1", "pwconv2": "mlp.fc2"}
+        _copy_blocks(backbone, ckpt, depths, "stages.{j}.blocks.{k}.", timm)
+
+
+def _copy_blocks(backbone, ckpt, depths, block_key, names):
+    """Both restatements' block loop: gamma, then each layer's weight and bias from ``ckpt`` under ``names``."""
+    for j in range(4):
+        for k in range(depths[j]):
+            block, b = backbone.stages[j][k], block_key.format(j=j, k=k)
+            block.gamma.copy_(ckpt[b + "gamma"])
+            for ours, theirs in names.items():
+                getattr(block, ours).weight.copy_(ckpt[b + theirs + ".weight"])
+                getattr(block, ours).bias.copy_(ckpt[b + theirs + ".bias"])
 
 
 def test_a_robust_convnext_file_lands_where_pir_at_copies_it(tmp_path):
@@ -175,13 +176,9 @@ def restated_load_carefully(backbone, ckpt, depths):
             for p in range(2):
                 backbone.downsample_layers[i][p].weight.copy_(ckpt[f"downsample_layers.{i}.{p}.weight"])
                 backbone.downsample_layers[i][p].bias.copy_(ckpt[f"downsample_layers.{i}.{p}.bias"])
-        for j in range(4):
-            for k in range(depths[j]):
-                block, b = backbone.stages[j][k], f"stages.{j}.{k}."
-                block.gamma.copy_(ckpt[b + "gamma"])
-                for name in ("dwconv", "norm", "pwconv1", "pwconv2"):
-                    getattr(block, name).weight.copy_(ckpt[b + name + ".weight"])
-                    getattr(block, name).bias.copy_(ckpt[b + name + ".bias"])
+        _copy_blocks(
+            backbone, ckpt, depths, "stages.{j}.{k}.", {n: n for n in ("dwconv", "norm", "pwconv1", "pwconv2")}
+        )
 
 
 def test_a_clean_facebookresearch_convnext_file_lands_where_pir_at_copies_it(tmp_path):
